@@ -1,0 +1,104 @@
+//! The hub's knobs, with melody's names and sane defaults.
+//!
+//! The binary fills a [`Config`] from flags and `GROUPCAST_*` environment
+//! variables (see `cli.rs`); a library user builds one in code:
+//!
+//! ```
+//! use std::time::Duration;
+//! let config = groupcast::Config {
+//!     queue_len: 512,
+//!     ..groupcast::Config::default()
+//! };
+//! assert_eq!(config.pong_wait, Duration::from_secs(60));
+//! ```
+
+use std::time::Duration;
+
+/// What happens when a session's outbound queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueFullPolicy {
+    /// Close the slow client with 1013 ("try again later"). It can
+    /// reconnect; everyone else keeps receiving.
+    #[default]
+    Close,
+    /// Drop the oldest queued message to make room for the new one. The
+    /// client stays connected and misses messages; each drop is counted.
+    DropOldest,
+}
+
+/// Settings of one hub. Every field has a default; see [`Config::default`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long one write (a batch of frames plus the flush) may take
+    /// before the connection is considered dead. melody: `WriteWait`.
+    pub write_timeout: Duration,
+    /// How long to wait for any frame (normally a pong) from the client
+    /// before closing it. melody: `PongWait`.
+    pub pong_wait: Duration,
+    /// How often to ping each client. Must be shorter than `pong_wait`.
+    /// melody: `PingPeriod`.
+    pub ping_period: Duration,
+    /// The largest message a client may send, in bytes; larger ones close
+    /// the connection with 1009. melody: `MaxMessageSize`.
+    pub max_message_size: usize,
+    /// How many outbound messages may wait for one session.
+    /// melody: `MessageBufferSize`.
+    pub queue_len: usize,
+    /// What to do when a session's queue is full.
+    pub queue_full: QueueFullPolicy,
+    /// Socket read buffer per connection, in bytes (tungstenite's default
+    /// is 128 KiB; most connections only ever receive pongs).
+    pub read_buffer_size: usize,
+    /// Bytes written to the socket buffer before a write is forced.
+    pub write_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            write_timeout: Duration::from_secs(10),
+            pong_wait: Duration::from_secs(60),
+            ping_period: Duration::from_secs(54),
+            max_message_size: 64 * 1024,
+            queue_len: 256,
+            queue_full: QueueFullPolicy::Close,
+            read_buffer_size: 4 * 1024,
+            write_buffer_size: 8 * 1024,
+        }
+    }
+}
+
+/// Why a [`Config`] cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("ping period ({ping:?}) must be shorter than pong wait ({pong:?})")]
+    PingNotBeforePong { ping: Duration, pong: Duration },
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl Config {
+    /// Checks the relations between fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ping_period >= self.pong_wait {
+            return Err(ConfigError::PingNotBeforePong {
+                ping: self.ping_period,
+                pong: self.pong_wait,
+            });
+        }
+        if self.queue_len == 0 {
+            return Err(ConfigError::Zero("queue length"));
+        }
+        if self.max_message_size == 0 {
+            return Err(ConfigError::Zero("max message size"));
+        }
+        if self.write_timeout.is_zero() {
+            return Err(ConfigError::Zero("write timeout"));
+        }
+        if self.ping_period.is_zero() {
+            return Err(ConfigError::Zero("ping period"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,50 @@
+//! The library's error types.
+
+use crate::config::ConfigError;
+use crate::envelope::EnvelopeError;
+use crate::group::GroupNameError;
+
+/// What a hub operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("invalid group name: {0}")]
+    GroupName(#[from] GroupNameError),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+}
+
+/// What the bus (the link between nodes) can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(String),
+    #[error("Redis is not reachable: {0}")]
+    Unavailable(String),
+    #[error("Redis command failed: {0}")]
+    Command(String),
+    #[error("the bus is shut down")]
+    Closed,
+}
+
+/// Why a session's connection failed; passed to the error handler.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client sent a message larger than {limit} bytes")]
+    MessageTooBig { limit: usize },
+    #[error("client sent a text frame that is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("no frame from the client within the pong wait of {0:?}")]
+    PongTimeout(std::time::Duration),
+    #[error("writing to the client took longer than {0:?}")]
+    WriteTimeout(std::time::Duration),
+    #[error("reading from the client failed: {0}")]
+    Read(String),
+    #[error("writing to the client failed: {0}")]
+    Write(String),
+}

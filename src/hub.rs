@@ -1,0 +1,619 @@
+//! The hub: the public façade of groupcast.
+//!
+//! A [`Hub`] owns this node's sessions (through the registry), the handlers
+//! the application registered, and the bus to the other nodes. Everything a
+//! user does goes through it: join and leave happen as clients connect and
+//! disconnect; broadcasts are delivered to local sessions at once and then
+//! published on the bus for the other nodes, which deliver them to theirs.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), groupcast::HubError> {
+//! use groupcast::{Hub, Message};
+//!
+//! let hub = Hub::builder()
+//!     // melody's chat: whatever a client says goes to its whole group.
+//!     .on_text(|hub, session, text| {
+//!         let _ = hub.broadcast_group(session.group(), text.to_owned());
+//!     })
+//!     .build()?;
+//! let app = axum::Router::new().merge(groupcast::server::ws_router(hub.clone()));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use crate::broadcast::{Broadcast, KeyFilter, Target};
+use crate::bus::local::LocalBus;
+use crate::bus::redis::{RedisBus, RedisOptions};
+use crate::bus::{Bus, BusContext, BusStatus, Channel, NodeInfo, PublishAck};
+use crate::config::Config;
+use crate::envelope::{self, Decoded, Envelope, FrameKind};
+use crate::error::{BusError, HubError, SessionError};
+use crate::group::{GroupName, GroupNameError};
+use crate::message::Message;
+use crate::metrics::Metrics;
+use crate::registry::{Fanout, Registry};
+use crate::session::{Session, SessionId};
+
+type SessionFn = Arc<dyn Fn(&Hub, &Session) + Send + Sync>;
+type TextFn = Arc<dyn Fn(&Hub, &Session, &str) + Send + Sync>;
+type BinaryFn = Arc<dyn Fn(&Hub, &Session, &Bytes) + Send + Sync>;
+type ErrorFn = Arc<dyn Fn(&Hub, &Session, &SessionError) + Send + Sync>;
+
+/// The application's callbacks (melody: `HandleConnect`, `HandleMessage`,
+/// `HandleMessageBinary`, `HandleDisconnect`, `HandleError`, `HandlePong`).
+///
+/// Handlers run on the connection's own task and must not block; spawn a
+/// task for slow work.
+#[derive(Default, Clone)]
+pub(crate) struct Handlers {
+    pub connect: Option<SessionFn>,
+    pub text: Option<TextFn>,
+    pub binary: Option<BinaryFn>,
+    pub disconnect: Option<SessionFn>,
+    pub error: Option<ErrorFn>,
+    pub pong: Option<SessionFn>,
+}
+
+/// Anything that names a group: `&str`, `String`, or a [`GroupName`].
+pub trait IntoGroupName {
+    /// Validates and converts.
+    fn into_group_name(self) -> Result<GroupName, GroupNameError>;
+}
+
+impl IntoGroupName for GroupName {
+    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
+        Ok(self)
+    }
+}
+impl IntoGroupName for &GroupName {
+    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
+        Ok(self.clone())
+    }
+}
+impl IntoGroupName for &str {
+    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
+        GroupName::new(self)
+    }
+}
+impl IntoGroupName for String {
+    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
+        GroupName::new(&self)
+    }
+}
+
+/// Which bus a hub is built with.
+enum BusChoice {
+    Local,
+    Redis(Box<RedisOptions>),
+}
+
+/// Builds a [`Hub`]: configuration, handlers, standalone or Redis.
+pub struct HubBuilder {
+    config: Config,
+    node_id: Option<String>,
+    handlers: Handlers,
+    bus: BusChoice,
+}
+
+impl HubBuilder {
+    /// Sets the configuration (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets this node's id (default: hostname plus a random suffix).
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = Some(id.into());
+        self
+    }
+
+    /// Makes the hub a cluster member over Redis.
+    pub fn redis(mut self, options: RedisOptions) -> Self {
+        self.bus = BusChoice::Redis(Box::new(options));
+        self
+    }
+
+    /// Called when a client has joined its group.
+    pub fn on_connect(mut self, f: impl Fn(&Hub, &Session) + Send + Sync + 'static) -> Self {
+        self.handlers.connect = Some(Arc::new(f));
+        self
+    }
+
+    /// Called for each text message a client sends.
+    pub fn on_text(mut self, f: impl Fn(&Hub, &Session, &str) + Send + Sync + 'static) -> Self {
+        self.handlers.text = Some(Arc::new(f));
+        self
+    }
+
+    /// Called for each binary message a client sends.
+    pub fn on_binary(mut self, f: impl Fn(&Hub, &Session, &Bytes) + Send + Sync + 'static) -> Self {
+        self.handlers.binary = Some(Arc::new(f));
+        self
+    }
+
+    /// Called once when a client has left (after it left its group).
+    pub fn on_disconnect(mut self, f: impl Fn(&Hub, &Session) + Send + Sync + 'static) -> Self {
+        self.handlers.disconnect = Some(Arc::new(f));
+        self
+    }
+
+    /// Called when a connection fails (read/write error, timeout, limits).
+    pub fn on_error(
+        mut self,
+        f: impl Fn(&Hub, &Session, &SessionError) + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.error = Some(Arc::new(f));
+        self
+    }
+
+    /// Called for each pong a client sends.
+    pub fn on_pong(mut self, f: impl Fn(&Hub, &Session) + Send + Sync + 'static) -> Self {
+        self.handlers.pong = Some(Arc::new(f));
+        self
+    }
+
+    /// Builds the hub. With Redis configured this starts the bus's tasks,
+    /// so it must be called inside a Tokio runtime; the connection to Redis
+    /// is made in the background (see [`Hub::status`]).
+    pub fn build(self) -> Result<Hub, HubError> {
+        self.config.validate()?;
+        let node_id = self.node_id.unwrap_or_else(default_node_id);
+        let registry = Arc::new(Registry::default());
+        let metrics = Arc::new(Metrics::new());
+        let delivery = Arc::new(Delivery {
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            node_id: node_id.clone(),
+        });
+        let inbox_delivery = delivery.clone();
+        let groups_registry = registry.clone();
+        let context = BusContext {
+            node_id: node_id.clone(),
+            inbox: Arc::new(move |channel, bytes| inbox_delivery.on_bus_message(channel, bytes)),
+            metrics: metrics.clone(),
+            local_groups: Arc::new(move || groups_registry.groups()),
+        };
+        let bus: Arc<dyn Bus> = match self.bus {
+            BusChoice::Local => {
+                metrics.bus_up.set(1);
+                Arc::new(LocalBus::new())
+            }
+            BusChoice::Redis(options) => Arc::new(RedisBus::start(*options, context)?),
+        };
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                config: self.config,
+                node_id,
+                registry,
+                metrics,
+                delivery,
+                handlers: self.handlers,
+                bus,
+                seq: AtomicU64::new(0),
+                shutting_down: AtomicBool::new(false),
+                shutdown: CancellationToken::new(),
+                connections: TaskTracker::new(),
+            }),
+        })
+    }
+}
+
+/// `hostname-xxxxxx`: readable in logs, unique across restarts.
+fn default_node_id() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "node".to_string());
+    format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+/// The hub. Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    node_id: String,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    delivery: Arc<Delivery>,
+    handlers: Handlers,
+    bus: Arc<dyn Bus>,
+    /// Envelope ids: one sequence per node.
+    seq: AtomicU64,
+    shutting_down: AtomicBool,
+    /// Cancelled when the hub shuts down; connections watch it.
+    shutdown: CancellationToken,
+    /// Every live connection holds a token, so shutdown can wait for them.
+    connections: TaskTracker,
+}
+
+/// One group, as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupInfo {
+    /// The group's name.
+    pub name: GroupName,
+    /// Its members on this node.
+    pub members: usize,
+}
+
+impl Hub {
+    /// A builder with default configuration, standalone.
+    pub fn builder() -> HubBuilder {
+        HubBuilder {
+            config: Config::default(),
+            node_id: None,
+            handlers: Handlers::default(),
+            bus: BusChoice::Local,
+        }
+    }
+
+    /// A standalone hub with `config` and no handlers.
+    pub fn new(config: Config) -> Result<Hub, HubError> {
+        Hub::builder().config(config).build()
+    }
+
+    /// The hub's configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// The hub's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn handlers(&self) -> &Handlers {
+        &self.inner.handlers
+    }
+
+    // ----- membership -------------------------------------------------
+
+    /// Registers a new session in `group`. The transport calls this once
+    /// the connection is established, and [`Hub::leave`] when it ends.
+    pub(crate) fn join(
+        &self,
+        group: GroupName,
+        remote_addr: Option<SocketAddr>,
+    ) -> Result<Session, HubError> {
+        if self.is_shutting_down() {
+            return Err(HubError::ShuttingDown);
+        }
+        let session = Session::new(group, remote_addr, &self.inner.config);
+        if self.inner.registry.join(&session) {
+            self.inner.bus.subscribe(session.group());
+        }
+        self.inner.metrics.connections_opened.inc();
+        Ok(session)
+    }
+
+    /// Removes a session; the bus unsubscribes when its group empties.
+    pub(crate) fn leave(&self, session: &Session) {
+        if self.inner.registry.leave(session) {
+            self.inner.bus.unsubscribe(session.group());
+        }
+        self.inner.metrics.connections_closed.inc();
+    }
+
+    // ----- broadcasting -------------------------------------------------
+
+    /// Sends `message` to every member of `group`, on every node
+    /// (ws-notifier: `GroupBroadcast`). Returns how many local sessions it
+    /// was queued for; other nodes deliver to theirs.
+    pub fn broadcast_group(
+        &self,
+        group: impl IntoGroupName,
+        message: impl Into<Message>,
+    ) -> Result<usize, HubError> {
+        let group = group.into_group_name()?;
+        self.send(Broadcast::group(group), message)
+    }
+
+    /// Sends `message` to every session on every node (melody: `Broadcast`).
+    pub fn broadcast_all(&self, message: impl Into<Message>) -> Result<usize, HubError> {
+        self.send(Broadcast::all(), message)
+    }
+
+    /// Sends `message` to every session on every node but `except`
+    /// (melody: `BroadcastOthers`). For "my group but me", use
+    /// `send(Broadcast::group(g).except(id), msg)`.
+    pub fn broadcast_others(
+        &self,
+        message: impl Into<Message>,
+        except: &SessionId,
+    ) -> Result<usize, HubError> {
+        self.send(Broadcast::all().except(except.clone()), message)
+    }
+
+    /// Sends `message` to the listed sessions, wherever they are connected
+    /// (melody: `BroadcastMultiple`).
+    pub fn broadcast_to(
+        &self,
+        sessions: impl IntoIterator<Item = SessionId>,
+        message: impl Into<Message>,
+    ) -> Result<usize, HubError> {
+        self.send(Broadcast::sessions(sessions), message)
+    }
+
+    /// Sends `message` to every session on every node whose keys match
+    /// `filter`. Works cluster-wide because the filter is data.
+    pub fn broadcast_matching(
+        &self,
+        filter: KeyFilter,
+        message: impl Into<Message>,
+    ) -> Result<usize, HubError> {
+        self.send(Broadcast::all().matching(filter), message)
+    }
+
+    /// Sends `message` to the sessions **of this node** for which `keep`
+    /// returns true (melody: `BroadcastFilter`). A closure cannot travel to
+    /// other nodes: use [`Hub::broadcast_matching`] for a cluster-wide
+    /// selection.
+    pub fn broadcast_filter(
+        &self,
+        message: impl Into<Message>,
+        keep: impl Fn(&Session) -> bool,
+    ) -> usize {
+        let message = message.into();
+        self.inner.metrics.broadcasts.inc();
+        self.inner
+            .delivery
+            .deliver(&Broadcast::all(), &message, &keep)
+            .delivered
+    }
+
+    /// Delivers `message` to the sessions `broadcast` names: local ones at
+    /// once, the others' through the bus. Does not wait for the bus; the
+    /// order of sends from one caller is kept everywhere.
+    pub fn send(
+        &self,
+        broadcast: Broadcast,
+        message: impl Into<Message>,
+    ) -> Result<usize, HubError> {
+        let (delivered, _ack) = self.dispatch(broadcast, message.into())?;
+        Ok(delivered)
+    }
+
+    /// Like [`Hub::send`], but waits until the bus has taken the message,
+    /// so that a failure to reach the other nodes is reported.
+    pub async fn publish(
+        &self,
+        broadcast: Broadcast,
+        message: impl Into<Message>,
+    ) -> Result<usize, HubError> {
+        let (delivered, ack) = self.dispatch(broadcast, message.into())?;
+        ack.wait().await?;
+        Ok(delivered)
+    }
+
+    fn dispatch(
+        &self,
+        broadcast: Broadcast,
+        message: Message,
+    ) -> Result<(usize, PublishAck), HubError> {
+        let inner = &self.inner;
+        inner.metrics.broadcasts.inc();
+        let ack = if inner.bus.is_clustered() {
+            let envelope = Envelope {
+                origin: inner.node_id.clone(),
+                id: inner.seq.fetch_add(1, Ordering::Relaxed),
+                kind: if message.is_text() {
+                    FrameKind::Text
+                } else {
+                    FrameKind::Binary
+                },
+                except: broadcast.except.clone(),
+                filter: broadcast.filter.clone(),
+                sessions: match &broadcast.target {
+                    Target::Sessions(ids) => Some(ids.clone()),
+                    _ => None,
+                },
+                payload: message.payload().to_vec(),
+            };
+            let channel = match &broadcast.target {
+                Target::Group(group) => Channel::Group(group.clone()),
+                Target::All | Target::Sessions(_) => Channel::Cluster,
+            };
+            inner.bus.publish(channel, envelope.encode()?)
+        } else {
+            PublishAck::done()
+        };
+        let fanout = inner.delivery.deliver(&broadcast, &message, &|_| true);
+        Ok((fanout.delivered, ack))
+    }
+
+    // ----- looking around -------------------------------------------------
+
+    /// Sessions connected to this node.
+    pub fn session_count(&self) -> usize {
+        self.inner.registry.session_count()
+    }
+
+    /// Groups with at least one member on this node.
+    pub fn group_count(&self) -> usize {
+        self.inner.registry.group_count()
+    }
+
+    /// Members of `group` on this node.
+    pub fn member_count(&self, group: &GroupName) -> usize {
+        self.inner.registry.member_count(group)
+    }
+
+    /// This node's groups with their member counts, sorted by name.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        self.inner
+            .registry
+            .groups()
+            .into_iter()
+            .map(|(name, members)| GroupInfo { name, members })
+            .collect()
+    }
+
+    /// This node's members of `group`.
+    pub fn members(&self, group: &GroupName) -> Vec<Session> {
+        self.inner.registry.members(group)
+    }
+
+    /// Every session on this node.
+    pub fn sessions(&self) -> Vec<Session> {
+        self.inner.registry.all_sessions()
+    }
+
+    /// A session of this node by id.
+    pub fn session(&self, id: &SessionId) -> Option<Session> {
+        self.inner.registry.session(id)
+    }
+
+    /// The bus's state (always connected when standalone).
+    pub fn status(&self) -> BusStatus {
+        self.inner.bus.status()
+    }
+
+    /// Whether the node can serve: not shutting down, and the bus works.
+    pub fn is_ready(&self) -> bool {
+        !self.is_shutting_down() && self.inner.bus.status().connected
+    }
+
+    /// Every live node of the cluster (`None` when standalone).
+    pub async fn nodes(&self) -> Result<Option<Vec<NodeInfo>>, BusError> {
+        self.inner.bus.nodes().await
+    }
+
+    // ----- shutting down -------------------------------------------------
+
+    /// Whether [`Hub::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Marks the hub as shutting down: `/readyz` turns not ready and new
+    /// connections are refused, but open sessions stay. Call
+    /// [`Hub::shutdown`] after a drain period to close them.
+    pub fn begin_drain(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Closes every session with 1001 ("going away"), refuses new ones, and
+    /// stops the bus. Returns once the close frames are queued; the
+    /// connections end as their writers send them.
+    pub async fn shutdown(&self) {
+        self.begin_drain();
+        self.inner.shutdown.cancel();
+        for session in self.sessions() {
+            session.close(crate::close_code::GOING_AWAY, "server shutting down");
+        }
+        self.inner.bus.shutdown().await;
+    }
+
+    /// Waits until every connection has ended (call after
+    /// [`Hub::shutdown`], under a deadline of your choosing).
+    pub async fn connections_closed(&self) {
+        self.inner.connections.close();
+        self.inner.connections.wait().await;
+    }
+
+    pub(crate) fn track_connection(&self) -> TaskTrackerToken {
+        self.inner.connections.token()
+    }
+
+    /// A token cancelled at shutdown (for connection tasks and workers).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    pub(crate) fn count_incoming(&self, bytes: usize) {
+        self.inner.metrics.messages_in.inc();
+        self.inner.metrics.bytes_in.inc_by(bytes as u64);
+    }
+}
+
+/// Local fan-out, shared by the hub (its own broadcasts) and the bus's
+/// inbox (everyone else's). Holds no reference to the hub, so the bus can
+/// own one without a cycle.
+struct Delivery {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    node_id: String,
+}
+
+impl Delivery {
+    fn deliver(
+        &self,
+        broadcast: &Broadcast,
+        message: &Message,
+        keep: &dyn Fn(&Session) -> bool,
+    ) -> Fanout {
+        let fanout = self.registry.fan_out(broadcast, message, keep);
+        let m = &self.metrics;
+        m.messages_out.inc_by(fanout.delivered as u64);
+        m.bytes_out
+            .inc_by((fanout.delivered * message.len()) as u64);
+        if fanout.overflowed > 0 {
+            m.queue_full_closes.inc_by(fanout.overflowed as u64);
+            tracing::warn!(
+                sessions = fanout.overflowed,
+                "closed slow clients with 1013: send queue full"
+            );
+        }
+        m.queue_drops.inc_by(fanout.dropped_oldest as u64);
+        fanout
+    }
+
+    /// A message read from the bus: decode, skip our own, fan out.
+    fn on_bus_message(&self, channel: Channel, bytes: Bytes) {
+        self.metrics.bus_received.inc();
+        let (broadcast, message) = match envelope::decode(bytes) {
+            Ok(Decoded::Raw(raw)) => {
+                let broadcast = match channel {
+                    Channel::Group(group) => Broadcast::group(group),
+                    Channel::Cluster => Broadcast::all(),
+                };
+                (broadcast, Message::from_raw(raw))
+            }
+            Ok(Decoded::Envelope(envelope)) => {
+                if envelope.origin == self.node_id {
+                    return; // delivered locally when it was sent
+                }
+                let message = match envelope.message() {
+                    Ok(message) => message,
+                    Err(error) => return self.invalid(&channel, &error),
+                };
+                let target = match (channel, envelope.sessions) {
+                    (Channel::Group(group), _) => Target::Group(group),
+                    (Channel::Cluster, Some(ids)) => Target::Sessions(ids),
+                    (Channel::Cluster, None) => Target::All,
+                };
+                let broadcast = Broadcast {
+                    target,
+                    except: envelope.except,
+                    filter: envelope.filter,
+                };
+                (broadcast, message)
+            }
+            Err(error) => return self.invalid(&channel, &error),
+        };
+        self.deliver(&broadcast, &message, &|_| true);
+    }
+
+    fn invalid(&self, channel: &Channel, error: &dyn std::fmt::Display) {
+        self.metrics.bus_invalid.inc();
+        tracing::warn!(?channel, %error, "dropped an undecodable message from the bus");
+    }
+}

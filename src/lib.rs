@@ -1,0 +1,46 @@
+//! # groupcast
+//!
+//! A clustered WebSocket group broadcaster. Clients connect to
+//! `/ws/<group>`; everything published to a group reaches every member of
+//! it, on every node of the cluster. Each node keeps only its own sessions
+//! and, in cluster mode, subscribes to one Redis channel per group it holds.
+//!
+//! The pieces, in the order data flows through them:
+//!
+//! * [`server`] — axum: upgrades `/ws/<group>`, runs one reader and one
+//!   writer task per connection, serves the HTTP API.
+//! * [`Hub`] — the façade: handlers, membership, broadcasts.
+//! * `registry` — this node's group → sessions map; fan-out pushes into
+//!   session queues and never awaits a socket.
+//! * [`Session`] — one connection: id, group, keys, bounded queue.
+//! * [`bus`] — the seam to other nodes: [`bus::local::LocalBus`]
+//!   (standalone) or [`bus::redis::RedisBus`] (Redis pub/sub).
+//! * [`envelope`] — the wire format on Redis.
+//!
+//! See `docs/architecture.md` for the why.
+
+pub mod broadcast;
+pub mod bus;
+#[doc(hidden)]
+pub mod cli;
+pub mod config;
+pub mod envelope;
+mod error;
+pub mod group;
+mod hub;
+mod message;
+pub mod metrics;
+mod outbound;
+mod registry;
+pub mod server;
+mod session;
+
+pub use broadcast::{Broadcast, KeyFilter, Target};
+pub use bus::redis::RedisOptions;
+pub use config::{Config, ConfigError, QueueFullPolicy};
+pub use error::{BusError, HubError, SessionError};
+pub use group::{GroupName, GroupNameError};
+pub use hub::{GroupInfo, Hub, HubBuilder, IntoGroupName};
+pub use message::Message;
+pub use outbound::{CloseReason, close_code};
+pub use session::{Session, SessionId};

@@ -1,0 +1,127 @@
+//! Counters every part of the hub updates, rendered in Prometheus format.
+//!
+//! Each hub owns its own registry (no process-global recorder), so several
+//! hubs in one process — as in the integration tests — count separately.
+//! Gauges that the registry can answer exactly (connections, groups) are
+//! read at scrape time instead of being kept in step by hand.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The hub's metrics. Cheap to update from any thread.
+pub struct Metrics {
+    registry: Registry,
+    /// WebSocket connections accepted.
+    pub connections_opened: Counter,
+    /// WebSocket connections ended, for any reason.
+    pub connections_closed: Counter,
+    /// Connections open now (set at scrape time).
+    pub connections: Gauge,
+    /// Groups with at least one local member (set at scrape time).
+    pub groups: Gauge,
+    /// Messages received from clients.
+    pub messages_in: Counter,
+    /// Payload bytes received from clients.
+    pub bytes_in: Counter,
+    /// Frames queued to sessions (one per receiving session).
+    pub messages_out: Counter,
+    /// Payload bytes queued to sessions.
+    pub bytes_out: Counter,
+    /// Broadcasts started on this node (API, library, client messages).
+    pub broadcasts: Counter,
+    /// Sessions closed with 1013 because their queue was full.
+    pub queue_full_closes: Counter,
+    /// Messages dropped by the drop-oldest policy.
+    pub queue_drops: Counter,
+    /// Messages received from the bus (Redis), envelopes and raw.
+    pub bus_received: Counter,
+    /// Messages from the bus that could not be decoded (dropped).
+    pub bus_invalid: Counter,
+    /// Publishes to the bus that failed.
+    pub bus_publish_errors: Counter,
+    /// Times the bus connection to Redis was (re)established.
+    pub bus_connects: Counter,
+    /// 1 while the bus can reach Redis (always 1 standalone).
+    pub bus_up: Gauge,
+    /// Channels this node is subscribed to.
+    pub bus_subscriptions: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics in its own registry.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("groupcast");
+        macro_rules! metric {
+            ($name:literal, $help:literal, $kind:ty) => {{
+                let m = <$kind>::default();
+                registry.register($name, $help, m.clone());
+                m
+            }};
+        }
+        Metrics {
+            connections_opened: metric!(
+                "connections_opened",
+                "WebSocket connections accepted",
+                Counter
+            ),
+            connections_closed: metric!(
+                "connections_closed",
+                "WebSocket connections ended",
+                Counter
+            ),
+            connections: metric!("connections", "WebSocket connections open now", Gauge),
+            groups: metric!("groups", "Groups with at least one local member", Gauge),
+            messages_in: metric!("messages_in", "Messages received from clients", Counter),
+            bytes_in: metric!("bytes_in", "Payload bytes received from clients", Counter),
+            messages_out: metric!("messages_out", "Frames queued to sessions", Counter),
+            bytes_out: metric!("bytes_out", "Payload bytes queued to sessions", Counter),
+            broadcasts: metric!("broadcasts", "Broadcasts started on this node", Counter),
+            queue_full_closes: metric!(
+                "queue_full_closes",
+                "Sessions closed with 1013 because their send queue was full",
+                Counter
+            ),
+            queue_drops: metric!(
+                "queue_drops",
+                "Messages dropped by the drop-oldest queue policy",
+                Counter
+            ),
+            bus_received: metric!("bus_received", "Messages received from the bus", Counter),
+            bus_invalid: metric!(
+                "bus_invalid",
+                "Undecodable messages received from the bus",
+                Counter
+            ),
+            bus_publish_errors: metric!(
+                "bus_publish_errors",
+                "Publishes to the bus that failed",
+                Counter
+            ),
+            bus_connects: metric!("bus_connects", "Times the bus connected to Redis", Counter),
+            bus_up: metric!("bus_up", "1 while the bus reaches Redis", Gauge),
+            bus_subscriptions: metric!(
+                "bus_subscriptions",
+                "Channels this node is subscribed to",
+                Gauge
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail: fmt::Write for String is
+        // infallible, and encode only fails when the writer does.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,234 @@
+//! One session's bounded outbound queue.
+//!
+//! Fan-out never waits for a socket: it pushes into this queue and moves on.
+//! The session's writer task is the only consumer; it takes everything that
+//! is queued in one go and writes it as one batch with one flush.
+//!
+//! A `VecDeque` behind a mutex (instead of a channel) lets the full-queue
+//! policy drop the *oldest* message, and lets a close request overtake the
+//! queued frames when the client is too slow to ever drain them. An empty
+//! `VecDeque` allocates nothing, so an idle session costs no buffer.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::config::QueueFullPolicy;
+use crate::message::Message;
+
+/// A WebSocket close code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The close code (RFC 6455 section 7.4).
+    pub code: u16,
+    /// A short human-readable reason (at most 123 bytes on the wire).
+    pub reason: Cow<'static, str>,
+}
+
+impl CloseReason {
+    /// A close code and reason.
+    pub fn new(code: u16, reason: impl Into<Cow<'static, str>>) -> Self {
+        CloseReason {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Close codes groupcast sends.
+pub mod close_code {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is going away (shutdown, drain).
+    pub const GOING_AWAY: u16 = 1001;
+    /// A text frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A policy was violated.
+    pub const POLICY: u16 = 1008;
+    /// A message was larger than the configured maximum.
+    pub const TOO_BIG: u16 = 1009;
+    /// The server hit an unexpected condition.
+    pub const INTERNAL: u16 = 1011;
+    /// Try again later: the client was too slow to keep up.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// What happened to a pushed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// It is in the queue.
+    Queued,
+    /// It is in the queue; the oldest message was dropped to make room.
+    DroppedOldest,
+    /// The queue was full and the session is now closing with 1013.
+    Overflowed,
+    /// The session is closing or closed; the message was discarded.
+    Closed,
+}
+
+#[derive(Default)]
+struct State {
+    frames: VecDeque<Message>,
+    /// Set once; the writer sends it and stops.
+    close: Option<CloseReason>,
+    /// Whether `close` is final (no push is accepted after it).
+    closing: bool,
+}
+
+pub(crate) struct Outbound {
+    state: Mutex<State>,
+    ready: Notify,
+    capacity: usize,
+    policy: QueueFullPolicy,
+}
+
+/// What the writer takes out of the queue in one go.
+pub(crate) struct Batch {
+    pub frames: Vec<Message>,
+    pub close: Option<CloseReason>,
+}
+
+impl Outbound {
+    pub(crate) fn new(capacity: usize, policy: QueueFullPolicy) -> Self {
+        Outbound {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
+            policy,
+        }
+    }
+
+    /// Queues `message` without waiting. Never blocks on the socket.
+    pub(crate) fn push(&self, message: Message) -> Pushed {
+        let outcome = {
+            let mut state = self.state.lock();
+            if state.closing {
+                return Pushed::Closed;
+            }
+            if state.frames.len() < self.capacity {
+                state.frames.push_back(message);
+                Pushed::Queued
+            } else {
+                match self.policy {
+                    QueueFullPolicy::DropOldest => {
+                        state.frames.pop_front();
+                        state.frames.push_back(message);
+                        Pushed::DroppedOldest
+                    }
+                    QueueFullPolicy::Close => {
+                        // The client cannot keep up: what is queued would
+                        // only delay the close, so it goes.
+                        state.frames = VecDeque::new();
+                        state.closing = true;
+                        state.close = Some(CloseReason::new(
+                            close_code::TRY_AGAIN_LATER,
+                            "slow consumer: send queue full",
+                        ));
+                        Pushed::Overflowed
+                    }
+                }
+            }
+        };
+        self.ready.notify_one();
+        outcome
+    }
+
+    /// Asks the writer to send `reason` and stop. Frames queued before the
+    /// close are still sent first. Returns false when the session was
+    /// already closing.
+    pub(crate) fn close(&self, reason: CloseReason) -> bool {
+        {
+            let mut state = self.state.lock();
+            if state.closing {
+                return false;
+            }
+            state.closing = true;
+            state.close = Some(reason);
+        }
+        self.ready.notify_one();
+        true
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.lock().closing
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.state.lock().frames.len()
+    }
+
+    /// Waits until there is something to write, then takes all of it.
+    pub(crate) async fn next_batch(&self) -> Batch {
+        loop {
+            {
+                let mut state = self.state.lock();
+                if !state.frames.is_empty() || state.close.is_some() {
+                    // Swap the queue out so the lock is held for O(1); the
+                    // empty deque left behind allocates nothing.
+                    let frames = std::mem::take(&mut state.frames);
+                    return Batch {
+                        frames: frames.into(),
+                        close: state.close.take(),
+                    };
+                }
+            }
+            // `notify_one` stores a permit when nobody waits, so a push
+            // between the check above and this await is not lost.
+            self.ready.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn batches_everything_queued() {
+        let q = Outbound::new(4, QueueFullPolicy::Close);
+        assert_eq!(q.push(Message::text("a")), Pushed::Queued);
+        assert_eq!(q.push(Message::text("b")), Pushed::Queued);
+        let batch = q.next_batch().await;
+        assert_eq!(batch.frames, vec![Message::text("a"), Message::text("b")]);
+        assert!(batch.close.is_none());
+        assert_eq!(q.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn overflow_closes_with_1013_and_discards() {
+        let q = Outbound::new(2, QueueFullPolicy::Close);
+        q.push(Message::text("a"));
+        q.push(Message::text("b"));
+        assert_eq!(q.push(Message::text("c")), Pushed::Overflowed);
+        assert_eq!(q.push(Message::text("d")), Pushed::Closed);
+        let batch = q.next_batch().await;
+        assert!(batch.frames.is_empty());
+        assert_eq!(
+            batch.close.map(|c| c.code),
+            Some(close_code::TRY_AGAIN_LATER)
+        );
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_keeps_newest() {
+        let q = Outbound::new(2, QueueFullPolicy::DropOldest);
+        q.push(Message::text("a"));
+        q.push(Message::text("b"));
+        assert_eq!(q.push(Message::text("c")), Pushed::DroppedOldest);
+        let batch = q.next_batch().await;
+        assert_eq!(batch.frames, vec![Message::text("b"), Message::text("c")]);
+    }
+
+    #[tokio::test]
+    async fn close_after_queued_frames() {
+        let q = Outbound::new(4, QueueFullPolicy::Close);
+        q.push(Message::text("a"));
+        assert!(q.close(CloseReason::new(1000, "bye")));
+        assert!(!q.close(CloseReason::new(1001, "again")));
+        let batch = q.next_batch().await;
+        assert_eq!(batch.frames.len(), 1);
+        assert_eq!(batch.close.map(|c| c.code), Some(1000));
+    }
+}

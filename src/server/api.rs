@@ -1,0 +1,318 @@
+//! The HTTP API: publish to a group, list groups and their sessions.
+//!
+//! Every error is JSON, `{"error": "<machine code>", "message": "<text>"}`,
+//! with a status code that says whose fault it was.
+//!
+//! Group names may contain `/` (`task/42`): both `/api/groups/task/42` and
+//! `/api/groups/task%2F42` name that group. `POST …/messages` publishes.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::bus::NodeInfo;
+use crate::group::{GroupName, GroupNameError};
+use crate::{Broadcast, HubError, Message};
+
+pub(crate) fn routes(max_body: usize) -> Router<AppState> {
+    Router::new()
+        .route("/api/groups", get(list_groups))
+        .route("/api/groups/{*rest}", get(show_group).post(publish))
+        .route("/api/nodes", get(list_nodes))
+        .route("/api/info", get(info))
+        .layer(DefaultBodyLimit::max(max_body))
+}
+
+/// A JSON error answer.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_group(error: GroupNameError) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_group_name",
+            format!("invalid group name: {error}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(error: HubError) -> Self {
+        match error {
+            HubError::GroupName(e) => ApiError::bad_group(e),
+            HubError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ),
+            HubError::Bus(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bus_unavailable",
+                format!("delivered locally, but not to other nodes: {e}"),
+            ),
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Published {
+    group: GroupName,
+    /// Sessions on this node the message was queued for.
+    delivered: usize,
+    node: String,
+    /// Whether other nodes were told (false when standalone).
+    clustered: bool,
+}
+
+/// `POST /api/groups/{group}/messages`
+async fn publish(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Published>, ApiError> {
+    let Some(group) = rest.strip_suffix("/messages") else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "POST to /api/groups/{group}/messages to publish",
+        ));
+    };
+    let group = GroupName::new(group).map_err(ApiError::bad_group)?;
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_body"
+        };
+        ApiError::new(status, code, rejection.body_text())
+    })?;
+    let message = message_from_body(&headers, body)?;
+    let hub = &state.hub;
+    let delivered = hub
+        .publish(Broadcast::group(group.clone()), message)
+        .await?;
+    Ok(Json(Published {
+        group,
+        delivered,
+        node: hub.node_id().to_string(),
+        clustered: hub.status().kind != "local",
+    }))
+}
+
+/// Text for `text/*` and JSON, binary for `application/octet-stream`.
+fn message_from_body(headers: &HeaderMap, body: Bytes) -> Result<Message, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "the message body is empty",
+        ));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let as_text = |body: Bytes| {
+        String::from_utf8(body.to_vec())
+            .map(Message::text)
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_utf8",
+                    "a text body must be valid UTF-8; send binary as application/octet-stream",
+                )
+            })
+    };
+    if mime == "application/octet-stream" {
+        Ok(Message::binary(body))
+    } else if mime == "application/json" || mime.ends_with("+json") {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid JSON: {e}"),
+            )
+        })?;
+        as_text(body)
+    } else if mime.starts_with("text/") {
+        as_text(body)
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type {:?} is not accepted: use text/plain (or any text/*) or application/json for a text frame, application/octet-stream for a binary frame",
+                content_type
+            ),
+        ))
+    }
+}
+
+#[derive(Serialize)]
+struct GroupSummary {
+    name: String,
+    /// Members across the cluster (this node's when standalone).
+    members: usize,
+    /// Members per node.
+    nodes: std::collections::BTreeMap<String, usize>,
+}
+
+/// The cluster's nodes, or this node alone when standalone.
+async fn nodes(state: &AppState) -> Result<Vec<NodeInfo>, ApiError> {
+    let hub = &state.hub;
+    match hub.nodes().await {
+        Ok(Some(nodes)) => Ok(nodes),
+        Ok(None) => Ok(vec![local_node(state)]),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "bus_unavailable",
+            format!("cannot read the cluster view: {e}"),
+        )),
+    }
+}
+
+fn local_node(state: &AppState) -> NodeInfo {
+    let hub = &state.hub;
+    NodeInfo {
+        node_id: hub.node_id().to_string(),
+        groups: hub
+            .groups()
+            .into_iter()
+            .map(|g| (g.name.to_string(), g.members))
+            .collect(),
+        sessions: hub.session_count(),
+        last_seen_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    }
+}
+
+fn summarize(nodes: &[NodeInfo]) -> Vec<GroupSummary> {
+    let mut groups: std::collections::BTreeMap<String, GroupSummary> = Default::default();
+    for node in nodes {
+        for (name, &count) in &node.groups {
+            let entry = groups.entry(name.clone()).or_insert_with(|| GroupSummary {
+                name: name.clone(),
+                members: 0,
+                nodes: Default::default(),
+            });
+            entry.members += count;
+            entry.nodes.insert(node.node_id.clone(), count);
+        }
+    }
+    groups.into_values().collect()
+}
+
+/// `GET /api/groups`
+async fn list_groups(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let nodes = nodes(&state).await?;
+    let groups = summarize(&nodes);
+    Ok(Json(json!({
+        "node": state.hub.node_id(),
+        "nodes": nodes.len(),
+        "groups": groups,
+    })))
+}
+
+/// `GET /api/groups/{group}`: the cluster-wide count, and this node's
+/// sessions with their keys.
+async fn show_group(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let group = GroupName::new(&rest).map_err(ApiError::bad_group)?;
+    let nodes = nodes(&state).await?;
+    let summary = summarize(&nodes)
+        .into_iter()
+        .find(|g| g.name == group.as_str());
+    let hub = &state.hub;
+    let sessions: Vec<Value> = hub
+        .members(&group)
+        .iter()
+        .map(|s| session_json(hub.node_id(), s))
+        .collect();
+    Ok(Json(json!({
+        "name": group,
+        "members": summary.as_ref().map_or(0, |s| s.members),
+        "nodes": summary.map(|s| s.nodes).unwrap_or_default(),
+        "node": hub.node_id(),
+        "sessions": sessions,
+    })))
+}
+
+pub(crate) fn session_json(node: &str, s: &crate::Session) -> Value {
+    let connected_at = s
+        .connected_at()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    json!({
+        "id": s.id(),
+        "group": s.group(),
+        "node": node,
+        "remote_addr": s.remote_addr().map(|a| a.to_string()),
+        "connected_at_ms": connected_at,
+        "keys": s.keys(),
+        "queued": s.queued(),
+    })
+}
+
+/// `GET /api/nodes`
+async fn list_nodes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let nodes = nodes(&state).await?;
+    Ok(Json(json!({ "node": state.hub.node_id(), "nodes": nodes })))
+}
+
+/// `GET /api/info`: what the demo page needs to know.
+async fn info(State(state): State<AppState>) -> Json<Value> {
+    let hub = &state.hub;
+    Json(json!({
+        "node": hub.node_id(),
+        "mode": hub.status().kind,
+        "client_messages": state.options.client_messages,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}

@@ -1,0 +1,253 @@
+//! `GET /ws/{*group}`: the upgrade, then one reader and one writer per
+//! connection.
+//!
+//! The reader (this connection's own task) reads client frames, runs the
+//! handlers, and enforces the pong wait. The writer (a spawned task) drains
+//! the session's queue in batches — one flush per batch — and pings. Fan-out
+//! only ever touches the queue, so a slow socket slows down no one but its
+//! own writer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use super::api::ApiError;
+use crate::error::SessionError;
+use crate::group::GroupName;
+use crate::outbound::close_code;
+use crate::{Hub, HubError, Session};
+
+/// After sending a close frame, how long to wait for the client's reply.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Validates the group, then upgrades. Bad names never reach the upgrade.
+pub(crate) async fn upgrade(
+    State(hub): State<Hub>,
+    Path(group): Path<String>,
+    connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let group = match GroupName::new(&group) {
+        Ok(group) => group,
+        Err(error) => return ApiError::bad_group(error).into_response(),
+    };
+    if hub.is_shutting_down() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down; connect to another node",
+        )
+        .into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let remote = connect_info.map(|Extension(ConnectInfo(addr))| addr);
+    let config = hub.config();
+    ws.read_buffer_size(config.read_buffer_size)
+        .write_buffer_size(config.write_buffer_size)
+        .max_message_size(config.max_message_size)
+        .max_frame_size(config.max_message_size)
+        .on_upgrade(move |socket| serve(hub, socket, group, remote))
+}
+
+/// Runs one connection from join to leave.
+async fn serve(hub: Hub, socket: WebSocket, group: GroupName, remote: Option<SocketAddr>) {
+    let session = match hub.join(group, remote) {
+        Ok(session) => session,
+        Err(HubError::ShuttingDown) | Err(_) => {
+            let mut socket = socket;
+            let _ = socket
+                .send(close_frame(close_code::GOING_AWAY, "server shutting down"))
+                .await;
+            return;
+        }
+    };
+    let _tracked = hub.track_connection();
+    tracing::debug!(session = %session.id(), group = %session.group(), ?remote, "connected");
+    if let Some(on_connect) = &hub.handlers().connect {
+        on_connect(&hub, &session);
+    }
+
+    let (sink, stream) = socket.split();
+    let stop_writer = CancellationToken::new();
+    let mut writer = tokio::spawn(write_loop(
+        hub.clone(),
+        session.clone(),
+        sink,
+        stop_writer.clone(),
+    ));
+    let reader = read_loop(&hub, &session, stream);
+    tokio::pin!(reader);
+
+    tokio::select! {
+        ended = &mut reader => {
+            if let Err(error) = ended {
+                report(&hub, &session, &error);
+                if let Some(code) = close_code_for(&error) {
+                    // Let the writer send the close frame, then stop.
+                    session.close(code, error.to_string());
+                    let _ = timeout(hub.config().write_timeout, &mut writer).await;
+                }
+            }
+            stop_writer.cancel();
+            let _ = writer.await;
+        }
+        written = &mut writer => {
+            // The writer sent a close frame or failed: give the client a
+            // moment to answer the close, then drop the connection.
+            if let Ok(Err(error)) = written {
+                report(&hub, &session, &error);
+            } else {
+                let _ = timeout(CLOSE_GRACE, &mut reader).await;
+            }
+        }
+    }
+
+    hub.leave(&session);
+    tracing::debug!(session = %session.id(), group = %session.group(), "disconnected");
+    if let Some(on_disconnect) = &hub.handlers().disconnect {
+        on_disconnect(&hub, &session);
+    }
+}
+
+fn report(hub: &Hub, session: &Session, error: &SessionError) {
+    tracing::debug!(session = %session.id(), %error, "connection error");
+    if let Some(on_error) = &hub.handlers().error {
+        on_error(hub, session, error);
+    }
+}
+
+/// The close code a reader error deserves, if the socket can still take one.
+fn close_code_for(error: &SessionError) -> Option<u16> {
+    match error {
+        SessionError::MessageTooBig { .. } => Some(close_code::TOO_BIG),
+        SessionError::InvalidUtf8 => Some(close_code::INVALID_PAYLOAD),
+        _ => None,
+    }
+}
+
+fn close_frame(code: u16, reason: &str) -> WsMessage {
+    // A close reason may be at most 123 bytes; cut at a char boundary.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    WsMessage::Close(Some(CloseFrame {
+        code,
+        reason: reason[..end].into(),
+    }))
+}
+
+/// Reads until the client closes, fails, or goes silent past the pong wait.
+async fn read_loop(
+    hub: &Hub,
+    session: &Session,
+    mut stream: SplitStream<WebSocket>,
+) -> Result<(), SessionError> {
+    let pong_wait = hub.config().pong_wait;
+    let handlers = hub.handlers();
+    loop {
+        let deadline = Instant::now() + pong_wait;
+        let frame = match timeout_at(deadline, stream.next()).await {
+            Err(_) => return Err(SessionError::PongTimeout(pong_wait)),
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(error))) => return Err(classify_read_error(error, hub)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        match frame {
+            WsMessage::Text(text) => {
+                hub.count_incoming(text.len());
+                if let Some(on_text) = &handlers.text {
+                    on_text(hub, session, text.as_str());
+                }
+            }
+            WsMessage::Binary(data) => {
+                hub.count_incoming(data.len());
+                if let Some(on_binary) = &handlers.binary {
+                    on_binary(hub, session, &data);
+                }
+            }
+            WsMessage::Pong(_) => {
+                if let Some(on_pong) = &handlers.pong {
+                    on_pong(hub, session);
+                }
+            }
+            WsMessage::Ping(_) => {} // tungstenite answers pings itself
+            WsMessage::Close(_) => return Ok(()),
+        }
+    }
+}
+
+fn classify_read_error(error: axum::Error, hub: &Hub) -> SessionError {
+    use tungstenite::error::{CapacityError, Error as WsError};
+    let inner = error.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
+            SessionError::MessageTooBig {
+                limit: hub.config().max_message_size,
+            }
+        }
+        Some(WsError::Utf8(_)) => SessionError::InvalidUtf8,
+        _ => SessionError::Read(inner.to_string()),
+    }
+}
+
+/// Drains the session's queue into the socket, one flush per batch, and
+/// pings every `ping_period`. Ends after sending a close frame.
+async fn write_loop(
+    hub: Hub,
+    session: Session,
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    stop: CancellationToken,
+) -> Result<(), SessionError> {
+    let config = hub.config();
+    let write_timeout = config.write_timeout;
+    let mut ping = tokio::time::interval(config.ping_period);
+    ping.tick().await; // the first tick is immediate; skip it
+    loop {
+        tokio::select! {
+            batch = session.outbound().next_batch() => {
+                let frames = batch.frames;
+                let close = batch.close;
+                let write = async {
+                    for frame in frames {
+                        sink.feed(frame.into_ws()).await?;
+                    }
+                    if let Some(close) = &close {
+                        sink.feed(close_frame(close.code, &close.reason)).await?;
+                    }
+                    sink.flush().await
+                };
+                match timeout(write_timeout, write).await {
+                    Err(_) => return Err(SessionError::WriteTimeout(write_timeout)),
+                    Ok(Err(error)) => return Err(SessionError::Write(error.to_string())),
+                    Ok(Ok(())) => {}
+                }
+                if close.is_some() {
+                    return Ok(());
+                }
+            }
+            _ = ping.tick() => {
+                match timeout(write_timeout, sink.send(WsMessage::Ping(Bytes::new()))).await {
+                    Err(_) => return Err(SessionError::WriteTimeout(write_timeout)),
+                    Ok(Err(error)) => return Err(SessionError::Write(error.to_string())),
+                    Ok(Ok(())) => {}
+                }
+            }
+            _ = stop.cancelled() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! One WebSocket connection, as the hub and handlers see it.
+//!
+//! A [`Session`] is a cheap handle (an `Arc`): the registry holds one, the
+//! connection's tasks hold one, handlers get a reference. It carries the
+//! session's identity (id, group, remote address), the keys the application
+//! attaches to it, and its outbound queue. It knows nothing of sockets: the
+//! server's writer task drains the queue (see `server/ws.rs`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::group::GroupName;
+use crate::message::Message;
+use crate::outbound::{CloseReason, Outbound, Pushed};
+
+/// A session's id: unique across the cluster (64 random bits, hex).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(Arc<str>);
+
+impl SessionId {
+    pub(crate) fn random() -> Self {
+        SessionId(Arc::from(format!("{:016x}", rand::random::<u64>())))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SessionId {
+    fn from(s: &str) -> Self {
+        SessionId(Arc::from(s))
+    }
+}
+
+impl From<String> for SessionId {
+    fn from(s: String) -> Self {
+        SessionId(Arc::from(s))
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// A connected client. Clone it freely: clones share one connection.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: SessionId,
+    group: GroupName,
+    remote_addr: Option<SocketAddr>,
+    connected_at: SystemTime,
+    keys: RwLock<HashMap<String, Value>>,
+    outbound: Outbound,
+}
+
+impl Session {
+    pub(crate) fn new(group: GroupName, remote_addr: Option<SocketAddr>, config: &Config) -> Self {
+        Session {
+            inner: Arc::new(Inner {
+                id: SessionId::random(),
+                group,
+                remote_addr,
+                connected_at: SystemTime::now(),
+                keys: RwLock::new(HashMap::new()),
+                outbound: Outbound::new(config.queue_len, config.queue_full),
+            }),
+        }
+    }
+
+    /// The session's id, unique across the cluster.
+    pub fn id(&self) -> &SessionId {
+        &self.inner.id
+    }
+
+    /// The group this session joined.
+    pub fn group(&self) -> &GroupName {
+        &self.inner.group
+    }
+
+    /// The client's address, as the server saw it (a proxy's address when
+    /// behind one).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.inner.remote_addr
+    }
+
+    /// When the session connected.
+    pub fn connected_at(&self) -> SystemTime {
+        self.inner.connected_at
+    }
+
+    /// Attaches a key to the session (melody: `Set`). Keys show up in the
+    /// HTTP API and can be matched by a [`KeyFilter`](crate::KeyFilter).
+    pub fn set(&self, key: impl Into<String>, value: impl Into<Value>) {
+        self.inner.keys.write().insert(key.into(), value.into());
+    }
+
+    /// A key's value (melody: `Get`).
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.inner.keys.read().get(key).cloned()
+    }
+
+    /// Removes a key, returning its value (melody: `UnSet`).
+    pub fn remove(&self, key: &str) -> Option<Value> {
+        self.inner.keys.write().remove(key)
+    }
+
+    /// A copy of all keys.
+    pub fn keys(&self) -> HashMap<String, Value> {
+        self.inner.keys.read().clone()
+    }
+
+    /// Runs `f` on the keys without copying them.
+    pub(crate) fn with_keys<R>(&self, f: impl FnOnce(&HashMap<String, Value>) -> R) -> R {
+        f(&self.inner.keys.read())
+    }
+
+    /// Sends a message to this session only (melody: `Write`). Returns
+    /// false when the session is closing or its queue overflowed.
+    pub fn send(&self, message: impl Into<Message>) -> bool {
+        matches!(
+            self.push(message.into()),
+            Pushed::Queued | Pushed::DroppedOldest
+        )
+    }
+
+    pub(crate) fn push(&self, message: Message) -> Pushed {
+        self.inner.outbound.push(message)
+    }
+
+    /// Closes the connection with a close code and reason (melody:
+    /// `CloseWithMsg`). Messages queued before are sent first. Returns
+    /// false when the session was already closing.
+    pub fn close(&self, code: u16, reason: impl Into<std::borrow::Cow<'static, str>>) -> bool {
+        self.inner.outbound.close(CloseReason::new(code, reason))
+    }
+
+    /// Whether the session is closing or closed (melody: `IsClosed`).
+    pub fn is_closed(&self) -> bool {
+        self.inner.outbound.is_closing()
+    }
+
+    /// How many messages wait in the outbound queue.
+    pub fn queued(&self) -> usize {
+        self.inner.outbound.len()
+    }
+
+    pub(crate) fn outbound(&self) -> &Outbound {
+        &self.inner.outbound
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .field("group", &self.inner.group)
+            .field("remote_addr", &self.inner.remote_addr)
+            .finish_non_exhaustive()
+    }
+}
