@@ -1,0 +1,179 @@
+//! Shared test harness: in-process servers on loopback and real WebSocket
+//! clients (tokio-tungstenite).
+//!
+//! Rule of the house: tests wait on conditions with timeouts, never on bare
+//! sleeps. To show that a client did *not* receive something, send it a
+//! later marker and check the marker is the next thing it reads.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use groupcast::Hub;
+use groupcast::server::{self, ServerOptions};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expectation may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A hub served on an ephemeral loopback port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hub: Hub,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Serves `hub` with the full router and default options.
+    pub async fn start(hub: Hub) -> TestServer {
+        TestServer::start_with(hub, ServerOptions::default()).await
+    }
+
+    /// Serves `hub` with the full router and `options`.
+    pub async fn start_with(hub: Hub, options: ServerOptions) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let app = server::router(hub.clone(), options);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
+        });
+        TestServer { addr, hub, task }
+    }
+
+    pub fn ws_url(&self, group: &str) -> String {
+        format!("ws://{}/ws/{}", self.addr, group)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Connects a client to `group` and waits until the hub has registered it.
+    pub async fn connect(&self, group: &str) -> Client {
+        let before = self.hub.metrics().connections_opened.get();
+        let client = Client::connect(&self.ws_url(group)).await;
+        wait_until("the hub registers the session", || {
+            self.hub.metrics().connections_opened.get() > before
+        })
+        .await;
+        client
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A real WebSocket client over loopback.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .unwrap_or_else(|_| panic!("timed out connecting to {url}"))
+            .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+        Client { ws }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send text");
+    }
+
+    /// The next data frame (text or binary), skipping pings and pongs.
+    pub async fn next_data(&mut self) -> Message {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection ended while waiting for a frame")
+                .expect("websocket error while waiting for a frame");
+            match frame {
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// The next text frame; fails on anything else.
+    pub async fn recv_text(&mut self) -> String {
+        match self.next_data().await {
+            Message::Text(t) => t.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server closes; returns its close frame.
+    pub async fn expect_close(&mut self) -> Option<CloseFrame> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for the server to close");
+            match frame {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Expects the close code `code` from the server.
+    pub async fn expect_close_code(&mut self, code: u16) -> String {
+        let frame = self
+            .expect_close()
+            .await
+            .expect("server closed without a close frame");
+        assert_eq!(
+            u16::from(frame.code),
+            code,
+            "close reason: {}",
+            frame.reason
+        );
+        frame.reason.to_string()
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds; panics after [`WAIT`].
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Like [`wait_until`] for an async condition.
+pub async fn wait_until_async<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
