@@ -2,13 +2,22 @@
 //! environment variable (clap derive), turned into the library's types.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::RedisOptions;
+use crate::auth::origin::OriginRule;
+use crate::auth::{
+    ApiKeys, AuthConfigError, ClientAuth, CorsPolicy, GroupPattern, GroupPatterns, KeyRef, KeySet,
+    MintRequest, OriginPolicy, TokenVerifier, VerifyOptions,
+};
 use crate::config::{Config, QueueFullPolicy};
+use crate::group::GroupName;
 use crate::server::{ClientMessages, ServerOptions};
+use crate::workers::WorkerOptions;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -17,6 +26,18 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line.
     Json,
+}
+
+fn ticker(s: &str) -> Result<(GroupName, Duration), String> {
+    let (group, period) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected GROUP=PERIOD, e.g. ticker_ws=2s, got {s:?}"))?;
+    let group = GroupName::new(group).map_err(|e| e.to_string())?;
+    let period = duration(period)?;
+    if period.is_zero() {
+        return Err("the ticker period must be greater than zero".into());
+    }
+    Ok((group, period))
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -28,9 +49,22 @@ fn duration(s: &str) -> Result<Duration, String> {
 /// Clients connect to ws://HOST/ws/<group>; everything published to the
 /// group reaches every member. Without --redis-url the node is standalone;
 /// with it, it joins the cluster of nodes using the same Redis.
+///
+/// Run without a subcommand to serve; `groupcast token --help` mints a
+/// development token.
 #[derive(Debug, Parser)]
-#[command(name = "groupcast", version, about, long_about)]
+#[command(
+    name = "groupcast",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    /// Something other than serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on.
     #[arg(long, env = "GROUPCAST_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -83,6 +117,36 @@ pub struct Cli {
     #[arg(long, env = "GROUPCAST_REDIS_POOL_SIZE", default_value_t = 8)]
     pub redis_pool_size: usize,
 
+    /// Key prefix of the nodes' presence entries in Redis.
+    #[arg(
+        long,
+        env = "GROUPCAST_PRESENCE_PREFIX",
+        default_value = "groupcast:node:"
+    )]
+    pub presence_prefix: String,
+
+    /// How long one Redis command (publish, ping, heartbeat) may take.
+    #[arg(long, env = "GROUPCAST_REDIS_COMMAND_TIMEOUT", value_parser = duration, default_value = "2s")]
+    pub redis_command_timeout: Duration,
+
+    /// How often the subscriber connection is checked with PING (a paused
+    /// or unreachable Redis is noticed within this plus the command timeout).
+    #[arg(long, env = "GROUPCAST_REDIS_HEALTH_INTERVAL", value_parser = duration, default_value = "2s")]
+    pub redis_health_interval: Duration,
+
+    /// First delay before reconnecting to Redis; it doubles on each failure.
+    #[arg(long, env = "GROUPCAST_REDIS_BACKOFF_MIN", value_parser = duration, default_value = "100ms")]
+    pub redis_backoff_min: Duration,
+
+    /// Largest delay between reconnection attempts.
+    #[arg(long, env = "GROUPCAST_REDIS_BACKOFF_MAX", value_parser = duration, default_value = "5s")]
+    pub redis_backoff_max: Duration,
+
+    /// Publishes that may wait for Redis; beyond this, broadcasts reach
+    /// this node's sessions only (and are counted as publish errors).
+    #[arg(long, env = "GROUPCAST_REDIS_PUBLISH_QUEUE", default_value_t = 65536)]
+    pub redis_publish_queue: usize,
+
     /// How long one write to a client may take before it is dropped.
     #[arg(long, env = "GROUPCAST_WRITE_TIMEOUT", value_parser = duration, default_value = "10s")]
     pub write_timeout: Duration,
@@ -112,8 +176,9 @@ pub struct Cli {
     )]
     pub queue_full: QueueFullPolicy,
 
-    /// Per-connection socket read buffer, in bytes.
-    #[arg(long, env = "GROUPCAST_READ_BUFFER_SIZE", default_value_t = 4096)]
+    /// Per-connection socket read buffer, in bytes (every idle connection
+    /// pays for all of it; frames larger than it still work).
+    #[arg(long, env = "GROUPCAST_READ_BUFFER_SIZE", default_value_t = 1024)]
     pub read_buffer_size: usize,
 
     /// Per-connection socket write buffer, in bytes.
@@ -133,6 +198,21 @@ pub struct Cli {
     #[arg(long, env = "GROUPCAST_SHUTDOWN_TIMEOUT", value_parser = duration, default_value = "10s")]
     pub shutdown_timeout: Duration,
 
+    /// Run ws-notifier's ticker demo for a group while it has members:
+    /// `--ticker ticker_ws=2s` (repeatable; env: comma-separated). One
+    /// ticker runs per group across the whole cluster.
+    #[arg(long = "ticker", env = "GROUPCAST_TICKERS", value_delimiter = ',', value_parser = ticker)]
+    pub tickers: Vec<(GroupName, Duration)>,
+
+    /// How long a group worker's lease lives without renewal; a dead
+    /// holder's worker restarts elsewhere within this plus a third of it.
+    #[arg(long, env = "GROUPCAST_WORKER_LEASE_TTL", value_parser = duration, default_value = "6s")]
+    pub worker_lease_ttl: Duration,
+
+    /// How long a group must be empty cluster-wide before its worker stops.
+    #[arg(long, env = "GROUPCAST_WORKER_LINGER", value_parser = duration, default_value = "5s")]
+    pub worker_linger: Duration,
+
     /// Log format.
     #[arg(
         long,
@@ -145,6 +225,10 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `groupcast=debug,info`.
     #[arg(long, env = "GROUPCAST_LOG", default_value = "info")]
     pub log: String,
+
+    /// Tokens, API keys, origins: see docs/security.md.
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 impl Cli {
@@ -162,11 +246,25 @@ impl Cli {
         }
     }
 
-    /// The router's options.
-    pub fn server_options(&self) -> ServerOptions {
-        ServerOptions {
+    /// The router's options. Reads the API key file, hence fallible.
+    pub fn server_options(&self) -> Result<ServerOptions, AuthConfigError> {
+        let security = &self.security;
+        Ok(ServerOptions {
             client_messages: self.client_messages,
             api_max_body: self.api_max_body,
+            api_keys: Arc::new(security.api_keys()?),
+            cors: CorsPolicy::parse(&security.cors_origins)?,
+            debug_endpoint: security.debug_endpoint,
+            health_endpoints: security.admin_listen.is_none(),
+        })
+    }
+
+    /// Timing of group workers.
+    pub fn worker_options(&self) -> WorkerOptions {
+        WorkerOptions {
+            lease_ttl: self.worker_lease_ttl,
+            linger: self.worker_linger,
+            ..WorkerOptions::default()
         }
     }
 
@@ -180,6 +278,295 @@ impl Cli {
         options.heartbeat_interval = self.heartbeat_interval;
         options.presence_ttl = self.presence_ttl;
         options.pool_size = self.redis_pool_size;
+        options.presence_prefix = self.presence_prefix.clone();
+        options.command_timeout = self.redis_command_timeout;
+        options.health_interval = self.redis_health_interval;
+        options.backoff_min = self.redis_backoff_min;
+        options.backoff_max = self.redis_backoff_max;
+        options.publish_queue_len = self.redis_publish_queue;
         Some(options)
+    }
+}
+
+/// What `groupcast` can do besides serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mint a client token (HS256) for development and print it.
+    ///
+    /// Example: `groupcast token --secret-file secret.txt --sub alice
+    /// --groups 'chat,task/*' --publish --ttl 1h`. In production, your
+    /// backend mints tokens; see docs/security.md for the claims.
+    Token(TokenArgs),
+}
+
+/// `groupcast token`.
+#[derive(Debug, Clone, Args)]
+#[command(group(
+    clap::ArgGroup::new("secret_source")
+        .required(true)
+        .args(["secret", "secret_file"])
+))]
+pub struct TokenArgs {
+    /// The HS256 secret (at least 32 bytes). Visible in `ps`: prefer
+    /// --secret-file.
+    #[arg(long)]
+    pub secret: Option<String>,
+
+    /// A file holding the HS256 secret (a trailing newline is ignored).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+
+    /// The key id to put in the token's header (must match the server's
+    /// `--jwt-secret-file KID:PATH`).
+    #[arg(long)]
+    pub kid: Option<String>,
+
+    /// The subject: who the client is.
+    #[arg(long)]
+    pub sub: String,
+
+    /// Groups the client may join: names and patterns, comma-separated
+    /// (`chat,task/*`; `*` stays within a segment, `**` spans segments).
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Vec<String>,
+
+    /// Allow the client to send messages into its group.
+    #[arg(long)]
+    pub publish: bool,
+
+    /// How long the token is valid.
+    #[arg(long, value_parser = duration, default_value = "1h")]
+    pub ttl: Duration,
+
+    /// Make the token valid only from this long after now (sets `nbf`).
+    #[arg(long, value_parser = duration)]
+    pub not_before: Option<Duration>,
+
+    /// The issuer (`iss`), when the server checks --jwt-issuer.
+    #[arg(long)]
+    pub issuer: Option<String>,
+
+    /// The audience (`aud`), when the server checks --jwt-audience.
+    #[arg(long)]
+    pub audience: Option<String>,
+}
+
+impl TokenArgs {
+    /// The secret, from --secret or --secret-file.
+    pub fn secret(&self) -> Result<Vec<u8>, AuthConfigError> {
+        match (&self.secret, &self.secret_file) {
+            (Some(secret), _) => Ok(secret.as_bytes().to_vec()),
+            (None, Some(path)) => std::fs::read(path)
+                .map(|bytes| crate::auth::keys::trim_newline(&bytes).to_vec())
+                .map_err(|source| AuthConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }),
+            // clap's ArgGroup requires one of the two.
+            (None, None) => Err(AuthConfigError::Sign(
+                "give --secret or --secret-file".into(),
+            )),
+        }
+    }
+
+    /// What to put in the token.
+    pub fn request(&self) -> MintRequest {
+        MintRequest {
+            sub: self.sub.clone(),
+            groups: self.groups.clone(),
+            publish: self.publish,
+            ttl: self.ttl,
+            not_before: self.not_before,
+            kid: self.kid.clone(),
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+        }
+    }
+}
+
+fn group_pattern(s: &str) -> Result<GroupPattern, String> {
+    GroupPattern::new(s).map_err(|e| e.to_string())
+}
+
+fn origin_rule(s: &str) -> Result<OriginRule, String> {
+    s.parse::<OriginRule>().map_err(|e| e.to_string())
+}
+
+/// Security settings (see docs/security.md). With no JWT key the server is
+/// open: anyone may join any group and publish.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Security")]
+pub struct SecurityArgs {
+    /// An HS256 secret verifying client tokens, `[KID:]SECRET`, at least 32
+    /// bytes (repeatable; env: comma-separated). Visible in `ps`: prefer
+    /// --jwt-secret-file or the env var.
+    #[arg(
+        long = "jwt-secret",
+        env = "GROUPCAST_JWT_SECRETS",
+        value_name = "[KID:]SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub jwt_secrets: Vec<KeyRef>,
+
+    /// A file holding an HS256 secret, `[KID:]PATH` (repeatable).
+    #[arg(
+        long = "jwt-secret-file",
+        env = "GROUPCAST_JWT_SECRET_FILES",
+        value_name = "[KID:]PATH",
+        value_delimiter = ','
+    )]
+    pub jwt_secret_files: Vec<KeyRef>,
+
+    /// A PEM public key verifying client tokens, `[KID:]PATH`: RSA keys
+    /// verify RS256 only, EC P-256 keys ES256 only (repeatable).
+    #[arg(
+        long = "jwt-public-key",
+        env = "GROUPCAST_JWT_PUBLIC_KEYS",
+        value_name = "[KID:]PATH",
+        value_delimiter = ','
+    )]
+    pub jwt_public_keys: Vec<KeyRef>,
+
+    /// A JWKS file (`{"keys": [...]}`) of verification keys, picked by the
+    /// token's `kid` (repeatable).
+    #[arg(
+        long = "jwt-jwks-file",
+        env = "GROUPCAST_JWT_JWKS_FILES",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub jwt_jwks_files: Vec<PathBuf>,
+
+    /// Accepted token issuers (`iss`); unset: not checked.
+    #[arg(
+        long = "jwt-issuer",
+        env = "GROUPCAST_JWT_ISSUERS",
+        value_delimiter = ','
+    )]
+    pub jwt_issuers: Vec<String>,
+
+    /// Accepted token audiences (`aud`); unset: not checked. Set it when
+    /// the signing keys also sign tokens for other services.
+    #[arg(
+        long = "jwt-audience",
+        env = "GROUPCAST_JWT_AUDIENCES",
+        value_delimiter = ','
+    )]
+    pub jwt_audiences: Vec<String>,
+
+    /// Clock difference tolerated on `exp` and `nbf`; a connection closes
+    /// (4001) at `exp` plus this.
+    #[arg(long, env = "GROUPCAST_JWT_LEEWAY", value_parser = duration, default_value = "5s")]
+    pub jwt_leeway: Duration,
+
+    /// Groups clients may join without a token (patterns, comma-separated:
+    /// `public,news/*`). Only meaningful with keys configured.
+    #[arg(
+        long,
+        env = "GROUPCAST_ANONYMOUS_GROUPS",
+        value_delimiter = ',',
+        value_parser = group_pattern
+    )]
+    pub anonymous_groups: Vec<GroupPattern>,
+
+    /// Whether clients without a token may publish into anonymous groups.
+    #[arg(
+        long,
+        env = "GROUPCAST_ANONYMOUS_PUBLISH",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true"
+    )]
+    pub anonymous_publish: bool,
+
+    /// Browser origins allowed to open WebSockets (`https://app.example.com`,
+    /// `https://*.example.com`; comma-separated). Others get 403; requests
+    /// without an Origin header (non-browsers) pass. Unset: any origin.
+    #[arg(
+        long,
+        env = "GROUPCAST_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_parser = origin_rule
+    )]
+    pub allowed_origins: Vec<OriginRule>,
+
+    /// API keys for /api/* and /debug/state (`Authorization: Bearer KEY`),
+    /// at least 16 characters, comma-separated. Unset (and no
+    /// --api-keys-file): the API is open.
+    #[arg(
+        long,
+        env = "GROUPCAST_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// A file of API keys, one per line (`#` comments).
+    #[arg(long, env = "GROUPCAST_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// Origins whose pages may call the HTTP API (CORS), comma-separated,
+    /// or `*`. Unset: no CORS headers.
+    #[arg(long, env = "GROUPCAST_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Serve /debug/state (behind the API key): `--debug-endpoint false`
+    /// turns it off.
+    #[arg(
+        long,
+        env = "GROUPCAST_DEBUG_ENDPOINT",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value_t = true,
+        default_missing_value = "true"
+    )]
+    pub debug_endpoint: bool,
+
+    /// Serve /healthz, /readyz and /metrics on this separate address
+    /// (e.g. 127.0.0.1:9090) instead of the main port.
+    #[arg(long, env = "GROUPCAST_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl SecurityArgs {
+    /// The client policy: keys (open mode without any), anonymous groups,
+    /// origins. Reads the key files.
+    pub fn client_auth(&self) -> Result<ClientAuth, AuthConfigError> {
+        let mut keys = KeySet::new();
+        for secret in &self.jwt_secrets {
+            keys.add_secret(secret.kid.clone(), secret.value.as_bytes())?;
+        }
+        for file in &self.jwt_secret_files {
+            keys.add_secret_file(file.kid.clone(), file.value.as_ref())?;
+        }
+        for file in &self.jwt_public_keys {
+            keys.add_public_key_file(file.kid.clone(), file.value.as_ref())?;
+        }
+        for path in &self.jwt_jwks_files {
+            keys.add_jwks_file(path)?;
+        }
+        let verifier = TokenVerifier::new(
+            keys,
+            VerifyOptions {
+                leeway: self.jwt_leeway,
+                issuers: self.jwt_issuers.clone(),
+                audiences: self.jwt_audiences.clone(),
+            },
+        );
+        Ok(ClientAuth::with_tokens(verifier)
+            .anonymous_groups(GroupPatterns::from(self.anonymous_groups.clone()))
+            .anonymous_publish(self.anonymous_publish)
+            .allowed_origins(OriginPolicy::only(self.allowed_origins.clone())))
+    }
+
+    /// The API keys, from --api-keys and --api-keys-file.
+    pub fn api_keys(&self) -> Result<ApiKeys, AuthConfigError> {
+        let mut keys = ApiKeys::new(&self.api_keys)?;
+        if let Some(path) = &self.api_keys_file {
+            keys.add_file(path)?;
+        }
+        Ok(keys)
     }
 }

@@ -30,6 +30,14 @@ pub enum BusError {
     Command(String),
     #[error("the bus is shut down")]
     Closed,
+    #[error("invalid Redis bus options: {0}")]
+    InvalidOptions(String),
+    #[error("the Redis bus must be started inside a Tokio runtime")]
+    NoRuntime,
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the Redis publish queue is full ({0} messages waiting)")]
+    QueueFull(usize),
 }
 
 /// Why a session's connection failed; passed to the error handler.
@@ -47,4 +55,13 @@ pub enum SessionError {
     Read(String),
     #[error("writing to the client failed: {0}")]
     Write(String),
+    /// The connection's token expired and was not refreshed.
+    #[error("token expired")]
+    TokenExpired,
+    /// A client without the right to publish sent a message.
+    #[error("publish not allowed")]
+    PublishNotAllowed,
+    /// A token refresh was refused.
+    #[error("refresh rejected: {0}")]
+    RefreshRejected(String),
 }

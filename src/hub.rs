@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use crate::auth::{Claims, ClientAuth};
 use crate::broadcast::{Broadcast, KeyFilter, Target};
 use crate::bus::local::LocalBus;
 use crate::bus::redis::{RedisBus, RedisOptions};
@@ -42,6 +43,8 @@ use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::registry::{Fanout, Registry};
 use crate::session::{Session, SessionId};
+use crate::workers::lease::{LeaseHolder, LeaseStore, LocalLeases, RedisLeases};
+use crate::workers::{Worker, WorkerInfo, WorkerOptions, Workers};
 
 type SessionFn = Arc<dyn Fn(&Hub, &Session) + Send + Sync>;
 type TextFn = Arc<dyn Fn(&Hub, &Session, &str) + Send + Sync>;
@@ -102,6 +105,8 @@ pub struct HubBuilder {
     node_id: Option<String>,
     handlers: Handlers,
     bus: BusChoice,
+    worker_options: WorkerOptions,
+    client_auth: ClientAuth,
 }
 
 impl HubBuilder {
@@ -114,6 +119,20 @@ impl HubBuilder {
     /// Sets this node's id (default: hostname plus a random suffix).
     pub fn node_id(mut self, id: impl Into<String>) -> Self {
         self.node_id = Some(id.into());
+        self
+    }
+
+    /// Sets lease and linger timing of group workers.
+    pub fn worker_options(mut self, options: WorkerOptions) -> Self {
+        self.worker_options = options;
+        self
+    }
+
+    /// Sets who may connect to which group and publish (default:
+    /// [`ClientAuth::open`], everyone). The WebSocket endpoint enforces it,
+    /// including [`crate::server::ws_router`]. See [`crate::auth`].
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.client_auth = auth;
         self
     }
 
@@ -183,13 +202,21 @@ impl HubBuilder {
             metrics: metrics.clone(),
             local_groups: Arc::new(move || groups_registry.groups()),
         };
-        let bus: Arc<dyn Bus> = match self.bus {
+        let (bus, leases): (Arc<dyn Bus>, Arc<dyn LeaseStore>) = match self.bus {
             BusChoice::Local => {
                 metrics.bus_up.set(1);
-                Arc::new(LocalBus::new())
+                (Arc::new(LocalBus::new()), Arc::new(LocalLeases::default()))
             }
-            BusChoice::Redis(options) => Arc::new(RedisBus::start(*options, context)?),
+            BusChoice::Redis(options) => {
+                let leases =
+                    RedisLeases::new(&options.url, self.worker_options.lease_prefix.clone())?;
+                (
+                    Arc::new(RedisBus::start(*options, context)?),
+                    Arc::new(leases),
+                )
+            }
         };
+        let workers = Workers::new(leases, self.worker_options, metrics.clone());
         Ok(Hub {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -203,6 +230,8 @@ impl HubBuilder {
                 shutting_down: AtomicBool::new(false),
                 shutdown: CancellationToken::new(),
                 connections: TaskTracker::new(),
+                workers,
+                client_auth: self.client_auth,
             }),
         })
     }
@@ -238,6 +267,10 @@ struct Inner {
     shutdown: CancellationToken,
     /// Every live connection holds a token, so shutdown can wait for them.
     connections: TaskTracker,
+    /// Supervisors of group workers.
+    workers: Workers,
+    /// Who may connect to which group and publish.
+    client_auth: ClientAuth,
 }
 
 /// One group, as the API shows it.
@@ -257,6 +290,8 @@ impl Hub {
             node_id: None,
             handlers: Handlers::default(),
             bus: BusChoice::Local,
+            worker_options: WorkerOptions::default(),
+            client_auth: ClientAuth::open(),
         }
     }
 
@@ -280,6 +315,11 @@ impl Hub {
         &self.inner.metrics
     }
 
+    /// The client policy (see [`HubBuilder::client_auth`]).
+    pub fn client_auth(&self) -> &ClientAuth {
+        &self.inner.client_auth
+    }
+
     pub(crate) fn handlers(&self) -> &Handlers {
         &self.inner.handlers
     }
@@ -292,13 +332,15 @@ impl Hub {
         &self,
         group: GroupName,
         remote_addr: Option<SocketAddr>,
+        claims: Claims,
     ) -> Result<Session, HubError> {
         if self.is_shutting_down() {
             return Err(HubError::ShuttingDown);
         }
-        let session = Session::new(group, remote_addr, &self.inner.config);
+        let session = Session::new(group, remote_addr, &self.inner.config, claims);
         if self.inner.registry.join(&session) {
             self.inner.bus.subscribe(session.group());
+            self.inner.workers.wake(session.group());
         }
         self.inner.metrics.connections_opened.inc();
         Ok(session)
@@ -437,6 +479,30 @@ impl Hub {
         };
         let fanout = inner.delivery.deliver(&broadcast, &message, &|_| true);
         Ok((fanout.delivered, ack))
+    }
+
+    // ----- workers -------------------------------------------------
+
+    /// Runs `worker` for `group` while the group has members anywhere in
+    /// the cluster, on exactly one node (ws-notifier: `Notify`). Registering
+    /// the same group again is a no-op; returns whether this call
+    /// registered it. See [`crate::workers`].
+    pub fn notify(&self, group: impl IntoGroupName, worker: Worker) -> Result<bool, HubError> {
+        let group = group.into_group_name()?;
+        if self.is_shutting_down() {
+            return Err(HubError::ShuttingDown);
+        }
+        Ok(self.inner.workers.register(self, group, worker))
+    }
+
+    /// The workers running on this node.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.inner.workers.running()
+    }
+
+    /// Who holds each group's worker lease, cluster-wide.
+    pub async fn worker_leases(&self) -> Result<Vec<LeaseHolder>, BusError> {
+        self.inner.workers.leases().holders().await
     }
 
     // ----- looking around -------------------------------------------------

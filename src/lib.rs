@@ -19,6 +19,7 @@
 //!
 //! See `docs/architecture.md` for the why.
 
+pub mod auth;
 pub mod broadcast;
 pub mod bus;
 #[doc(hidden)]
@@ -31,9 +32,11 @@ mod hub;
 mod message;
 pub mod metrics;
 mod outbound;
+mod presence;
 mod registry;
 pub mod server;
 mod session;
+pub mod workers;
 
 pub use broadcast::{Broadcast, KeyFilter, Target};
 pub use bus::redis::RedisOptions;
@@ -44,3 +47,4 @@ pub use hub::{GroupInfo, Hub, HubBuilder, IntoGroupName};
 pub use message::Message;
 pub use outbound::{CloseReason, close_code};
 pub use session::{Session, SessionId};
+pub use workers::{Worker, WorkerContext, WorkerInfo, WorkerOptions};

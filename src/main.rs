@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use groupcast::cli::{Cli, LogFormat};
+use groupcast::cli::{Cli, Command, LogFormat, TokenArgs};
 use groupcast::server::{self, ClientMessages};
 use groupcast::{Broadcast, Hub, Message};
 use tokio::net::TcpListener;
@@ -14,9 +14,24 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Token(args)) = &cli.command {
+        return mint_token(args);
+    }
     init_logging(&cli)?;
 
-    let mut builder = Hub::builder().config(cli.config());
+    let client_auth = cli
+        .security
+        .client_auth()
+        .context("invalid security settings")?;
+    let options = cli.server_options().context("invalid security settings")?;
+    groupcast::auth::log_posture(
+        &client_auth,
+        &options.api_keys,
+        &options.cors,
+        options.debug_endpoint,
+    );
+
+    let mut builder = Hub::builder().config(cli.config()).client_auth(client_auth);
     if let Some(id) = &cli.node_id {
         builder = builder.node_id(id.clone());
     }
@@ -29,7 +44,13 @@ async fn main() -> anyhow::Result<()> {
             .on_text(|hub, session, text| forward(hub, session, Message::text(text)))
             .on_binary(|hub, session, data| forward(hub, session, Message::Binary(data.clone())));
     }
+    builder = builder.worker_options(cli.worker_options());
     let hub = builder.build().context("cannot start the hub")?;
+    for (group, period) in &cli.tickers {
+        hub.notify(group, groupcast::workers::ticker(*period))
+            .context("cannot start a ticker")?;
+        tracing::info!(%group, ?period, "ticker registered: runs while the group has members");
+    }
 
     let listener = TcpListener::bind(cli.listen)
         .await
@@ -42,7 +63,11 @@ async fn main() -> anyhow::Result<()> {
         "groupcast is serving"
     );
 
-    let app = server::router(hub.clone(), cli.server_options());
+    if let Some(admin) = cli.security.admin_listen {
+        serve_admin(&hub, admin, options.clone()).await?;
+    }
+
+    let app = server::router(hub.clone(), options);
     let shutdown_hub = hub.clone();
     let drain_period = cli.drain_period;
     let shutdown_timeout = cli.shutdown_timeout;
@@ -57,6 +82,38 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("the server failed")?;
     tracing::info!("groupcast stopped");
+    Ok(())
+}
+
+/// `groupcast token`: prints a development token.
+fn mint_token(args: &TokenArgs) -> anyhow::Result<()> {
+    let secret = args.secret().context("cannot read the secret")?;
+    let token = groupcast::auth::mint_hs256(&secret, &args.request())?;
+    println!("{token}");
+    Ok(())
+}
+
+/// Serves health, readiness and metrics on their own address, until the
+/// hub shuts down (so `/readyz` keeps answering "not ready" while draining).
+async fn serve_admin(
+    hub: &Hub,
+    addr: SocketAddr,
+    options: server::ServerOptions,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--admin-listen)"))?;
+    tracing::info!(admin = %addr, "/healthz, /readyz and /metrics are on the admin listener only");
+    let app = server::admin_router(hub.clone(), options);
+    let stop = hub.shutdown_token();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the admin listener failed");
+        }
+    });
     Ok(())
 }
 

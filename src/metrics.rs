@@ -7,6 +7,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -47,6 +48,17 @@ pub struct Metrics {
     pub bus_up: Gauge,
     /// Channels this node is subscribed to.
     pub bus_subscriptions: Gauge,
+    /// Group workers running on this node (set at scrape time).
+    pub workers_running: Gauge,
+    /// Group workers started (including restarts).
+    pub worker_starts: Counter,
+    /// Group workers that returned an error or panicked.
+    pub worker_failures: Counter,
+    /// Worker leases lost (not renewed in time, or taken by another node).
+    pub worker_leases_lost: Counter,
+    /// Requests and connections refused or closed by security, by reason
+    /// (`token_missing`, `bad_signature`, `publish_not_allowed`, …).
+    pub auth_rejections: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -112,8 +124,37 @@ impl Metrics {
                 "Channels this node is subscribed to",
                 Gauge
             ),
+            workers_running: metric!(
+                "workers_running",
+                "Group workers running on this node",
+                Gauge
+            ),
+            worker_starts: metric!(
+                "worker_starts",
+                "Group workers started, restarts included",
+                Counter
+            ),
+            worker_failures: metric!(
+                "worker_failures",
+                "Group workers that failed or panicked",
+                Counter
+            ),
+            worker_leases_lost: metric!("worker_leases_lost", "Worker leases lost", Counter),
+            auth_rejections: metric!(
+                "auth_rejections",
+                "Requests and connections refused or closed by security, by reason",
+                Family<Vec<(String, String)>, Counter>
+            ),
             registry,
         }
+    }
+
+    /// Counts one security rejection (`reason` is an `AuthError` code or a
+    /// close reason such as `publish_not_allowed`).
+    pub fn count_auth_rejection(&self, reason: &str) {
+        self.auth_rejections
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

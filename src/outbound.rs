@@ -53,6 +53,13 @@ pub mod close_code {
     pub const INTERNAL: u16 = 1011;
     /// Try again later: the client was too slow to keep up.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The connection's token expired and was not refreshed in time
+    /// (application range 4000-4999; "401" in the last digits). Reconnect
+    /// with a new token.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// A token refresh was refused: invalid token, another subject, or a
+    /// group the new token does not allow ("403").
+    pub const REFRESH_REJECTED: u16 = 4003;
 }
 
 /// What happened to a pushed message.

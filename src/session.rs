@@ -16,6 +16,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::auth::Claims;
 use crate::config::Config;
 use crate::group::GroupName;
 use crate::message::Message;
@@ -73,21 +74,47 @@ struct Inner {
     remote_addr: Option<SocketAddr>,
     connected_at: SystemTime,
     keys: RwLock<HashMap<String, Value>>,
+    /// What the session may do; replaced on a token refresh.
+    claims: RwLock<Arc<Claims>>,
     outbound: Outbound,
 }
 
 impl Session {
-    pub(crate) fn new(group: GroupName, remote_addr: Option<SocketAddr>, config: &Config) -> Self {
+    pub(crate) fn new(
+        group: GroupName,
+        remote_addr: Option<SocketAddr>,
+        config: &Config,
+        claims: Claims,
+    ) -> Self {
+        let mut keys = HashMap::new();
+        // The subject is also a key, so the API shows it and a KeyFilter
+        // can select a user's sessions; the typed claims stay authoritative.
+        if let Some(sub) = &claims.sub {
+            keys.insert("sub".to_string(), Value::from(sub.clone()));
+        }
         Session {
             inner: Arc::new(Inner {
                 id: SessionId::random(),
                 group,
                 remote_addr,
                 connected_at: SystemTime::now(),
-                keys: RwLock::new(HashMap::new()),
+                keys: RwLock::new(keys),
+                claims: RwLock::new(Arc::new(claims)),
                 outbound: Outbound::new(config.queue_len, config.queue_full),
             }),
         }
+    }
+
+    /// What this session may do: how it was admitted, its token's subject,
+    /// whether it may publish, when it expires. Set by the server from the
+    /// client's token (see [`crate::auth`]); handlers cannot change it.
+    pub fn claims(&self) -> Arc<Claims> {
+        self.inner.claims.read().clone()
+    }
+
+    /// Replaces the claims after a successful token refresh.
+    pub(crate) fn set_claims(&self, claims: Claims) {
+        *self.inner.claims.write() = Arc::new(claims);
     }
 
     /// The session's id, unique across the cluster.

@@ -27,6 +27,7 @@ pub(crate) fn routes(max_body: usize) -> Router<AppState> {
         .route("/api/groups", get(list_groups))
         .route("/api/groups/{*rest}", get(show_group).post(publish))
         .route("/api/nodes", get(list_nodes))
+        .route("/api/workers", get(list_workers))
         .route("/api/info", get(info))
         .layer(DefaultBodyLimit::max(max_body))
 }
@@ -315,4 +316,19 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
         "client_messages": state.options.client_messages,
         "version": env!("CARGO_PKG_VERSION"),
     }))
+}
+
+/// `GET /api/workers`: who runs each group's worker, cluster-wide.
+async fn list_workers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let hub = &state.hub;
+    let leases = hub.worker_leases().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "bus_unavailable",
+            format!("cannot read worker leases: {e}"),
+        )
+    })?;
+    Ok(Json(
+        json!({ "node": hub.node_id(), "workers": leases, "local": hub.workers() }),
+    ))
 }

@@ -3,7 +3,12 @@
 //! * [`ws_router`] — only `GET /ws/{*group}`, for mounting the hub into an
 //!   application's own `Router`;
 //! * [`router`] — everything the `groupcast` binary serves: WebSockets, the
-//!   HTTP API, health, metrics, debug state and the demo page.
+//!   HTTP API, health, metrics, debug state and the demo page;
+//! * [`admin_router`] — health, readiness and metrics alone, for a separate
+//!   admin port.
+//!
+//! Security (tokens, Origin allowlist, API keys, CORS) is described in
+//! [`crate::auth`].
 //!
 //! Both need the connection's address: serve them with
 //! `into_make_service_with_connect_info::<SocketAddr>()` (without it,
@@ -14,11 +19,15 @@ mod demo;
 mod ops;
 mod ws;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::routing::get;
 use serde::Serialize;
 
 use crate::Hub;
+use crate::auth::http::{ApiKeyGuard, require_api_key};
+use crate::auth::{ApiKeys, CorsPolicy};
 
 /// What the server lets clients do with the messages they send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
@@ -39,6 +48,16 @@ pub struct ServerOptions {
     pub client_messages: ClientMessages,
     /// The largest HTTP API body accepted, in bytes.
     pub api_max_body: usize,
+    /// Keys for `/api/*` and `/debug/state`; none: open (see
+    /// [`crate::auth::api_key`]).
+    pub api_keys: Arc<ApiKeys>,
+    /// CORS for `/api/*` (default: off).
+    pub cors: CorsPolicy,
+    /// Whether `/debug/state` is served.
+    pub debug_endpoint: bool,
+    /// Whether `/healthz`, `/readyz` and `/metrics` are served on this
+    /// router; false when they live on [`admin_router`] instead.
+    pub health_endpoints: bool,
 }
 
 impl Default for ServerOptions {
@@ -46,6 +65,10 @@ impl Default for ServerOptions {
         ServerOptions {
             client_messages: ClientMessages::Group,
             api_max_body: 1024 * 1024,
+            api_keys: Arc::new(ApiKeys::open()),
+            cors: CorsPolicy::Off,
+            debug_endpoint: true,
+            health_endpoints: true,
         }
     }
 }
@@ -61,6 +84,7 @@ pub(crate) struct AppState {
 /// `Router` to serve a hub next to your application.
 pub fn ws_router(hub: Hub) -> Router {
     Router::new()
+        .route("/ws/", get(ws::no_group))
         .route("/ws/{*group}", get(ws::upgrade))
         .with_state(hub)
 }
@@ -71,10 +95,34 @@ pub fn router(hub: Hub, options: ServerOptions) -> Router {
         hub: hub.clone(),
         options: options.clone(),
     };
-    Router::new()
-        .merge(api::routes(options.api_max_body))
-        .merge(ops::routes())
-        .merge(demo::routes())
-        .with_state(state)
-        .merge(ws_router(hub))
+    // What an API key protects: the API and the debug view.
+    let mut protected = api::routes(options.api_max_body);
+    if options.debug_endpoint {
+        protected = protected.merge(ops::debug_routes());
+    }
+    // `route_layer`: only matched routes ask for a key, so an unknown path
+    // is still a 404, not a 401.
+    let guard = ApiKeyGuard {
+        keys: options.api_keys.clone(),
+        hub: hub.clone(),
+    };
+    let mut protected =
+        protected.route_layer(axum::middleware::from_fn_with_state(guard, require_api_key));
+    // CORS outermost, so a browser's preflight (which carries no key) is
+    // answered before the key check.
+    if let Some(cors) = options.cors.layer() {
+        protected = protected.layer(cors);
+    }
+    let mut router = Router::new().merge(protected).merge(demo::routes());
+    if options.health_endpoints {
+        router = router.merge(ops::health_routes());
+    }
+    router.with_state(state).merge(ws_router(hub))
+}
+
+/// Only `/healthz`, `/readyz` and `/metrics`, for a separate admin
+/// listener (`--admin-listen`) that only the orchestrator and the scraper
+/// can reach; pair it with `ServerOptions::health_endpoints = false`.
+pub fn admin_router(hub: Hub, options: ServerOptions) -> Router {
+    ops::health_routes().with_state(AppState { hub, options })
 }

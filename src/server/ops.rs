@@ -12,12 +12,19 @@ use serde_json::json;
 use super::AppState;
 use super::api::session_json;
 
-pub(crate) fn routes() -> Router<AppState> {
+/// Health, readiness and metrics: unauthenticated, for orchestrators and
+/// scrapers; on the main port or on the admin listener.
+pub(crate) fn health_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/debug/state", get(debug_state))
+}
+
+/// The debug view: lists every session with its keys, so it sits behind
+/// the API key with the HTTP API.
+pub(crate) fn debug_routes() -> Router<AppState> {
+    Router::new().route("/debug/state", get(debug_state))
 }
 
 /// Liveness: the process answers HTTP.
@@ -60,6 +67,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let bus = hub.status();
     m.bus_up.set(i64::from(bus.connected));
     m.bus_subscriptions.set(bus.subscriptions.len() as i64);
+    m.workers_running.set(
+        hub.workers()
+            .iter()
+            .filter(|w| w.state == "running")
+            .count() as i64,
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -85,12 +98,15 @@ async fn debug_state(State(state): State<AppState>) -> impl IntoResponse {
         })
         .collect();
     let nodes = hub.nodes().await.ok().flatten();
+    let leases = hub.worker_leases().await.ok();
     Json(json!({
         "node": hub.node_id(),
         "shutting_down": hub.is_shutting_down(),
         "sessions": hub.session_count(),
         "groups": groups,
         "bus": hub.status(),
+        "workers": hub.workers(),
+        "worker_leases": leases,
         "cluster": nodes,
     }))
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use axum::Extension;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -23,24 +23,41 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use super::api::ApiError;
+use crate::auth::refresh::{RefreshRequest, parse_refresh, refreshed_message};
+use crate::auth::{AuthError, Claims, http::client_token};
 use crate::error::SessionError;
 use crate::group::GroupName;
 use crate::outbound::close_code;
 use crate::{Hub, HubError, Session};
 
+/// The response header of a WebSocket upgrade that names the node serving it.
+pub(crate) const NODE_HEADER: HeaderName = HeaderName::from_static("x-groupcast-node");
+
 /// After sending a close frame, how long to wait for the client's reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Validates the group, then upgrades. Bad names never reach the upgrade.
+/// Validates the group, the Origin and the client's token, then upgrades.
+/// Nothing that fails a check reaches the upgrade: the client gets a JSON
+/// error with its status (400, 401, 403) instead of a socket.
 pub(crate) async fn upgrade(
     State(hub): State<Hub>,
     Path(group): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
     connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let group = match GroupName::new(&group) {
         Ok(group) => group,
         Err(error) => return ApiError::bad_group(error).into_response(),
+    };
+    let claims = match admit(&hub, &group, &headers, query.as_deref()) {
+        Ok(claims) => claims,
+        Err(error) => {
+            hub.metrics().count_auth_rejection(error.code());
+            tracing::debug!(%group, code = error.code(), %error, "upgrade refused");
+            return error.into_response();
+        }
     };
     if hub.is_shutting_down() {
         return ApiError::new(
@@ -52,20 +69,63 @@ pub(crate) async fn upgrade(
     }
     let ws = match ws {
         Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => {
+            // Not a WebSocket request (no upgrade headers, wrong version…):
+            // answer in JSON like every other error.
+            return ApiError::new(
+                rejection.status(),
+                "not_a_websocket_request",
+                rejection.body_text(),
+            )
+            .into_response();
+        }
     };
     let remote = connect_info.map(|Extension(ConnectInfo(addr))| addr);
     let config = hub.config();
-    ws.read_buffer_size(config.read_buffer_size)
+    // Which node took the connection: behind a load balancer, this is how
+    // a client (or a test) tells the replicas apart.
+    let node = HeaderValue::from_str(hub.node_id()).ok();
+    let mut response = ws
+        .read_buffer_size(config.read_buffer_size)
         .write_buffer_size(config.write_buffer_size)
         .max_message_size(config.max_message_size)
         .max_frame_size(config.max_message_size)
-        .on_upgrade(move |socket| serve(hub, socket, group, remote))
+        .on_upgrade(move |socket| serve(hub, socket, group, remote, claims));
+    if let Some(node) = node {
+        response.headers_mut().insert(NODE_HEADER, node);
+    }
+    response
+}
+
+/// `GET /ws/`: the catch-all route never matches an empty group, so the
+/// empty name gets its own route and the same 400 as any other bad name.
+pub(crate) async fn no_group() -> Response {
+    ApiError::bad_group(crate::group::GroupNameError::Empty).into_response()
+}
+
+/// The security checks of an upgrade: Origin, then token and group (see
+/// [`crate::auth::policy`]).
+fn admit(
+    hub: &Hub,
+    group: &GroupName,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Claims, AuthError> {
+    let auth = hub.client_auth();
+    auth.check_origin(headers.get(header::ORIGIN))?;
+    let token = client_token(headers, query)?;
+    auth.admit(group, token.as_deref())
 }
 
 /// Runs one connection from join to leave.
-async fn serve(hub: Hub, socket: WebSocket, group: GroupName, remote: Option<SocketAddr>) {
-    let session = match hub.join(group, remote) {
+async fn serve(
+    hub: Hub,
+    socket: WebSocket,
+    group: GroupName,
+    remote: Option<SocketAddr>,
+    claims: Claims,
+) {
+    let session = match hub.join(group, remote, claims) {
         Ok(session) => session,
         Err(HubError::ShuttingDown) | Err(_) => {
             let mut socket = socket;
@@ -94,16 +154,22 @@ async fn serve(hub: Hub, socket: WebSocket, group: GroupName, remote: Option<Soc
 
     tokio::select! {
         ended = &mut reader => {
+            let mut writer_done = false;
             if let Err(error) = ended {
                 report(&hub, &session, &error);
                 if let Some(code) = close_code_for(&error) {
                     // Let the writer send the close frame, then stop.
                     session.close(code, error.to_string());
-                    let _ = timeout(hub.config().write_timeout, &mut writer).await;
+                    writer_done = timeout(hub.config().write_timeout, &mut writer)
+                        .await
+                        .is_ok();
                 }
             }
-            stop_writer.cancel();
-            let _ = writer.await;
+            // A JoinHandle must not be polled again once it has completed.
+            if !writer_done {
+                stop_writer.cancel();
+                let _ = writer.await;
+            }
         }
         written = &mut writer => {
             // The writer sent a close frame or failed: give the client a
@@ -135,6 +201,9 @@ fn close_code_for(error: &SessionError) -> Option<u16> {
     match error {
         SessionError::MessageTooBig { .. } => Some(close_code::TOO_BIG),
         SessionError::InvalidUtf8 => Some(close_code::INVALID_PAYLOAD),
+        SessionError::TokenExpired => Some(close_code::TOKEN_EXPIRED),
+        SessionError::PublishNotAllowed => Some(close_code::POLICY),
+        SessionError::RefreshRejected(_) => Some(close_code::REFRESH_REJECTED),
         _ => None,
     }
 }
@@ -151,7 +220,12 @@ fn close_frame(code: u16, reason: &str) -> WsMessage {
     }))
 }
 
-/// Reads until the client closes, fails, or goes silent past the pong wait.
+/// Reads until the client closes, fails, goes silent past the pong wait,
+/// or its token expires.
+///
+/// Security lives here too, before any handler runs: a refresh message is
+/// taken out of the stream (see [`crate::auth::refresh`]), and a data frame
+/// from a session that may not publish closes it with 1008.
 async fn read_loop(
     hub: &Hub,
     session: &Session,
@@ -160,8 +234,18 @@ async fn read_loop(
     let pong_wait = hub.config().pong_wait;
     let handlers = hub.handlers();
     loop {
-        let deadline = Instant::now() + pong_wait;
+        let pong_deadline = Instant::now() + pong_wait;
+        // Recomputed every frame: a refresh moves (or removes) the expiry.
+        let expiry = session
+            .claims()
+            .time_left()
+            .map(|left| Instant::now() + left);
+        let deadline = expiry.map_or(pong_deadline, |at| at.min(pong_deadline));
         let frame = match timeout_at(deadline, stream.next()).await {
+            Err(_) if expiry.is_some_and(|at| at <= pong_deadline) => {
+                hub.metrics().count_auth_rejection("token_expired");
+                return Err(SessionError::TokenExpired);
+            }
             Err(_) => return Err(SessionError::PongTimeout(pong_wait)),
             Ok(None) => return Ok(()),
             Ok(Some(Err(error))) => return Err(classify_read_error(error, hub)),
@@ -170,12 +254,17 @@ async fn read_loop(
         match frame {
             WsMessage::Text(text) => {
                 hub.count_incoming(text.len());
+                if try_refresh(hub, session, text.as_str())? {
+                    continue;
+                }
+                may_publish(hub, session)?;
                 if let Some(on_text) = &handlers.text {
                     on_text(hub, session, text.as_str());
                 }
             }
             WsMessage::Binary(data) => {
                 hub.count_incoming(data.len());
+                may_publish(hub, session)?;
                 if let Some(on_binary) = &handlers.binary {
                     on_binary(hub, session, &data);
                 }
@@ -188,6 +277,50 @@ async fn read_loop(
             WsMessage::Ping(_) => {} // tungstenite answers pings itself
             WsMessage::Close(_) => return Ok(()),
         }
+    }
+}
+
+/// Handles `text` if it is a refresh request of a token-admitted session:
+/// `Ok(true)` when it was one and succeeded, an error (closing 4003) when it
+/// was one and failed, `Ok(false)` when it is an ordinary message.
+fn try_refresh(hub: &Hub, session: &Session, text: &str) -> Result<bool, SessionError> {
+    let current = session.claims();
+    if current.admission != crate::auth::Admission::Token {
+        return Ok(false);
+    }
+    let Some(request) = parse_refresh(text) else {
+        return Ok(false);
+    };
+    let renewed = match request {
+        RefreshRequest::Token(token) => {
+            hub.client_auth().refresh(&current, session.group(), &token)
+        }
+        RefreshRequest::Malformed => Err(AuthError::MalformedToken(
+            "a refresh needs {\"type\":\"refresh\",\"token\":\"<token>\"}".into(),
+        )),
+    };
+    match renewed {
+        Ok(claims) => {
+            tracing::debug!(session = %session.id(), exp = ?claims.exp, "token refreshed");
+            let ack = refreshed_message(&claims);
+            session.set_claims(claims);
+            session.send(crate::Message::text(ack));
+            Ok(true)
+        }
+        Err(error) => {
+            hub.metrics().count_auth_rejection("refresh_rejected");
+            Err(SessionError::RefreshRejected(error.to_string()))
+        }
+    }
+}
+
+/// Whether the session may send messages; closing 1008 if not.
+fn may_publish(hub: &Hub, session: &Session) -> Result<(), SessionError> {
+    if session.claims().publish {
+        Ok(())
+    } else {
+        hub.metrics().count_auth_rejection("publish_not_allowed");
+        Err(SessionError::PublishNotAllowed)
     }
 }
 

@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+pub mod node;
+pub mod redis;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -91,6 +94,21 @@ impl Client {
             .unwrap_or_else(|_| panic!("timed out connecting to {url}"))
             .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
         Client { ws }
+    }
+
+    /// Like [`Client::connect`], also returning the server's upgrade
+    /// response (its headers, e.g. `X-Groupcast-Node`).
+    pub async fn connect_with_response(
+        url: &str,
+    ) -> (
+        Client,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ) {
+        let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .unwrap_or_else(|_| panic!("timed out connecting to {url}"))
+            .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+        (Client { ws }, response)
     }
 
     pub async fn send_text(&mut self, text: &str) {

@@ -1,0 +1,170 @@
+//! Claims: what a token says on the wire, and what a session may do.
+//!
+//! ## The token's claims (the wire format)
+//!
+//! ```json
+//! {
+//!   "sub": "alice",                 // required: who this is
+//!   "groups": ["chat", "task/*"],   // the groups it may join (patterns)
+//!   "publish": true,                // may it send into its group? default false
+//!   "exp": 1767225600,              // required: expiry (seconds since epoch)
+//!   "nbf": 1767222000,              // optional: not before
+//!   "iss": "...", "aud": "..."      // checked when --jwt-issuer / --jwt-audience are set
+//! }
+//! ```
+//!
+//! `groups` and `publish` are top-level claims, short and readable, as in
+//! other realtime servers' connection tokens. The price: an identity
+//! provider's token that happens to carry a `groups` claim of its own would
+//! be read as a grant. groupcast tokens are meant to be minted by *your*
+//! backend for groupcast; when the keys are shared with other services, set
+//! `--jwt-audience` so only tokens minted for groupcast are accepted.
+//!
+//! `publish` defaults to false: a token that does not say otherwise gives a
+//! receive-only connection — the safe default for live feeds.
+//!
+//! ## The session's claims
+//!
+//! [`Claims`] is what the server decided when the connection was admitted
+//! (and again at each refresh): how it got in, who it is, whether it may
+//! publish, and when it must go. It is typed and stored on the
+//! [`Session`](crate::Session), not in its free-form keys, so an
+//! application handler calling `session.set("publish", true)` cannot grant
+//! anything. The subject is also copied to the session key `sub`, where the
+//! HTTP API shows it and a [`KeyFilter`](crate::KeyFilter) can select it
+//! (`broadcast_matching(KeyFilter::eq("sub", "alice"), …)` reaches all of
+//! Alice's connections, cluster-wide).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The claims groupcast reads from a token (after its signature, `exp`,
+/// `nbf`, `iss` and `aud` have been checked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenClaims {
+    /// The subject: who the client is.
+    pub sub: String,
+    /// Group names and patterns the client may join.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Whether the client may send messages into its group.
+    #[serde(default)]
+    pub publish: bool,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Not before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience: a string or a list of strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<serde_json::Value>,
+    /// Issued at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+/// How a session got in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    /// No keys are configured: everyone may connect and publish.
+    Open,
+    /// Without a token, into a group of `--anonymous-groups`.
+    Anonymous,
+    /// With a verified token.
+    Token,
+}
+
+/// What a session may do; see the module docs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Claims {
+    /// How the session got in.
+    pub admission: Admission,
+    /// The token's subject.
+    pub sub: Option<String>,
+    /// Whether the session's messages may be forwarded to its group.
+    pub publish: bool,
+    /// The token's `exp`, as it says.
+    pub exp: Option<u64>,
+    /// When the server closes the connection unless refreshed: `exp` plus
+    /// the configured leeway, in seconds since the Unix epoch.
+    pub expires_at: Option<u64>,
+}
+
+impl Claims {
+    /// Open mode: anyone, may publish, never expires.
+    pub fn open() -> Self {
+        Claims {
+            admission: Admission::Open,
+            sub: None,
+            publish: true,
+            exp: None,
+            expires_at: None,
+        }
+    }
+
+    /// An anonymous session.
+    pub fn anonymous(publish: bool) -> Self {
+        Claims {
+            admission: Admission::Anonymous,
+            sub: None,
+            publish,
+            exp: None,
+            expires_at: None,
+        }
+    }
+
+    /// How long until the connection must close, if it must (zero when the
+    /// moment has passed).
+    pub fn time_left(&self) -> Option<Duration> {
+        let at = UNIX_EPOCH + Duration::from_secs(self.expires_at?);
+        Some(
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+}
+
+impl Default for Claims {
+    fn default() -> Self {
+        Claims::open()
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_without_groups_or_publish_grant_nothing() {
+        let claims: TokenClaims = serde_json::from_str(r#"{"sub":"a","exp":5}"#).unwrap();
+        assert!(claims.groups.is_empty());
+        assert!(!claims.publish);
+    }
+
+    #[test]
+    fn time_left_counts_down_to_expiry() {
+        assert_eq!(Claims::open().time_left(), None);
+        let past = Claims {
+            expires_at: Some(now_secs() - 10),
+            ..Claims::open()
+        };
+        assert_eq!(past.time_left(), Some(Duration::ZERO));
+        let future = Claims {
+            expires_at: Some(now_secs() + 100),
+            ..Claims::open()
+        };
+        assert!(future.time_left().unwrap() > Duration::from_secs(98));
+    }
+}

@@ -1,0 +1,217 @@
+//! The command line.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
+}
+
+/// The longest publishing phase a run may ask for.
+pub const MAX_DURATION: Duration = Duration::from_secs(600);
+
+/// groupcast-bench: WebSocket fan-out load for groupcast (or anything that
+/// serves `/ws/<group>` and delivers what is published to `group:<group>`).
+///
+/// Opens --clients WebSocket clients spread round-robin over the --url
+/// nodes and --groups groups, publishes --rate messages per second
+/// (round-robin over the groups) through Redis PUBLISH or the HTTP API for
+/// --duration, then reports connect time, deliveries per second, loss,
+/// duplicates, out-of-order and end-to-end latency, as text and as one line
+/// of JSON (the last line of stdout). Without --publish (or with --rate 0)
+/// the clients stay idle: use it with --measure-pid for memory per
+/// connection.
+#[derive(Debug, Parser)]
+#[command(name = "groupcast-bench", version, about, long_about)]
+pub struct Args {
+    /// A node's base URL, `ws://host:port` (repeat for several nodes);
+    /// clients connect to `<url>/ws/<group>`.
+    #[arg(long = "url", required = true)]
+    pub urls: Vec<String>,
+
+    /// WebSocket clients that receive and account (not counting --stall).
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+
+    /// Groups the clients are spread over (client i joins group i % G).
+    #[arg(long, default_value_t = 1)]
+    pub groups: usize,
+
+    /// Group names: `{}` is replaced by the group index.
+    #[arg(long, default_value = "bench-{}")]
+    pub group_template: String,
+
+    /// Where to publish: `redis://host:port[/db]` (PUBLISH <prefix><group>)
+    /// or `http://host:port` (POST /api/groups/<group>/messages).
+    #[arg(long)]
+    pub publish: Option<String>,
+
+    /// Channel prefix for Redis publishing.
+    #[arg(long, default_value = "group:")]
+    pub channel_prefix: String,
+
+    /// Messages per second in all (each reaches every member of its group).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+
+    /// Publisher tasks (each its own connection and sequence space); the
+    /// rate is split between them.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+
+    /// How long to publish (or stay idle), at most 10m.
+    #[arg(long, value_parser = duration, default_value = "20s")]
+    pub duration: Duration,
+
+    /// Payload size in bytes (at least 48: the stamp).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+
+    /// Loopback source addresses, used round-robin, so that more than one
+    /// address's worth of ephemeral ports can be used.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+    pub source_addrs: Vec<Ipv4Addr>,
+
+    /// Connections being set up at once.
+    #[arg(long, default_value_t = 200)]
+    pub connect_concurrency: usize,
+
+    /// Upper bound of the whole connect phase.
+    #[arg(long, value_parser = duration, default_value = "120s")]
+    pub connect_timeout: Duration,
+
+    /// Pause between "all connected" and the first publish (lets the nodes
+    /// subscribe to the groups' channels).
+    #[arg(long, value_parser = duration, default_value = "2s")]
+    pub settle: Duration,
+
+    /// After the last publish, wait at most this long for deliveries (the
+    /// wait ends early once nothing arrived for 500 ms).
+    #[arg(long, value_parser = duration, default_value = "5s")]
+    pub drain: Duration,
+
+    /// Extra clients that connect and then never read (slow-consumer test);
+    /// they are not counted in deliveries or loss.
+    #[arg(long, default_value_t = 0)]
+    pub stall: usize,
+
+    /// Churn: short-lived connections opened per second while the run
+    /// lasts, each joining one of --churn-groups groups (round-robin) and
+    /// leaving after --churn-hold. 0: no churn.
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+
+    /// Groups the churn connections join.
+    #[arg(long, default_value_t = 1000)]
+    pub churn_groups: usize,
+
+    /// Names of the churn groups (`{}` is the index).
+    #[arg(long, default_value = "churn-{}")]
+    pub churn_template: String,
+
+    /// How long each churn connection stays.
+    #[arg(long, value_parser = duration, default_value = "500ms")]
+    pub churn_hold: Duration,
+
+    /// Churn connections open at once, at most.
+    #[arg(long, default_value_t = 4000)]
+    pub churn_max_open: usize,
+
+    /// Server PIDs to measure (CPU µs per delivery, RSS per connection),
+    /// comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub measure_pid: Vec<u32>,
+
+    /// Worker threads of the bench's runtime [default: number of CPUs].
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// A label copied into the JSON summary.
+    #[arg(long)]
+    pub label: Option<String>,
+
+    /// Also write the JSON summary to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Args {
+    pub fn group_name(&self, index: usize) -> String {
+        self.group_template.replace("{}", &index.to_string())
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.clients > 0, "--clients must be at least 1");
+        anyhow::ensure!(self.groups > 0, "--groups must be at least 1");
+        anyhow::ensure!(
+            self.groups <= self.clients,
+            "--groups ({}) exceeds --clients ({}): some groups would have no member",
+            self.groups,
+            self.clients
+        );
+        anyhow::ensure!(
+            self.group_template.contains("{}") || self.groups == 1,
+            "--group-template must contain {{}} when --groups > 1"
+        );
+        anyhow::ensure!(
+            self.duration <= MAX_DURATION,
+            "--duration is at most {MAX_DURATION:?}"
+        );
+        anyhow::ensure!(
+            self.rate >= 0.0 && self.rate.is_finite(),
+            "--rate must be >= 0"
+        );
+        anyhow::ensure!(
+            self.rate == 0.0 || self.publish.is_some(),
+            "--rate needs --publish redis://... or http://..."
+        );
+        anyhow::ensure!(
+            (1..=1000).contains(&self.publishers),
+            "--publishers must be between 1 and 1000"
+        );
+        anyhow::ensure!(
+            self.payload >= crate::payload::HEADER_LEN,
+            "--payload must be at least {} bytes",
+            crate::payload::HEADER_LEN
+        );
+        anyhow::ensure!(!self.source_addrs.is_empty(), "--source-addrs is empty");
+        anyhow::ensure!(
+            self.source_addrs.iter().all(|a| a.is_loopback()),
+            "--source-addrs must be loopback addresses (127.x.y.z)"
+        );
+        anyhow::ensure!(
+            self.connect_concurrency > 0,
+            "--connect-concurrency must be at least 1"
+        );
+        anyhow::ensure!(
+            self.connect_timeout <= Duration::from_secs(600)
+                && self.drain <= Duration::from_secs(60),
+            "--connect-timeout is at most 10m and --drain at most 60s"
+        );
+        anyhow::ensure!(
+            self.churn >= 0.0 && self.churn.is_finite() && self.churn <= 100_000.0,
+            "--churn must be between 0 and 100000 per second"
+        );
+        anyhow::ensure!(
+            self.churn == 0.0 || (self.churn_groups > 0 && self.churn_template.contains("{}")),
+            "--churn needs --churn-groups > 0 and a --churn-template with {{}}"
+        );
+        anyhow::ensure!(
+            self.churn_hold <= Duration::from_secs(60),
+            "--churn-hold is at most 60s"
+        );
+        Ok(())
+    }
+
+    /// Descriptors churn may hold at once.
+    pub fn churn_fds(&self) -> usize {
+        if self.churn > 0.0 { self.churn_max_open } else { 0 }
+    }
+}

@@ -1,0 +1,471 @@
+//! Group workers: ws-notifier's `Notify`, exactly once per group across
+//! the cluster.
+//!
+//! A worker is a task that produces messages for one group — a ticker, a
+//! tail of a task's log file — and is only worth running while the group has
+//! members. [`Hub::notify`](crate::Hub::notify) registers one; from then on
+//! a *supervisor* task on every node watches the group:
+//!
+//! * a node with local members races for the group's lease
+//!   (`workers/lease.rs`); the winner starts the worker;
+//! * the holder renews the lease every third of its TTL and keeps the
+//!   worker running while the group has members anywhere in the cluster
+//!   (presence heartbeats tell it about other nodes' members);
+//! * the worker stops when the group has been empty cluster-wide for the
+//!   linger period, when its own time-to-live ends, when the lease is lost,
+//!   or at shutdown;
+//! * a worker that returns an error or panics is logged, counted and
+//!   restarted with exponential backoff.
+//!
+//! **Why only one runs.** The holder stops its worker at a local deadline,
+//! `last successful renewal (measured when the request was *sent*) + TTL −
+//! margin`, which is always before Redis can expire the lease and let
+//! another node in. Renewals are fenced (they act only on our own token), so
+//! a node that lost its lease cannot extend someone else's. If the holder
+//! dies, its lease expires and a node that still has members takes over at
+//! its next poll: within the lease TTL plus one poll.
+
+pub mod lease;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::lease::{LeaseStore, LeaseToken};
+use crate::Hub;
+use crate::bus::BoxFuture;
+use crate::group::GroupName;
+use crate::metrics::Metrics;
+
+/// What a worker returns: an error is logged, counted, and the worker is
+/// restarted after a backoff.
+pub type WorkerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+type Factory = Arc<dyn Fn(WorkerContext) -> BoxFuture<'static, WorkerResult> + Send + Sync>;
+
+/// What a running worker is given.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// The group it works for.
+    pub group: GroupName,
+    /// The hub, to broadcast with.
+    pub hub: Hub,
+    /// Cancelled when the worker must stop; a worker should return soon
+    /// after. (It is aborted at its next await anyway once the lease is at
+    /// risk, so no two nodes ever run it at once.)
+    pub stop: CancellationToken,
+}
+
+/// A worker definition: how to start one, and for how long it may run.
+#[derive(Clone)]
+pub struct Worker {
+    factory: Factory,
+    ttl: Option<Duration>,
+}
+
+impl Worker {
+    /// A worker started by calling `f` (again after each failure).
+    pub fn new<F, Fut>(f: F) -> Self
+    where
+        F: Fn(WorkerContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = WorkerResult> + Send + 'static,
+    {
+        Worker {
+            factory: Arc::new(move |ctx| Box::pin(f(ctx))),
+            ttl: None,
+        }
+    }
+
+    /// Stops the worker this long after it started, even if the group
+    /// still has members (ws-notifier's `timeout`). It starts again only
+    /// after the group has emptied and filled again.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+/// ws-notifier's demo worker: sends `{"tick":n,"node":..,"at_ms":..}` to
+/// the group every `period`.
+pub fn ticker(period: Duration) -> Worker {
+    Worker::new(move |ctx: WorkerContext| async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return Ok(()),
+                _ = interval.tick() => {}
+            }
+            tick += 1;
+            let text =
+                serde_json::json!({ "tick": tick, "node": ctx.hub.node_id(), "at_ms": now_ms() })
+                    .to_string();
+            ctx.hub.broadcast_group(&ctx.group, text)?;
+        }
+    })
+}
+
+/// Timing of leases and workers.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// How long a lease lives without renewal. A dead holder is replaced
+    /// within this plus one poll (a third of it).
+    pub lease_ttl: Duration,
+    /// How long a group must be empty cluster-wide before its worker stops.
+    pub linger: Duration,
+    /// First and largest delay before restarting a failed worker.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Redis key prefix of leases.
+    pub lease_prefix: String,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            lease_ttl: Duration::from_secs(6),
+            linger: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            lease_prefix: "groupcast:worker:".into(),
+        }
+    }
+}
+
+/// A worker this node runs, as `/debug/state` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerInfo {
+    /// The group.
+    pub group: GroupName,
+    /// This node.
+    pub node: String,
+    /// `running`, `backoff` (restarting after a failure), `expired` (its
+    /// time-to-live ended) or `finished` (it returned by itself).
+    pub state: &'static str,
+    /// When this node took the lease (Unix milliseconds).
+    pub since_ms: u64,
+    /// Restarts after failures since the lease was taken.
+    pub restarts: u32,
+}
+
+/// Every node's supervisors, and the leases they compete for.
+pub(crate) struct Workers {
+    leases: Arc<dyn LeaseStore>,
+    options: WorkerOptions,
+    metrics: Arc<Metrics>,
+    registered: Mutex<HashMap<GroupName, Arc<Notify>>>,
+    running: Arc<Mutex<HashMap<GroupName, WorkerInfo>>>,
+}
+
+impl Workers {
+    pub(crate) fn new(
+        leases: Arc<dyn LeaseStore>,
+        options: WorkerOptions,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Workers {
+            leases,
+            options,
+            metrics,
+            registered: Mutex::new(HashMap::new()),
+            running: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Starts supervising `group` (once; later calls are no-ops).
+    pub(crate) fn register(&self, hub: &Hub, group: GroupName, worker: Worker) -> bool {
+        let wake = {
+            let mut registered = self.registered.lock();
+            if registered.contains_key(&group) {
+                return false;
+            }
+            let wake = Arc::new(Notify::new());
+            registered.insert(group.clone(), wake.clone());
+            wake
+        };
+        let supervisor = Supervisor {
+            hub: hub.clone(),
+            group,
+            worker,
+            leases: self.leases.clone(),
+            options: self.options.clone(),
+            metrics: self.metrics.clone(),
+            running: self.running.clone(),
+            wake,
+        };
+        tokio::spawn(supervisor.run());
+        true
+    }
+
+    /// A member joined `group` locally: let its supervisor act now.
+    pub(crate) fn wake(&self, group: &GroupName) {
+        if let Some(wake) = self.registered.lock().get(group) {
+            wake.notify_one();
+        }
+    }
+
+    pub(crate) fn running(&self) -> Vec<WorkerInfo> {
+        let mut list: Vec<_> = self.running.lock().values().cloned().collect();
+        list.sort_by(|a, b| a.group.cmp(&b.group));
+        list
+    }
+
+    pub(crate) fn leases(&self) -> &Arc<dyn LeaseStore> {
+        &self.leases
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The lease this node holds for a group, and its worker.
+struct Held {
+    token: LeaseToken,
+    /// When the last successful acquire/renew was *sent*: Redis keeps the
+    /// lease at least until `renewed_at + ttl`.
+    renewed_at: Instant,
+    since_ms: u64,
+    task: Option<(JoinHandle<WorkerResult>, CancellationToken)>,
+    started_at: Instant,
+    restarts: u32,
+    restart_at: Option<Instant>,
+    state: &'static str,
+}
+
+struct Supervisor {
+    hub: Hub,
+    group: GroupName,
+    worker: Worker,
+    leases: Arc<dyn LeaseStore>,
+    options: WorkerOptions,
+    metrics: Arc<Metrics>,
+    running: Arc<Mutex<HashMap<GroupName, WorkerInfo>>>,
+    wake: Arc<Notify>,
+}
+
+impl Supervisor {
+    async fn run(self) {
+        let shutdown = self.hub.shutdown_token();
+        let ttl = self.options.lease_ttl;
+        let poll = ttl / 3;
+        // Stop a quarter TTL before Redis could hand the lease to another.
+        let margin = ttl / 4;
+        let mut held: Option<Held> = None;
+        let mut last_wanted: Option<Instant> = None;
+
+        loop {
+            let fence_at = held.as_ref().map(|h| h.renewed_at + ttl - margin);
+            let restart_at = held.as_ref().and_then(|h| h.restart_at);
+            let next = [Some(Instant::now() + poll), fence_at, restart_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + poll);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(next.into()) => {}
+            }
+
+            let now = Instant::now();
+            // Fence first: never run past the safe deadline.
+            if held
+                .as_ref()
+                .is_some_and(|h| now >= h.renewed_at + ttl - margin)
+            {
+                tracing::warn!(group = %self.group, "lease not renewed in time: stopping the worker");
+                self.metrics.worker_leases_lost.inc();
+                self.drop_lease(&mut held, false).await;
+                continue;
+            }
+
+            let local = self.hub.member_count(&self.group);
+            let wanted_now = local > 0 || (held.is_some() && self.cluster_members().await > 0);
+            if wanted_now {
+                last_wanted = Some(now);
+            }
+            let wanted = last_wanted.is_some_and(|t| now.duration_since(t) < self.options.linger);
+
+            match held.as_mut() {
+                None => {
+                    // Only nodes with members compete: no members, no worker.
+                    if local > 0 {
+                        held = self.try_acquire().await;
+                    }
+                }
+                Some(h) => {
+                    if !wanted {
+                        tracing::info!(group = %self.group, "group empty cluster-wide: stopping its worker");
+                        self.drop_lease(&mut held, true).await;
+                        continue;
+                    }
+                    let sent = Instant::now();
+                    let budget = (h.renewed_at + ttl - margin)
+                        .saturating_duration_since(sent)
+                        .min(poll);
+                    match tokio::time::timeout(
+                        budget,
+                        self.leases.renew(&self.group, &h.token, ttl),
+                    )
+                    .await
+                    {
+                        Ok(Ok(true)) => h.renewed_at = sent,
+                        Ok(Ok(false)) => {
+                            tracing::warn!(group = %self.group, "lease lost to another node: stopping the worker");
+                            self.metrics.worker_leases_lost.inc();
+                            self.drop_lease(&mut held, false).await;
+                            continue;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::warn!(group = %self.group, %error, "lease renewal failed; retrying")
+                        }
+                        Err(_) => {
+                            tracing::warn!(group = %self.group, "lease renewal timed out; retrying")
+                        }
+                    }
+                }
+            }
+            if let Some(h) = held.as_mut() {
+                self.tend(h).await;
+            }
+        }
+        self.drop_lease(&mut held, true).await;
+    }
+
+    /// Members of the group across the cluster (this node's when standalone).
+    async fn cluster_members(&self) -> usize {
+        match self.hub.nodes().await {
+            Ok(Some(nodes)) => nodes
+                .iter()
+                .filter_map(|n| n.groups.get(self.group.as_str()))
+                .sum(),
+            Ok(None) => self.hub.member_count(&self.group),
+            // Cannot tell: assume members remain rather than flap.
+            Err(_) => 1,
+        }
+    }
+
+    async fn try_acquire(&self) -> Option<Held> {
+        let since_ms = now_ms();
+        let token = LeaseToken::new(self.hub.node_id(), since_ms);
+        let sent = Instant::now();
+        match self
+            .leases
+            .acquire(&self.group, &token, self.options.lease_ttl)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(group = %self.group, "took the worker lease");
+                Some(Held {
+                    token,
+                    renewed_at: sent,
+                    since_ms,
+                    task: None,
+                    started_at: Instant::now(),
+                    restarts: 0,
+                    restart_at: Some(Instant::now()),
+                    state: "starting",
+                })
+            }
+            Ok(false) => None,
+            Err(error) => {
+                tracing::warn!(group = %self.group, %error, "cannot reach the lease store");
+                None
+            }
+        }
+    }
+
+    /// Starts, restarts, or retires the worker of a held lease.
+    async fn tend(&self, h: &mut Held) {
+        let now = Instant::now();
+        // A finished task: success ends it, failure schedules a restart.
+        if h.task.as_ref().is_some_and(|(task, _)| task.is_finished()) {
+            if let Some((task, _)) = h.task.take() {
+                let outcome = match task.await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(error.to_string()),
+                    Err(join) if join.is_panic() => Some("the worker panicked".to_string()),
+                    Err(join) => Some(join.to_string()),
+                };
+                match outcome {
+                    None => h.state = "finished",
+                    Some(error) => {
+                        self.metrics.worker_failures.inc();
+                        let backoff = self
+                            .options
+                            .backoff_min
+                            .saturating_mul(2u32.saturating_pow(h.restarts.min(16)))
+                            .min(self.options.backoff_max);
+                        tracing::error!(group = %self.group, %error, ?backoff, "worker failed; restarting after backoff");
+                        h.restarts += 1;
+                        h.restart_at = Some(now + backoff);
+                        h.state = "backoff";
+                    }
+                }
+            }
+        }
+        if let Some(ttl) = self.worker.ttl {
+            if now.duration_since(h.started_at) >= ttl && h.state != "expired" {
+                tracing::info!(group = %self.group, "worker time-to-live ended");
+                stop(h.task.take());
+                h.restart_at = None;
+                h.state = "expired";
+            }
+        }
+        if h.restart_at.is_some_and(|at| now >= at) && h.task.is_none() {
+            h.restart_at = None;
+            let stop = CancellationToken::new();
+            let ctx = WorkerContext {
+                group: self.group.clone(),
+                hub: self.hub.clone(),
+                stop: stop.clone(),
+            };
+            h.task = Some((tokio::spawn((self.worker.factory)(ctx)), stop));
+            h.state = "running";
+            self.metrics.worker_starts.inc();
+            tracing::info!(group = %self.group, restarts = h.restarts, "worker started");
+        }
+        self.running.lock().insert(
+            self.group.clone(),
+            WorkerInfo {
+                group: self.group.clone(),
+                node: self.hub.node_id().to_string(),
+                state: h.state,
+                since_ms: h.since_ms,
+                restarts: h.restarts,
+            },
+        );
+    }
+
+    /// Stops the worker at once and forgets the lease (releasing it in the
+    /// store when we may still hold it).
+    async fn drop_lease(&self, held: &mut Option<Held>, release: bool) {
+        let Some(mut h) = held.take() else { return };
+        stop(h.task.take());
+        self.running.lock().remove(&self.group);
+        if release {
+            if let Err(error) = self.leases.release(&self.group, &h.token).await {
+                tracing::warn!(group = %self.group, %error, "could not release the lease; it will expire");
+            }
+        }
+    }
+}
+
+/// Cancels a worker and aborts it at its next await.
+fn stop(task: Option<(JoinHandle<WorkerResult>, CancellationToken)>) {
+    if let Some((task, token)) = task {
+        token.cancel();
+        task.abort();
+    }
+}

@@ -1,0 +1,72 @@
+//! A real `groupcast` binary as a child process, killed when dropped.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use super::redis::free_port;
+
+/// A spawned `groupcast` node on a free loopback port.
+pub struct NodeProcess {
+    pub name: String,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl NodeProcess {
+    /// Starts `groupcast --listen <free port> --node-id <name> <args>`;
+    /// its logs go to `target/tmp/node-logs/<name>.log`.
+    pub fn spawn(name: &str, args: &[&str]) -> NodeProcess {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("node-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_groupcast"))
+            .args(["--listen", &addr.to_string()])
+            .args(["--node-id", name])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the groupcast binary");
+        NodeProcess {
+            name: name.to_string(),
+            addr,
+            child,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, group: &str) -> String {
+        format!("ws://{}/ws/{}", self.addr, group)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no shutdown, no lease release, no presence withdrawal.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let url = self.url("/readyz");
+        super::wait_until_async(&format!("{} is ready", self.name), || {
+            let url = url.clone();
+            async move { matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success()) }
+        })
+        .await;
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
