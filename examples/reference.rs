@@ -63,7 +63,9 @@ fn parse_args() -> Args {
             "--read-buffer-size" => {
                 args.read_buffer = value.parse().expect("--read-buffer-size: bytes")
             }
-            other => panic!("unknown flag {other} (--listen, --redis-url, --channel-prefix, --read-buffer-size)"),
+            other => panic!(
+                "unknown flag {other} (--listen, --redis-url, --channel-prefix, --read-buffer-size)"
+            ),
         }
     }
     args

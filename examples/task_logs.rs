@@ -90,7 +90,12 @@ async fn run_task(hub: Hub, id: u64, group: GroupName) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let steps = ["fetching sources", "compiling", "running tests", "packaging"];
+    let steps = [
+        "fetching sources",
+        "compiling",
+        "running tests",
+        "packaging",
+    ];
     for line in 1..=20 {
         let step = steps[(line - 1) * steps.len() / 20];
         // Fan-out only queues: a watcher that cannot keep up is closed

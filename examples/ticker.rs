@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use groupcast::server::{self, ClientMessages, ServerOptions};
-use groupcast::{GroupName, Hub};
+use groupcast::{Hub, Worker, WorkerContext};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -23,24 +23,29 @@ async fn main() -> anyhow::Result<()> {
     // No text handler: client messages go nowhere.
     let hub = Hub::builder().build()?;
 
-    // The ticker: one task, publishing into the group. Publishing never
-    // waits for a socket (it only queues), so a slow client cannot stall it.
-    let ticker = GroupName::new("ticker_ws")?;
-    let publisher = hub.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            every.tick().await;
-            // Skip the work when nobody is listening on this node.
-            if publisher.member_count(&ticker) == 0 {
-                continue;
+    // ws-notifier's `Notify(group, worker, timeout)`: the hub runs the
+    // worker only while `ticker_ws` has members, stops it when the group
+    // empties, and starts it again for the next member. With `.redis(..)`
+    // on the builder it would run once across the whole cluster.
+    hub.notify(
+        "ticker_ws",
+        Worker::new(|ctx: WorkerContext| async move {
+            let mut every = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    _ = ctx.stop.cancelled() => return Ok(()),
+                    _ = every.tick() => {}
+                }
+                let now = humantime::format_rfc3339_millis(SystemTime::now());
+                // Publishing never waits for a socket (it only queues), so
+                // a slow client cannot stall the ticker.
+                ctx.hub.broadcast_group(&ctx.group, format!("tick {now}"))?;
             }
-            let now = humantime::format_rfc3339_millis(SystemTime::now());
-            if let Err(error) = publisher.broadcast_group(&ticker, format!("tick {now}")) {
-                eprintln!("cannot publish: {error}");
-            }
-        }
-    });
+        })
+        // ws-notifier's timeout: a day at most, then it rests until the
+        // group empties and fills again.
+        .ttl(Duration::from_secs(24 * 3600)),
+    )?;
 
     // The ready-made router, told that clients only listen (the demo page
     // then hides its send box).

@@ -16,6 +16,8 @@
 //! * [`bus`] — the seam to other nodes: [`bus::local::LocalBus`]
 //!   (standalone) or [`bus::redis::RedisBus`] (Redis pub/sub).
 //! * [`envelope`] — the wire format on Redis.
+//! * [`auth`] — who may connect to which group, publish, and call the API:
+//!   tokens, Origin allowlist, API keys (`docs/security.md`).
 //!
 //! See `docs/architecture.md` for the why.
 

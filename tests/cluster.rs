@@ -541,7 +541,7 @@ async fn cluster_view_lists_every_node_and_a_clean_shutdown_leaves_it_at_once() 
     let redis = TestRedis::start().await;
     let nodes = three_nodes(&redis, Config::default()).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
-    let _clients = vec![
+    let _clients = [
         a.connect("alpha").await,
         a.connect("alpha").await,
         b.connect("alpha").await,
@@ -708,21 +708,34 @@ async fn spawned_binaries_form_a_cluster_and_a_killed_node_leaves_the_view() {
         assert_eq!(member.recv_text().await, "via api");
     }
 
-    // The cluster view, as any binary serves it.
-    let view = nodes[0].url("/api/nodes");
-    wait_until_async(
-        "the view lists all three binaries and their groups",
-        || async {
-            let groups = groups_by_node(&get_json(&view).await);
-            groups.len() == 3
-                && groups["bin-a"] == serde_json::json!({"ticker_ws": 1})
-                && groups["bin-c"] == serde_json::json!({"other": 1, "ticker_ws": 1})
-        },
-    )
-    .await;
+    // The cluster view, as every binary serves it. A node's own entry is
+    // live and the others' come from their last heartbeat, so wait until
+    // every node sees everyone's groups.
+    let expected: std::collections::BTreeMap<String, Value> = [
+        ("bin-a", serde_json::json!({"ticker_ws": 1})),
+        ("bin-b", serde_json::json!({"ticker_ws": 1})),
+        ("bin-c", serde_json::json!({"other": 1, "ticker_ws": 1})),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for node in &nodes {
+        let url = node.url("/api/nodes");
+        wait_until_async(
+            &format!("{} lists every binary's groups", node.name),
+            || async { groups_by_node(&get_json(&url).await) == expected },
+        )
+        .await;
+    }
     let groups = get_json(&nodes[1].url("/api/groups")).await;
-    assert_eq!(groups["groups"][1]["name"], "ticker_ws");
-    assert_eq!(groups["groups"][1]["members"], 3);
+    assert_eq!(
+        groups["groups"],
+        serde_json::json!([
+            {"name": "other", "members": 1, "nodes": {"bin-c": 1}},
+            {"name": "ticker_ws", "members": 3, "nodes": {"bin-a": 1, "bin-b": 1, "bin-c": 1}},
+        ])
+    );
+    let view = nodes[0].url("/api/nodes");
 
     // SIGKILL bin-c: it cannot say goodbye; its entry expires within the TTL.
     nodes[2].kill();
@@ -732,8 +745,10 @@ async fn spawned_binaries_form_a_cluster_and_a_killed_node_leaves_the_view() {
     })
     .await;
     let gone_after = killed_at.elapsed();
+    // Its last heartbeat was at most 200 ms before the kill and lives 1 s;
+    // the rest is slack for a busy machine.
     assert!(
-        gone_after <= Duration::from_millis(1500),
+        gone_after <= Duration::from_secs(2),
         "a presence TTL of 1s, but the killed node stayed {gone_after:?}"
     );
     let groups = get_json(&nodes[1].url("/api/groups")).await;
@@ -844,7 +859,10 @@ fn bad_urls_and_a_missing_runtime_are_typed_errors() {
         );
     }
     assert!(start("redis://user:secret@127.0.0.1:1/2").is_ok());
-    assert!(start("rediss://user:secret@127.0.0.1:1").is_ok(), "TLS is built in");
+    assert!(
+        start("rediss://user:secret@127.0.0.1:1").is_ok(),
+        "TLS is built in"
+    );
     let error = start("redis://user:secret@").err().expect("no host");
     assert!(!error.to_string().contains("secret"), "{error}");
 }

@@ -609,6 +609,25 @@ async fn right_tokens_connect_receive_and_publish_for_every_key_type() {
     subs.sort();
     assert_eq!(subs, ["alice", "bob", "carol"]);
     assert!(sessions.iter().all(|s| s.get("sub").is_some()));
+    // The API shows how each session got in.
+    let group: Value = http()
+        .get(server.http_url("/api/groups/chat"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let carol_json = group["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["auth"]["sub"] == "carol")
+        .expect("carol's session in the API");
+    assert_eq!(carol_json["auth"]["admission"], "token");
+    assert_eq!(carol_json["auth"]["publish"], false);
+    assert_eq!(carol_json["keys"]["sub"], "carol");
 
     // A pattern grant: task/* reaches task/42.
     let alice_task = hs256(&claims("alice", &["chat", "task/*"], true, 60));
@@ -1384,6 +1403,18 @@ async fn tokens_work_across_a_cluster_over_an_acl_redis() {
     viewer.expect_close_code(close_code::POLICY).await;
     api_publish(b.addr, "chat", "marker").await;
     assert_eq!(alice.recv_text().await, "marker");
+    // Presence works under the least-privilege ACL: each node sees both.
+    wait_until_async("each node sees the other's presence", || {
+        let hub = a.hub.clone();
+        async move {
+            hub.nodes()
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|nodes| nodes.len() == 2)
+        }
+    })
+    .await;
     // Rejections are the same on every node.
     expect_refused(&b, "/ws/chat", &[], 401, "token_missing").await;
     let other = hs256(&claims("alice", &["other"], true, 60));

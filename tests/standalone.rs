@@ -298,10 +298,10 @@ impl Process {
             if self.child.try_wait().unwrap().is_some() {
                 return false;
             }
-            if let Ok(response) = reqwest::get(&url).await {
-                if response.status().is_success() {
-                    return true;
-                }
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status().is_success()
+            {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -386,7 +386,7 @@ async fn groups_are_isolated_with_many_groups_and_clients() {
     // Interleave the groups; alternate text and binary frames.
     let expected = |g: usize, k: usize| -> Ws {
         let body = format!("group {g} message {k}");
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             Ws::text(body)
         } else {
             Ws::binary(body.into_bytes())
@@ -395,7 +395,7 @@ async fn groups_are_isolated_with_many_groups_and_clients() {
     for k in 0..MESSAGES {
         for g in 0..GROUPS {
             let body = format!("group {g} message {k}");
-            let message = if k % 2 == 0 {
+            let message = if k.is_multiple_of(2) {
                 Message::text(body)
             } else {
                 Message::binary(body.into_bytes())
@@ -688,6 +688,7 @@ async fn each_broadcast_variant_reaches_exactly_the_sessions_it_names() {
 async fn per_publisher_order_holds_over_1000_messages() {
     const N: usize = 1000;
     const PUBLISHERS: [&str; 3] = ["hub", "api", "client"];
+    const TOTAL: usize = PUBLISHERS.len() * N;
     let config = Config {
         // Room for a reader that falls behind all three bursts at once.
         queue_len: 4 * N,
@@ -698,10 +699,14 @@ async fn per_publisher_order_holds_over_1000_messages() {
 
     let sender = server.connect("order").await;
     let (mut sink, sender_stream) = sender.ws.split();
-    let mut checks = vec![check_order(sender_stream, "the sending client".into(), N)];
+    let mut checks = vec![check_order(
+        sender_stream,
+        "the sending client".into(),
+        TOTAL,
+    )];
     for i in 0..3 {
         let member = server.connect("order").await;
-        checks.push(check_order(member.ws, format!("member {i}"), N));
+        checks.push(check_order(member.ws, format!("member {i}"), TOTAL));
     }
 
     let from_hub = {
@@ -747,12 +752,12 @@ async fn per_publisher_order_holds_over_1000_messages() {
     assert_eq!(server.hub.metrics().queue_full_closes.get(), 0);
 }
 
-/// Reads `publishers × n` text frames `"<publisher> <seq>"` in a task and
-/// checks that each publisher's numbers come in order; returns the counts.
+/// Reads `total` text frames `"<publisher> <seq>"` in a task and checks
+/// that each publisher's numbers come in order; returns the counts.
 fn check_order<S>(
     mut stream: S,
     who: String,
-    n: usize,
+    total: usize,
 ) -> tokio::task::JoinHandle<HashMap<String, usize>>
 where
     S: futures_util::Stream<Item = Result<Ws, tokio_tungstenite::tungstenite::Error>>
@@ -763,7 +768,7 @@ where
     tokio::spawn(async move {
         let mut next_seq: HashMap<String, usize> = HashMap::new();
         let mut read = 0;
-        while read < 3 * n {
+        while read < total {
             let frame = tokio::time::timeout(WAIT, stream.next())
                 .await
                 .unwrap_or_else(|_| panic!("{who}: timed out after {read} messages"))
@@ -949,7 +954,9 @@ async fn binary_ignores_client_messages_when_push_only() {
 /// passed; a client that answers stays.
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_is_closed_after_the_pong_wait() {
-    let pong_wait = Duration::from_millis(600);
+    // Generous margins: the answering client must never miss a deadline,
+    // even on a loaded machine.
+    let pong_wait = Duration::from_millis(1000);
     let ping_period = Duration::from_millis(200);
     let pongs = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -1022,7 +1029,7 @@ async fn a_client_that_stops_answering_pings_is_closed_after_the_pong_wait() {
         .expect("the server did not close the silent client's connection");
 
     // The answering client outlives several pong waits.
-    let enough = (3 * pong_wait.as_millis() / ping_period.as_millis()) as usize;
+    let enough = (2 * pong_wait.as_millis() / ping_period.as_millis()) as usize;
     wait_until("the active client answered many pings", || {
         pongs.load(Ordering::SeqCst) >= enough
     })
@@ -1327,8 +1334,12 @@ async fn bad_group_names_get_400_before_any_upgrade() {
         b"",
     )
     .await;
-    assert!((400..500).contains(&answer.0), "{}", answer.0);
-    assert!(answer.1.contains("application/json"), "{}", answer.1);
+    assert_json_error(
+        "GET without upgrade",
+        &answer,
+        400,
+        "not_a_websocket_request",
+    );
 
     // Good names still work, nested ones included.
     let _client = server.connect("task/42").await;
@@ -1347,97 +1358,54 @@ async fn bad_api_requests_get_clear_4xx_json() {
     let mut member = server.connect("g").await;
     let publish = "/api/groups/g/messages";
     let too_big = vec![b'x'; 2048];
-    let cases: Vec<(&str, &str, Option<&str>, &[u8], u16, &str)> = vec![
-        (
-            "empty body",
-            publish,
-            Some("text/plain"),
-            b"",
-            400,
-            "empty_body",
-        ),
-        (
-            "invalid JSON",
-            publish,
-            Some("application/json"),
-            b"{not json",
-            400,
-            "invalid_json",
-        ),
-        (
-            "invalid UTF-8",
-            publish,
-            Some("text/plain"),
-            &[b'a', 0xff, 0xfe],
-            400,
-            "invalid_utf8",
-        ),
-        (
-            "unsupported type",
-            publish,
-            Some("image/png"),
-            b"x",
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "no content type",
-            publish,
-            None,
-            b"x",
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "too large",
-            publish,
-            Some("text/plain"),
-            &too_big,
-            413,
-            "body_too_large",
-        ),
-        (
-            "bad group",
-            "/api/groups/a%07b/messages",
-            Some("text/plain"),
-            b"x",
-            400,
-            "bad_group_name",
-        ),
-        (
-            "empty group",
-            "/api/groups//messages",
-            Some("text/plain"),
-            b"x",
-            400,
-            "bad_group_name",
-        ),
-        (
-            "dot-dot group",
-            "/api/groups/../messages",
-            Some("text/plain"),
-            b"x",
-            400,
-            "bad_group_name",
-        ),
-        (
-            "no /messages",
-            "/api/groups/g",
-            Some("text/plain"),
-            b"x",
-            404,
-            "not_found",
-        ),
-    ];
-    for (what, path, content_type, body, status, code) in cases {
-        let answer = raw_http(
+    let post = async |path: &str, content_type: Option<&str>, body: &[u8]| {
+        raw_http(
             server.addr,
             &post_request(path, content_type, body.len()),
             body,
         )
-        .await;
-        assert_json_error(what, &answer, status, code);
+        .await
+    };
+    let (text, json) = (Some("text/plain"), Some("application/json"));
+    let check = assert_json_error;
+    check(
+        "empty body",
+        &post(publish, text, b"").await,
+        400,
+        "empty_body",
+    );
+    check(
+        "invalid JSON",
+        &post(publish, json, b"{no").await,
+        400,
+        "invalid_json",
+    );
+    check(
+        "bad UTF-8",
+        &post(publish, text, &[b'a', 0xff]).await,
+        400,
+        "invalid_utf8",
+    );
+    let png = post(publish, Some("image/png"), b"x").await;
+    check("unsupported type", &png, 415, "unsupported_media_type");
+    let untyped = post(publish, None, b"x").await;
+    check("no content type", &untyped, 415, "unsupported_media_type");
+    check(
+        "too large",
+        &post(publish, text, &too_big).await,
+        413,
+        "body_too_large",
+    );
+    for path in [
+        "/api/groups/a%07b/messages",
+        "/api/groups//messages",
+        "/api/groups/../messages",
+        "/api/groups/a//b/messages",
+    ] {
+        check(path, &post(path, text, b"x").await, 400, "bad_group_name");
     }
+    let nowhere = post("/api/groups/g", text, b"x").await;
+    check("POST without /messages", &nowhere, 404, "not_found");
     for path in ["/api/groups/a//b", "/api/groups/a%00", "/api/groups/.."] {
         let head = format!("GET {path} HTTP/1.1\nHost: localhost\nConnection: close\n\n");
         let answer = raw_http(server.addr, &head, b"").await;
@@ -1595,4 +1563,29 @@ async fn ws_router_mounts_into_a_user_router() {
         .unwrap();
     assert_eq!(api.status(), 404);
     serving.abort();
+}
+
+/// A handler that panics ends only its own connection, and the session
+/// still leaves the hub (no ghost member in counts or the API).
+#[tokio::test]
+async fn a_panicking_handler_ends_only_its_connection_and_leaves_no_ghost() {
+    let hub = Hub::builder()
+        .on_text(|_hub, _session, text| {
+            assert!(text != "boom", "handler panics on purpose");
+        })
+        .build()
+        .unwrap();
+    let server = TestServer::start(hub).await;
+    let mut victim = server.connect("room").await;
+    let mut bystander = server.connect("room").await;
+    victim.send_text("boom").await;
+    wait_until("the panicking connection leaves the hub", || {
+        server.hub.session_count() == 1
+    })
+    .await;
+    assert_eq!(server.hub.member_count(&"room".parse().unwrap()), 1);
+    // The victim's connection ends (with or without a close frame).
+    victim.expect_close().await;
+    server.hub.broadcast_group("room", "still here").unwrap();
+    assert_eq!(bystander.recv_text().await, "still here");
 }

@@ -119,13 +119,18 @@ impl Claims {
     }
 
     /// How long until the connection must close, if it must (zero when the
-    /// moment has passed).
+    /// moment has passed), at most [`MAX_TIME_LEFT`]. The cap keeps clock
+    /// arithmetic in range whatever `exp` a token carries (`exp: 2^63` is
+    /// a valid, signed, absurd claim); the read loop recomputes the deadline
+    /// at every frame, so a capped deadline only means an extra wake-up.
     pub fn time_left(&self) -> Option<Duration> {
-        let at = UNIX_EPOCH + Duration::from_secs(self.expires_at?);
-        Some(
-            at.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
-        )
+        let Some(at) = UNIX_EPOCH.checked_add(Duration::from_secs(self.expires_at?)) else {
+            return Some(MAX_TIME_LEFT); // beyond what the clock can represent
+        };
+        let left = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        Some(left.min(MAX_TIME_LEFT))
     }
 }
 
@@ -134,6 +139,9 @@ impl Default for Claims {
         Claims::open()
     }
 }
+
+/// The longest [`Claims::time_left`] reports: a year.
+pub const MAX_TIME_LEFT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Seconds since the Unix epoch, now.
 pub(crate) fn now_secs() -> u64 {
@@ -166,5 +174,10 @@ mod tests {
             ..Claims::open()
         };
         assert!(future.time_left().unwrap() > Duration::from_secs(98));
+        let absurd = Claims {
+            expires_at: Some(u64::MAX),
+            ..Claims::open()
+        };
+        assert_eq!(absurd.time_left(), Some(MAX_TIME_LEFT));
     }
 }

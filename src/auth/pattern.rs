@@ -85,6 +85,8 @@ impl GroupPattern {
         // reach[i][j]: the first i pattern segments match the first j name
         // segments. Filled row by row; only the previous row is needed, but
         // group names are short (≤ 200 bytes) so clarity wins.
+        // Indexing cannot panic: i ≤ p and j ≤ n index tables of p+1 and
+        // n+1 entries, and i-1 < p, j-1 < n index segments and names.
         let mut reach = vec![vec![false; n + 1]; p + 1];
         reach[0][0] = true;
         for i in 1..=p {
@@ -125,7 +127,8 @@ fn glob_match(glob: &str, text: &str) -> bool {
             return false;
         }
     }
-    // Trailing stars match the empty rest.
+    // Trailing stars match the empty rest. `gi ≤ g.len()`: it only grows
+    // past an index that was checked to be in range.
     g[gi..].iter().all(|&b| b == b'*')
 }
 

@@ -34,11 +34,16 @@ use super::pattern::GroupPatterns;
 /// bytes; the cap bounds the work an anonymous request can cause.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 
+/// The largest leeway applied, whatever is configured: a day. (Beyond
+/// that, "expiry" means little, and `jsonwebtoken` computes `now - leeway`
+/// in unsigned arithmetic.)
+pub const MAX_LEEWAY: Duration = Duration::from_secs(24 * 3600);
+
 /// What a verifier checks besides the signature.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
     /// Allowed clock difference between the token's issuer and this server,
-    /// applied to `exp` and `nbf`.
+    /// applied to `exp` and `nbf`; at most [`MAX_LEEWAY`] is used.
     pub leeway: Duration,
     /// Accepted issuers (`iss`); empty: not checked.
     pub issuers: Vec<String>,
@@ -150,12 +155,16 @@ impl TokenVerifier {
         Err(AuthError::BadSignature)
     }
 
+    fn leeway_secs(&self) -> u64 {
+        self.options.leeway.min(MAX_LEEWAY).as_secs()
+    }
+
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut validation = Validation::new(alg);
         // Exactly one algorithm: the key's. (`new` already does this; it is
         // restated because it is the property everything rests on.)
         validation.algorithms = vec![alg];
-        validation.leeway = self.options.leeway.as_secs();
+        validation.leeway = self.leeway_secs();
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
@@ -177,7 +186,7 @@ impl TokenVerifier {
     fn grants(&self, claims: TokenClaims) -> Result<VerifiedToken, AuthError> {
         let groups = GroupPatterns::parse(&claims.groups)
             .map_err(|e| AuthError::InvalidClaims(format!("`groups`: {e}")))?;
-        let expires_at = claims.exp.saturating_add(self.options.leeway.as_secs());
+        let expires_at = claims.exp.saturating_add(self.leeway_secs());
         Ok(VerifiedToken {
             claims,
             groups,

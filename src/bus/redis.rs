@@ -240,6 +240,8 @@ pub struct RedisBus {
     queue_full_logged: AtomicBool,
     /// Stops every task: on shutdown, and when the bus is dropped.
     cancel: CancellationToken,
+    /// Set by the first `shutdown`; later calls return at once.
+    shut_down: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -271,7 +273,11 @@ impl RedisBus {
     pub fn start(options: RedisOptions, context: BusContext) -> Result<Self, BusError> {
         options.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BusError::NoRuntime)?;
-        if options.url.get(..9).is_some_and(|s| s.eq_ignore_ascii_case("rediss://")) {
+        if options
+            .url
+            .get(..9)
+            .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"))
+        {
             // TLS: rustls needs a process-wide crypto provider. Ours is
             // ring; if the application installed one already, keep it.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -351,6 +357,7 @@ impl RedisBus {
             options,
             queue_full_logged: AtomicBool::new(false),
             cancel,
+            shut_down: AtomicBool::new(false),
             tasks: Mutex::new(tasks),
         })
     }
@@ -421,6 +428,9 @@ impl Bus for RedisBus {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            if self.shut_down.swap(true, Ordering::AcqRel) {
+                return;
+            }
             let budget = self.options.command_timeout;
             // 1. Everything published before shutdown leaves, in order.
             let (done, flushed) = oneshot::channel();
@@ -570,7 +580,6 @@ impl Subscriber {
                     continue;
                 }
             };
-            backoff.reset();
             self.shared.set_connected();
             self.shared.metrics.bus_connects.inc();
             if connected_before {
@@ -585,6 +594,7 @@ impl Subscriber {
             failures = 0;
             self.wake_presence.notify_one();
 
+            let connected_at = Instant::now();
             let ended = self.serve(&mut link).await;
             link.close().await;
             match ended {
@@ -595,6 +605,14 @@ impl Subscriber {
                         redis = %self.address, %error,
                         "lost the Redis connection; sessions stay, reconnecting"
                     );
+                    // A connection that lived a while: try again at once.
+                    // One that died young (a flapping Redis or proxy): keep
+                    // backing off, or we would reconnect in a tight loop.
+                    if connected_at.elapsed() >= self.options.backoff_max {
+                        backoff.reset();
+                    } else if self.idle(backoff.next_delay()).await.is_err() {
+                        return;
+                    }
                 }
             }
         }

@@ -298,6 +298,8 @@ pub(crate) fn session_json(node: &str, s: &crate::Session) -> Value {
         "connected_at_ms": connected_at,
         "keys": s.keys(),
         "queued": s.queued(),
+        // How it got in, who it is, whether it may publish, when it expires.
+        "auth": *s.claims(),
     })
 }
 

@@ -136,13 +136,20 @@ async fn serve(
         }
     };
     let _tracked = hub.track_connection();
+    let stop_writer = CancellationToken::new();
+    // From here on, however this task ends (even by a handler's panic),
+    // the session leaves the hub and its writer stops.
+    let _membership = Membership {
+        hub: hub.clone(),
+        session: session.clone(),
+        stop_writer: stop_writer.clone(),
+    };
     tracing::debug!(session = %session.id(), group = %session.group(), ?remote, "connected");
     if let Some(on_connect) = &hub.handlers().connect {
         on_connect(&hub, &session);
     }
 
     let (sink, stream) = socket.split();
-    let stop_writer = CancellationToken::new();
     let mut writer = tokio::spawn(write_loop(
         hub.clone(),
         session.clone(),
@@ -181,11 +188,30 @@ async fn serve(
             }
         }
     }
+}
 
-    hub.leave(&session);
-    tracing::debug!(session = %session.id(), group = %session.group(), "disconnected");
-    if let Some(on_disconnect) = &hub.handlers().disconnect {
-        on_disconnect(&hub, &session);
+/// A connection's membership in the hub, ended on drop: the session leaves
+/// its group, the writer stops and `on_disconnect` runs — also when the
+/// connection task ends by a panic in a handler, so that no session ever
+/// outlives its connection in the registry.
+struct Membership {
+    hub: Hub,
+    session: Session,
+    stop_writer: CancellationToken,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.stop_writer.cancel();
+        self.hub.leave(&self.session);
+        tracing::debug!(session = %self.session.id(), group = %self.session.group(), "disconnected");
+        // A handler that panics while we are already unwinding would abort
+        // the process: skip it then.
+        if !std::thread::panicking()
+            && let Some(on_disconnect) = &self.hub.handlers().disconnect
+        {
+            on_disconnect(&self.hub, &self.session);
+        }
     }
 }
 

@@ -390,8 +390,10 @@ impl Supervisor {
     async fn tend(&self, h: &mut Held) {
         let now = Instant::now();
         // A finished task: success ends it, failure schedules a restart.
-        if h.task.as_ref().is_some_and(|(task, _)| task.is_finished()) {
-            if let Some((task, _)) = h.task.take() {
+        if h.task.as_ref().is_some_and(|(task, _)| task.is_finished())
+            && let Some((task, _)) = h.task.take()
+        {
+            {
                 let outcome = match task.await {
                     Ok(Ok(())) => None,
                     Ok(Err(error)) => Some(error.to_string()),
@@ -415,13 +417,14 @@ impl Supervisor {
                 }
             }
         }
-        if let Some(ttl) = self.worker.ttl {
-            if now.duration_since(h.started_at) >= ttl && h.state != "expired" {
-                tracing::info!(group = %self.group, "worker time-to-live ended");
-                stop(h.task.take());
-                h.restart_at = None;
-                h.state = "expired";
-            }
+        if let Some(ttl) = self.worker.ttl
+            && now.duration_since(h.started_at) >= ttl
+            && h.state != "expired"
+        {
+            tracing::info!(group = %self.group, "worker time-to-live ended");
+            stop(h.task.take());
+            h.restart_at = None;
+            h.state = "expired";
         }
         if h.restart_at.is_some_and(|at| now >= at) && h.task.is_none() {
             h.restart_at = None;
@@ -454,10 +457,8 @@ impl Supervisor {
         let Some(mut h) = held.take() else { return };
         stop(h.task.take());
         self.running.lock().remove(&self.group);
-        if release {
-            if let Err(error) = self.leases.release(&self.group, &h.token).await {
-                tracing::warn!(group = %self.group, %error, "could not release the lease; it will expire");
-            }
+        if release && let Err(error) = self.leases.release(&self.group, &h.token).await {
+            tracing::warn!(group = %self.group, %error, "could not release the lease; it will expire");
         }
     }
 }

@@ -212,6 +212,10 @@ impl Args {
 
     /// Descriptors churn may hold at once.
     pub fn churn_fds(&self) -> usize {
-        if self.churn > 0.0 { self.churn_max_open } else { 0 }
+        if self.churn > 0.0 {
+            self.churn_max_open
+        } else {
+            0
+        }
     }
 }

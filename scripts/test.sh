@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# groupcast's one test command (the README's, and what CI runs):
+# installs and builds everything the tests need on a fresh machine, then
+# runs every test. Nothing needs to be installed by hand first.
+#
+#   scripts/test.sh            # everything
+#   SKIP_DEPLOY=1 scripts/test.sh   # skip the compose and k8s checks
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+
+# Containers the tests start are removed when the tests end; a killed run
+# can leave some behind, so clean up on the way out, whatever happens.
+cleanup() {
+  local left
+  left=$(docker ps -aq --filter label=org.testcontainers.managed-by=testcontainers 2>/dev/null || true)
+  if [ -n "$left" ]; then docker rm -f $left >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+step "test dependencies: chromium and chromedriver (browser test)"
+scripts/install-test-deps.sh
+
+step "local container images (no registry is needed)"
+scripts/build-local-images.sh
+export REDIS_IMAGE="${REDIS_IMAGE:-local/redis:7}"
+
+step "cargo test (unit, integration, browser, examples build)"
+cargo test --all-targets --no-fail-fast
+
+step "cargo test --doc (the examples in the API docs)"
+cargo test --doc
+
+if [ "${SKIP_DEPLOY:-0}" != 1 ]; then
+  step "kubernetes manifests: render every overlay and validate offline"
+  scripts/k8s-validate.sh
+
+  step "docker compose cluster: three replicas behind the load balancer"
+  scripts/compose-test.sh
+fi
+
+step "all tests passed in $(( $(date +%s) - started ))s"
