@@ -10,8 +10,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use common::node::NodeProcess;
 use std::time::{Duration, Instant};
 
 use common::redis::{TestRedis, free_port, publish};
@@ -459,14 +458,18 @@ async fn redis_restart_keeps_sessions_and_delivery_resumes() {
 
     // Delivery resumes everywhere, from outside and from a node, and the
     // message published while Redis was down is not replayed.
+    // ("after" first on every client: B delivers "from b" to its own
+    // client directly, so the two could otherwise cross there.)
     redis.publish("group:live", "after").await;
+    for client in &mut clients {
+        assert_eq!(client.recv_text().await, "after");
+    }
     nodes[1]
         .hub
         .publish(Broadcast::group("live".try_into().unwrap()), "from b")
         .await
         .expect("B publishes again");
     for client in &mut clients {
-        assert_eq!(client.recv_text().await, "after");
         assert_eq!(client.recv_text().await, "from b");
     }
     // No client reconnected; every node says it reconnected.
@@ -598,63 +601,31 @@ async fn cluster_view_lists_every_node_and_a_clean_shutdown_leaves_it_at_once() 
 // ----- spawned binaries -----------------------------------------------------------
 
 /// A `groupcast` process, killed when dropped (even when the test fails).
-struct NodeProcess {
-    name: String,
-    addr: SocketAddr,
-    child: Child,
-}
-
-impl NodeProcess {
-    fn spawn(name: &str, redis_url: &str) -> NodeProcess {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        // Logs go to target/tmp/cluster-logs/<name>.log, for post-mortems.
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-logs");
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_groupcast"))
-            .args(["--listen", &addr.to_string()])
-            .args(["--redis-url", redis_url])
-            .args(["--node-id", name])
-            .args(["--client-messages", "none"])
-            .args(["--unsubscribe-linger", "200ms"])
-            .args(["--heartbeat-interval", "200ms"])
-            .args(["--presence-ttl", "1s"])
-            .args(["--redis-command-timeout", "500ms"])
-            .args(["--redis-health-interval", "200ms"])
-            .args(["--redis-backoff-max", "300ms"])
-            .args(["--log", "info"])
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn the groupcast binary");
-        NodeProcess {
-            name: name.to_string(),
-            addr,
-            child,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    fn ws_url(&self, group: &str) -> String {
-        format!("ws://{}/ws/{}", self.addr, group)
-    }
-
-    /// SIGKILL: no shutdown, no presence withdrawal.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A real `groupcast` binary in the cluster, with the test's short timings.
+fn spawn_node(name: &str, redis_url: &str) -> NodeProcess {
+    NodeProcess::spawn(
+        name,
+        &[
+            "--redis-url",
+            redis_url,
+            "--client-messages",
+            "none",
+            "--unsubscribe-linger",
+            "200ms",
+            "--heartbeat-interval",
+            "200ms",
+            "--presence-ttl",
+            "1s",
+            "--redis-command-timeout",
+            "500ms",
+            "--redis-health-interval",
+            "200ms",
+            "--redis-backoff-max",
+            "300ms",
+            "--log",
+            "info",
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -662,7 +633,7 @@ async fn spawned_binaries_form_a_cluster_and_a_killed_node_leaves_the_view() {
     let redis = TestRedis::start().await;
     let mut nodes: Vec<NodeProcess> = ["bin-a", "bin-b", "bin-c"]
         .into_iter()
-        .map(|name| NodeProcess::spawn(name, &redis.url()))
+        .map(|name| spawn_node(name, &redis.url()))
         .collect();
     for node in &nodes {
         let url = node.url("/readyz");

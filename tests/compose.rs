@@ -112,7 +112,6 @@ impl Tracked {
     /// Connects, retrying for a while (the balancer may still be catching up).
     async fn connect(url: &str) -> Tracked {
         let deadline = Instant::now() + WAIT;
-        let mut last_error = String::new();
         loop {
             match timeout(
                 Duration::from_secs(5),
@@ -154,9 +153,9 @@ impl Tracked {
                     });
                     return Tracked { node, seen, task };
                 }
-                Ok(Err(e)) => last_error = e.to_string(),
-                Err(_) => last_error = "timed out".into(),
-            }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
             if Instant::now() >= deadline {
                 fail(&format!("connect to {url}: {last_error}"));
             }

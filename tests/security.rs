@@ -1343,11 +1343,10 @@ fn clustered_hub(name: &str, url: String) -> Hub {
 #[tokio::test]
 async fn redis_acl_user_and_password_are_required_and_work() {
     let redis = AclRedis::start().await;
-    // A wrong password: never connected, never ready, and the status says
-    // why. (A node with no credentials at all is not checked here: the bus
-    // currently takes Redis' NOAUTH answer to SUBSCRIBE for success — see
-    // the security report.)
+    // A wrong password, or none at all: never connected, never ready, and
+    // the status says why.
     let wrong = clustered_hub("wrong", redis.url(Some(REDIS_USER), Some("nope")));
+    let anonymous = clustered_hub("anonymous", redis.url(None, None));
     // The right user and password.
     let right = clustered_hub("right", redis.url(Some(REDIS_USER), Some(REDIS_PASSWORD)));
     wait_until("the node with the right credentials connects", || {
@@ -1364,6 +1363,15 @@ async fn redis_acl_user_and_password_are_required_and_work() {
     .await;
     assert!(!wrong.is_ready());
     assert!(!wrong.status().connected);
+    wait_until("the node without credentials reports why", || {
+        anonymous
+            .status()
+            .last_error
+            .is_some_and(|e| e.contains("NOAUTH"))
+    })
+    .await;
+    assert!(!anonymous.is_ready());
+    assert!(!anonymous.status().connected);
 }
 
 #[tokio::test]

@@ -635,6 +635,10 @@ impl Subscriber {
             ops,
             worker,
         };
+        // PING first: a Redis that wants a password answers NOAUTH here
+        // (redis-rs does not surface errors in SUBSCRIBE replies), and the
+        // sink worker turns that into a failed connection.
+        link.send(SinkOp::Ping);
         let mut channels = 1;
         link.send(SinkOp::Subscribe(self.options.cluster_channel.clone()));
         for (channel, hold) in &self.holds {
@@ -646,7 +650,11 @@ impl Subscriber {
         let (done, all_done) = oneshot::channel();
         link.send(SinkOp::Barrier(done));
         tokio::select! {
-            _ = all_done => Ok((link, channels)),
+            confirmed = all_done => match confirmed {
+                Ok(()) => Ok((link, channels)),
+                // The worker quit before the barrier: it says why.
+                Err(_) => Err(worker_error((&mut link.worker).await)),
+            },
             ended = &mut link.worker => Err(worker_error(ended)),
         }
     }
@@ -828,9 +836,14 @@ async fn sink_worker(
                 ("UNSUBSCRIBE", Some((channel, false)), outcome)
             }
             SinkOp::Ping => {
+                // An error reply arrives as `Value::ServerError`, not as
+                // `Err`: unwrap it so NOAUTH is seen for what it is.
                 let outcome = timeout(limit, sink.ping::<redis::Value>())
                     .await
-                    .map(|answer| answer.map(drop));
+                    .map(|answer| match answer {
+                        Ok(redis::Value::ServerError(error)) => Err(RedisError::from(error)),
+                        other => other.map(drop),
+                    });
                 ("PING", None, outcome)
             }
             SinkOp::Barrier(done) => {
@@ -847,6 +860,13 @@ async fn sink_worker(
             Err(_) => {
                 return BusError::Unavailable(format!(
                     "Redis did not answer {command} within {limit:?}"
+                ));
+            }
+            // Not authenticated (no or wrong credentials in the URL): the
+            // connection is useless, say so and keep retrying with backoff.
+            Ok(Err(error)) if is_auth_error(&error) => {
+                return BusError::Unavailable(format!(
+                    "Redis refused {command}: {error} (put the ACL user and password in the Redis URL)"
                 ));
             }
             // Redis answered with an error (an ACL forbidding a channel,
@@ -1006,6 +1026,10 @@ impl Backoff {
     fn reset(&mut self) {
         self.next = self.min;
     }
+}
+
+fn is_auth_error(error: &RedisError) -> bool {
+    matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))
 }
 
 fn is_server_error(error: &RedisError) -> bool {
