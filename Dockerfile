@@ -25,7 +25,7 @@ FROM ${RUST_IMAGE} AS planner
 WORKDIR /src
 COPY . .
 # Keep the manifests and the layout of targets; stub out every source file.
-RUN find . -name '*.rs' -exec sh -c 'echo "fn main() {}" > "$1"' _ {} \; \
+RUN find . -name '*.rs' -exec sh -c 'echo "fn main() { }" > "$1"' _ {} \; \
  && find . -type f ! -name '*.rs' ! -name 'Cargo.toml' ! -name 'Cargo.lock' -delete
 
 FROM ${RUST_IMAGE} AS builder

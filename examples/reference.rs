@@ -76,8 +76,11 @@ enum SubCommand {
     Unsubscribe(String),
 }
 
+/// A group's sockets on this node: (id, queue).
+type Members = Vec<(u64, mpsc::Sender<Message>)>;
+
 struct Node {
-    groups: RwLock<HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>>,
+    groups: RwLock<HashMap<String, Members>>,
     subs: mpsc::UnboundedSender<SubCommand>,
     next_id: AtomicU64,
     prefix: String,

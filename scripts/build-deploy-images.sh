@@ -16,9 +16,9 @@
 #   local/haproxy:2      Debian's haproxy; same config path, command and
 #                        user (uid 99) as the public haproxy image
 #   local/groupcast:dev  our release binary (cargo build --release on this
-#                        host) + the libraries it links + busybox for the
-#                        health check, user 65532: the same paths as the
-#                        runtime stage of the Dockerfile
+#                        host) + the libraries it links + CA certificates +
+#                        busybox for the health check, user 65532: the same
+#                        paths as the runtime stage of the Dockerfile
 #
 #   REDIS_IMAGE=local/redis:7-cli GROUPCAST_IMAGE=local/groupcast:dev \
 #   LB_IMAGE=local/haproxy:2 docker-compose up -d --no-build --scale ws=3
@@ -233,7 +233,7 @@ EOF
 
 # ---------------------------------------------------------------- groupcast
 build_groupcast() {
-  local bin="$root/target/release/groupcast"
+  local bin="${CARGO_TARGET_DIR:-$root/target}/release/groupcast"
   if [ "$cargo_build" -eq 1 ]; then
     (cd "$root" && cargo build --release --locked --bin groupcast)
   fi
@@ -260,6 +260,10 @@ build_groupcast() {
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$r/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\nnonroot:x:65532:\n' >"$r/etc/group"
   mkdir -p "$r/home/nonroot"
+  # Trust roots for rediss:// (distroless ships them too).
+  if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    cp --parents -L /etc/ssl/certs/ca-certificates.crt "$r/"
+  fi
   chown 65532:65532 "$r/home/nonroot"
   cat >"$dir/Dockerfile" <<EOF
 FROM scratch

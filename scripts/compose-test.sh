@@ -38,14 +38,31 @@ else
 fi
 echo "using: ${compose[*]} ($("${compose[@]}" version --short 2>/dev/null || echo '?'))"
 
-# A free loopback port for the load balancer (not 8080: a dev server may use it).
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A free loopback port for the load balancer (not 8080: a dev server may
+# use it), below the ephemeral range so that no test's outgoing connection
+# takes it between the pick and `up`.
+pick_port() {
+  python3 - <<'EOF'
+import random, socket
+for _ in range(200):
+    port = random.randint(20000, 29999)
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(port)
+        break
+EOF
+}
 
-export REDIS_IMAGE=${REDIS_IMAGE:-local/redis:7-cli}
-export GROUPCAST_IMAGE=${GROUPCAST_IMAGE:-local/groupcast:dev}
-export LB_IMAGE=${LB_IMAGE:-local/haproxy:2}
+# The images scripts/build-deploy-images.sh builds. Not REDIS_IMAGE & co.
+# from the caller's environment: scripts/test.sh sets REDIS_IMAGE to the
+# plain local/redis:7 (no redis-cli) for the testcontainers tests.
+export REDIS_IMAGE=${COMPOSE_TEST_REDIS_IMAGE:-local/redis:7-cli}
+export GROUPCAST_IMAGE=${COMPOSE_TEST_GROUPCAST_IMAGE:-local/groupcast:dev}
+export LB_IMAGE=${COMPOSE_TEST_LB_IMAGE:-local/haproxy:2}
 export GROUPCAST_HOST_IP=127.0.0.1
-export GROUPCAST_PORT=$port
 # Short drain for the test; the load balancer checks /readyz every second.
 export GROUPCAST_DRAIN_PERIOD=${GROUPCAST_DRAIN_PERIOD:-2s}
 export GROUPCAST_SHUTDOWN_TIMEOUT=${GROUPCAST_SHUTDOWN_TIMEOUT:-5s}
@@ -92,12 +109,26 @@ trap 'exit 130' INT TERM
 # Leftovers of an interrupted run.
 dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
 
-if dc up -d --no-build --scale "ws=$replicas" >/dev/null 2>&1; then
-  pass "${compose[*]} -p $project up -d --no-build --scale ws=$replicas (load balancer on 127.0.0.1:$port)"
-else
-  dc up -d --no-build --scale "ws=$replicas" || true
+# Up; should the port be taken after all, again on another one.
+up_log=$(mktemp)
+for attempt in 1 2 3; do
+  port=$(pick_port)
+  [ -n "$port" ] || fail "no free port found for the load balancer"
+  export GROUPCAST_PORT=$port
+  if dc up -d --no-build --scale "ws=$replicas" >"$up_log" 2>&1; then
+    break
+  fi
+  if [ "$attempt" -lt 3 ] && grep -q 'address already in use' "$up_log"; then
+    echo "port $port was taken; again with another"
+    dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+    continue
+  fi
+  cat "$up_log"
+  rm -f "$up_log"
   fail "the stack did not start"
-fi
+done
+rm -f "$up_log"
+pass "${compose[*]} -p $project up -d --no-build --scale ws=$replicas (load balancer on 127.0.0.1:$port)"
 
 # 3. Healthy: every container's health check, then every replica through
 #    the load balancer.

@@ -21,7 +21,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 started=$(date +%s)
-venv="$root/target/k8s-tools"
+venv="${CARGO_TARGET_DIR:-$root/target}/k8s-tools"
 
 pass() { echo "PASS: $*"; }
 fail() {

@@ -185,6 +185,37 @@ pub struct Cli {
     #[arg(long, env = "GROUPCAST_WRITE_BUFFER_SIZE", default_value_t = 8192)]
     pub write_buffer_size: usize,
 
+    /// Most WebSocket connections on this node; beyond it upgrades get HTTP
+    /// 503 `node_full`. Each is a file descriptor: stay well under
+    /// `ulimit -n`. 0: no limit.
+    #[arg(long, env = "GROUPCAST_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most connections from one client address; beyond it upgrades get
+    /// HTTP 429. Behind a reverse proxy all clients share the proxy's
+    /// address: raise it or set 0 (no limit) there.
+    #[arg(
+        long,
+        env = "GROUPCAST_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 1_000
+    )]
+    pub max_connections_per_ip: usize,
+
+    /// Messages per second one connection may send on average (text,
+    /// binary, ping); faster clients are closed with 1008 "rate limit
+    /// exceeded". 0: no limit.
+    #[arg(long, env = "GROUPCAST_MAX_INBOUND_RATE", default_value_t = 100)]
+    pub max_inbound_rate: u32,
+
+    /// Messages a connection may send at once above --max-inbound-rate.
+    #[arg(long, env = "GROUPCAST_MAX_INBOUND_BURST", default_value_t = 200)]
+    pub max_inbound_burst: u32,
+
+    /// Most groups with members on this node; a connection to a new group
+    /// beyond it gets HTTP 503 `too_many_groups`. 0: no limit.
+    #[arg(long, env = "GROUPCAST_MAX_GROUPS", default_value_t = 10_000)]
+    pub max_groups: usize,
+
     /// Largest HTTP API request body, in bytes.
     #[arg(long, env = "GROUPCAST_API_MAX_BODY", default_value_t = 1048576)]
     pub api_max_body: usize,
@@ -243,6 +274,11 @@ impl Cli {
             queue_full: self.queue_full,
             read_buffer_size: self.read_buffer_size,
             write_buffer_size: self.write_buffer_size,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_inbound_rate: self.max_inbound_rate,
+            max_inbound_burst: self.max_inbound_burst,
+            max_groups: self.max_groups,
         }
     }
 

@@ -57,6 +57,26 @@ pub struct Config {
     pub read_buffer_size: usize,
     /// Bytes written to the socket buffer before a write is forced.
     pub write_buffer_size: usize,
+    /// Most WebSocket connections this node holds (upgrades in flight
+    /// included); beyond it an upgrade is refused with HTTP 503
+    /// `node_full`. Each connection is a file descriptor: keep this well
+    /// under the process's `RLIMIT_NOFILE`. `0`: no limit.
+    pub max_connections: usize,
+    /// Most connections from one client address; beyond it an upgrade is
+    /// refused with HTTP 429. Behind a reverse proxy every client has the
+    /// proxy's address: raise this or set it to `0` (no limit) there.
+    pub max_connections_per_ip: usize,
+    /// Messages (text, binary, ping) one connection may send per second on
+    /// average; a client that goes faster than this plus the burst is
+    /// closed with 1008 "rate limit exceeded". `0`: no limit.
+    pub max_inbound_rate: u32,
+    /// How many messages a connection may send at once above the rate
+    /// (the token bucket's size).
+    pub max_inbound_burst: u32,
+    /// Most groups with members on this node; a connection to a new group
+    /// beyond it is refused with HTTP 503 `too_many_groups`. Each group is
+    /// one Redis subscription. `0`: no limit.
+    pub max_groups: usize,
 }
 
 impl Default for Config {
@@ -70,6 +90,11 @@ impl Default for Config {
             queue_full: QueueFullPolicy::Close,
             read_buffer_size: 1024,
             write_buffer_size: 8 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            max_inbound_rate: 100,
+            max_inbound_burst: 200,
+            max_groups: 10_000,
         }
     }
 }

@@ -3,6 +3,7 @@
 use crate::config::ConfigError;
 use crate::envelope::EnvelopeError;
 use crate::group::GroupNameError;
+use crate::limits::LimitRejection;
 
 /// What a hub operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,9 @@ pub enum HubError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    /// A limit of the node (connections, groups) is reached.
+    #[error(transparent)]
+    Limit(#[from] LimitRejection),
 }
 
 /// What the bus (the link between nodes) can fail with.
@@ -64,4 +68,7 @@ pub enum SessionError {
     /// A token refresh was refused.
     #[error("refresh rejected: {0}")]
     RefreshRejected(String),
+    /// The client sent messages faster than the configured rate.
+    #[error("rate limit exceeded: more than {rate} messages/s")]
+    RateLimited { rate: u32 },
 }

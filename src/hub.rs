@@ -21,7 +21,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -39,6 +39,7 @@ use crate::config::Config;
 use crate::envelope::{self, Decoded, Envelope, FrameKind};
 use crate::error::{BusError, HubError, SessionError};
 use crate::group::{GroupName, GroupNameError};
+use crate::limits::{ConnectionLimiter, ConnectionPermit, LimitRejection};
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::registry::{Fanout, Registry};
@@ -217,6 +218,10 @@ impl HubBuilder {
             }
         };
         let workers = Workers::new(leases, self.worker_options, metrics.clone());
+        let limiter = Arc::new(ConnectionLimiter::new(
+            self.config.max_connections,
+            self.config.max_connections_per_ip,
+        ));
         Ok(Hub {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -232,6 +237,7 @@ impl HubBuilder {
                 connections: TaskTracker::new(),
                 workers,
                 client_auth: self.client_auth,
+                limiter,
             }),
         })
     }
@@ -271,6 +277,8 @@ struct Inner {
     workers: Workers,
     /// Who may connect to which group and publish.
     client_auth: ClientAuth,
+    /// Connections held, in total and per client address.
+    limiter: Arc<ConnectionLimiter>,
 }
 
 /// One group, as the API shows it.
@@ -338,7 +346,12 @@ impl Hub {
             return Err(HubError::ShuttingDown);
         }
         let session = Session::new(group, remote_addr, &self.inner.config, claims);
-        if self.inner.registry.join(&session) {
+        let first = self
+            .inner
+            .registry
+            .join(&session, self.inner.config.max_groups)
+            .inspect_err(|limit| self.count_limit(limit))?;
+        if first {
             self.inner.bus.subscribe(session.group());
             self.inner.workers.wake(session.group());
         }
@@ -602,6 +615,42 @@ impl Hub {
     /// A token cancelled at shutdown (for connection tasks and workers).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.inner.shutdown.clone()
+    }
+
+    /// Takes a slot for a new connection to `group` from `ip`, before the
+    /// upgrade: refused when the node is full, the address holds too many
+    /// connections, or the group is new and the node holds too many groups
+    /// (see [`crate::limits`]). The slot is given back when the permit is
+    /// dropped, at the end of the connection. Refusals are counted.
+    pub(crate) fn admit_connection(
+        &self,
+        group: &GroupName,
+        ip: Option<IpAddr>,
+    ) -> Result<ConnectionPermit, LimitRejection> {
+        let max_groups = self.inner.config.max_groups;
+        let registry = &self.inner.registry;
+        let admitted = if max_groups > 0
+            && registry.group_count() >= max_groups
+            && registry.member_count(group) == 0
+        {
+            // Checked again, atomically, when the session joins.
+            Err(LimitRejection::Groups { limit: max_groups })
+        } else {
+            self.inner.limiter.admit(ip)
+        };
+        admitted.inspect_err(|limit| self.count_limit(limit))
+    }
+
+    /// Connections admitted by the connection limits and not yet ended:
+    /// open sessions plus upgrades in flight.
+    pub fn admitted_connections(&self) -> usize {
+        self.inner.limiter.admitted()
+    }
+
+    /// Counts a refusal or a close by a limit, and logs it.
+    pub(crate) fn count_limit(&self, limit: &LimitRejection) {
+        self.inner.metrics.count_limit_rejection(limit.label());
+        tracing::debug!(limit = limit.label(), %limit, "limit reached");
     }
 
     pub(crate) fn count_incoming(&self, bytes: usize) {

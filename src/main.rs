@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
         return mint_token(args);
     }
     init_logging(&cli)?;
+    check_fd_limit(cli.max_connections);
 
     let client_auth = cli
         .security
@@ -174,6 +175,47 @@ async fn shutdown_signal() {
         _ = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
         _ = terminate => tracing::info!("SIGTERM received, shutting down"),
     }
+}
+
+/// Every connection is a file descriptor. Raises the soft `RLIMIT_NOFILE`
+/// to the hard one (as Go's runtime does), then warns when
+/// `--max-connections` does not leave room for Redis, the listener and the
+/// HTTP API under it: past the limit, `accept` fails instead of answering.
+fn check_fd_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit = raised;
+            }
+        }
+        const HEADROOM: libc::rlim_t = 256;
+        let soft = limit.rlim_cur;
+        if max_connections == 0 || max_connections as libc::rlim_t + HEADROOM > soft {
+            tracing::warn!(
+                max_connections,
+                fd_limit = soft,
+                "--max-connections is not well under the file descriptor limit (ulimit -n): \
+                 past it, new connections fail at accept instead of getting a 503"
+            );
+        } else {
+            tracing::debug!(max_connections, fd_limit = soft, "file descriptor limit");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_connections;
 }
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {

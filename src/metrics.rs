@@ -59,6 +59,9 @@ pub struct Metrics {
     /// Requests and connections refused or closed by security, by reason
     /// (`token_missing`, `bad_signature`, `publish_not_allowed`, …).
     pub auth_rejections: Family<Vec<(String, String)>, Counter>,
+    /// Connections refused or closed by a limit, by limit (`connections`,
+    /// `connections_per_ip`, `groups`, `inbound_rate`, `message_size`).
+    pub limit_rejections: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -145,6 +148,11 @@ impl Metrics {
                 "Requests and connections refused or closed by security, by reason",
                 Family<Vec<(String, String)>, Counter>
             ),
+            limit_rejections: metric!(
+                "limit_rejections",
+                "Connections refused or closed by a limit, by limit",
+                Family<Vec<(String, String)>, Counter>
+            ),
             registry,
         }
     }
@@ -154,6 +162,14 @@ impl Metrics {
     pub fn count_auth_rejection(&self, reason: &str) {
         self.auth_rejections
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    /// Counts one connection refused or closed by a limit (`limit` is a
+    /// [`LimitRejection::label`](crate::LimitRejection::label)).
+    pub fn count_limit_rejection(&self, limit: &str) {
+        self.limit_rejections
+            .get_or_create(&vec![("limit".to_string(), limit.to_string())])
             .inc();
     }
 

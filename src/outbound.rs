@@ -109,20 +109,25 @@ impl Outbound {
 
     /// Queues `message` without waiting. Never blocks on the socket.
     pub(crate) fn push(&self, message: Message) -> Pushed {
-        let outcome = {
+        // Only a push into an empty queue wakes the writer: a non-empty
+        // queue means an earlier push already did, and the writer has not
+        // taken the batch yet (taking empties the queue). This saves a
+        // `Notify` round per message when a burst queues up.
+        let (outcome, wake) = {
             let mut state = self.state.lock();
             if state.closing {
                 return Pushed::Closed;
             }
             if state.frames.len() < self.capacity {
+                let was_empty = state.frames.is_empty();
                 state.frames.push_back(message);
-                Pushed::Queued
+                (Pushed::Queued, was_empty)
             } else {
                 match self.policy {
                     QueueFullPolicy::DropOldest => {
                         state.frames.pop_front();
                         state.frames.push_back(message);
-                        Pushed::DroppedOldest
+                        (Pushed::DroppedOldest, false)
                     }
                     QueueFullPolicy::Close => {
                         // The client cannot keep up: what is queued would
@@ -133,12 +138,14 @@ impl Outbound {
                             close_code::TRY_AGAIN_LATER,
                             "slow consumer: send queue full",
                         ));
-                        Pushed::Overflowed
+                        (Pushed::Overflowed, true)
                     }
                 }
             }
         };
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         outcome
     }
 
@@ -201,6 +208,30 @@ mod tests {
         assert_eq!(batch.frames, vec![Message::text("a"), Message::text("b")]);
         assert!(batch.close.is_none());
         assert_eq!(q.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn every_push_after_a_drain_wakes_the_writer() {
+        let q = std::sync::Arc::new(Outbound::new(8, QueueFullPolicy::Close));
+        for round in 0..3 {
+            let writer = tokio::spawn({
+                let q = q.clone();
+                async move { q.next_batch().await }
+            });
+            tokio::task::yield_now().await;
+            q.push(Message::text(format!("{round}a")));
+            q.push(Message::text(format!("{round}b")));
+            let batch = tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+                .await
+                .expect("the writer was woken")
+                .unwrap();
+            assert!(!batch.frames.is_empty());
+            // Whatever the first take missed is still announced.
+            if batch.frames.len() == 1 {
+                assert_eq!(q.next_batch().await.frames.len(), 1);
+            }
+            assert_eq!(q.len(), 0);
+        }
     }
 
     #[tokio::test]

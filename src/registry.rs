@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 
 use crate::broadcast::{Broadcast, Target};
 use crate::group::GroupName;
+use crate::limits::LimitRejection;
 use crate::message::Message;
 use crate::outbound::Pushed;
 use crate::session::{Session, SessionId};
@@ -54,12 +55,24 @@ impl Fanout {
 
 impl Registry {
     /// Adds `session`; true when it is the group's first local member.
-    pub(crate) fn join(&self, session: &Session) -> bool {
+    /// Refused when its group is new and the node already has members in
+    /// `max_groups` groups (`0`: no limit).
+    pub(crate) fn join(
+        &self,
+        session: &Session,
+        max_groups: usize,
+    ) -> Result<bool, LimitRejection> {
         let mut maps = self.maps.write();
+        if max_groups > 0
+            && maps.groups.len() >= max_groups
+            && !maps.groups.contains_key(session.group())
+        {
+            return Err(LimitRejection::Groups { limit: max_groups });
+        }
         maps.sessions.insert(session.id().clone(), session.clone());
         let members = maps.groups.entry(session.group().clone()).or_default();
         members.insert(session.id().clone(), session.clone());
-        members.len() == 1
+        Ok(members.len() == 1)
     }
 
     /// Removes `session`; true when it was the group's last local member.

@@ -692,6 +692,8 @@ async fn per_publisher_order_holds_over_1000_messages() {
     let config = Config {
         // Room for a reader that falls behind all three bursts at once.
         queue_len: 4 * N,
+        // The client's burst of 1,000 messages is the point here.
+        max_inbound_rate: 0,
         ..Config::default()
     };
     let hub = forwarding(Hub::builder().config(config)).build().unwrap();

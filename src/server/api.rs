@@ -108,14 +108,7 @@ async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Published>, ApiError> {
-    let Some(group) = rest.strip_suffix("/messages") else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "POST to /api/groups/{group}/messages to publish",
-        ));
-    };
-    let group = GroupName::new(group).map_err(ApiError::bad_group)?;
+    let group = publish_group(&rest)?;
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -136,6 +129,32 @@ async fn publish(
         node: hub.node_id().to_string(),
         clustered: hub.status().kind != "local",
     }))
+}
+
+/// The group of `POST /api/groups/{rest}`: `rest` is `<group>/messages`.
+fn publish_group(rest: &str) -> Result<GroupName, ApiError> {
+    let Some(group) = rest.strip_suffix("/messages") else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "POST to /api/groups/{group}/messages to publish",
+        ));
+    };
+    GroupName::new(group).map_err(ApiError::bad_group)
+}
+
+/// What `POST /api/groups/{rest}` makes of a request, without a hub: the
+/// group and the frame to publish, or the error's status and code. For the
+/// fuzz targets (`fuzz/`) and their regression tests.
+#[doc(hidden)]
+pub fn parse_publish(
+    rest: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(GroupName, Message), (StatusCode, &'static str)> {
+    let parsed =
+        publish_group(rest).and_then(|group| Ok((group, message_from_body(headers, body)?)));
+    parsed.map_err(|error| (error.status, error.code))
 }
 
 /// Text for `text/*` and JSON, binary for `application/octet-stream`.

@@ -19,6 +19,9 @@ mod demo;
 mod ops;
 mod ws;
 
+#[doc(hidden)]
+pub use api::parse_publish;
+
 use std::sync::Arc;
 
 use axum::Router;

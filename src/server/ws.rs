@@ -27,6 +27,7 @@ use crate::auth::refresh::{RefreshRequest, parse_refresh, refreshed_message};
 use crate::auth::{AuthError, Claims, http::client_token};
 use crate::error::SessionError;
 use crate::group::GroupName;
+use crate::limits::{ConnectionPermit, LimitRejection, TokenBucket};
 use crate::outbound::close_code;
 use crate::{Hub, HubError, Session};
 
@@ -81,6 +82,12 @@ pub(crate) async fn upgrade(
         }
     };
     let remote = connect_info.map(|Extension(ConnectInfo(addr))| addr);
+    // The limits (see crate::limits): the slot is held until the
+    // connection ends, so upgrades in flight count too.
+    let permit = match hub.admit_connection(&group, remote.map(|addr| addr.ip())) {
+        Ok(permit) => permit,
+        Err(limit) => return limit_response(limit),
+    };
     let config = hub.config();
     // Which node took the connection: behind a load balancer, this is how
     // a client (or a test) tells the replicas apart.
@@ -90,10 +97,28 @@ pub(crate) async fn upgrade(
         .write_buffer_size(config.write_buffer_size)
         .max_message_size(config.max_message_size)
         .max_frame_size(config.max_message_size)
-        .on_upgrade(move |socket| serve(hub, socket, group, remote, claims));
+        .on_upgrade(move |socket| serve(hub, socket, group, remote, claims, permit));
     if let Some(node) = node {
         response.headers_mut().insert(NODE_HEADER, node);
     }
+    response
+}
+
+/// A limit's answer before the upgrade: 503 when the node is full (another
+/// node may have room), 429 when this address holds too many connections.
+fn limit_response(limit: LimitRejection) -> Response {
+    let (status, code) = match limit {
+        LimitRejection::ConnectionsPerIp { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections_from_ip",
+        ),
+        LimitRejection::Groups { .. } => (StatusCode::SERVICE_UNAVAILABLE, "too_many_groups"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "node_full"),
+    };
+    let mut response = ApiError::new(status, code, limit.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     response
 }
 
@@ -124,9 +149,19 @@ async fn serve(
     group: GroupName,
     remote: Option<SocketAddr>,
     claims: Claims,
+    _permit: ConnectionPermit,
 ) {
     let session = match hub.join(group, remote, claims) {
         Ok(session) => session,
+        Err(HubError::Limit(limit)) => {
+            // Another upgrade took the last group slot since this one was
+            // admitted: the same answer, as a close frame.
+            let mut socket = socket;
+            let _ = socket
+                .send(close_frame(close_code::TRY_AGAIN_LATER, &limit.to_string()))
+                .await;
+            return;
+        }
         Err(HubError::ShuttingDown) | Err(_) => {
             let mut socket = socket;
             let _ = socket
@@ -230,6 +265,7 @@ fn close_code_for(error: &SessionError) -> Option<u16> {
         SessionError::TokenExpired => Some(close_code::TOKEN_EXPIRED),
         SessionError::PublishNotAllowed => Some(close_code::POLICY),
         SessionError::RefreshRejected(_) => Some(close_code::REFRESH_REJECTED),
+        SessionError::RateLimited { .. } => Some(close_code::POLICY),
         _ => None,
     }
 }
@@ -259,6 +295,11 @@ async fn read_loop(
 ) -> Result<(), SessionError> {
     let pong_wait = hub.config().pong_wait;
     let handlers = hub.handlers();
+    let (rate, burst) = (
+        hub.config().max_inbound_rate,
+        hub.config().max_inbound_burst,
+    );
+    let mut bucket = TokenBucket::new(rate, burst);
     loop {
         let pong_deadline = Instant::now() + pong_wait;
         // Recomputed every frame: a refresh moves (or removes) the expiry.
@@ -274,9 +315,26 @@ async fn read_loop(
             }
             Err(_) => return Err(SessionError::PongTimeout(pong_wait)),
             Ok(None) => return Ok(()),
-            Ok(Some(Err(error))) => return Err(classify_read_error(error, hub)),
+            Ok(Some(Err(error))) => {
+                let error = classify_read_error(error, hub);
+                if let SessionError::MessageTooBig { limit } = error {
+                    hub.count_limit(&LimitRejection::MessageSize { limit });
+                }
+                return Err(error);
+            }
             Ok(Some(Ok(frame))) => frame,
         };
+        // Everything the client sends counts against its rate, except the
+        // pongs it owes us and its close.
+        if matches!(
+            frame,
+            WsMessage::Text(_) | WsMessage::Binary(_) | WsMessage::Ping(_)
+        ) && let Some(bucket) = &mut bucket
+            && !bucket.take()
+        {
+            hub.count_limit(&LimitRejection::InboundRate { rate });
+            return Err(SessionError::RateLimited { rate });
+        }
         match frame {
             WsMessage::Text(text) => {
                 hub.count_incoming(text.len());

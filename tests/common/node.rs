@@ -54,6 +54,30 @@ impl NodeProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM: the graceful path (drain, 1001 to every session, exit).
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) with our own child's pid; no memory involved.
+        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to {}", self.name);
+    }
+
+    /// Waits for the process to exit, at most `limit`; its exit status.
+    pub async fn wait_exit(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         let url = self.url("/readyz");

@@ -28,21 +28,32 @@ impl TestRedis {
     pub async fn start() -> TestRedis {
         let image = std::env::var("REDIS_IMAGE").unwrap_or_else(|_| "redis:7-alpine".into());
         let (name, tag) = split_image(&image);
-        let port = free_port();
-        let container = GenericImage::new(name, tag)
-            .with_exposed_port(6379.tcp())
-            .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
-            .with_mapped_port(port, 6379.tcp())
-            .with_startup_timeout(Duration::from_secs(30))
-            .start()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
+        let mut attempts = 0;
+        let (container, port) = loop {
+            attempts += 1;
+            let port = free_port();
+            let started = GenericImage::new(name.clone(), tag.clone())
+                .with_exposed_port(6379.tcp())
+                .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
+                .with_mapped_port(port, 6379.tcp())
+                .with_startup_timeout(Duration::from_secs(30))
+                .start()
+                .await;
+            match started {
+                Ok(container) => break (container, port),
+                // Something else took the port between the check and
+                // Docker's bind (a load test churning through ephemeral
+                // ports, another suite): pick another one.
+                Err(e) if attempts < 5 && e.to_string().contains("address already in use") => {
+                    continue;
+                }
+                Err(e) => panic!(
                     "cannot start a Redis container from {image:?}: {e}\n\
                      (no registry here? run scripts/build-local-images.sh and set \
                      REDIS_IMAGE=local/redis:7)"
-                )
-            });
+                ),
+            }
+        };
         let redis = TestRedis { container, port };
         redis.wait_until_up().await;
         redis
@@ -176,10 +187,37 @@ fn split_image(image: &str) -> (String, String) {
     }
 }
 
-/// A TCP port free on this machine right now (the OS picks it).
+/// A TCP port free on this machine right now, on every address (Docker
+/// publishes on 0.0.0.0, so a port free only on 127.0.0.1 is not enough).
+///
+/// Picked *below* the ephemeral range (`ip_local_port_range`), so that no
+/// outgoing connection of a busy machine (a load test, another suite) can
+/// take it between this check and the bind of the process or container
+/// that gets it — nor while a stopped Redis container waits to start again
+/// on it. Never the same port twice in one test binary.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("pick a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 15000u16;
+    for _ in 0..10_000 {
+        let port = if ephemeral_start > low + 1000 {
+            low + (rand::random::<u16>() % (ephemeral_start - low))
+        } else {
+            // An unusual range: let the OS pick.
+            TcpListener::bind("0.0.0.0:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("pick a free port")
+        };
+        if given.contains(&port) || TcpListener::bind(("0.0.0.0", port)).is_err() {
+            continue;
+        }
+        given.push(port);
+        return port;
+    }
+    panic!("no free TCP port found");
 }

@@ -583,7 +583,8 @@ async fn churn(plan: ChurnPlan, counts: Arc<clients::ChurnCounts>, stop: Cancell
                 counts.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let (url, addr) = &plan.urls[i % plan.urls.len()];
+            // Like the clients: each group gets members on every node.
+            let (url, addr) = &plan.urls[(i / plan.groups.len()) % plan.urls.len()];
             let group = &plan.groups[i % plan.groups.len()];
             let target = Target {
                 url: format!("{url}/ws/{group}"),

@@ -73,6 +73,7 @@ pub fn ensure_fd_limit(need: u64, what: &str) -> anyhow::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         bail!("getrlimit(RLIMIT_NOFILE) failed");
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
     let hard = lim.rlim_max as u64;
     if need > hard {
         bail!(
@@ -82,7 +83,9 @@ pub fn ensure_fd_limit(need: u64, what: &str) -> anyhow::Result<u64> {
              several groupcast-bench processes."
         );
     }
-    if (lim.rlim_cur as u64) < need {
+    #[allow(clippy::unnecessary_cast)]
+    let soft = lim.rlim_cur as u64;
+    if soft < need {
         lim.rlim_cur = lim.rlim_max;
         // SAFETY: raising the soft limit up to the hard one is always allowed.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {

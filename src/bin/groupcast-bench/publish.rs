@@ -170,10 +170,10 @@ pub async fn run(job: Job, conn: ConnHandle) -> Report {
                 // (A half-failed HTTP batch may still have delivered some.)
                 report.errors += n;
                 report.first_error.get_or_insert(error);
-                if let Conn::Http(http) = &mut conn {
-                    if let Ok(fresh) = HttpConn::connect(&http.host_port.clone()).await {
-                        *http = fresh;
-                    }
+                if let Conn::Http(http) = &mut conn
+                    && let Ok(fresh) = HttpConn::connect(&http.host_port.clone()).await
+                {
+                    *http = fresh;
                 }
             }
         }
@@ -244,10 +244,10 @@ impl HttpConn {
             if header.is_empty() {
                 break;
             }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().context("bad Content-Length")?;
-                }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().context("bad Content-Length")?;
             }
         }
         let mut response = vec![0; length];

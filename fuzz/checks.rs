@@ -1,0 +1,207 @@
+//! What the fuzz targets check, shared by the targets (`fuzz_targets/`) and
+//! by `tests/fuzz_regressions.rs`, which replays every seed and every input
+//! kept in `fuzz/regressions/` through the same functions on every
+//! `cargo test`.
+//!
+//! A check fails by panicking: a crash of the target, a failed test.
+
+#![allow(dead_code)]
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use bytes::Bytes;
+use groupcast::auth::GroupPattern;
+use groupcast::auth::http::client_token;
+use groupcast::auth::refresh::{RefreshRequest, parse_refresh};
+use groupcast::envelope::{self, Decoded, Envelope, FrameKind};
+use groupcast::group::MAX_GROUP_LEN;
+use groupcast::{GroupName, GroupNameError, Message};
+
+/// The envelope decoder, on any bytes from a `group:*` channel.
+///
+/// * Bytes not starting with `0xC1` are raw: returned untouched, and
+///   delivered as text exactly when they are UTF-8.
+/// * Bytes starting with `0xC1` are an envelope or an error, never raw.
+/// * A decoded envelope's frame (when it has one) carries its payload, and
+///   encoding it again gives bytes that decode to the same envelope.
+pub fn envelope(data: &[u8]) {
+    let bytes = Bytes::copy_from_slice(data);
+    match envelope::decode(bytes.clone()) {
+        Ok(Decoded::Raw(raw)) => {
+            assert_ne!(data.first(), Some(&envelope::MAGIC[0]), "0xC1 taken as raw");
+            assert_eq!(raw, bytes, "raw bytes changed");
+            let message = Message::from_raw(raw);
+            assert_eq!(message.is_text(), std::str::from_utf8(data).is_ok());
+            assert_eq!(message.payload(), bytes);
+        }
+        Ok(Decoded::Envelope(env)) => {
+            assert!(
+                data.starts_with(&envelope::MAGIC) && data.get(3) == Some(&envelope::VERSION),
+                "an envelope without the magic and version"
+            );
+            check_frame(&env);
+            let again = env.encode().expect("a decoded envelope encodes again");
+            match envelope::decode(again) {
+                Ok(Decoded::Envelope(back)) => assert_eq!(back, env, "round trip"),
+                other => panic!("a re-encoded envelope decodes as {other:?}"),
+            }
+        }
+        Err(_) => assert_eq!(
+            data.first(),
+            Some(&envelope::MAGIC[0]),
+            "only 0xC1 bytes can fail to decode"
+        ),
+    }
+}
+
+fn check_frame(env: &Envelope) {
+    match (env.kind, env.message()) {
+        (FrameKind::Binary, Ok(message)) => {
+            assert!(!message.is_text());
+            assert_eq!(message.payload(), env.payload);
+        }
+        (FrameKind::Text, Ok(message)) => {
+            assert!(message.is_text());
+            assert_eq!(message.payload(), env.payload);
+        }
+        (FrameKind::Text, Err(_)) => {
+            assert!(
+                std::str::from_utf8(&env.payload).is_err(),
+                "valid text refused"
+            );
+        }
+        (FrameKind::Binary, Err(error)) => panic!("a binary envelope has no frame: {error}"),
+    }
+}
+
+/// Splits fuzz input into `n` parts at NUL bytes; the last part takes the
+/// rest (NULs included), missing parts are empty.
+fn parts<const N: usize>(data: &[u8]) -> [&[u8]; N] {
+    let mut out = [&data[..0]; N];
+    let mut pieces = data.splitn(N, |b| *b == 0);
+    for slot in out.iter_mut() {
+        *slot = pieces.next().unwrap_or_default();
+    }
+    out
+}
+
+/// Group names and request parsing. The input is
+/// `path NUL content-type NUL query NUL body`:
+///
+/// * the path is a group name (`/ws/{group}`), a group pattern, and the
+///   rest of `POST /api/groups/{rest}`;
+/// * the content type and body make the publish request;
+/// * the content type is also an `Authorization` header, and the query a
+///   query string, for the client's token;
+/// * the body is also a client text message (a refresh request or not).
+pub fn request(data: &[u8]) {
+    let [path, content_type, query, body] = parts::<4>(data);
+    let path = String::from_utf8_lossy(path);
+    let query = String::from_utf8_lossy(query);
+
+    let name = group_name(&path);
+    group_pattern(&path, name.as_ref());
+
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_bytes(content_type) {
+        headers.insert(header::CONTENT_TYPE, value.clone());
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    publish(&path, &headers, body);
+
+    if let Ok(Some(token)) = client_token(&headers, Some(&query)) {
+        assert!(!token.is_empty(), "an empty token");
+    }
+    if let Ok(text) = std::str::from_utf8(body) {
+        match parse_refresh(text) {
+            Some(RefreshRequest::Token(token)) => {
+                assert!(!token.is_empty());
+                assert!(text.contains("refresh"));
+            }
+            Some(RefreshRequest::Malformed) => assert!(text.contains("refresh")),
+            None => {}
+        }
+    }
+}
+
+/// `GroupName::new` agrees with the rules written out here, and a valid
+/// name survives every way it travels (Display, JSON, `FromStr`).
+fn group_name(s: &str) -> Option<GroupName> {
+    let valid = !s.is_empty()
+        && s.len() <= MAX_GROUP_LEN
+        && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+        && s.split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    match GroupName::new(s) {
+        Ok(name) => {
+            assert!(valid, "accepted {s:?}");
+            assert_eq!(name.as_str(), s);
+            assert_eq!(name.to_string(), s);
+            assert_eq!(s.parse::<GroupName>().as_ref(), Ok(&name));
+            let json = serde_json::to_string(&name).unwrap();
+            let back: GroupName = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, name);
+            Some(name)
+        }
+        Err(error) => {
+            assert!(!valid, "refused {s:?}: {error}");
+            if let GroupNameError::TooLong { len } = error {
+                assert_eq!(len, s.len());
+            }
+            // A name JSON refuses too.
+            let json = serde_json::to_string(s).unwrap();
+            assert!(serde_json::from_str::<GroupName>(&json).is_err());
+            None
+        }
+    }
+}
+
+/// A pattern is valid exactly when it is a valid group name; it always
+/// matches itself, and `**` matches every name.
+fn group_pattern(s: &str, name: Option<&GroupName>) {
+    let pattern = GroupPattern::new(s);
+    assert_eq!(pattern.is_ok(), name.is_some(), "pattern vs name: {s:?}");
+    if let (Ok(pattern), Some(name)) = (pattern, name) {
+        assert!(pattern.matches(name), "{s:?} does not match itself");
+        assert!(GroupPattern::new("**").unwrap().matches(name));
+    }
+}
+
+/// `POST /api/groups/{rest}`: either a group and the body as a frame, or a
+/// client error.
+fn publish(rest: &str, headers: &HeaderMap, body: &[u8]) {
+    let body = Bytes::copy_from_slice(body);
+    match groupcast::server::parse_publish(rest, headers, body.clone()) {
+        Ok((group, message)) => {
+            assert_eq!(format!("{group}/messages"), rest);
+            assert!(!body.is_empty());
+            assert_eq!(message.payload(), body);
+            let mime = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if message.is_text() {
+                assert!(std::str::from_utf8(&body).is_ok());
+                assert_ne!(mime, "application/octet-stream");
+            } else {
+                assert_eq!(mime, "application/octet-stream");
+            }
+        }
+        Err((status, code)) => {
+            assert!(
+                [
+                    StatusCode::BAD_REQUEST,
+                    StatusCode::NOT_FOUND,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE
+                ]
+                .contains(&status),
+                "{status} {code}"
+            );
+            assert!(!code.is_empty());
+        }
+    }
+}

@@ -1,0 +1,358 @@
+#!/usr/bin/env bash
+# Runs the workloads of BENCHMARKS.md end to end on this machine, loopback only:
+# starts a redis-server on a free loopback port, groupcast nodes and reference
+# nodes (examples/reference.rs), runs target/release/groupcast-bench against
+# each, several runs, prints medians and spread, and stops everything it
+# started. Every step is bounded in time (`timeout`).
+#
+#   scripts/bench.sh                      # everything, 3 runs
+#   ONLY=w1,w3 RUNS=5 scripts/bench.sh    # some workloads
+#   NO_BUILD=1 scripts/bench.sh           # use the binaries already built
+#   GC=/path/to/other/groupcast KINDS=groupcast ONLY=w1 W1_RATE=150 NO_BUILD=1 scripts/bench.sh
+#                                         # A/B a change (W1 at another rate)
+#
+# Workloads (names for ONLY):
+#   w1     fan-out: 2 nodes, 1 group, 2000 clients, 64 B via Redis PUBLISH,
+#          20 msgs/s (40k deliveries/s): server CPU µs per delivery, latency
+#   w1max  same, stepping the rate: highest with no loss (and, separately,
+#          highest that also had p99 < 50 ms)
+#   w2     2 nodes, 1000 groups x 10 clients, round-robin: highest such rates
+#   w2iso  1000 groups whose members are all on node A, published through
+#          node B's HTTP API: PUBLISHes counted in Redis, bus messages on A/B
+#   w3     10000 idle clients over 1000 groups on one node: RSS per connection
+#          (groupcast default, groupcast with the old 4 KiB read buffer,
+#          reference)
+#   stall  w1 with and without one client that never reads
+#   scale  one node, as many clients as the fd limit allows, one group,
+#          1 broadcast per second: p99
+#   churn  2000 joins+leaves/s over 1000 groups for 60 s, then a publish to
+#          each group, PUBSUB CHANNELS, RSS
+# Results: $OUT/json/*.json (one bench summary each), $OUT/logs, $OUT/summary.txt
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+ONLY=${ONLY:-w1,w1max,w2,w2iso,w3,stall,scale,churn}
+OUT=${OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
+W1_RATES=${W1_RATES:-25 50 100 150 200 300}
+W2_RATES=${W2_RATES:-2000 4000 6000 8000 12000}
+STEP_DURATION=${STEP_DURATION:-8s}
+W1_RATE=${W1_RATE:-20}
+KINDS=${KINDS:-groupcast reference}
+SOURCES=127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
+GC=${GC:-target/release/groupcast}
+BENCH=target/release/groupcast-bench
+REF=target/release/examples/reference
+mkdir -p "$OUT/json" "$OUT/logs"
+
+if [ -z "${NO_BUILD:-}" ]; then
+    cargo build --release --bin groupcast --bin groupcast-bench --example reference
+fi
+for bin in "$GC" "$BENCH" "$REF"; do
+    [ -x "$bin" ] || { echo "missing $bin (build first)" >&2; exit 1; }
+done
+command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install -y redis-server)" >&2; exit 1; }
+
+STARTED=()
+cleanup() {
+    for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${STARTED[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/summary.txt" >&2; }
+
+# A free port below the ephemeral range (32768-60999 here), which the bench's
+# thousands of client sockets use up.
+free_port() {
+    python3 -c '
+import random, socket
+for _ in range(200):
+    port = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port)); print(port); break
+    except OSError:
+        pass
+    finally:
+        s.close()
+'
+}
+
+wait_port() { # port: up to 10 s
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on port $1" >&2
+    return 1
+}
+
+stop() { # pid...
+    for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    >"$OUT/logs/redis.log" 2>&1 &
+REDIS_PID=$!
+STARTED+=("$REDIS_PID")
+wait_port "$REDIS_PORT"
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
+
+# start_node KIND NAME [extra args] -> sets NODE_PID and NODE_PORT.
+# groupcast's admission limits (10,000 connections per node, 1,000 per client
+# address) are lifted: every bench client comes from a few loopback addresses.
+start_node() {
+    local kind=$1 name=$2
+    shift 2
+    NODE_PORT=$(free_port)
+    case $kind in
+        groupcast)
+            "$GC" --listen "127.0.0.1:$NODE_PORT" --redis-url "$REDIS_URL" \
+                --client-messages none --log warn --node-id "$name" \
+                --max-connections 0 --max-connections-per-ip 0 "$@" \
+                >"$OUT/logs/node-$name.log" 2>&1 &
+            ;;
+        reference)
+            "$REF" --listen "127.0.0.1:$NODE_PORT" --redis-url "$REDIS_URL" "$@" \
+                >"$OUT/logs/node-$name.log" 2>&1 &
+            ;;
+    esac
+    NODE_PID=$!
+    STARTED+=("$NODE_PID")
+    wait_port "$NODE_PORT" || { tail -5 "$OUT/logs/node-$name.log" >&2; return 1; }
+}
+
+# start_pair KIND [extra args] -> PAIR_PIDS "pid1,pid2", PAIR_URLS "--url a --url b", PAIR_PORTS
+start_pair() {
+    local kind=$1
+    shift
+    start_node "$kind" "$kind-a" "$@"
+    local p1=$NODE_PID port1=$NODE_PORT
+    start_node "$kind" "$kind-b" "$@"
+    PAIR_PIDS="$p1,$NODE_PID"
+    PAIR_PORTS="$port1 $NODE_PORT"
+    PAIR_URLS=(--url "ws://127.0.0.1:$port1" --url "ws://127.0.0.1:$NODE_PORT")
+    sleep 1
+}
+
+stop_pair() { stop ${PAIR_PIDS//,/ }; }
+
+# bench LABEL args... : one bounded bench run; its JSON goes to $OUT/json/LABEL.json
+bench() {
+    local label=$1
+    shift
+    log "run $label (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+    if ! timeout 900 "$BENCH" --quiet --label "$label" --source-addrs "$SOURCES" \
+        --json-out "$OUT/json/$label.json" "$@" >"$OUT/logs/$label.txt" 2>&1; then
+        log "  FAILED: $(tail -3 "$OUT/logs/$label.txt")"
+        return 1
+    fi
+    python3 - "$OUT/json/$label.json" "$(cut -d' ' -f1 /proc/loadavg)" <<'EOF' | tee -a "$OUT/summary.txt" >&2
+import json, sys
+path, load = sys.argv[1], sys.argv[2]
+s = json.load(open(path))
+s["load1_after"] = float(load)
+json.dump(s, open(path, "w"))
+lat = s.get("latency_us") or {}
+print(f"  delivered/s {s['deliveries_per_sec']:.0f} loss {s['loss']} dups {s['dups']} "
+      f"ooo {s['out_of_order']} p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} µs "
+      f"cpu/delivery {s.get('server_cpu_us_per_delivery')} µs "
+      f"rss/conn {s.get('server_rss_per_connection_bytes')} B ended_early {s['ended_early']}")
+EOF
+}
+
+# keeps_up LABEL: no loss, publisher on schedule, nobody dropped
+keeps_up() {
+    python3 - "$OUT/json/$1.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+ok = (s["loss"] == 0 and s["publisher_behind"] == 0 and s["publish_errors"] == 0
+      and s["ended_early"] == 0)
+sys.exit(0 if ok else 1)
+EOF
+}
+
+# fast LABEL: p99 < 50 ms
+fast() {
+    python3 -c 'import json,sys; l=json.load(open(sys.argv[1])).get("latency_us") or {}; sys.exit(0 if l.get("p99", 1e12) < 50000 else 1)' "$OUT/json/$1.json"
+}
+
+# step_search WORKLOAD KIND RUN CLIENTS GROUPS RATES...: steps the rate up
+# while the nodes keep up (no loss, nobody dropped, publisher on schedule);
+# records the highest such rate, and the highest that also had p99 < 50 ms.
+step_search() {
+    local workload=$1 kind=$2 run=$3 clients=$4 groups=$5
+    shift 5
+    local best=0 best_fast=0
+    start_pair "$kind"
+    for rate in "$@"; do
+        local label="$workload-$kind-r$run-rate$rate"
+        if bench "$label" "${PAIR_URLS[@]}" --clients "$clients" --groups "$groups" \
+            --publish "$REDIS_URL" --rate "$rate" --duration "$STEP_DURATION" \
+            --settle 3s --measure-pid "$PAIR_PIDS" && keeps_up "$label"; then
+            best=$rate
+            if fast "$label"; then best_fast=$rate; fi
+        else
+            break
+        fi
+        sleep 1
+    done
+    stop_pair
+    log "$workload $kind run $run: highest rate without loss $best msgs/s; with p99 < 50 ms too: $best_fast msgs/s"
+    echo "{\"workload\":\"$workload\",\"kind\":\"$kind\",\"run\":$run,\"max_rate\":$best,\"max_rate_p99_50ms\":$best_fast}" \
+        >"$OUT/json/$workload-$kind-r$run-max.json"
+}
+
+log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); redis on $REDIS_PORT; out $OUT"
+
+if want w1; then
+    for run in $(seq "$RUNS"); do
+        for kind in $KINDS; do
+            start_pair "$kind"
+            bench "w1-$kind-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1 \
+                --publish "$REDIS_URL" --rate "$W1_RATE" --duration 20s --measure-pid "$PAIR_PIDS" || true
+            stop_pair
+        done
+    done
+fi
+
+if want w1max; then
+    for run in $(seq "$RUNS"); do
+        for kind in $KINDS; do
+            step_search w1max "$kind" "$run" 2000 1 $W1_RATES
+        done
+    done
+fi
+
+if want w2; then
+    for run in $(seq "$RUNS"); do
+        for kind in $KINDS; do
+            step_search w2max "$kind" "$run" 10000 1000 $W2_RATES
+        done
+    done
+fi
+
+if want w2iso; then
+    # Members of 1000 groups only on node A; publish through node B's HTTP API.
+    start_pair groupcast
+    read -r port_a port_b <<<"$PAIR_PORTS"
+    before=$(rcli INFO commandstats | grep -o 'cmdstat_publish:calls=[0-9]*' | cut -d= -f2)
+    bench "w2iso-groupcast" --url "ws://127.0.0.1:$port_a" --clients 10000 --groups 1000 \
+        --publish "http://127.0.0.1:$port_b" --rate 1000 --duration 10s --settle 3s \
+        --measure-pid "$PAIR_PIDS" || true
+    after=$(rcli INFO commandstats | grep -o 'cmdstat_publish:calls=[0-9]*' | cut -d= -f2)
+    sent=$(python3 -c "import json;print(json.load(open('$OUT/json/w2iso-groupcast.json'))['sent'])")
+    bus_a=$(curl -s "http://127.0.0.1:$port_a/metrics" | grep -E '^[a-z_]*bus_received' | awk '{print $2}')
+    bus_b=$(curl -s "http://127.0.0.1:$port_b/metrics" | grep -E '^[a-z_]*bus_received' | awk '{print $2}')
+    log "w2iso: $sent broadcasts through node B's API -> $((${after:-0} - ${before:-0})) PUBLISH in Redis (presence heartbeats use SET, not PUBLISH); bus messages received: node A (all members) $bus_a, node B (no members) $bus_b"
+    echo "{\"workload\":\"w2iso\",\"sent\":$sent,\"redis_publish\":$((${after:-0} - ${before:-0})),\"bus_received_a\":${bus_a:-null},\"bus_received_b\":${bus_b:-null}}" \
+        >"$OUT/json/w2iso-check.json"
+    stop_pair
+fi
+
+if want w3; then
+    for run in $(seq "$RUNS"); do
+        for variant in groupcast groupcast-rb4096 reference reference-rb4096; do
+            case $variant in
+                groupcast) start_node groupcast w3 ;;
+                groupcast-rb4096) start_node groupcast w3 --read-buffer-size 4096 ;;
+                reference) start_node reference w3 ;;
+                reference-rb4096) start_node reference w3 --read-buffer-size 4096 ;;
+            esac
+            sleep 1
+            bench "w3-$variant-r$run" --url "ws://127.0.0.1:$NODE_PORT" --clients 10000 \
+                --groups 1000 --duration 5s --settle 3s --measure-pid "$NODE_PID" || true
+            stop "$NODE_PID"
+        done
+    done
+fi
+
+if want stall; then
+    for run in $(seq "$RUNS"); do
+        for stalled in 0 1; do
+            start_pair groupcast
+            bench "stall$stalled-groupcast-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1 \
+                --stall "$stalled" --publish "$REDIS_URL" --rate 50 --duration 20s \
+                --measure-pid "$PAIR_PIDS" || true
+            curl -s "http://127.0.0.1:${PAIR_PORTS%% *}/metrics" | grep -E 'queue_full|connections' \
+                >>"$OUT/logs/stall$stalled-groupcast-r$run.txt" || true
+            stop_pair
+        done
+    done
+fi
+
+if want scale; then
+    # Both the node and the bench are limited to `ulimit -Hn` descriptors.
+    hard=$(ulimit -Hn)
+    clients=$((hard - 200))
+    start_node groupcast scale
+    bench "scale-groupcast" --url "ws://127.0.0.1:$NODE_PORT" --clients "$clients" --groups 1 \
+        --publish "$REDIS_URL" --rate 1 --duration 10s --settle 3s --drain 10s \
+        --connect-concurrency 500 --measure-pid "$NODE_PID" || true
+    stop "$NODE_PID"
+fi
+
+if want churn; then
+    start_pair groupcast
+    pids=$PAIR_PIDS
+    rss() { for p in ${pids//,/ }; do grep VmRSS "/proc/$p/status" | awk '{print $2}'; done | awk "{s+=\$1} END {print s}"; }
+    # Steady members elsewhere keep the nodes busy; churn goes to churn-* groups.
+    rss_before=$(rss)
+    bench "churn-groupcast" "${PAIR_URLS[@]}" --clients 1000 --groups 100 \
+        --publish "$REDIS_URL" --rate 100 --duration 60s --churn 2000 --churn-groups 1000 \
+        --churn-hold 500ms --measure-pid "$pids" || true
+    # Every churn group again, 2 members each, one publish per group per second.
+    bench "churn-verify-groupcast" "${PAIR_URLS[@]}" --clients 2000 --groups 1000 \
+        --group-template 'churn-{}' --publish "$REDIS_URL" --rate 1000 --duration 3s \
+        --settle 3s --measure-pid "$pids" || true
+    sleep 5 # > unsubscribe linger (2 s)
+    leaked=$(rcli PUBSUB CHANNELS 'group:*' | grep -c . || true)
+    rss_after=$(rss)
+    log "churn: PUBSUB CHANNELS group:* after everyone left: $leaked; RSS of both nodes before $rss_before KiB, after $rss_after KiB"
+    echo "{\"workload\":\"churn\",\"leaked_channels\":$leaked,\"rss_before_kib\":$rss_before,\"rss_after_kib\":$rss_after}" \
+        >"$OUT/json/churn-check.json"
+    stop_pair
+fi
+
+# ----- medians and spread -----
+python3 - "$OUT/json" <<'EOF' | tee -a "$OUT/summary.txt"
+import glob, json, os, re, statistics, sys
+from collections import defaultdict
+runs = defaultdict(list)
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
+    s = json.load(open(path))
+    label = s.get("label") or os.path.basename(path)[:-5]
+    if "max_rate" in s:
+        runs[(s["workload"], s["kind"], "max_rate msgs/s")].append(s["max_rate"])
+        runs[(s["workload"], s["kind"], "max_rate p99<50ms")].append(s.get("max_rate_p99_50ms", 0))
+        continue
+    m = re.match(r"(w1|w3-[a-z0-9-]+?|stall\d|w1max|w2max)-?(groupcast|reference)?(?:-r\d+)(-rate\d+)?$", label)
+    if not m:
+        continue
+    key = m.group(1) if m.group(1).startswith("w3-") else f"{m.group(1)}-{m.group(2)}{m.group(3) or ''}"
+    lat = s.get("latency_us") or {}
+    for metric, value in [
+        ("cpu us/delivery", s.get("server_cpu_us_per_delivery")),
+        ("deliveries/s", s.get("deliveries_per_sec")),
+        ("p50 us", lat.get("p50")), ("p99 us", lat.get("p99")), ("p999 us", lat.get("p999")),
+        ("loss", s.get("loss")),
+        ("rss/conn B", s.get("server_rss_per_connection_bytes") if key.startswith("w3") else None),
+        ("load1", s.get("load1_after")),
+    ]:
+        if value is not None:
+            runs[(key, "", metric)].append(value)
+print(f"{'workload':<24} {'kind':<10} {'metric':<18} {'median':>10} {'min':>10} {'max':>10}  n")
+for (w, k, metric), values in sorted(runs.items()):
+    print(f"{w:<24} {k:<10} {metric:<18} {statistics.median(values):>10.4g} "
+          f"{min(values):>10.4g} {max(values):>10.4g}  {len(values)}")
+EOF
+log "done: $OUT"
