@@ -5,6 +5,7 @@
 #
 #   scripts/test.sh            # everything
 #   SKIP_DEPLOY=1 scripts/test.sh   # skip the compose and k8s checks
+#   SKIP_FUZZ=1 scripts/test.sh     # skip the bounded fuzzing (FUZZ_SECONDS=60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,8 @@ started=$(date +%s)
 cleanup() {
   local left
   left=$(docker ps -aq --filter label=org.testcontainers.managed-by=testcontainers 2>/dev/null || true)
+  # One id per line; word splitting into arguments is wanted here.
+  # shellcheck disable=SC2086
   if [ -n "$left" ]; then docker rm -f $left >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
@@ -32,6 +35,11 @@ cargo test --all-targets --no-fail-fast
 
 step "cargo test --doc (the examples in the API docs)"
 cargo test --doc
+
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  step "fuzz targets, ${FUZZ_SECONDS:-60}s each (any crash fails)"
+  scripts/fuzz.sh
+fi
 
 if [ "${SKIP_DEPLOY:-0}" != 1 ]; then
   step "kubernetes manifests: render every overlay and validate offline"

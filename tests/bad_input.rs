@@ -16,15 +16,14 @@
 
 mod common;
 
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::node::NodeProcess;
-use common::redis::{TestRedis, publish};
+use common::redis::{TestRedis, fast_options, publish};
 use common::{Client, TestServer, WAIT, wait_until, wait_until_async};
 use futures_util::SinkExt;
 use groupcast::envelope::{self, Decoded, Envelope, FrameKind};
-use groupcast::{Config, Hub, RedisOptions, SessionId};
+use groupcast::{Config, Hub, SessionId};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -277,18 +276,6 @@ async fn an_endless_fragmented_message_is_closed_with_1009() {
 
 // ----- garbage on the bus ----------------------------------------------------------
 
-fn fast_options(redis: &TestRedis) -> RedisOptions {
-    let mut options = RedisOptions::new(redis.url());
-    options.unsubscribe_linger = Duration::from_millis(200);
-    options.heartbeat_interval = Duration::from_millis(200);
-    options.presence_ttl = Duration::from_secs(1);
-    options.command_timeout = Duration::from_millis(500);
-    options.health_interval = Duration::from_millis(200);
-    options.backoff_min = Duration::from_millis(50);
-    options.backoff_max = Duration::from_millis(300);
-    options
-}
-
 /// One clustered node with a member of `g` and a member of `other`.
 async fn node_with_members(redis: &TestRedis) -> (TestServer, Client, Client) {
     let hub = Hub::builder()
@@ -298,7 +285,7 @@ async fn node_with_members(redis: &TestRedis) -> (TestServer, Client, Client) {
             queue_len: 8192,
             ..Config::default()
         })
-        .redis(fast_options(redis))
+        .redis(fast_options(redis.url()))
         .build()
         .unwrap();
     let node = TestServer::start(hub).await;

@@ -13,7 +13,7 @@ mod common;
 use common::node::NodeProcess;
 use std::time::{Duration, Instant};
 
-use common::redis::{TestRedis, free_port, publish};
+use common::redis::{TestRedis, fast_options, free_port, publish};
 use common::{Client, TestServer, wait_until, wait_until_async};
 use groupcast::bus::redis::RedisBus;
 use groupcast::bus::{Bus, BusContext};
@@ -24,19 +24,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 // ----- harness -----------------------------------------------------------------
 
-/// Short timings, so that lingers, heartbeats and outages take moments.
-fn fast_options(redis: &TestRedis) -> RedisOptions {
-    let mut options = RedisOptions::new(redis.url());
-    options.unsubscribe_linger = Duration::from_millis(200);
-    options.heartbeat_interval = Duration::from_millis(200);
-    options.presence_ttl = Duration::from_secs(1);
-    options.command_timeout = Duration::from_millis(500);
-    options.health_interval = Duration::from_millis(200);
-    options.backoff_min = Duration::from_millis(50);
-    options.backoff_max = Duration::from_millis(300);
-    options
-}
-
 /// Three in-process nodes, `node-a`, `node-b`, `node-c`, each serving the
 /// full router on loopback, all connected to Redis.
 async fn three_nodes(redis: &TestRedis, config: Config) -> Vec<TestServer> {
@@ -45,7 +32,7 @@ async fn three_nodes(redis: &TestRedis, config: Config) -> Vec<TestServer> {
         let hub = Hub::builder()
             .node_id(format!("node-{name}"))
             .config(config.clone())
-            .redis(fast_options(redis))
+            .redis(fast_options(redis.url()))
             .build()
             .expect("build a clustered hub");
         nodes.push(TestServer::start(hub).await);
@@ -494,7 +481,7 @@ async fn a_paused_redis_is_noticed_by_health_checks() {
     let redis = TestRedis::start().await;
     let hub = Hub::builder()
         .node_id("node-p")
-        .redis(fast_options(&redis))
+        .redis(fast_options(redis.url()))
         .build()
         .unwrap();
     let node = TestServer::start(hub).await;
@@ -600,40 +587,12 @@ async fn cluster_view_lists_every_node_and_a_clean_shutdown_leaves_it_at_once() 
 
 // ----- spawned binaries -----------------------------------------------------------
 
-/// A `groupcast` process, killed when dropped (even when the test fails).
-/// A real `groupcast` binary in the cluster, with the test's short timings.
-fn spawn_node(name: &str, redis_url: &str) -> NodeProcess {
-    NodeProcess::spawn(
-        name,
-        &[
-            "--redis-url",
-            redis_url,
-            "--client-messages",
-            "none",
-            "--unsubscribe-linger",
-            "200ms",
-            "--heartbeat-interval",
-            "200ms",
-            "--presence-ttl",
-            "1s",
-            "--redis-command-timeout",
-            "500ms",
-            "--redis-health-interval",
-            "200ms",
-            "--redis-backoff-max",
-            "300ms",
-            "--log",
-            "info",
-        ],
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawned_binaries_form_a_cluster_and_a_killed_node_leaves_the_view() {
     let redis = TestRedis::start().await;
     let mut nodes: Vec<NodeProcess> = ["bin-a", "bin-b", "bin-c"]
         .into_iter()
-        .map(|name| spawn_node(name, &redis.url()))
+        .map(|name| NodeProcess::spawn_clustered(name, &redis.url(), &[]))
         .collect();
     for node in &nodes {
         let url = node.url("/readyz");
@@ -736,7 +695,7 @@ async fn undecodable_envelopes_are_counted_and_never_reach_clients() {
     let redis = TestRedis::start().await;
     let hub = Hub::builder()
         .node_id("node-x")
-        .redis(fast_options(&redis))
+        .redis(fast_options(redis.url()))
         .build()
         .unwrap();
     let node = TestServer::start(hub).await;

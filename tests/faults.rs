@@ -31,34 +31,6 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 
 // ----- harness -----------------------------------------------------------------
 
-/// A clustered node with short timings (presence TTL 1 s, health checks
-/// every 200 ms), serving push only.
-fn spawn_node(name: &str, redis: &TestRedis, extra: &[&str]) -> NodeProcess {
-    let url = redis.url();
-    let mut args = vec![
-        "--redis-url",
-        &url,
-        "--client-messages",
-        "none",
-        "--unsubscribe-linger",
-        "200ms",
-        "--heartbeat-interval",
-        "200ms",
-        "--presence-ttl",
-        "1s",
-        "--redis-command-timeout",
-        "500ms",
-        "--redis-health-interval",
-        "200ms",
-        "--redis-backoff-max",
-        "300ms",
-        "--log",
-        "info",
-    ];
-    args.extend_from_slice(extra);
-    NodeProcess::spawn(name, &args)
-}
-
 async fn get_json(url: &str) -> Value {
     reqwest::get(url)
         .await
@@ -120,7 +92,7 @@ async fn a_killed_node_costs_the_other_nodes_clients_nothing() {
     let redis = TestRedis::start().await;
     let mut nodes: Vec<NodeProcess> = ["kill-a", "kill-b", "kill-c"]
         .into_iter()
-        .map(|name| spawn_node(name, &redis, &[]))
+        .map(|name| NodeProcess::spawn_clustered(name, &redis.url(), &[]))
         .collect();
     for node in &nodes {
         node.wait_ready().await;
@@ -350,7 +322,7 @@ async fn a_rolling_restart_leaves_no_client_behind_and_delivers_nothing_twice() 
     let redis = TestRedis::start().await;
     let mut nodes: Vec<NodeProcess> = NAMES
         .iter()
-        .map(|name| spawn_node(name, &redis, &drain))
+        .map(|name| NodeProcess::spawn_clustered(name, &redis.url(), &drain))
         .collect();
     for node in &nodes {
         node.wait_ready().await;
@@ -420,7 +392,7 @@ async fn a_rolling_restart_leaves_no_client_behind_and_delivers_nothing_twice() 
             .unwrap_or_else(|| panic!("{} did not exit after SIGTERM", NAMES[i]));
         assert!(status.success(), "{} exited with {status}", NAMES[i]);
         // Back under the same name, on a new port.
-        nodes[i] = spawn_node(NAMES[i], &redis, &drain);
+        nodes[i] = NodeProcess::spawn_clustered(NAMES[i], &redis.url(), &drain);
         nodes[i].wait_ready().await;
         live.lock()
             .push((NAMES[i].to_string(), nodes[i].ws_url("roll")));
@@ -488,8 +460,8 @@ async fn what_redis_outages_cost_is_counted() {
     const START_AT: u64 = 250;
     const CHECK_AT: u64 = 400;
     let redis = TestRedis::start().await;
-    let a = spawn_node("outage-a", &redis, &[]);
-    let b = spawn_node("outage-b", &redis, &[]);
+    let a = NodeProcess::spawn_clustered("outage-a", &redis.url(), &[]);
+    let b = NodeProcess::spawn_clustered("outage-b", &redis.url(), &[]);
     a.wait_ready().await;
     b.wait_ready().await;
     let local = Client::connect(&a.ws_url("outage")).await;

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::redis::free_port;
+use common::redis::{fast_options, free_port};
 use common::{Client, TestServer, WAIT, wait_until, wait_until_async};
 use futures_util::SinkExt;
 use groupcast::auth::{
@@ -26,7 +26,7 @@ use groupcast::auth::{
     TokenVerifier, VerifyOptions,
 };
 use groupcast::server::{self, ServerOptions};
-use groupcast::{Broadcast, Hub, Message, RedisOptions, close_code};
+use groupcast::{Broadcast, Hub, Message, close_code};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -1314,22 +1314,11 @@ impl AclRedis {
     }
 }
 
-fn fast_redis(url: String) -> RedisOptions {
-    let mut options = RedisOptions::new(url);
-    options.heartbeat_interval = Duration::from_millis(200);
-    options.presence_ttl = Duration::from_secs(1);
-    options.command_timeout = Duration::from_millis(500);
-    options.health_interval = Duration::from_millis(200);
-    options.backoff_min = Duration::from_millis(50);
-    options.backoff_max = Duration::from_millis(300);
-    options
-}
-
 fn clustered_hub(name: &str, url: String) -> Hub {
     Hub::builder()
         .node_id(name)
         .client_auth(token_auth())
-        .redis(fast_redis(url))
+        .redis(fast_options(url))
         .on_text(|hub, session, text| {
             let _ = hub.send(
                 Broadcast::group(session.group().clone()),

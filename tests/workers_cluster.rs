@@ -7,31 +7,21 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::node::NodeProcess;
-use common::redis::TestRedis;
+use common::redis::{TestRedis, fast_options};
 use common::{Client, TestServer, wait_until, wait_until_async};
 use groupcast::workers::ticker;
-use groupcast::{Hub, RedisOptions, WorkerOptions};
+use groupcast::{Hub, WorkerOptions};
 use serde_json::Value;
 
 const PERIOD: Duration = Duration::from_millis(300);
 const LEASE_TTL: Duration = Duration::from_millis(1500);
-
-fn redis_options(redis: &TestRedis) -> RedisOptions {
-    let mut options = RedisOptions::new(redis.url());
-    options.unsubscribe_linger = Duration::from_millis(200);
-    options.heartbeat_interval = Duration::from_millis(200);
-    options.presence_ttl = Duration::from_secs(1);
-    options.command_timeout = Duration::from_millis(500);
-    options.health_interval = Duration::from_millis(200);
-    options
-}
 
 async fn three_nodes(redis: &TestRedis) -> Vec<TestServer> {
     let mut nodes = Vec::new();
     for name in ["a", "b", "c"] {
         let hub = Hub::builder()
             .node_id(format!("node-{name}"))
-            .redis(redis_options(redis))
+            .redis(fast_options(redis.url()))
             .worker_options(WorkerOptions {
                 lease_ttl: LEASE_TTL,
                 linger: Duration::from_millis(600),

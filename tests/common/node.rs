@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
-use super::redis::free_port;
+use super::redis::{FAST_NODE_ARGS, free_port};
 
 /// A spawned `groupcast` node on a free loopback port.
 pub struct NodeProcess {
@@ -34,6 +34,17 @@ impl NodeProcess {
             addr,
             child,
         }
+    }
+
+    /// A push-only cluster member of the Redis at `redis_url`, with the
+    /// short test timings of `FAST_NODE_ARGS`, logging at info, plus
+    /// `extra` flags.
+    pub fn spawn_clustered(name: &str, redis_url: &str, extra: &[&str]) -> NodeProcess {
+        let mut args = vec!["--redis-url", redis_url, "--client-messages", "none"];
+        args.extend_from_slice(FAST_NODE_ARGS);
+        args.extend_from_slice(&["--log", "info"]);
+        args.extend_from_slice(extra);
+        NodeProcess::spawn(name, &args)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -12,6 +12,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
+use groupcast::RedisOptions;
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
@@ -221,3 +222,36 @@ pub fn free_port() -> u16 {
     }
     panic!("no free TCP port found");
 }
+
+/// Cluster timings short enough that lingers, heartbeats, presence expiry
+/// and Redis outages take moments in a test: linger and heartbeat 200 ms,
+/// presence TTL 1 s, command timeout 500 ms, health checks every 200 ms,
+/// reconnect backoff 50–300 ms. `FAST_NODE_ARGS` is the same for spawned
+/// binaries.
+pub fn fast_options(url: String) -> RedisOptions {
+    let mut options = RedisOptions::new(url);
+    options.unsubscribe_linger = Duration::from_millis(200);
+    options.heartbeat_interval = Duration::from_millis(200);
+    options.presence_ttl = Duration::from_secs(1);
+    options.command_timeout = Duration::from_millis(500);
+    options.health_interval = Duration::from_millis(200);
+    options.backoff_min = Duration::from_millis(50);
+    options.backoff_max = Duration::from_millis(300);
+    options
+}
+
+/// `fast_options` as command-line flags of the `groupcast` binary.
+pub const FAST_NODE_ARGS: &[&str] = &[
+    "--unsubscribe-linger",
+    "200ms",
+    "--heartbeat-interval",
+    "200ms",
+    "--presence-ttl",
+    "1s",
+    "--redis-command-timeout",
+    "500ms",
+    "--redis-health-interval",
+    "200ms",
+    "--redis-backoff-max",
+    "300ms",
+];
