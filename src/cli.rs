@@ -28,7 +28,12 @@ pub enum LogFormat {
     Json,
 }
 
-fn ticker(s: &str) -> Result<(GroupName, Duration), String> {
+/// `GROUP=PERIOD`; an empty value (`GROUPCAST_TICKERS=`) means no ticker,
+/// so a deployment can turn off a demo its compose file or ConfigMap sets.
+fn ticker(s: &str) -> Result<Option<(GroupName, Duration)>, String> {
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
     let (group, period) = s
         .split_once('=')
         .ok_or_else(|| format!("expected GROUP=PERIOD, e.g. ticker_ws=2s, got {s:?}"))?;
@@ -37,7 +42,7 @@ fn ticker(s: &str) -> Result<(GroupName, Duration), String> {
     if period.is_zero() {
         return Err("the ticker period must be greater than zero".into());
     }
-    Ok((group, period))
+    Ok(Some((group, period)))
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -233,7 +238,7 @@ pub struct Cli {
     /// `--ticker ticker_ws=2s` (repeatable; env: comma-separated). One
     /// ticker runs per group across the whole cluster.
     #[arg(long = "ticker", env = "GROUPCAST_TICKERS", value_delimiter = ',', value_parser = ticker)]
-    pub tickers: Vec<(GroupName, Duration)>,
+    pub tickers: Vec<Option<(GroupName, Duration)>>,
 
     /// How long a group worker's lease lives without renewal; a dead
     /// holder's worker restarts elsewhere within this plus a third of it.
@@ -604,5 +609,25 @@ impl SecurityArgs {
             keys.add_file(path)?;
         }
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickers_parse_and_an_empty_value_means_none() {
+        let (group, period) = ticker("ticker_ws=2s").unwrap().unwrap();
+        assert_eq!(group.as_str(), "ticker_ws");
+        assert_eq!(period, Duration::from_secs(2));
+        assert_eq!(ticker("").unwrap(), None);
+        assert!(ticker("ticker_ws").unwrap_err().contains("GROUP=PERIOD"));
+        assert!(
+            ticker("ticker_ws=0s")
+                .unwrap_err()
+                .contains("greater than zero")
+        );
+        assert!(ticker("bad\u{7}name=1s").is_err());
     }
 }

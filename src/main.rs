@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     }
     builder = builder.worker_options(cli.worker_options());
     let hub = builder.build().context("cannot start the hub")?;
-    for (group, period) in &cli.tickers {
+    for (group, period) in cli.tickers.iter().flatten() {
         hub.notify(group, groupcast::workers::ticker(*period))
             .context("cannot start a ticker")?;
         tracing::info!(%group, ?period, "ticker registered: runs while the group has members");

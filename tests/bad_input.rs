@@ -16,7 +16,6 @@
 
 mod common;
 
-
 use bytes::Bytes;
 use common::node::NodeProcess;
 use common::redis::{TestRedis, fast_options, publish};

@@ -38,7 +38,10 @@ fn the_readme_documents_every_flag_and_variable() {
         }
     }
     assert!(flags.len() > 40, "parsed too few flags: {flags:?}");
-    assert!(variables.len() > 40, "parsed too few variables: {variables:?}");
+    assert!(
+        variables.len() > 40,
+        "parsed too few variables: {variables:?}"
+    );
 
     let missing: Vec<&String> = flags
         .iter()
