@@ -225,6 +225,13 @@ pub struct Cli {
     #[arg(long, env = "GROUPCAST_API_MAX_BODY", default_value_t = 1048576)]
     pub api_max_body: usize,
 
+    /// How long a client may take to send a request's headers (the first
+    /// request, or the next one on a keep-alive connection); slower
+    /// connections are closed, so half-sent requests cannot pile up and
+    /// exhaust file descriptors.
+    #[arg(long, env = "GROUPCAST_HEADER_READ_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+
     /// On SIGTERM, stay up but not ready for this long before closing
     /// sessions (lets a load balancer stop sending new clients).
     #[arg(long, env = "GROUPCAST_DRAIN_PERIOD", value_parser = duration, default_value = "0s")]

@@ -72,11 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown_hub = hub.clone();
     let drain_period = cli.drain_period;
     let shutdown_timeout = cli.shutdown_timeout;
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    server::serve(listener, app, cli.header_read_timeout, async move {
         shutdown_signal().await;
         drain_and_close(&shutdown_hub, drain_period, shutdown_timeout).await;
     })
@@ -107,10 +103,10 @@ async fn serve_admin(
     tracing::info!(admin = %addr, "/healthz, /readyz and /metrics are on the admin listener only");
     let app = server::admin_router(hub.clone(), options);
     let stop = hub.shutdown_token();
+    let header_read_timeout = server::DEFAULT_HEADER_READ_TIMEOUT;
     tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
+        let served =
+            server::serve(listener, app, header_read_timeout, stop.cancelled_owned()).await;
         if let Err(error) = served {
             tracing::error!(%error, "the admin listener failed");
         }

@@ -113,7 +113,10 @@ async fn still_serving(node: &NodeProcess, old: &mut Client, round: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_instead_of_an_upgrade_never_stops_the_binary() {
     let mut rng = rng("garbage_instead_of_an_upgrade");
-    let node = NodeProcess::spawn("bad-input-tcp", &["--log", "warn"]);
+    let node = NodeProcess::spawn(
+        "bad-input-tcp",
+        &["--log", "warn", "--header-read-timeout", "1s"],
+    );
     node.wait_ready().await;
     let mut watcher = Client::connect(&node.ws_url("watch")).await;
     let addr = node.addr;
@@ -154,7 +157,18 @@ async fn garbage_instead_of_an_upgrade_never_stops_the_binary() {
         hanging.push(stream);
     }
     still_serving(&node, &mut watcher, 2).await;
-    drop(hanging);
+    // ... and the node closes each of them once its header-read timeout
+    // (1 s here) has passed, answering 408 or just closing.
+    for mut stream in hanging {
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+            .await
+            .expect("a half-sent request is closed after the header-read timeout")
+            .ok();
+        if !answer.is_empty() {
+            assert_eq!(status_of(&answer), Some(408), "{answer:?}");
+        }
+    }
 
     // A header of 1 MiB.
     let mut huge = b"GET /ws/watch HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: ".to_vec();

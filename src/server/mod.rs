@@ -10,17 +10,20 @@
 //! Security (tokens, Origin allowlist, API keys, CORS) is described in
 //! [`crate::auth`].
 //!
-//! Both need the connection's address: serve them with
-//! `into_make_service_with_connect_info::<SocketAddr>()` (without it,
+//! Both need the connection's address: serve them with [`serve`] (which
+//! also times out half-sent requests), or with axum's
+//! `into_make_service_with_connect_info::<SocketAddr>()` (without either,
 //! sessions simply have no remote address).
 
 mod api;
 mod demo;
+mod listen;
 mod ops;
 mod ws;
 
 #[doc(hidden)]
 pub use api::parse_publish;
+pub use listen::{DEFAULT_HEADER_READ_TIMEOUT, serve};
 
 use std::sync::Arc;
 

@@ -47,9 +47,11 @@ impl TestServer {
         let addr = listener.local_addr().expect("local addr");
         let app = server::router(hub.clone(), options);
         let task = tokio::spawn(async move {
-            let _ = axum::serve(
+            let _ = server::serve(
                 listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
+                app,
+                server::DEFAULT_HEADER_READ_TIMEOUT,
+                std::future::pending(),
             )
             .await;
         });
