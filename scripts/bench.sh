@@ -314,7 +314,7 @@ if want churn; then
     bench "churn-verify-groupcast" "${PAIR_URLS[@]}" --clients 2000 --groups 1000 \
         --group-template 'churn-{}' --publish "$REDIS_URL" --rate 1000 --duration 3s \
         --settle 3s --measure-pid "$pids" || true
-    sleep 5 # > unsubscribe linger (2 s)
+    sleep 8 # > unsubscribe linger (2 s) and one sample of the memory trimmer (5 s)
     leaked=$(rcli PUBSUB CHANNELS 'group:*' | grep -c . || true)
     rss_after=$(rss)
     log "churn: PUBSUB CHANNELS group:* after everyone left: $leaked; RSS of both nodes before $rss_before KiB, after $rss_after KiB"

@@ -32,6 +32,7 @@ mod error;
 pub mod group;
 mod hub;
 pub mod limits;
+pub mod memory;
 mod message;
 pub mod metrics;
 mod outbound;

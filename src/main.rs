@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     }
     builder = builder.worker_options(cli.worker_options());
     let hub = builder.build().context("cannot start the hub")?;
+    groupcast::memory::spawn_trimmer(&hub);
     for (group, period) in cli.tickers.iter().flatten() {
         hub.notify(group, groupcast::workers::ticker(*period))
             .context("cannot start a ticker")?;

@@ -205,8 +205,37 @@ pub async fn run(target: Target, shared: Arc<Shared>) -> Outcome {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
+/// Lets the kernel pick the source port at `connect` rather than at `bind`
+/// (Linux `IP_BIND_ADDRESS_NO_PORT`). A `bind` to port 0 must find a port
+/// unused by *any* socket, searching past every TIME_WAIT left by earlier
+/// connections: under churn (thousands of short connections a second) that
+/// search costs more CPU than everything else the tool does, and the ports
+/// run out. At `connect` the port only has to make the 4-tuple unique.
+/// Best effort: without it, binding still works, only slower.
+fn bind_address_no_port(socket: &TcpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor, a pointer to a c_int that lives
+        // through the call, and its exact size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
 async fn connect(target: &Target) -> anyhow::Result<Ws> {
     let socket = TcpSocket::new_v4()?;
+    bind_address_no_port(&socket);
     socket
         .bind(SocketAddr::new(IpAddr::V4(target.source), 0))
         .with_context(|| format!("cannot bind to {}", target.source))?;
