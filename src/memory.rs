@@ -71,7 +71,10 @@ fn trim() {
         // SAFETY: malloc_trim has no preconditions; 0 keeps no extra
         // padding at the top of the heap.
         let released = unsafe { libc::malloc_trim(0) };
-        tracing::debug!(released = released != 0, "returned free memory to the kernel");
+        tracing::debug!(
+            released = released != 0,
+            "returned free memory to the kernel"
+        );
     }
 }
 

@@ -82,6 +82,8 @@ struct State {
     close: Option<CloseReason>,
     /// Whether `close` is final (no push is accepted after it).
     closing: bool,
+    /// The reader asked for a ping to be sent (keepalive).
+    ping: bool,
 }
 
 pub(crate) struct Outbound {
@@ -93,6 +95,8 @@ pub(crate) struct Outbound {
 
 /// What the writer takes out of the queue in one go.
 pub(crate) struct Batch {
+    /// Send a ping first.
+    pub ping: bool,
     pub frames: Vec<Message>,
     pub close: Option<CloseReason>,
 }
@@ -165,6 +169,20 @@ impl Outbound {
         true
     }
 
+    /// Asks the writer to send a ping. The session's reader keeps the ping
+    /// timer, so the writer waits on one thing only — its queue — and a
+    /// busy session does not poll a timer for every message it sends.
+    pub(crate) fn request_ping(&self) {
+        {
+            let mut state = self.state.lock();
+            if state.closing || state.ping {
+                return;
+            }
+            state.ping = true;
+        }
+        self.ready.notify_one();
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.state.lock().closing
     }
@@ -178,11 +196,12 @@ impl Outbound {
         loop {
             {
                 let mut state = self.state.lock();
-                if !state.frames.is_empty() || state.close.is_some() {
+                if !state.frames.is_empty() || state.close.is_some() || state.ping {
                     // Swap the queue out so the lock is held for O(1); the
                     // empty deque left behind allocates nothing.
                     let frames = std::mem::take(&mut state.frames);
                     return Batch {
+                        ping: std::mem::take(&mut state.ping),
                         frames: frames.into(),
                         close: state.close.take(),
                     };
@@ -198,6 +217,22 @@ impl Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_ping_request_wakes_the_writer_once() {
+        let q = Outbound::new(4, QueueFullPolicy::Close);
+        q.request_ping();
+        q.request_ping();
+        assert_eq!(q.push(Message::text("a")), Pushed::Queued);
+        let batch = q.next_batch().await;
+        assert!(batch.ping);
+        assert_eq!(batch.frames.len(), 1);
+        assert!(q.close(CloseReason::new(1000, "bye")));
+        q.request_ping(); // closing: no more pings
+        let batch = q.next_batch().await;
+        assert!(!batch.ping);
+        assert!(batch.close.is_some());
+    }
 
     #[tokio::test]
     async fn batches_everything_queued() {

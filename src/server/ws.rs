@@ -7,7 +7,10 @@
 //! only ever touches the queue, so a slow socket slows down no one but its
 //! own writer.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Extension;
@@ -19,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use tokio::task::AbortHandle;
 use tokio::time::{Instant, timeout, timeout_at};
-use tokio_util::sync::CancellationToken;
 
 use super::api::ApiError;
 use crate::auth::refresh::{RefreshRequest, parse_refresh, refreshed_message};
@@ -171,26 +174,20 @@ async fn serve(
         }
     };
     let _tracked = hub.track_connection();
-    let stop_writer = CancellationToken::new();
+    let (sink, stream) = socket.split();
+    let mut writer = tokio::spawn(write_loop(hub.clone(), session.clone(), sink));
     // From here on, however this task ends (even by a handler's panic),
     // the session leaves the hub and its writer stops.
     let _membership = Membership {
         hub: hub.clone(),
         session: session.clone(),
-        stop_writer: stop_writer.clone(),
+        writer: writer.abort_handle(),
     };
     tracing::debug!(session = %session.id(), group = %session.group(), ?remote, "connected");
     if let Some(on_connect) = &hub.handlers().connect {
         on_connect(&hub, &session);
     }
 
-    let (sink, stream) = socket.split();
-    let mut writer = tokio::spawn(write_loop(
-        hub.clone(),
-        session.clone(),
-        sink,
-        stop_writer.clone(),
-    ));
     let reader = read_loop(&hub, &session, stream);
     tokio::pin!(reader);
 
@@ -209,7 +206,7 @@ async fn serve(
             }
             // A JoinHandle must not be polled again once it has completed.
             if !writer_done {
-                stop_writer.cancel();
+                writer.abort();
                 let _ = writer.await;
             }
         }
@@ -232,12 +229,13 @@ async fn serve(
 struct Membership {
     hub: Hub,
     session: Session,
-    stop_writer: CancellationToken,
+    /// The session's writer task, stopped when the connection ends.
+    writer: AbortHandle,
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        self.stop_writer.cancel();
+        self.writer.abort();
         self.hub.leave(&self.session);
         tracing::debug!(session = %self.session.id(), group = %self.session.group(), "disconnected");
         // A handler that panics while we are already unwinding would abort
@@ -300,15 +298,27 @@ async fn read_loop(
         hub.config().max_inbound_burst,
     );
     let mut bucket = TokenBucket::new(rate, burst);
+    // The keepalive timer lives here, where frames arrive rarely, rather
+    // than in the writer, which wakes for every message.
+    let ping_period = hub.config().ping_period;
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_period, ping_period);
+    let mut last_heard = Instant::now();
     loop {
-        let pong_deadline = Instant::now() + pong_wait;
+        let pong_deadline = last_heard + pong_wait;
         // Recomputed every frame: a refresh moves (or removes) the expiry.
         let expiry = session
             .claims()
             .time_left()
             .map(|left| Instant::now() + left);
         let deadline = expiry.map_or(pong_deadline, |at| at.min(pong_deadline));
-        let frame = match timeout_at(deadline, stream.next()).await {
+        let read = tokio::select! {
+            read = timeout_at(deadline, stream.next()) => read,
+            _ = ping.tick() => {
+                session.outbound().request_ping();
+                continue;
+            }
+        };
+        let frame = match read {
             Err(_) if expiry.is_some_and(|at| at <= pong_deadline) => {
                 hub.metrics().count_auth_rejection("token_expired");
                 return Err(SessionError::TokenExpired);
@@ -324,6 +334,7 @@ async fn read_loop(
             }
             Ok(Some(Ok(frame))) => frame,
         };
+        last_heard = Instant::now();
         // Everything the client sends counts against its rate, except the
         // pongs it owes us and its close.
         if matches!(
@@ -428,43 +439,47 @@ async fn write_loop(
     hub: Hub,
     session: Session,
     mut sink: SplitSink<WebSocket, WsMessage>,
-    stop: CancellationToken,
 ) -> Result<(), SessionError> {
-    let config = hub.config();
-    let write_timeout = config.write_timeout;
-    let mut ping = tokio::time::interval(config.ping_period);
-    ping.tick().await; // the first tick is immediate; skip it
+    let write_timeout = hub.config().write_timeout;
+    // One thing to wait for: the queue (pings come through it too, asked
+    // for by the reader). No other branch is polled per message; and no
+    // stop signal: when the connection ends, `serve` aborts this task.
     loop {
-        tokio::select! {
-            batch = session.outbound().next_batch() => {
-                let frames = batch.frames;
-                let close = batch.close;
-                let write = async {
-                    for frame in frames {
-                        sink.feed(frame.into_ws()).await?;
-                    }
-                    if let Some(close) = &close {
-                        sink.feed(close_frame(close.code, &close.reason)).await?;
-                    }
-                    sink.flush().await
-                };
-                match timeout(write_timeout, write).await {
-                    Err(_) => return Err(SessionError::WriteTimeout(write_timeout)),
-                    Ok(Err(error)) => return Err(SessionError::Write(error.to_string())),
-                    Ok(Ok(())) => {}
-                }
-                if close.is_some() {
-                    return Ok(());
-                }
+        let batch = session.outbound().next_batch().await;
+        let close = batch.close;
+        let write = async {
+            if batch.ping {
+                sink.feed(WsMessage::Ping(Bytes::new())).await?;
             }
-            _ = ping.tick() => {
-                match timeout(write_timeout, sink.send(WsMessage::Ping(Bytes::new()))).await {
-                    Err(_) => return Err(SessionError::WriteTimeout(write_timeout)),
-                    Ok(Err(error)) => return Err(SessionError::Write(error.to_string())),
-                    Ok(Ok(())) => {}
-                }
+            for frame in batch.frames {
+                sink.feed(frame.into_ws()).await?;
             }
-            _ = stop.cancelled() => return Ok(()),
+            if let Some(close) = &close {
+                sink.feed(close_frame(close.code, &close.reason)).await?;
+            }
+            sink.flush().await
+        };
+        within(write_timeout, write).await?;
+        if close.is_some() {
+            return Ok(());
         }
     }
+}
+
+/// Runs a write to the client, failing it if it takes longer than
+/// `limit`. Almost every write completes on its first poll (the socket's
+/// send buffer has room), so the timer — an insertion into and a removal
+/// from the runtime's timer wheel — is only armed when it does not.
+async fn within<E: std::fmt::Display>(
+    limit: Duration,
+    write: impl Future<Output = Result<(), E>>,
+) -> Result<(), SessionError> {
+    let mut write = pin!(write);
+    let result = match futures_util::poll!(write.as_mut()) {
+        Poll::Ready(result) => result,
+        Poll::Pending => timeout(limit, write)
+            .await
+            .map_err(|_| SessionError::WriteTimeout(limit))?,
+    };
+    result.map_err(|error| SessionError::Write(error.to_string()))
 }

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Profiles one groupcast node (or the reference) under W1 of BENCHMARKS.md:
+# 2 nodes, 1 group, 2,000 clients, 64 B via Redis PUBLISH at RATE msgs/s,
+# with `perf record -e cpu-clock` (a software clock: works where hardware
+# counters are not exposed, as on this project's VMs) on node A, then
+# prints the top of the flat profile and of the profile by caller.
+#
+#   scripts/profile.sh                     # groupcast, 20 msgs/s (40k deliveries/s)
+#   KIND=reference scripts/profile.sh      # the featureless reference
+#   RATE=100 SECONDS_=15 scripts/profile.sh
+# Output: target/profile/<kind>/{perf.data,flat.txt,callers.txt,bench.txt}
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KIND=${KIND:-groupcast}
+RATE=${RATE:-20}
+SECONDS_=${SECONDS_:-15}
+OUT=target/profile/$KIND
+mkdir -p "$OUT"
+command -v perf >/dev/null || { echo "needs perf (apt-get install -y linux-perf)" >&2; exit 1; }
+cargo build --release --bin groupcast --bin groupcast-bench --example reference
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+rp=$(port)
+redis-server --port "$rp" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
+pids+=($!)
+wait_port "$rp"
+urls=()
+node_pids=()
+for name in a b; do
+  p=$(port)
+  if [ "$KIND" = groupcast ]; then
+    target/release/groupcast --listen "127.0.0.1:$p" --redis-url "redis://127.0.0.1:$rp" \
+      --client-messages none --log warn --node-id "prof-$name" \
+      --max-connections 0 --max-connections-per-ip 0 >"$OUT/node-$name.log" 2>&1 &
+  else
+    target/release/examples/reference --listen "127.0.0.1:$p" \
+      --redis-url "redis://127.0.0.1:$rp" >"$OUT/node-$name.log" 2>&1 &
+  fi
+  pids+=($!)
+  node_pids+=($!)
+  wait_port "$p"
+  urls+=(--url "ws://127.0.0.1:$p")
+done
+
+# The bench connects and settles (about 5 s), then publishes for SECONDS_;
+# perf samples node A from 6 s in for SECONDS_ - 2.
+timeout $((SECONDS_ + 120)) target/release/groupcast-bench --quiet "${urls[@]}" \
+  --clients 2000 --groups 1 --publish "redis://127.0.0.1:$rp" --rate "$RATE" \
+  --duration "${SECONDS_}s" --source-addrs 127.0.0.1,127.0.0.2 \
+  --measure-pid "${node_pids[0]},${node_pids[1]}" >"$OUT/bench.txt" 2>&1 &
+bench=$!
+sleep 6
+perf record -e cpu-clock -F 999 -g -p "${node_pids[0]}" -o "$OUT/perf.data" -- sleep $((SECONDS_ - 2)) 2>"$OUT/perf-record.log"
+wait "$bench"
+perf report -i "$OUT/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.8 2>/dev/null \
+  | grep -v '^$' | grep -E '^ +[0-9]' >"$OUT/flat.txt" || true
+perf report -i "$OUT/perf.data" --stdio --children --sort symbol --percent-limit 4 -g none 2>/dev/null \
+  | grep -E '^ +[0-9]' >"$OUT/callers.txt" || true
+echo "== $KIND at $RATE msgs/s: $(tail -1 "$OUT/bench.txt" | python3 -c 'import json,sys; s=json.load(sys.stdin); print("deliveries/s", s["deliveries_per_sec"], "cpu µs/delivery", s["server_cpu_us_per_delivery"], "p99 µs", s["latency_us"]["p99"])')"
+echo "== flat profile (self time, top 25): $OUT/flat.txt"
+head -25 "$OUT/flat.txt"
+echo "== inclusive (children), >= 4 %: $OUT/callers.txt"
+head -30 "$OUT/callers.txt"
