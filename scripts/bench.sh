@@ -22,7 +22,8 @@
 #   w3     10000 idle clients over 1000 groups on one node: RSS per connection
 #          (groupcast default, groupcast with the old 4 KiB read buffer,
 #          reference)
-#   stall  w1 with and without one client that never reads
+#   stall  w1 with and without one client that never reads (closed with
+#          1013, or kept with drop-oldest)
 #   scale  one node, as many clients as the fd limit allows, one group,
 #          1 broadcast per second: p99
 #   churn  2000 joins+leaves/s over 1000 groups for 60 s, then a publish to
@@ -277,14 +278,32 @@ if want w3; then
 fi
 
 if want stall; then
+    # W1 (2 nodes, 2000 clients, 1 group, W1_RATE msgs/s) without and with
+    # one client that never reads: does it change the others' latency? The
+    # nodes bound each socket's kernel send buffer (--socket-send-buffer
+    # 8192); without that the kernel would absorb megabytes for the stalled
+    # client, hours of this workload, and nothing would happen. stall1: the
+    # defaults; the stalled client's socket fills within seconds, its
+    # writer blocks, and it is dropped by the write timeout (10 s) or the
+    # full queue (1013), whichever comes first. stall1drop: the worst case
+    # for the others, a client that stays stalled to the end with a full
+    # queue (--queue-full drop-oldest, --write-timeout 10m).
     for run in $(seq "$RUNS"); do
-        for stalled in 0 1; do
-            start_pair groupcast
-            bench "stall$stalled-groupcast-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1 \
-                --stall "$stalled" --publish "$REDIS_URL" --rate 50 --duration 20s \
+        for variant in stall0 stall1 stall1drop; do
+            stalled=0 policy=close write_timeout=10s
+            case $variant in
+                stall1) stalled=1 ;;
+                stall1drop) stalled=1 policy=drop-oldest write_timeout=10m ;;
+            esac
+            start_pair groupcast --socket-send-buffer 8192 --queue-full "$policy" \
+                --write-timeout "$write_timeout"
+            bench "$variant-groupcast-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1 \
+                --stall "$stalled" --publish "$REDIS_URL" --rate "$W1_RATE" --duration 60s \
                 --measure-pid "$PAIR_PIDS" || true
-            curl -s "http://127.0.0.1:${PAIR_PORTS%% *}/metrics" | grep -E 'queue_full|connections' \
-                >>"$OUT/logs/stall$stalled-groupcast-r$run.txt" || true
+            for port in $PAIR_PORTS; do
+                curl -s "http://127.0.0.1:$port/metrics" | grep -E '^groupcast_(queue_full_closes|queue_drops|write_timeouts)_total'
+            done | awk -v v="$variant" -v r="$run" '{s[$1]+=$2} END {for (k in s) printf "  %s r%s: %s %d\n", v, r, k, s[k]}' \
+                | tee -a "$OUT/summary.txt" >&2
             stop_pair
         done
     done
@@ -335,7 +354,7 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         runs[(s["workload"], s["kind"], "max_rate msgs/s")].append(s["max_rate"])
         runs[(s["workload"], s["kind"], "max_rate p99<50ms")].append(s.get("max_rate_p99_50ms", 0))
         continue
-    m = re.match(r"(w1|w3-[a-z0-9-]+?|stall\d|w1max|w2max)-?(groupcast|reference)?(?:-r\d+)(-rate\d+)?$", label)
+    m = re.match(r"(w1|w3-[a-z0-9-]+?|stall\d(?:drop)?|w1max|w2max)-?(groupcast|reference)?(?:-r\d+)(-rate\d+)?$", label)
     if not m:
         continue
     key = m.group(1) if m.group(1).startswith("w3-") else f"{m.group(1)}-{m.group(2)}{m.group(3) or ''}"

@@ -16,7 +16,7 @@ use crate::auth::{
 };
 use crate::config::{Config, QueueFullPolicy};
 use crate::group::GroupName;
-use crate::server::{ClientMessages, ServerOptions};
+use crate::server::{ClientMessages, ServeOptions, ServerOptions};
 use crate::workers::WorkerOptions;
 
 /// How logs are written.
@@ -232,6 +232,14 @@ pub struct Cli {
     #[arg(long, env = "GROUPCAST_HEADER_READ_TIMEOUT", value_parser = duration, default_value = "10s")]
     pub header_read_timeout: Duration,
 
+    /// Kernel send buffer per client socket (SO_SNDBUF), in bytes; 0 keeps
+    /// the kernel's self-tuning default (up to 4 MiB on Linux). A client
+    /// that stops reading fills this before its send queue, so a bound
+    /// here makes --queue-full act within a known number of bytes (and
+    /// bounds the kernel memory a stalled client holds).
+    #[arg(long, env = "GROUPCAST_SOCKET_SEND_BUFFER", default_value_t = 0)]
+    pub socket_send_buffer: usize,
+
     /// On SIGTERM, stay up but not ready for this long before closing
     /// sessions (lets a load balancer stop sending new clients).
     #[arg(long, env = "GROUPCAST_DRAIN_PERIOD", value_parser = duration, default_value = "0s")]
@@ -305,6 +313,14 @@ impl Cli {
             debug_endpoint: security.debug_endpoint,
             health_endpoints: security.admin_listen.is_none(),
         })
+    }
+
+    /// How the accept loop treats each connection.
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            header_read_timeout: self.header_read_timeout,
+            send_buffer_size: (self.socket_send_buffer > 0).then_some(self.socket_send_buffer),
+        }
     }
 
     /// Timing of group workers.

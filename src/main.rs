@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown_hub = hub.clone();
     let drain_period = cli.drain_period;
     let shutdown_timeout = cli.shutdown_timeout;
-    server::serve(listener, app, cli.header_read_timeout, async move {
+    server::serve(listener, app, cli.serve_options(), async move {
         shutdown_signal().await;
         drain_and_close(&shutdown_hub, drain_period, shutdown_timeout).await;
     })
@@ -104,10 +104,14 @@ async fn serve_admin(
     tracing::info!(admin = %addr, "/healthz, /readyz and /metrics are on the admin listener only");
     let app = server::admin_router(hub.clone(), options);
     let stop = hub.shutdown_token();
-    let header_read_timeout = server::DEFAULT_HEADER_READ_TIMEOUT;
     tokio::spawn(async move {
-        let served =
-            server::serve(listener, app, header_read_timeout, stop.cancelled_owned()).await;
+        let served = server::serve(
+            listener,
+            app,
+            server::ServeOptions::default(),
+            stop.cancelled_owned(),
+        )
+        .await;
         if let Err(error) = served {
             tracing::error!(%error, "the admin listener failed");
         }

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub broadcasts: Counter,
     /// Sessions closed with 1013 because their queue was full.
     pub queue_full_closes: Counter,
+    /// Sessions dropped because one write took longer than `write_timeout`.
+    pub write_timeouts: Counter,
     /// Messages dropped by the drop-oldest policy.
     pub queue_drops: Counter,
     /// Messages received from the bus (Redis), envelopes and raw.
@@ -102,6 +104,11 @@ impl Metrics {
             queue_full_closes: metric!(
                 "queue_full_closes",
                 "Sessions closed with 1013 because their send queue was full",
+                Counter
+            ),
+            write_timeouts: metric!(
+                "write_timeouts",
+                "Sessions dropped because a write took longer than the write timeout",
                 Counter
             ),
             queue_drops: metric!(

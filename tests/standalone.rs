@@ -1291,6 +1291,46 @@ async fn drop_oldest_keeps_a_slow_client_connected_and_counts_drops() {
     assert_eq!(slow.recv_text().await, "still here");
 }
 
+/// With small frames, the kernel's self-tuned send buffer absorbs hundreds
+/// of kilobytes for a client that never reads before its queue sees any
+/// backpressure. A bounded send buffer (`--socket-send-buffer`) makes the
+/// queue policy catch it after a known number of bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_send_buffer_lets_the_queue_policy_catch_a_stalled_client_early() {
+    let hub = Hub::new(Config::default()).unwrap();
+    let serve = groupcast::server::ServeOptions {
+        send_buffer_size: Some(8192),
+        ..Default::default()
+    };
+    let server = TestServer::start_serving(hub, ServerOptions::default(), serve).await;
+    let (_slow, _) = tiny_buffer_client(&server, "ticks").await;
+    let mut fast = numbered_reader(server.connect("ticks").await);
+
+    // 64-byte frames (66 on the wire). What the stalled client can hold:
+    // the send buffer (8 KiB, doubled by Linux), its 4 KiB receive buffer,
+    // the 8 KiB write buffer and 256 queued frames: under 60 KB, about 900
+    // frames. 3,000 frames are 200 KB, which a self-tuned send buffer
+    // swallows without a full queue.
+    const LIMIT: u64 = 3000;
+    let mut published = 0;
+    while server.hub.metrics().queue_full_closes.get() == 0 {
+        assert!(
+            published < LIMIT,
+            "{LIMIT} frames of 64 bytes did not fill the stalled client's queue"
+        );
+        server
+            .hub
+            .broadcast_group("ticks", numbered(published, 64))
+            .unwrap();
+        assert_eq!(recv_seq(&mut fast).await, published);
+        published += 1;
+    }
+    wait_until("only the reading client is left", || {
+        server.hub.session_count() == 1
+    })
+    .await;
+}
+
 // ----- bad input ---------------------------------------------------------------
 
 /// Bad group names are answered with 400 and a JSON message, never upgraded.

@@ -33,21 +33,53 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-/// Default for [`serve`]'s `header_read_timeout`.
+/// Default for [`ServeOptions::header_read_timeout`].
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How [`serve`] treats each accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// A client must send each request's complete head within this long;
+    /// otherwise its connection is closed (hyper answers
+    /// `408 Request Timeout` when it can).
+    pub header_read_timeout: Duration,
+    /// The kernel send buffer of each accepted socket (`SO_SNDBUF`), or
+    /// `None` for the kernel's default, which grows on its own (up to
+    /// `net.ipv4.tcp_wmem`'s maximum, 4 MiB on most Linux systems).
+    ///
+    /// Why set it: a client that stops reading first fills the kernel's
+    /// buffers, and only then its session's queue, where the full-queue
+    /// policy (close with 1013, or drop the oldest) applies. With small
+    /// frames the kernel can absorb megabytes — tens of thousands of
+    /// messages, minutes at a modest rate — per stalled client before the
+    /// policy sees it. A bound here makes the policy act within a known
+    /// number of bytes, and bounds the kernel memory a slow client holds.
+    /// It also caps what one socket can have in flight, so keep it well
+    /// above a burst (64 KiB and up) for clients far away.
+    pub send_buffer_size: Option<usize>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            send_buffer_size: None,
+        }
+    }
+}
 
 /// Serves `app` on `listener` until `shutdown` completes, then waits for the
 /// HTTP connections in flight to finish.
-///
-/// A client must send each request's complete head within
-/// `header_read_timeout`; otherwise its connection is closed (hyper answers
-/// `408 Request Timeout` when it can).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    header_read_timeout: Duration,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let ServeOptions {
+        header_read_timeout,
+        send_buffer_size,
+    } = options;
     // Connections hold a `signal_tx` clone and watch it close: dropping
     // `signal_rx` tells them to finish gracefully. They also hold a
     // `close_rx` clone: `close_tx.closed()` resolves when the last is gone.
@@ -68,6 +100,11 @@ pub async fn serve(
         };
         // Frames are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
+        if let Some(size) = send_buffer_size
+            && let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(size)
+        {
+            tracing::debug!(%remote, %error, "cannot set the socket's send buffer size");
+        }
 
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {

@@ -214,6 +214,9 @@ async fn serve(
             // The writer sent a close frame or failed: give the client a
             // moment to answer the close, then drop the connection.
             if let Ok(Err(error)) = written {
+                if matches!(error, SessionError::WriteTimeout(_)) {
+                    hub.metrics().write_timeouts.inc();
+                }
                 report(&hub, &session, &error);
             } else {
                 let _ = timeout(CLOSE_GRACE, &mut reader).await;

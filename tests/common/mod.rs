@@ -41,19 +41,22 @@ impl TestServer {
 
     /// Serves `hub` with the full router and `options`.
     pub async fn start_with(hub: Hub, options: ServerOptions) -> TestServer {
+        TestServer::start_serving(hub, options, server::ServeOptions::default()).await
+    }
+
+    /// Serves `hub` with the full router, `options`, and `serve` options.
+    pub async fn start_serving(
+        hub: Hub,
+        options: ServerOptions,
+        serve: server::ServeOptions,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let app = server::router(hub.clone(), options);
         let task = tokio::spawn(async move {
-            let _ = server::serve(
-                listener,
-                app,
-                server::DEFAULT_HEADER_READ_TIMEOUT,
-                std::future::pending(),
-            )
-            .await;
+            let _ = server::serve(listener, app, serve, std::future::pending()).await;
         });
         TestServer { addr, hub, task }
     }
