@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 /// Default for [`ServeOptions::header_read_timeout`].
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How [`serve`] treats each accepted connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

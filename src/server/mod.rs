@@ -23,7 +23,7 @@ mod ws;
 
 #[doc(hidden)]
 pub use api::parse_publish;
-pub use listen::{DEFAULT_HEADER_READ_TIMEOUT, ServeOptions, serve};
+pub use listen::{ServeOptions, serve};
 
 use std::sync::Arc;
 

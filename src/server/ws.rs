@@ -214,9 +214,6 @@ async fn serve(
             // The writer sent a close frame or failed: give the client a
             // moment to answer the close, then drop the connection.
             if let Ok(Err(error)) = written {
-                if matches!(error, SessionError::WriteTimeout(_)) {
-                    hub.metrics().write_timeouts.inc();
-                }
                 report(&hub, &session, &error);
             } else {
                 let _ = timeout(CLOSE_GRACE, &mut reader).await;
@@ -462,7 +459,14 @@ async fn write_loop(
             }
             sink.flush().await
         };
-        within(write_timeout, write).await?;
+        if let Err(error) = within(write_timeout, write).await {
+            // Counted here, where it happens, whichever side of `serve`
+            // ends up observing the writer's end.
+            if matches!(error, SessionError::WriteTimeout(_)) {
+                hub.metrics().write_timeouts.inc();
+            }
+            return Err(error);
+        }
         if close.is_some() {
             return Ok(());
         }
