@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 
 use groupcast::server::{self, ServerOptions};
-use groupcast::{Broadcast, Hub};
+use groupcast::Hub;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -21,19 +21,18 @@ async fn main() -> anyhow::Result<()> {
     let hub = Hub::builder()
         // Tell the others in the group that someone arrived (melody's
         // `BroadcastOthers`, narrowed to one group).
-        .on_connect(|hub, session| {
-            let others = Broadcast::group(session.group().clone()).except(session.id().clone());
-            let _ = hub.send(others, format!("* {} joined", short(session.id().as_str())));
+        .on_connect(|_hub, session| {
+            let _ = session.broadcast(format!("* {} joined", short(session.id().as_str())));
         })
-        // melody: `m.HandleMessage(func(s, msg) { m.Broadcast(msg) })`, per group.
+        // melody: `m.HandleMessage(func(s, msg) { m.Broadcast(msg) })`, per
+        // group; the sender sees its own line come back.
         .on_text(|hub, session, text| {
-            let _ = hub.broadcast_group(session.group(), text.to_owned());
+            let _ = hub.to(session.group()).send(text);
         })
         .on_disconnect(|hub, session| {
-            let _ = hub.broadcast_group(
-                session.group(),
-                format!("* {} left", short(session.id().as_str())),
-            );
+            let _ = hub
+                .to(session.group())
+                .send(format!("* {} left", short(session.id().as_str())));
         })
         .build()?;
 

@@ -100,10 +100,10 @@ async fn run_task(hub: Hub, id: u64, group: GroupName) {
         let step = steps[(line - 1) * steps.len() / 20];
         // Fan-out only queues: a watcher that cannot keep up is closed
         // with 1013 and never slows the task down.
-        let _ = hub.broadcast_group(&group, format!("[task {id}] {line:>2}/20 {step}"));
+        let _ = hub.to(&group).send(format!("[task {id}] {line:>2}/20 {step}"));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let _ = hub.broadcast_group(&group, format!("[task {id}] done"));
+    let _ = hub.to(&group).send(format!("[task {id}] done"));
     // The log is complete: end the watchers' connections normally.
     for session in hub.members(&group) {
         session.close(close_code::NORMAL, "task finished");

@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
 
     // ws-notifier's `Notify(group, worker, timeout)`: the hub runs the
     // worker only while `ticker_ws` has members, stops it when the group
-    // empties, and starts it again for the next member. With `.redis(..)`
+    // empties, and starts it again for the next member. With `.backend(RedisOptions::new(..))`
     // on the builder it would run once across the whole cluster.
     hub.notify(
         "ticker_ws",
@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
                 let now = humantime::format_rfc3339_millis(SystemTime::now());
                 // Publishing never waits for a socket (it only queues), so
                 // a slow client cannot stall the ticker.
-                ctx.hub.broadcast_group(&ctx.group, format!("tick {now}"))?;
+                ctx.hub.to(&ctx.group).send(format!("tick {now}"))?;
             }
         })
         // ws-notifier's timeout: a day at most, then it rests until the

@@ -5,8 +5,8 @@
 //! session, or a list of session ids), an optional session to skip, and an
 //! optional [`KeyFilter`] on session keys. All of this works cluster-wide.
 //!
-//! A Rust closure cannot travel, so [`Hub::broadcast_filter`]
-//! (crate::Hub::broadcast_filter) with a closure reaches this node's
+//! A Rust closure cannot travel, so
+//! [`Selection::local_filter`](crate::Selection::local_filter) reaches this node's
 //! sessions only. Use a `KeyFilter` when the selection must span the
 //! cluster.
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::RedisOptions;
+use crate::backend::redis::RedisOptions;
 use crate::auth::origin::OriginRule;
 use crate::auth::{
     ApiKeys, AuthConfigError, ClientAuth, CorsPolicy, GroupPattern, GroupPatterns, KeyRef, KeySet,
@@ -122,13 +122,9 @@ pub struct Cli {
     #[arg(long, env = "GROUPCAST_REDIS_POOL_SIZE", default_value_t = 8)]
     pub redis_pool_size: usize,
 
-    /// Key prefix of the nodes' presence entries in Redis.
-    #[arg(
-        long,
-        env = "GROUPCAST_PRESENCE_PREFIX",
-        default_value = "groupcast:node:"
-    )]
-    pub presence_prefix: String,
+    /// Name of the nodes' presence keys in Redis (`{NAME}:info`, `{NAME}:seen`).
+    #[arg(long, env = "GROUPCAST_PRESENCE_KEY", default_value = "groupcast:nodes")]
+    pub presence_key: String,
 
     /// How long one Redis command (publish, ping, heartbeat) may take.
     #[arg(long, env = "GROUPCAST_REDIS_COMMAND_TIMEOUT", value_parser = duration, default_value = "2s")]
@@ -342,7 +338,7 @@ impl Cli {
         options.heartbeat_interval = self.heartbeat_interval;
         options.presence_ttl = self.presence_ttl;
         options.pool_size = self.redis_pool_size;
-        options.presence_prefix = self.presence_prefix.clone();
+        options.presence_key = self.presence_key.clone();
         options.command_timeout = self.redis_command_timeout;
         options.health_interval = self.redis_health_interval;
         options.backoff_min = self.redis_backoff_min;

@@ -15,7 +15,7 @@ pub enum HubError {
     #[error("the hub is shutting down")]
     ShuttingDown,
     #[error(transparent)]
-    Bus(#[from] BusError),
+    Backend(#[from] BackendError),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     /// A limit of the node (connections, groups) is reached.
@@ -23,20 +23,20 @@ pub enum HubError {
     Limit(#[from] LimitRejection),
 }
 
-/// What the bus (the link between nodes) can fail with.
+/// What a backend (the link between nodes) can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum BusError {
+pub enum BackendError {
     #[error("invalid Redis URL: {0}")]
     InvalidUrl(String),
     #[error("Redis is not reachable: {0}")]
     Unavailable(String),
     #[error("Redis command failed: {0}")]
     Command(String),
-    #[error("the bus is shut down")]
+    #[error("the backend is shut down")]
     Closed,
-    #[error("invalid Redis bus options: {0}")]
+    #[error("invalid backend options: {0}")]
     InvalidOptions(String),
-    #[error("the Redis bus must be started inside a Tokio runtime")]
+    #[error("the backend must be started inside a Tokio runtime")]
     NoRuntime,
     #[error("Redis did not answer within {0:?}")]
     Timeout(std::time::Duration),

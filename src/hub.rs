@@ -1,19 +1,19 @@
 //! The hub: the public façade of groupcast.
 //!
 //! A [`Hub`] owns this node's sessions (through the registry), the handlers
-//! the application registered, and the bus to the other nodes. Everything a
+//! the application registered, and the backend to the other nodes. Everything a
 //! user does goes through it: join and leave happen as clients connect and
 //! disconnect; broadcasts are delivered to local sessions at once and then
-//! published on the bus for the other nodes, which deliver them to theirs.
+//! published through the backend for the other nodes, which deliver them to theirs.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), groupcast::HubError> {
-//! use groupcast::{Hub, Message};
+//! use groupcast::Hub;
 //!
 //! let hub = Hub::builder()
-//!     // melody's chat: whatever a client says goes to its whole group.
-//!     .on_text(|hub, session, text| {
-//!         let _ = hub.broadcast_group(session.group(), text.to_owned());
+//!     // melody's chat: whatever a client says goes to the rest of its group.
+//!     .on_text(|_hub, session, text| {
+//!         let _ = session.broadcast(text);
 //!     })
 //!     .build()?;
 //! let app = axum::Router::new().merge(groupcast::server::ws_router(hub.clone()));
@@ -22,8 +22,8 @@
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -31,25 +31,28 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::auth::{Claims, ClientAuth};
-use crate::broadcast::{Broadcast, KeyFilter, Target};
-use crate::bus::local::LocalBus;
-use crate::bus::redis::{RedisBus, RedisOptions};
-use crate::bus::{Bus, BusContext, BusStatus, Channel, NodeInfo, PublishAck};
+use crate::backend::local::Standalone;
+use crate::backend::{
+    Backend, BackendContext, BackendStatus, Channel, Inbound, IntoBackend, LeaseHolder, NodeInfo,
+    PublishAck,
+};
+use crate::broadcast::{Broadcast, Target};
 use crate::config::Config;
 use crate::envelope::{self, Decoded, Envelope, FrameKind};
-use crate::error::{BusError, HubError, SessionError};
+use crate::error::{BackendError, HubError, SessionError};
 use crate::group::{GroupName, GroupNameError};
 use crate::limits::{ConnectionLimiter, ConnectionPermit, LimitRejection};
-use crate::message::Message;
+use crate::message::{Message, Utf8Bytes};
 use crate::metrics::Metrics;
+use crate::outbound::Queued;
 use crate::registry::{Fanout, Registry};
+use crate::selection::Selection;
 use crate::session::{Session, SessionId};
-use crate::workers::lease::{LeaseHolder, LeaseStore, LocalLeases, RedisLeases};
 use crate::workers::{Worker, WorkerInfo, WorkerOptions, Workers};
 
 type SessionFn = Arc<dyn Fn(&Hub, &Session) + Send + Sync>;
-type TextFn = Arc<dyn Fn(&Hub, &Session, &str) + Send + Sync>;
-type BinaryFn = Arc<dyn Fn(&Hub, &Session, &Bytes) + Send + Sync>;
+type TextFn = Arc<dyn Fn(&Hub, &Session, Utf8Bytes) + Send + Sync>;
+type BinaryFn = Arc<dyn Fn(&Hub, &Session, Bytes) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(&Hub, &Session, &SessionError) + Send + Sync>;
 
 /// The application's callbacks (melody: `HandleConnect`, `HandleMessage`,
@@ -94,18 +97,12 @@ impl IntoGroupName for String {
     }
 }
 
-/// Which bus a hub is built with.
-enum BusChoice {
-    Local,
-    Redis(Box<RedisOptions>),
-}
-
-/// Builds a [`Hub`]: configuration, handlers, standalone or Redis.
+/// Builds a [`Hub`]: configuration, handlers, and its backend.
 pub struct HubBuilder {
     config: Config,
     node_id: Option<String>,
     handlers: Handlers,
-    bus: BusChoice,
+    backend: Box<dyn IntoBackend>,
     worker_options: WorkerOptions,
     client_auth: ClientAuth,
 }
@@ -137,9 +134,12 @@ impl HubBuilder {
         self
     }
 
-    /// Makes the hub a cluster member over Redis.
-    pub fn redis(mut self, options: RedisOptions) -> Self {
-        self.bus = BusChoice::Redis(Box::new(options));
+    /// Sets how the hub reaches the other nodes (default:
+    /// [`Standalone`], none): for example
+    /// `.backend(RedisOptions::new("redis://127.0.0.1:6379"))`. See
+    /// [`crate::backend`].
+    pub fn backend(mut self, backend: impl IntoBackend) -> Self {
+        self.backend = Box::new(backend);
         self
     }
 
@@ -149,14 +149,20 @@ impl HubBuilder {
         self
     }
 
-    /// Called for each text message a client sends.
-    pub fn on_text(mut self, f: impl Fn(&Hub, &Session, &str) + Send + Sync + 'static) -> Self {
+    /// Called for each text message a client sends, with the frame's own
+    /// bytes (no copy): pass them on with `session.broadcast(text)` or
+    /// `hub.to(group).send(text)`, or read them as a `&str`.
+    pub fn on_text(
+        mut self,
+        f: impl Fn(&Hub, &Session, Utf8Bytes) + Send + Sync + 'static,
+    ) -> Self {
         self.handlers.text = Some(Arc::new(f));
         self
     }
 
-    /// Called for each binary message a client sends.
-    pub fn on_binary(mut self, f: impl Fn(&Hub, &Session, &Bytes) + Send + Sync + 'static) -> Self {
+    /// Called for each binary message a client sends, with the frame's own
+    /// bytes (no copy).
+    pub fn on_binary(mut self, f: impl Fn(&Hub, &Session, Bytes) + Send + Sync + 'static) -> Self {
         self.handlers.binary = Some(Arc::new(f));
         self
     }
@@ -182,9 +188,10 @@ impl HubBuilder {
         self
     }
 
-    /// Builds the hub. With Redis configured this starts the bus's tasks,
-    /// so it must be called inside a Tokio runtime; the connection to Redis
-    /// is made in the background (see [`Hub::status`]).
+    /// Builds the hub and starts its backend. A backend that talks to a
+    /// server (Redis) starts tasks, so this must then be called inside a
+    /// Tokio runtime; the connection is made in the background (see
+    /// [`Hub::status`]).
     pub fn build(self) -> Result<Hub, HubError> {
         self.config.validate()?;
         let node_id = self.node_id.unwrap_or_else(default_node_id);
@@ -197,27 +204,14 @@ impl HubBuilder {
         });
         let inbox_delivery = delivery.clone();
         let groups_registry = registry.clone();
-        let context = BusContext {
+        let context = BackendContext {
             node_id: node_id.clone(),
-            inbox: Arc::new(move |channel, bytes| inbox_delivery.on_bus_message(channel, bytes)),
+            inbox: Arc::new(move |inbound| inbox_delivery.on_inbound(inbound)),
             metrics: metrics.clone(),
             local_groups: Arc::new(move || groups_registry.groups()),
         };
-        let (bus, leases): (Arc<dyn Bus>, Arc<dyn LeaseStore>) = match self.bus {
-            BusChoice::Local => {
-                metrics.bus_up.set(1);
-                (Arc::new(LocalBus::new()), Arc::new(LocalLeases::default()))
-            }
-            BusChoice::Redis(options) => {
-                let leases =
-                    RedisLeases::new(&options.url, self.worker_options.lease_prefix.clone())?;
-                (
-                    Arc::new(RedisBus::start(*options, context)?),
-                    Arc::new(leases),
-                )
-            }
-        };
-        let workers = Workers::new(leases, self.worker_options, metrics.clone());
+        let backend = self.backend.start(context)?;
+        let workers = Workers::new(backend.leases(), self.worker_options, metrics.clone());
         let limiter = Arc::new(ConnectionLimiter::new(
             self.config.max_connections,
             self.config.max_connections_per_ip,
@@ -230,7 +224,7 @@ impl HubBuilder {
                 metrics,
                 delivery,
                 handlers: self.handlers,
-                bus,
+                backend,
                 seq: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
                 shutdown: CancellationToken::new(),
@@ -258,6 +252,17 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
+/// A session's way back to its hub. Weak, because the hub (through its
+/// registry) owns the sessions.
+#[derive(Clone)]
+pub(crate) struct HubHandle(Weak<Inner>);
+
+impl HubHandle {
+    pub(crate) fn upgrade(&self) -> Option<Hub> {
+        self.0.upgrade().map(|inner| Hub { inner })
+    }
+}
+
 struct Inner {
     config: Config,
     node_id: String,
@@ -265,7 +270,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     delivery: Arc<Delivery>,
     handlers: Handlers,
-    bus: Arc<dyn Bus>,
+    backend: Arc<dyn Backend>,
     /// Envelope ids: one sequence per node.
     seq: AtomicU64,
     shutting_down: AtomicBool,
@@ -297,7 +302,7 @@ impl Hub {
             config: Config::default(),
             node_id: None,
             handlers: Handlers::default(),
-            bus: BusChoice::Local,
+            backend: Box::new(Standalone),
             worker_options: WorkerOptions::default(),
             client_auth: ClientAuth::open(),
         }
@@ -345,127 +350,68 @@ impl Hub {
         if self.is_shutting_down() {
             return Err(HubError::ShuttingDown);
         }
-        let session = Session::new(group, remote_addr, &self.inner.config, claims);
+        let handle = HubHandle(Arc::downgrade(&self.inner));
+        let session = Session::new(group, remote_addr, &self.inner.config, claims, handle);
         let first = self
             .inner
             .registry
             .join(&session, self.inner.config.max_groups)
             .inspect_err(|limit| self.count_limit(limit))?;
         if first {
-            self.inner.bus.subscribe(session.group());
+            self.inner.backend.subscribe(session.group());
             self.inner.workers.wake(session.group());
         }
         self.inner.metrics.connections_opened.inc();
         Ok(session)
     }
 
-    /// Removes a session; the bus unsubscribes when its group empties.
+    /// Removes a session; the backend unsubscribes when its group empties.
     pub(crate) fn leave(&self, session: &Session) {
         if self.inner.registry.leave(session) {
-            self.inner.bus.unsubscribe(session.group());
+            self.inner.backend.unsubscribe(session.group());
         }
         self.inner.metrics.connections_closed.inc();
     }
 
-    // ----- broadcasting -------------------------------------------------
+    // ----- sending -------------------------------------------------
 
-    /// Sends `message` to every member of `group`, on every node
-    /// (ws-notifier: `GroupBroadcast`). Returns how many local sessions it
-    /// was queued for; other nodes deliver to theirs.
-    pub fn broadcast_group(
-        &self,
-        group: impl IntoGroupName,
-        message: impl Into<Message>,
-    ) -> Result<usize, HubError> {
-        let group = group.into_group_name()?;
-        self.send(Broadcast::group(group), message)
+    /// Every member of `group`, on every node (ws-notifier:
+    /// `GroupBroadcast`): `hub.to("chat").send("hello")`. See
+    /// [`Selection`] for the rest of the chain.
+    pub fn to(&self, group: impl IntoGroupName) -> Selection<'_> {
+        Selection::new(self, group.into_group_name().map(Broadcast::group))
     }
 
-    /// Sends `message` to every session on every node (melody: `Broadcast`).
-    pub fn broadcast_all(&self, message: impl Into<Message>) -> Result<usize, HubError> {
-        self.send(Broadcast::all(), message)
+    /// Every session on every node (melody: `Broadcast`).
+    pub fn all(&self) -> Selection<'_> {
+        Selection::new(self, Ok(Broadcast::all()))
     }
 
-    /// Sends `message` to every session on every node but `except`
-    /// (melody: `BroadcastOthers`). For "my group but me", use
-    /// `send(Broadcast::group(g).except(id), msg)`.
-    pub fn broadcast_others(
-        &self,
-        message: impl Into<Message>,
-        except: &SessionId,
-    ) -> Result<usize, HubError> {
-        self.send(Broadcast::all().except(except.clone()), message)
+    /// The listed sessions, wherever they are connected (melody:
+    /// `BroadcastMultiple`).
+    pub fn to_sessions(&self, ids: impl IntoIterator<Item = SessionId>) -> Selection<'_> {
+        Selection::new(self, Ok(Broadcast::sessions(ids)))
     }
 
-    /// Sends `message` to the listed sessions, wherever they are connected
-    /// (melody: `BroadcastMultiple`).
-    pub fn broadcast_to(
-        &self,
-        sessions: impl IntoIterator<Item = SessionId>,
-        message: impl Into<Message>,
-    ) -> Result<usize, HubError> {
-        self.send(Broadcast::sessions(sessions), message)
+    /// The sessions a [`Broadcast`] names (a selection built as data, for
+    /// example decoded from a request).
+    pub fn select(&self, broadcast: Broadcast) -> Selection<'_> {
+        Selection::new(self, Ok(broadcast))
     }
 
-    /// Sends `message` to every session on every node whose keys match
-    /// `filter`. Works cluster-wide because the filter is data.
-    pub fn broadcast_matching(
-        &self,
-        filter: KeyFilter,
-        message: impl Into<Message>,
-    ) -> Result<usize, HubError> {
-        self.send(Broadcast::all().matching(filter), message)
-    }
-
-    /// Sends `message` to the sessions **of this node** for which `keep`
-    /// returns true (melody: `BroadcastFilter`). A closure cannot travel to
-    /// other nodes: use [`Hub::broadcast_matching`] for a cluster-wide
-    /// selection.
-    pub fn broadcast_filter(
-        &self,
-        message: impl Into<Message>,
-        keep: impl Fn(&Session) -> bool,
-    ) -> usize {
-        let message = message.into();
-        self.inner.metrics.broadcasts.inc();
-        self.inner
-            .delivery
-            .deliver(&Broadcast::all(), &message, &keep)
-            .delivered
-    }
-
-    /// Delivers `message` to the sessions `broadcast` names: local ones at
-    /// once, the others' through the bus. Does not wait for the bus; the
-    /// order of sends from one caller is kept everywhere.
-    pub fn send(
-        &self,
-        broadcast: Broadcast,
-        message: impl Into<Message>,
-    ) -> Result<usize, HubError> {
-        let (delivered, _ack) = self.dispatch(broadcast, message.into())?;
-        Ok(delivered)
-    }
-
-    /// Like [`Hub::send`], but waits until the bus has taken the message,
-    /// so that a failure to reach the other nodes is reported.
-    pub async fn publish(
-        &self,
-        broadcast: Broadcast,
-        message: impl Into<Message>,
-    ) -> Result<usize, HubError> {
-        let (delivered, ack) = self.dispatch(broadcast, message.into())?;
-        ack.wait().await?;
-        Ok(delivered)
-    }
-
-    fn dispatch(
+    /// Delivers `message` to the local sessions `broadcast` names (and
+    /// `keep` accepts) at once, and hands it to the backend for the other
+    /// nodes unless `keep` is set (a closure does not travel). Returns the
+    /// local count and the backend's ack.
+    pub(crate) fn dispatch(
         &self,
         broadcast: Broadcast,
         message: Message,
+        keep: Option<&dyn Fn(&Session) -> bool>,
     ) -> Result<(usize, PublishAck), HubError> {
         let inner = &self.inner;
         inner.metrics.broadcasts.inc();
-        let ack = if inner.bus.is_clustered() {
+        let ack = if inner.backend.is_clustered() && keep.is_none() {
             let envelope = Envelope {
                 origin: inner.node_id.clone(),
                 id: inner.seq.fetch_add(1, Ordering::Relaxed),
@@ -486,12 +432,23 @@ impl Hub {
                 Target::Group(group) => Channel::Group(group.clone()),
                 Target::All | Target::Sessions(_) => Channel::Cluster,
             };
-            inner.bus.publish(channel, envelope.encode()?)
+            inner.backend.publish(channel, envelope.encode()?)
         } else {
             PublishAck::done()
         };
-        let fanout = inner.delivery.deliver(&broadcast, &message, &|_| true);
+        let fanout = inner
+            .delivery
+            .deliver(&broadcast, &Queued::from(message), keep.unwrap_or(&|_| true));
         Ok((fanout.delivered, ack))
+    }
+
+    /// Waits until this node is confirmed to receive what other nodes
+    /// publish to `group` (its backend subscription is acknowledged). A
+    /// session's join starts the subscription; this is how a caller that
+    /// must not miss anything published after the join — a history read,
+    /// say — knows when it may start. At once when standalone.
+    pub async fn subscribed(&self, group: &GroupName) -> Result<(), HubError> {
+        Ok(self.inner.backend.subscribed(group).await?)
     }
 
     // ----- workers -------------------------------------------------
@@ -513,9 +470,10 @@ impl Hub {
         self.inner.workers.running()
     }
 
-    /// Who holds each group's worker lease, cluster-wide.
-    pub async fn worker_leases(&self) -> Result<Vec<LeaseHolder>, BusError> {
-        self.inner.workers.leases().holders().await
+    /// Who holds the worker lease of each group registered here,
+    /// cluster-wide.
+    pub async fn worker_leases(&self) -> Result<Vec<LeaseHolder>, BackendError> {
+        self.inner.workers.holders().await
     }
 
     // ----- looking around -------------------------------------------------
@@ -560,19 +518,20 @@ impl Hub {
         self.inner.registry.session(id)
     }
 
-    /// The bus's state (always connected when standalone).
-    pub fn status(&self) -> BusStatus {
-        self.inner.bus.status()
+    /// The backend's state (always connected when standalone).
+    pub fn status(&self) -> BackendStatus {
+        self.inner.backend.status()
     }
 
-    /// Whether the node can serve: not shutting down, and the bus works.
+    /// Whether the node can serve: not shutting down, and the backend works.
     pub fn is_ready(&self) -> bool {
-        !self.is_shutting_down() && self.inner.bus.status().connected
+        !self.is_shutting_down() && self.inner.backend.status().connected
     }
 
-    /// Every live node of the cluster (`None` when standalone).
-    pub async fn nodes(&self) -> Result<Option<Vec<NodeInfo>>, BusError> {
-        self.inner.bus.nodes().await
+    /// Every live node of the cluster, this one included, sorted by id
+    /// (standalone: this node alone).
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BackendError> {
+        self.inner.backend.nodes().await
     }
 
     // ----- shutting down -------------------------------------------------
@@ -590,7 +549,7 @@ impl Hub {
     }
 
     /// Closes every session with 1001 ("going away"), refuses new ones, and
-    /// stops the bus. Returns once the close frames are queued; the
+    /// stops the backend. Returns once the close frames are queued; the
     /// connections end as their writers send them.
     pub async fn shutdown(&self) {
         self.begin_drain();
@@ -598,7 +557,7 @@ impl Hub {
         for session in self.sessions() {
             session.close(crate::close_code::GOING_AWAY, "server shutting down");
         }
-        self.inner.bus.shutdown().await;
+        self.inner.backend.shutdown().await;
     }
 
     /// Waits until every connection has ended (call after
@@ -659,9 +618,9 @@ impl Hub {
     }
 }
 
-/// Local fan-out, shared by the hub (its own broadcasts) and the bus's
-/// inbox (everyone else's). Holds no reference to the hub, so the bus can
-/// own one without a cycle.
+/// Local fan-out, shared by the hub (its own broadcasts) and the backend's
+/// inbox (everyone else's). Holds no reference to the hub, so the backend
+/// can own one without a cycle.
 struct Delivery {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -672,14 +631,14 @@ impl Delivery {
     fn deliver(
         &self,
         broadcast: &Broadcast,
-        message: &Message,
+        message: &Queued,
         keep: &dyn Fn(&Session) -> bool,
     ) -> Fanout {
         let fanout = self.registry.fan_out(broadcast, message, keep);
         let m = &self.metrics;
         m.messages_out.inc_by(fanout.delivered as u64);
         m.bytes_out
-            .inc_by((fanout.delivered * message.len()) as u64);
+            .inc_by((fanout.delivered * message.message.len()) as u64);
         if fanout.overflowed > 0 {
             m.queue_full_closes.inc_by(fanout.overflowed as u64);
             tracing::warn!(
@@ -691,10 +650,15 @@ impl Delivery {
         fanout
     }
 
-    /// A message read from the bus: decode, skip our own, fan out.
-    fn on_bus_message(&self, channel: Channel, bytes: Bytes) {
+    /// A message read from the backend: decode, skip our own, fan out.
+    fn on_inbound(&self, inbound: Inbound) {
         self.metrics.bus_received.inc();
-        let (broadcast, message) = match envelope::decode(bytes) {
+        let Inbound {
+            channel,
+            payload,
+            position,
+        } = inbound;
+        let (broadcast, message) = match envelope::decode(payload) {
             Ok(Decoded::Raw(raw)) => {
                 let broadcast = match channel {
                     Channel::Group(group) => Broadcast::group(group),
@@ -724,11 +688,15 @@ impl Delivery {
             }
             Err(error) => return self.invalid(&channel, &error),
         };
-        self.deliver(&broadcast, &message, &|_| true);
+        let queued = Queued {
+            message,
+            offset: position.map(|p| p.offset),
+        };
+        self.deliver(&broadcast, &queued, &|_| true);
     }
 
     fn invalid(&self, channel: &Channel, error: &dyn std::fmt::Display) {
         self.metrics.bus_invalid.inc();
-        tracing::warn!(?channel, %error, "dropped an undecodable message from the bus");
+        tracing::warn!(?channel, %error, "dropped an undecodable message from the backend");
     }
 }

@@ -9,12 +9,14 @@
 //!
 //! * [`server`] — axum: upgrades `/ws/<group>`, runs one reader and one
 //!   writer task per connection, serves the HTTP API.
-//! * [`Hub`] — the façade: handlers, membership, broadcasts.
+//! * [`Hub`] — the façade: handlers, membership, sending
+//!   (`hub.to(group).except(id).send(msg)`, see [`Selection`]).
 //! * `registry` — this node's group → sessions map; fan-out pushes into
 //!   session queues and never awaits a socket.
 //! * [`Session`] — one connection: id, group, keys, bounded queue.
-//! * [`bus`] — the seam to other nodes: [`bus::local::LocalBus`]
-//!   (standalone) or [`bus::redis::RedisBus`] (Redis pub/sub).
+//! * [`backend`] — the seam to other nodes (pub/sub, presence, leases):
+//!   [`backend::local::Standalone`] or [`backend::redis::RedisOptions`]
+//!   (one Redis).
 //! * [`envelope`] — the wire format on Redis.
 //! * [`auth`] — who may connect to which group, publish, and call the API:
 //!   tokens, Origin allowlist, API keys (`docs/security.md`).
@@ -22,8 +24,9 @@
 //! See `docs/architecture.md` for the why.
 
 pub mod auth;
+pub mod backend;
+mod backoff;
 pub mod broadcast;
-pub mod bus;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;
@@ -36,20 +39,21 @@ pub mod memory;
 mod message;
 pub mod metrics;
 mod outbound;
-mod presence;
 mod registry;
+mod selection;
 pub mod server;
 mod session;
 pub mod workers;
 
 pub use broadcast::{Broadcast, KeyFilter, Target};
-pub use bus::redis::RedisOptions;
+pub use backend::{IntoBackend, Position};
 pub use config::{Config, ConfigError, QueueFullPolicy};
-pub use error::{BusError, HubError, SessionError};
+pub use error::{BackendError, HubError, SessionError};
 pub use group::{GroupName, GroupNameError};
 pub use hub::{GroupInfo, Hub, HubBuilder, IntoGroupName};
 pub use limits::LimitRejection;
-pub use message::Message;
+pub use message::{Message, Utf8Bytes};
+pub use selection::{Selection, Sent};
 pub use outbound::{CloseReason, close_code};
 pub use session::{Session, SessionId};
 pub use workers::{Worker, WorkerContext, WorkerInfo, WorkerOptions};

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use groupcast::cli::{Cli, Command, LogFormat, TokenArgs};
 use groupcast::server::{self, ClientMessages};
-use groupcast::{Broadcast, Hub, Message};
+use groupcast::{Hub, Message};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -37,13 +37,13 @@ async fn main() -> anyhow::Result<()> {
         builder = builder.node_id(id.clone());
     }
     if let Some(redis) = cli.redis_options() {
-        builder = builder.redis(redis);
+        builder = builder.backend(redis);
     }
     if cli.client_messages == ClientMessages::Group {
         // melody's chat: what a client sends goes to its whole group.
         builder = builder
-            .on_text(|hub, session, text| forward(hub, session, Message::text(text)))
-            .on_binary(|hub, session, data| forward(hub, session, Message::Binary(data.clone())));
+            .on_text(|hub, session, text| forward(hub, session, Message::Text(text)))
+            .on_binary(|hub, session, data| forward(hub, session, Message::Binary(data)));
     }
     builder = builder.worker_options(cli.worker_options());
     let hub = builder.build().context("cannot start the hub")?;
@@ -120,7 +120,7 @@ async fn serve_admin(
 }
 
 fn forward(hub: &Hub, session: &groupcast::Session, message: Message) {
-    if let Err(error) = hub.send(Broadcast::group(session.group().clone()), message) {
+    if let Err(error) = hub.to(session.group()).send(message) {
         tracing::warn!(session = %session.id(), %error, "could not forward a client message");
     }
 }

@@ -5,8 +5,11 @@
 //! message for a thousand sessions copies a pointer a thousand times, never
 //! the payload.
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
+
+/// UTF-8 text over shared bytes: what a text frame carries, and what text
+/// handlers are given (the frame's own bytes, no copy). Derefs to `str`.
+pub use axum::extract::ws::Utf8Bytes;
 
 /// One WebSocket data frame, ready to be fanned out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +93,18 @@ impl From<&str> for Message {
 impl From<String> for Message {
     fn from(s: String) -> Self {
         Message::text(s)
+    }
+}
+
+impl From<Utf8Bytes> for Message {
+    fn from(text: Utf8Bytes) -> Self {
+        Message::Text(text)
+    }
+}
+
+impl From<&Utf8Bytes> for Message {
+    fn from(text: &Utf8Bytes) -> Self {
+        Message::Text(text.clone())
     }
 }
 

@@ -75,9 +75,29 @@ pub(crate) enum Pushed {
     Closed,
 }
 
+/// One message in a session's queue, with what the writer may need to know
+/// about it besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Queued {
+    pub message: Message,
+    /// Its offset in the group's history, when the group keeps one. A
+    /// client that speaks a protocol with positions is sent it; every
+    /// other client gets the plain frame.
+    pub offset: Option<u64>,
+}
+
+impl From<Message> for Queued {
+    fn from(message: Message) -> Self {
+        Queued {
+            message,
+            offset: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Message>,
+    frames: VecDeque<Queued>,
     /// Set once; the writer sends it and stops.
     close: Option<CloseReason>,
     /// Whether `close` is final (no push is accepted after it).
@@ -97,7 +117,7 @@ pub(crate) struct Outbound {
 pub(crate) struct Batch {
     /// Send a ping first.
     pub ping: bool,
-    pub frames: Vec<Message>,
+    pub frames: Vec<Queued>,
     pub close: Option<CloseReason>,
 }
 
@@ -112,7 +132,7 @@ impl Outbound {
     }
 
     /// Queues `message` without waiting. Never blocks on the socket.
-    pub(crate) fn push(&self, message: Message) -> Pushed {
+    pub(crate) fn push(&self, message: Queued) -> Pushed {
         // Only a push into an empty queue wakes the writer: a non-empty
         // queue means an earlier push already did, and the writer has not
         // taken the batch yet (taking empties the queue). This saves a
@@ -218,12 +238,20 @@ impl Outbound {
 mod tests {
     use super::*;
 
+    fn queued(text: impl Into<String>) -> Queued {
+        Message::text(text.into()).into()
+    }
+
+    fn texts(batch: &Batch) -> Vec<Message> {
+        batch.frames.iter().map(|q| q.message.clone()).collect()
+    }
+
     #[tokio::test]
     async fn a_ping_request_wakes_the_writer_once() {
         let q = Outbound::new(4, QueueFullPolicy::Close);
         q.request_ping();
         q.request_ping();
-        assert_eq!(q.push(Message::text("a")), Pushed::Queued);
+        assert_eq!(q.push(queued("a")), Pushed::Queued);
         let batch = q.next_batch().await;
         assert!(batch.ping);
         assert_eq!(batch.frames.len(), 1);
@@ -237,10 +265,10 @@ mod tests {
     #[tokio::test]
     async fn batches_everything_queued() {
         let q = Outbound::new(4, QueueFullPolicy::Close);
-        assert_eq!(q.push(Message::text("a")), Pushed::Queued);
-        assert_eq!(q.push(Message::text("b")), Pushed::Queued);
+        assert_eq!(q.push(queued("a")), Pushed::Queued);
+        assert_eq!(q.push(queued("b")), Pushed::Queued);
         let batch = q.next_batch().await;
-        assert_eq!(batch.frames, vec![Message::text("a"), Message::text("b")]);
+        assert_eq!(texts(&batch), vec![Message::text("a"), Message::text("b")]);
         assert!(batch.close.is_none());
         assert_eq!(q.len(), 0);
     }
@@ -254,8 +282,8 @@ mod tests {
                 async move { q.next_batch().await }
             });
             tokio::task::yield_now().await;
-            q.push(Message::text(format!("{round}a")));
-            q.push(Message::text(format!("{round}b")));
+            q.push(queued(format!("{round}a")));
+            q.push(queued(format!("{round}b")));
             let batch = tokio::time::timeout(std::time::Duration::from_secs(5), writer)
                 .await
                 .expect("the writer was woken")
@@ -272,10 +300,10 @@ mod tests {
     #[tokio::test]
     async fn overflow_closes_with_1013_and_discards() {
         let q = Outbound::new(2, QueueFullPolicy::Close);
-        q.push(Message::text("a"));
-        q.push(Message::text("b"));
-        assert_eq!(q.push(Message::text("c")), Pushed::Overflowed);
-        assert_eq!(q.push(Message::text("d")), Pushed::Closed);
+        q.push(queued("a"));
+        q.push(queued("b"));
+        assert_eq!(q.push(queued("c")), Pushed::Overflowed);
+        assert_eq!(q.push(queued("d")), Pushed::Closed);
         let batch = q.next_batch().await;
         assert!(batch.frames.is_empty());
         assert_eq!(
@@ -287,17 +315,17 @@ mod tests {
     #[tokio::test]
     async fn drop_oldest_keeps_newest() {
         let q = Outbound::new(2, QueueFullPolicy::DropOldest);
-        q.push(Message::text("a"));
-        q.push(Message::text("b"));
-        assert_eq!(q.push(Message::text("c")), Pushed::DroppedOldest);
+        q.push(queued("a"));
+        q.push(queued("b"));
+        assert_eq!(q.push(queued("c")), Pushed::DroppedOldest);
         let batch = q.next_batch().await;
-        assert_eq!(batch.frames, vec![Message::text("b"), Message::text("c")]);
+        assert_eq!(texts(&batch), vec![Message::text("b"), Message::text("c")]);
     }
 
     #[tokio::test]
     async fn close_after_queued_frames() {
         let q = Outbound::new(4, QueueFullPolicy::Close);
-        q.push(Message::text("a"));
+        q.push(queued("a"));
         assert!(q.close(CloseReason::new(1000, "bye")));
         assert!(!q.close(CloseReason::new(1001, "again")));
         let batch = q.next_batch().await;

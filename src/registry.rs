@@ -13,8 +13,7 @@ use parking_lot::RwLock;
 use crate::broadcast::{Broadcast, Target};
 use crate::group::GroupName;
 use crate::limits::LimitRejection;
-use crate::message::Message;
-use crate::outbound::Pushed;
+use crate::outbound::{Pushed, Queued};
 use crate::session::{Session, SessionId};
 
 #[derive(Default)]
@@ -98,7 +97,7 @@ impl Registry {
     pub(crate) fn fan_out(
         &self,
         broadcast: &Broadcast,
-        message: &Message,
+        message: &Queued,
         keep: &dyn Fn(&Session) -> bool,
     ) -> Fanout {
         let mut fanout = Fanout::default();

@@ -20,7 +20,9 @@ use crate::auth::Claims;
 use crate::config::Config;
 use crate::group::GroupName;
 use crate::message::Message;
-use crate::outbound::{CloseReason, Outbound, Pushed};
+use crate::error::HubError;
+use crate::hub::{Hub, HubHandle};
+use crate::outbound::{CloseReason, Outbound, Pushed, Queued};
 
 /// A session's id: unique across the cluster (64 random bits, hex).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -77,6 +79,8 @@ struct Inner {
     /// What the session may do; replaced on a token refresh.
     claims: RwLock<Arc<Claims>>,
     outbound: Outbound,
+    /// The hub the session belongs to (weak: the hub owns its sessions).
+    hub: HubHandle,
 }
 
 impl Session {
@@ -85,6 +89,7 @@ impl Session {
         remote_addr: Option<SocketAddr>,
         config: &Config,
         claims: Claims,
+        hub: HubHandle,
     ) -> Self {
         let mut keys = HashMap::new();
         // The subject is also a key, so the API shows it and a KeyFilter
@@ -101,6 +106,7 @@ impl Session {
                 keys: RwLock::new(keys),
                 claims: RwLock::new(Arc::new(claims)),
                 outbound: Outbound::new(config.queue_len, config.queue_full),
+                hub,
             }),
         }
     }
@@ -168,13 +174,28 @@ impl Session {
     /// false when the session is closing or its queue overflowed.
     pub fn send(&self, message: impl Into<Message>) -> bool {
         matches!(
-            self.push(message.into()),
+            self.push(Queued::from(message.into())),
             Pushed::Queued | Pushed::DroppedOldest
         )
     }
 
-    pub(crate) fn push(&self, message: Message) -> Pushed {
+    pub(crate) fn push(&self, message: Queued) -> Pushed {
         self.inner.outbound.push(message)
+    }
+
+    /// Sends `message` to every other member of this session's group, on
+    /// every node (melody's chat in one line). The same as
+    /// `hub.to(session.group()).except(session.id()).send(message)`.
+    pub fn broadcast(&self, message: impl Into<Message>) -> Result<usize, HubError> {
+        self.hub()?
+            .to(self.group())
+            .except(self.id())
+            .send(message)
+    }
+
+    /// The hub this session belongs to; fails once the hub is gone.
+    pub fn hub(&self) -> Result<Hub, HubError> {
+        self.inner.hub.upgrade().ok_or(HubError::ShuttingDown)
     }
 
     /// Closes the connection with a close code and reason (melody:

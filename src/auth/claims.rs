@@ -32,7 +32,7 @@
 //! application handler calling `session.set("publish", true)` cannot grant
 //! anything. The subject is also copied to the session key `sub`, where the
 //! HTTP API shows it and a [`KeyFilter`](crate::KeyFilter) can select it
-//! (`broadcast_matching(KeyFilter::eq("sub", "alice"), …)` reaches all of
+//! (`hub.all().matching(KeyFilter::equals("sub", "alice")).send(…)` reaches all of
 //! Alice's connections, cluster-wide).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -18,9 +18,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::bus::NodeInfo;
+use crate::backend::NodeInfo;
+use crate::backend::presence::{GroupTotal, group_totals};
 use crate::group::{GroupName, GroupNameError};
-use crate::{Broadcast, HubError, Message};
+use crate::{HubError, Message};
 
 pub(crate) fn routes(max_body: usize) -> Router<AppState> {
     Router::new()
@@ -77,7 +78,7 @@ impl From<HubError> for ApiError {
                 "shutting_down",
                 "the server is shutting down",
             ),
-            HubError::Bus(e) => ApiError::new(
+            HubError::Backend(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "bus_unavailable",
                 format!("delivered locally, but not to other nodes: {e}"),
@@ -120,12 +121,10 @@ async fn publish(
     })?;
     let message = message_from_body(&headers, body)?;
     let hub = &state.hub;
-    let delivered = hub
-        .publish(Broadcast::group(group.clone()), message)
-        .await?;
+    let sent = hub.to(&group).publish(message).await?;
     Ok(Json(Published {
         group,
-        delivered,
+        delivered: sent.local,
         node: hub.node_id().to_string(),
         clustered: hub.status().kind != "local",
     }))
@@ -212,59 +211,19 @@ fn message_from_body(headers: &HeaderMap, body: Bytes) -> Result<Message, ApiErr
     }
 }
 
-#[derive(Serialize)]
-struct GroupSummary {
-    name: String,
-    /// Members across the cluster (this node's when standalone).
-    members: usize,
-    /// Members per node.
-    nodes: std::collections::BTreeMap<String, usize>,
-}
-
-/// The cluster's nodes, or this node alone when standalone.
+/// The cluster's nodes (this node alone when standalone).
 async fn nodes(state: &AppState) -> Result<Vec<NodeInfo>, ApiError> {
-    let hub = &state.hub;
-    match hub.nodes().await {
-        Ok(Some(nodes)) => Ok(nodes),
-        Ok(None) => Ok(vec![local_node(state)]),
-        Err(e) => Err(ApiError::new(
+    state.hub.nodes().await.map_err(|e| {
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "bus_unavailable",
             format!("cannot read the cluster view: {e}"),
-        )),
-    }
+        )
+    })
 }
 
-fn local_node(state: &AppState) -> NodeInfo {
-    let hub = &state.hub;
-    NodeInfo {
-        node_id: hub.node_id().to_string(),
-        groups: hub
-            .groups()
-            .into_iter()
-            .map(|g| (g.name.to_string(), g.members))
-            .collect(),
-        sessions: hub.session_count(),
-        last_seen_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-    }
-}
-
-fn summarize(nodes: &[NodeInfo]) -> Vec<GroupSummary> {
-    let mut groups: std::collections::BTreeMap<String, GroupSummary> = Default::default();
-    for node in nodes {
-        for (name, &count) in &node.groups {
-            let entry = groups.entry(name.clone()).or_insert_with(|| GroupSummary {
-                name: name.clone(),
-                members: 0,
-                nodes: Default::default(),
-            });
-            entry.members += count;
-            entry.nodes.insert(node.node_id.clone(), count);
-        }
-    }
-    groups.into_values().collect()
+fn summarize(nodes: &[NodeInfo]) -> Vec<GroupTotal> {
+    group_totals(nodes).into_values().collect()
 }
 
 /// `GET /api/groups`
@@ -286,9 +245,7 @@ async fn show_group(
 ) -> Result<Json<Value>, ApiError> {
     let group = GroupName::new(&rest).map_err(ApiError::bad_group)?;
     let nodes = nodes(&state).await?;
-    let summary = summarize(&nodes)
-        .into_iter()
-        .find(|g| g.name == group.as_str());
+    let summary = group_totals(&nodes).remove(group.as_str());
     let hub = &state.hub;
     let sessions: Vec<Value> = hub
         .members(&group)

@@ -97,7 +97,7 @@ async fn debug_state(State(state): State<AppState>) -> impl IntoResponse {
             (g.name.to_string(), json!(sessions))
         })
         .collect();
-    let nodes = hub.nodes().await.ok().flatten();
+    let nodes = hub.nodes().await.ok();
     let leases = hub.worker_leases().await.ok();
     Json(json!({
         "node": hub.node_id(),

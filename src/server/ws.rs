@@ -354,14 +354,14 @@ async fn read_loop(
                 }
                 may_publish(hub, session)?;
                 if let Some(on_text) = &handlers.text {
-                    on_text(hub, session, text.as_str());
+                    on_text(hub, session, text);
                 }
             }
             WsMessage::Binary(data) => {
                 hub.count_incoming(data.len());
                 may_publish(hub, session)?;
                 if let Some(on_binary) = &handlers.binary {
-                    on_binary(hub, session, &data);
+                    on_binary(hub, session, data);
                 }
             }
             WsMessage::Pong(_) => {
@@ -452,7 +452,7 @@ async fn write_loop(
                 sink.feed(WsMessage::Ping(Bytes::new())).await?;
             }
             for frame in batch.frames {
-                sink.feed(frame.into_ws()).await?;
+                sink.feed(frame.message.into_ws()).await?;
             }
             if let Some(close) = &close {
                 sink.feed(close_frame(close.code, &close.reason)).await?;

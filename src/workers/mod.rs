@@ -25,12 +25,10 @@
 //! dies, its lease expires and a node that still has members takes over at
 //! its next poll: within the lease TTL plus one poll.
 
-pub mod lease;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -38,9 +36,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use self::lease::{LeaseStore, LeaseToken};
 use crate::Hub;
-use crate::bus::BoxFuture;
+use crate::backend::leases::{LeaseHolder, LeaseStore, LeaseToken};
+use crate::backend::presence::{group_totals, now_ms};
+use crate::backend::{BoxFuture, NodeInfo};
+use crate::backoff::Backoff;
+use crate::error::BackendError;
 use crate::group::GroupName;
 use crate::metrics::Metrics;
 
@@ -108,7 +109,7 @@ pub fn ticker(period: Duration) -> Worker {
             let text =
                 serde_json::json!({ "tick": tick, "node": ctx.hub.node_id(), "at_ms": now_ms() })
                     .to_string();
-            ctx.hub.broadcast_group(&ctx.group, text)?;
+            ctx.hub.to(&ctx.group).send(text)?;
         }
     })
 }
@@ -121,11 +122,10 @@ pub struct WorkerOptions {
     pub lease_ttl: Duration,
     /// How long a group must be empty cluster-wide before its worker stops.
     pub linger: Duration,
-    /// First and largest delay before restarting a failed worker.
+    /// First delay before restarting a failed worker.
     pub backoff_min: Duration,
+    /// Largest delay before restarting a failed worker.
     pub backoff_max: Duration,
-    /// Redis key prefix of leases.
-    pub lease_prefix: String,
 }
 
 impl Default for WorkerOptions {
@@ -135,7 +135,6 @@ impl Default for WorkerOptions {
             linger: Duration::from_secs(5),
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
-            lease_prefix: "groupcast:worker:".into(),
         }
     }
 }
@@ -163,6 +162,31 @@ pub(crate) struct Workers {
     metrics: Arc<Metrics>,
     registered: Mutex<HashMap<GroupName, Arc<Notify>>>,
     running: Arc<Mutex<HashMap<GroupName, WorkerInfo>>>,
+    view: Arc<ClusterView>,
+}
+
+/// The cluster view as the supervisors see it: read at most once per half
+/// poll for all of them together, rather than once per group per poll.
+/// (Its data is only as fresh as the nodes' heartbeats anyway.)
+struct ClusterView {
+    max_age: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, Arc<Vec<NodeInfo>>)>>,
+}
+
+impl ClusterView {
+    /// The nodes, from a read younger than `max_age` when there is one.
+    /// One caller reads while the others wait for its answer.
+    async fn nodes(&self, hub: &Hub) -> Result<Arc<Vec<NodeInfo>>, BackendError> {
+        let mut last = self.last.lock().await;
+        if let Some((at, nodes)) = last.as_ref()
+            && at.elapsed() < self.max_age
+        {
+            return Ok(nodes.clone());
+        }
+        let nodes = Arc::new(hub.nodes().await?);
+        *last = Some((Instant::now(), nodes.clone()));
+        Ok(nodes)
+    }
 }
 
 impl Workers {
@@ -171,12 +195,17 @@ impl Workers {
         options: WorkerOptions,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let view = Arc::new(ClusterView {
+            max_age: options.lease_ttl / 6,
+            last: tokio::sync::Mutex::new(None),
+        });
         Workers {
             leases,
             options,
             metrics,
             registered: Mutex::new(HashMap::new()),
             running: Arc::new(Mutex::new(HashMap::new())),
+            view,
         }
     }
 
@@ -199,6 +228,7 @@ impl Workers {
             options: self.options.clone(),
             metrics: self.metrics.clone(),
             running: self.running.clone(),
+            view: self.view.clone(),
             wake,
         };
         tokio::spawn(supervisor.run());
@@ -218,15 +248,11 @@ impl Workers {
         list
     }
 
-    pub(crate) fn leases(&self) -> &Arc<dyn LeaseStore> {
-        &self.leases
+    /// Who holds the lease of each group registered here.
+    pub(crate) async fn holders(&self) -> Result<Vec<LeaseHolder>, BackendError> {
+        let groups: Vec<GroupName> = self.registered.lock().keys().cloned().collect();
+        self.leases.holders(&groups).await
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The lease this node holds for a group, and its worker.
@@ -251,6 +277,7 @@ struct Supervisor {
     options: WorkerOptions,
     metrics: Arc<Metrics>,
     running: Arc<Mutex<HashMap<GroupName, WorkerInfo>>>,
+    view: Arc<ClusterView>,
     wake: Arc<Notify>,
 }
 
@@ -343,14 +370,12 @@ impl Supervisor {
         self.drop_lease(&mut held, true).await;
     }
 
-    /// Members of the group across the cluster (this node's when standalone).
+    /// Members of the group across the cluster.
     async fn cluster_members(&self) -> usize {
-        match self.hub.nodes().await {
-            Ok(Some(nodes)) => nodes
-                .iter()
-                .filter_map(|n| n.groups.get(self.group.as_str()))
-                .sum(),
-            Ok(None) => self.hub.member_count(&self.group),
+        match self.view.nodes(&self.hub).await {
+            Ok(nodes) => group_totals(&nodes)
+                .get(self.group.as_str())
+                .map_or(0, |total| total.members),
             // Cannot tell: assume members remain rather than flap.
             Err(_) => 1,
         }
@@ -404,11 +429,9 @@ impl Supervisor {
                     None => h.state = "finished",
                     Some(error) => {
                         self.metrics.worker_failures.inc();
-                        let backoff = self
-                            .options
-                            .backoff_min
-                            .saturating_mul(2u32.saturating_pow(h.restarts.min(16)))
-                            .min(self.options.backoff_max);
+                        let backoff =
+                            Backoff::new(self.options.backoff_min, self.options.backoff_max)
+                                .delay_after(h.restarts);
                         tracing::error!(group = %self.group, %error, ?backoff, "worker failed; restarting after backoff");
                         h.restarts += 1;
                         h.restart_at = Some(now + backoff);

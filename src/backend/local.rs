@@ -1,0 +1,107 @@
+//! The standalone backend: one node, no Redis.
+//!
+//! The hub has already delivered every broadcast to its own sessions, and
+//! there is no one else to tell, so publishing is a no-op, a subscription is
+//! confirmed at once, the cluster view is this node alone, and leases live
+//! in this process ([`LocalLeases`]). The wanted channels are kept anyway
+//! (with the same state machine as every other backend, without a linger)
+//! so that `/debug/state` looks the same in every mode.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::channels::ChannelNames;
+use super::leases::{LeaseStore, LocalLeases};
+use super::subscriptions::Subscriptions;
+use super::{
+    Backend, BackendContext, BackendStatus, BoxFuture, Channel, IntoBackend, NodeInfo, PublishAck,
+};
+use crate::error::BackendError;
+use crate::group::GroupName;
+
+/// The standalone backend's settings (there are none): the default of
+/// [`HubBuilder`](crate::HubBuilder).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Standalone;
+
+impl IntoBackend for Standalone {
+    fn start(self: Box<Self>, context: BackendContext) -> Result<Arc<dyn Backend>, BackendError> {
+        context.metrics.bus_up.set(1);
+        Ok(Arc::new(LocalBackend {
+            context,
+            names: ChannelNames::default(),
+            subscriptions: Mutex::new(Subscriptions::new(Duration::ZERO)),
+            leases: Arc::new(LocalLeases::default()),
+        }))
+    }
+}
+
+/// The started standalone backend.
+struct LocalBackend {
+    context: BackendContext,
+    names: ChannelNames,
+    subscriptions: Mutex<Subscriptions>,
+    leases: Arc<LocalLeases>,
+}
+
+impl Backend for LocalBackend {
+    fn is_clustered(&self) -> bool {
+        false
+    }
+
+    fn publish(&self, _channel: Channel, _payload: Bytes) -> PublishAck {
+        PublishAck::done()
+    }
+
+    fn subscribe(&self, group: &GroupName) {
+        let channel = self.names.group(group);
+        self.subscriptions.lock().join(channel, group.clone());
+    }
+
+    fn unsubscribe(&self, group: &GroupName) {
+        let channel = self.names.group(group);
+        self.subscriptions.lock().leave(channel, group.clone());
+    }
+
+    fn subscribed<'a>(&'a self, _group: &'a GroupName) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn status(&self) -> BackendStatus {
+        let mut subscriptions: Vec<String> = self
+            .subscriptions
+            .lock()
+            .wanted()
+            .map(|channel| {
+                // Shown by group name, as before: there is no wire here.
+                channel
+                    .strip_prefix(self.names.group_prefix())
+                    .unwrap_or(channel)
+                    .to_string()
+            })
+            .collect();
+        subscriptions.sort();
+        BackendStatus {
+            kind: "local",
+            connected: true,
+            subscriptions,
+            last_error: None,
+        }
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BackendError>> {
+        let node = self.context.local_node();
+        Box::pin(async move { Ok(vec![node]) })
+    }
+
+    fn leases(&self) -> Arc<dyn LeaseStore> {
+        self.leases.clone()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}

@@ -1,0 +1,567 @@
+//! The subscriber connection: one per node, reconnected and resubscribed
+//! by us.
+//!
+//! Two tasks share the work:
+//!
+//! * the **subscriber** owns the connection's stream and the wanted set
+//!   ([`Subscriptions`]). It reads every incoming message and calls the
+//!   inbox from this single task, in the order Redis sent them: that is
+//!   what keeps the order of one publisher's messages. It turns the hub's
+//!   `subscribe` / `unsubscribe` calls (plain, non-blocking channel sends)
+//!   into SUBSCRIBE / UNSUBSCRIBE. When the connection is lost it reconnects
+//!   with backoff and subscribes the whole wanted set again. Sessions never
+//!   notice.
+//! * a **sink worker**, one per connection, sends those SUBSCRIBE,
+//!   UNSUBSCRIBE and health-check PINGs one at a time and waits for each
+//!   answer, so the subscriber never stops reading while Redis answers.
+//!   (redis-rs's [`PubSub::split`](redis::aio::PubSub::split) gives the
+//!   sink and the stream of the same connection.) A PING that is not
+//!   answered within the command timeout means the connection is dead even
+//!   if no socket error says so — a paused or partitioned Redis.
+//!
+//! Why RESP2 pub/sub on a dedicated connection rather than RESP3 push
+//! messages with automatic resubscription: it works with every Redis and
+//! compatible server, and doing the reconnect ourselves is what lets the
+//! node report it — in `status()`, `/readyz`, metrics and logs.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use parking_lot::Mutex;
+use redis::aio::{PubSubSink, PubSubStream};
+use redis::{Msg, RedisError};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::errors::{command_error, is_auth_error, is_server_error};
+use crate::backend::channels::ChannelNames;
+use crate::backend::subscriptions::{Change, Subscriptions};
+use crate::backend::{Channel, Inbound, Inbox};
+use crate::backoff::Backoff;
+use crate::error::BackendError;
+use crate::group::GroupName;
+use crate::metrics::Metrics;
+
+/// How many already-received messages the subscriber delivers in a row
+/// before it looks at commands and timers again.
+const MAX_DRAIN: usize = 256;
+
+// ----- what status() reports ------------------------------------------------
+
+/// The connection's state, written by the subscriber and its sink worker,
+/// read by `status()` and `subscribed()`.
+pub(crate) struct LinkState {
+    inner: Mutex<Link>,
+    /// Bumped whenever a subscription is confirmed or the link breaks, so
+    /// that `subscribed()` can wait for a change instead of polling.
+    changed: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct Link {
+    connected: bool,
+    last_error: Option<String>,
+    /// Channels Redis confirmed we are subscribed to, on this connection.
+    subscribed: BTreeSet<String>,
+}
+
+/// A snapshot for `status()`.
+pub(crate) struct LinkSnapshot {
+    pub connected: bool,
+    pub last_error: Option<String>,
+    pub subscribed: Vec<String>,
+}
+
+impl LinkState {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.bus_up.set(0);
+        LinkState {
+            inner: Mutex::new(Link::default()),
+            changed: watch::Sender::new(0),
+            metrics,
+        }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn set_connected(&self) {
+        let mut link = self.inner.lock();
+        link.connected = true;
+        link.last_error = None;
+        self.metrics.bus_up.set(1);
+    }
+
+    /// The connection is gone (or never came): no subscriptions any more.
+    pub(crate) fn set_broken(&self, error: &BackendError) {
+        {
+            let mut link = self.inner.lock();
+            link.connected = false;
+            link.last_error = Some(error.to_string());
+            link.subscribed.clear();
+        }
+        self.metrics.bus_up.set(0);
+        self.metrics.bus_subscriptions.set(0);
+        self.bump();
+    }
+
+    fn set_subscribed(&self, channel: String, on: bool) {
+        {
+            let mut link = self.inner.lock();
+            if on {
+                link.subscribed.insert(channel);
+            } else {
+                link.subscribed.remove(&channel);
+            }
+            self.metrics
+                .bus_subscriptions
+                .set(i64::try_from(link.subscribed.len()).unwrap_or(i64::MAX));
+        }
+        self.bump();
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn snapshot(&self) -> LinkSnapshot {
+        let link = self.inner.lock();
+        LinkSnapshot {
+            connected: link.connected,
+            last_error: if link.connected {
+                None
+            } else {
+                link.last_error.clone()
+            },
+            subscribed: link.subscribed.iter().cloned().collect(),
+        }
+    }
+
+    /// Waits until Redis has confirmed `channel`, at most `limit`.
+    pub(crate) async fn confirmed(&self, channel: &str, limit: Duration) -> Result<(), BackendError> {
+        let mut changes = self.changed.subscribe();
+        let wait = async {
+            loop {
+                if self.inner.lock().subscribed.contains(channel) {
+                    return;
+                }
+                // `changed` fails only when the sender is gone, which it
+                // never is while `self` lives; stop waiting if it did.
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        timeout(limit, wait).await.map_err(|_| {
+            let reason = self.inner.lock().last_error.clone();
+            BackendError::Unavailable(format!(
+                "the subscription to {channel} was not confirmed within {limit:?}{}",
+                reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            ))
+        })
+    }
+}
+
+// ----- the subscriber ---------------------------------------------------------
+
+/// What the hub asks of the subscriber.
+pub(crate) enum Command {
+    /// A first local member joined `group` (the registry said so).
+    Subscribe(GroupName),
+    /// The last local member of `group` left.
+    Unsubscribe(GroupName),
+}
+
+/// How the subscriber is set up.
+pub(crate) struct SubscriberSettings {
+    pub client: redis::Client,
+    /// `host:port`, for logs (never the URL: it may hold a password).
+    pub address: String,
+    pub names: ChannelNames,
+    pub linger: Duration,
+    pub command_timeout: Duration,
+    pub health_interval: Duration,
+    pub backoff: Backoff,
+}
+
+pub(crate) struct Subscriber {
+    settings: SubscriberSettings,
+    inbox: Inbox,
+    state: Arc<LinkState>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    cancel: CancellationToken,
+    wake_presence: Arc<Notify>,
+    wanted: Subscriptions,
+}
+
+/// One live subscriber connection.
+struct Connection {
+    stream: PubSubStream,
+    ops: mpsc::UnboundedSender<SinkOp>,
+    worker: JoinHandle<BackendError>,
+}
+
+impl Connection {
+    fn send(&self, op: SinkOp) {
+        // Fails only when the worker has ended; the subscriber is about to
+        // learn that from the worker's join handle.
+        let _ = self.ops.send(op);
+    }
+
+    /// Stops the worker and waits until it has, so that it cannot touch
+    /// the shared state of the next connection.
+    async fn close(mut self) {
+        // A finished worker's output was already taken (`serve` selects on
+        // the handle), and a join handle must not be polled again.
+        if !self.worker.is_finished() {
+            self.worker.abort();
+            let _ = (&mut self.worker).await;
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.worker.abort();
+    }
+}
+
+/// What the sink worker sends on the subscriber connection.
+enum SinkOp {
+    Subscribe(String),
+    Unsubscribe(String),
+    Ping,
+    /// Answered when every op before it is done.
+    Barrier(oneshot::Sender<()>),
+}
+
+impl From<Change> for SinkOp {
+    fn from(change: Change) -> Self {
+        match change {
+            Change::Subscribe(channel) => SinkOp::Subscribe(channel),
+            Change::Unsubscribe(channel) => SinkOp::Unsubscribe(channel),
+        }
+    }
+}
+
+/// How a connection's life ended.
+enum Ended {
+    /// The backend is stopping.
+    Stopped,
+    /// The connection failed; reconnect.
+    Lost(BackendError),
+}
+
+impl Subscriber {
+    pub(crate) fn new(
+        settings: SubscriberSettings,
+        inbox: Inbox,
+        state: Arc<LinkState>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        cancel: CancellationToken,
+        wake_presence: Arc<Notify>,
+    ) -> Self {
+        let wanted = Subscriptions::new(settings.linger);
+        Subscriber {
+            settings,
+            inbox,
+            state,
+            commands,
+            cancel,
+            wake_presence,
+            wanted,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut connected_before = false;
+        let mut failures = 0u32;
+        loop {
+            // Connect and subscribe everything we want.
+            let attempt = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                attempt = self.connect() => attempt,
+            };
+            let (mut connection, channels) = match attempt {
+                Ok(connected) => connected,
+                Err(error) => {
+                    self.state.set_broken(&error);
+                    failures += 1;
+                    let delay = self.settings.backoff.next_delay();
+                    let redis = &self.settings.address;
+                    if failures == 1 {
+                        tracing::warn!(
+                            %redis, %error, retry_in = ?delay,
+                            "cannot connect to Redis; sessions stay, retrying with backoff"
+                        );
+                    } else {
+                        tracing::debug!(%redis, %error, retry_in = ?delay, failures, "still cannot connect to Redis");
+                    }
+                    if self.idle(delay).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            self.state.set_connected();
+            self.state.metrics.bus_connects.inc();
+            let redis = &self.settings.address;
+            if connected_before {
+                tracing::info!(
+                    %redis, failed_attempts = failures,
+                    "reconnected, resubscribed {channels} channels"
+                );
+            } else {
+                tracing::info!(%redis, "connected to Redis, subscribed {channels} channels");
+            }
+            connected_before = true;
+            failures = 0;
+            self.wake_presence.notify_one();
+
+            let connected_at = Instant::now();
+            let ended = self.serve(&mut connection).await;
+            connection.close().await;
+            match ended {
+                Ended::Stopped => return,
+                Ended::Lost(error) => {
+                    self.state.set_broken(&error);
+                    tracing::warn!(
+                        redis = %self.settings.address, %error,
+                        "lost the Redis connection; sessions stay, reconnecting"
+                    );
+                    // A connection that lived a while: try again at once.
+                    // One that died young (a flapping Redis or proxy): keep
+                    // backing off, or we would reconnect in a tight loop.
+                    let lived_long = connected_at.elapsed() >= self.settings.backoff.max();
+                    if lived_long {
+                        self.settings.backoff.reset();
+                    } else {
+                        let delay = self.settings.backoff.next_delay();
+                        if self.idle(delay).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens the subscriber connection and subscribes the cluster channel
+    /// and every wanted group channel. Returns once Redis confirmed them
+    /// all.
+    async fn connect(&self) -> Result<(Connection, usize), BackendError> {
+        let limit = self.settings.command_timeout;
+        let pubsub = timeout(limit, self.settings.client.get_async_pubsub())
+            .await
+            .map_err(|_| BackendError::Timeout(limit))?
+            .map_err(command_error)?;
+        let (sink, stream) = pubsub.split();
+        let (ops, ops_rx) = mpsc::unbounded_channel();
+        let worker =
+            tokio::spawn(sink_worker(sink, ops_rx, limit, self.state.clone()).in_current_span());
+        let mut connection = Connection {
+            stream,
+            ops,
+            worker,
+        };
+        // PING first: a Redis that wants a password answers NOAUTH here
+        // (redis-rs does not surface errors in SUBSCRIBE replies), and the
+        // sink worker turns that into a failed connection.
+        connection.send(SinkOp::Ping);
+        let mut channels = 1;
+        connection.send(SinkOp::Subscribe(self.settings.names.cluster().to_string()));
+        for channel in self.wanted.wanted() {
+            connection.send(SinkOp::Subscribe(channel.to_string()));
+            channels += 1;
+        }
+        let (done, all_done) = oneshot::channel();
+        connection.send(SinkOp::Barrier(done));
+        tokio::select! {
+            confirmed = all_done => match confirmed {
+                Ok(()) => Ok((connection, channels)),
+                // The worker quit before the barrier: it says why.
+                Err(_) => Err(worker_error((&mut connection.worker).await)),
+            },
+            ended = &mut connection.worker => Err(worker_error(ended)),
+        }
+    }
+
+    /// Waits `delay` before the next attempt, keeping the wanted set up to
+    /// date meanwhile. `Err` when the backend is stopping.
+    async fn idle(&mut self, delay: Duration) -> Result<(), ()> {
+        let deadline = Instant::now() + delay;
+        loop {
+            let next_linger = self.wanted.next_deadline();
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(()),
+                _ = sleep_until(deadline) => return Ok(()),
+                command = self.commands.recv() => match command {
+                    Some(command) => { self.on_command(command); }
+                    None => return Err(()),
+                },
+                _ = sleep_until(next_linger.unwrap_or(deadline)), if next_linger.is_some() => {
+                    // Nothing to send: the next connect subscribes what is
+                    // still wanted.
+                    self.wanted.expire();
+                }
+            }
+        }
+    }
+
+    /// Reads messages, applies commands, pings, ends lingers — until the
+    /// connection fails or the backend stops.
+    async fn serve(&mut self, connection: &mut Connection) -> Ended {
+        let every = self.settings.health_interval;
+        let mut health = tokio::time::interval_at(Instant::now() + every, every);
+        health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let next_linger = self.wanted.next_deadline();
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Ended::Stopped,
+                message = connection.stream.next() => {
+                    let Some(message) = message else { return Ended::Lost(connection_closed()) };
+                    self.deliver(&message);
+                    // Deliver what is already here before going round the
+                    // select again: cheaper under load, same order.
+                    for _ in 0..MAX_DRAIN {
+                        match connection.stream.next().now_or_never() {
+                            Some(Some(message)) => self.deliver(&message),
+                            Some(None) => return Ended::Lost(connection_closed()),
+                            None => break,
+                        }
+                    }
+                }
+                ended = &mut connection.worker => return Ended::Lost(worker_error(ended)),
+                command = self.commands.recv() => match command {
+                    Some(command) => {
+                        if let Some(change) = self.on_command(command) {
+                            connection.send(change.into());
+                        }
+                    }
+                    None => return Ended::Stopped,
+                },
+                _ = health.tick() => connection.send(SinkOp::Ping),
+                _ = sleep_until(next_linger.unwrap_or_else(Instant::now)), if next_linger.is_some() => {
+                    for change in self.wanted.expire() {
+                        connection.send(change.into());
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) -> Option<Change> {
+        match command {
+            Command::Subscribe(group) => {
+                let channel = self.settings.names.group(&group);
+                self.wanted.join(channel, group)
+            }
+            Command::Unsubscribe(group) => {
+                let channel = self.settings.names.group(&group);
+                self.wanted.leave(channel, group)
+            }
+        }
+    }
+
+    /// Hands one message to the hub's inbox. The hub decodes it: envelope
+    /// or raw payload, and counts what it cannot read.
+    fn deliver(&self, message: &Msg) {
+        let name = message.get_channel_name();
+        let channel = match self.wanted.group_of(name) {
+            Some(group) => Channel::Group(group.clone()),
+            // The cluster channel; or a group just unsubscribed with a
+            // message already on its way: the registry has no members for
+            // it, so delivering is harmless.
+            None => match self.settings.names.parse(name) {
+                Some(channel) => channel,
+                None => {
+                    tracing::debug!(channel = name, "ignored a message on an unknown channel");
+                    return;
+                }
+            },
+        };
+        let payload = Bytes::copy_from_slice(message.get_payload_bytes());
+        (self.inbox)(Inbound::new(channel, payload));
+    }
+}
+
+/// Sends the subscriber connection's commands one at a time. Returns why
+/// the connection must be replaced.
+async fn sink_worker(
+    mut sink: PubSubSink,
+    mut ops: mpsc::UnboundedReceiver<SinkOp>,
+    limit: Duration,
+    state: Arc<LinkState>,
+) -> BackendError {
+    while let Some(op) = ops.recv().await {
+        // One channel per command: redis-rs matches each reply to one
+        // request, and a multi-channel SUBSCRIBE gets one reply per channel.
+        let (command, channel, outcome) = match op {
+            SinkOp::Subscribe(channel) => {
+                let outcome = timeout(limit, sink.subscribe(&channel)).await;
+                ("SUBSCRIBE", Some((channel, true)), outcome)
+            }
+            SinkOp::Unsubscribe(channel) => {
+                let outcome = timeout(limit, sink.unsubscribe(&channel)).await;
+                ("UNSUBSCRIBE", Some((channel, false)), outcome)
+            }
+            SinkOp::Ping => {
+                // An error reply arrives as `Value::ServerError`, not as
+                // `Err`: unwrap it so NOAUTH is seen for what it is.
+                let outcome = timeout(limit, sink.ping::<redis::Value>())
+                    .await
+                    .map(|answer| match answer {
+                        Ok(redis::Value::ServerError(error)) => Err(RedisError::from(error)),
+                        other => other.map(drop),
+                    });
+                ("PING", None, outcome)
+            }
+            SinkOp::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        match outcome {
+            Ok(Ok(())) => {
+                if let Some((channel, on)) = channel {
+                    state.set_subscribed(channel, on);
+                }
+            }
+            Err(_) => {
+                return BackendError::Unavailable(format!(
+                    "Redis did not answer {command} within {limit:?}"
+                ));
+            }
+            // Not authenticated (no or wrong credentials in the URL): the
+            // connection is useless, say so and keep retrying with backoff.
+            Ok(Err(error)) if is_auth_error(&error) => {
+                return BackendError::Unavailable(format!(
+                    "Redis refused {command}: {error} (put the ACL user and password in the Redis URL)"
+                ));
+            }
+            // Redis answered with an error (an ACL forbidding a channel,
+            // say): the connection is fine; retrying would not help.
+            Ok(Err(error)) if is_server_error(&error) => {
+                tracing::warn!(command, channel = ?channel.map(|c| c.0), %error, "Redis refused a command");
+            }
+            Ok(Err(error)) => return command_error(error),
+        }
+    }
+    BackendError::Closed
+}
+
+fn worker_error(ended: Result<BackendError, tokio::task::JoinError>) -> BackendError {
+    ended.unwrap_or_else(|e| BackendError::Unavailable(format!("subscriber connection task: {e}")))
+}
+
+fn connection_closed() -> BackendError {
+    BackendError::Unavailable("the subscriber connection was closed".into())
+}
