@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::group::GroupName;
+use crate::group::{GroupName, GroupNameError, IntoGroupName};
 use crate::session::{Session, SessionId};
 
 /// The sessions a broadcast is addressed to, before `except` and `filter`.
@@ -110,9 +110,10 @@ pub struct Broadcast {
 }
 
 impl Broadcast {
-    /// Every member of `group`.
-    pub fn group(group: GroupName) -> Self {
-        Broadcast::new(Target::Group(group))
+    /// Every member of `group`: a [`GroupName`], or a `&str` / `String`
+    /// that is checked here.
+    pub fn group(group: impl IntoGroupName) -> Result<Self, GroupNameError> {
+        Ok(Broadcast::new(Target::Group(group.into_group_name()?)))
     }
 
     /// Every session in the cluster.
@@ -125,7 +126,8 @@ impl Broadcast {
         Broadcast::new(Target::Sessions(ids.into_iter().collect()))
     }
 
-    fn new(target: Target) -> Self {
+    /// Exactly `target`, nobody skipped, no filter.
+    pub fn new(target: Target) -> Self {
         Broadcast {
             target,
             except: None,

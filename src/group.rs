@@ -128,6 +128,33 @@ impl fmt::Debug for GroupName {
     }
 }
 
+/// Anything that names a group: `&str`, `String`, or a [`GroupName`].
+pub trait IntoGroupName {
+    /// Validates and converts.
+    fn into_group_name(self) -> Result<GroupName, GroupNameError>;
+}
+
+impl IntoGroupName for GroupName {
+    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
+        Ok(self)
+    }
+}
+impl IntoGroupName for &GroupName {
+    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
+        Ok(self.clone())
+    }
+}
+impl IntoGroupName for &str {
+    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
+        GroupName::new(self)
+    }
+}
+impl IntoGroupName for String {
+    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
+        GroupName::new(&self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,7 +40,7 @@ use crate::broadcast::{Broadcast, Target};
 use crate::config::Config;
 use crate::envelope::{self, Decoded, Envelope, FrameKind};
 use crate::error::{BackendError, HubError, SessionError};
-use crate::group::{GroupName, GroupNameError};
+use crate::group::{GroupName, IntoGroupName};
 use crate::limits::{ConnectionLimiter, ConnectionPermit, LimitRejection};
 use crate::message::{Message, Utf8Bytes};
 use crate::metrics::Metrics;
@@ -68,33 +68,6 @@ pub(crate) struct Handlers {
     pub disconnect: Option<SessionFn>,
     pub error: Option<ErrorFn>,
     pub pong: Option<SessionFn>,
-}
-
-/// Anything that names a group: `&str`, `String`, or a [`GroupName`].
-pub trait IntoGroupName {
-    /// Validates and converts.
-    fn into_group_name(self) -> Result<GroupName, GroupNameError>;
-}
-
-impl IntoGroupName for GroupName {
-    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
-        Ok(self)
-    }
-}
-impl IntoGroupName for &GroupName {
-    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
-        Ok(self.clone())
-    }
-}
-impl IntoGroupName for &str {
-    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
-        GroupName::new(self)
-    }
-}
-impl IntoGroupName for String {
-    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
-        GroupName::new(&self)
-    }
 }
 
 /// Builds a [`Hub`]: configuration, handlers, and its backend.
@@ -379,7 +352,7 @@ impl Hub {
     /// `GroupBroadcast`): `hub.to("chat").send("hello")`. See
     /// [`Selection`] for the rest of the chain.
     pub fn to(&self, group: impl IntoGroupName) -> Selection<'_> {
-        Selection::new(self, group.into_group_name().map(Broadcast::group))
+        Selection::new(self, Broadcast::group(group))
     }
 
     /// Every session on every node (melody: `Broadcast`).
@@ -661,7 +634,7 @@ impl Delivery {
         let (broadcast, message) = match envelope::decode(payload) {
             Ok(Decoded::Raw(raw)) => {
                 let broadcast = match channel {
-                    Channel::Group(group) => Broadcast::group(group),
+                    Channel::Group(group) => Broadcast::new(Target::Group(group)),
                     Channel::Cluster => Broadcast::all(),
                 };
                 (broadcast, Message::from_raw(raw))
