@@ -235,4 +235,3 @@ async fn a_ping_flood_closes_with_1008_too() {
     assert!(reason.contains("rate limit"), "{reason}");
     assert_eq!(server.limit_rejections("inbound_rate").await, 1);
 }
-

@@ -105,7 +105,6 @@ async fn groups_are_isolated_with_many_groups_and_clients() {
     futures_util::future::join_all(reading).await;
 }
 
-
 // ----- every way of addressing sessions, one node ------------------------------
 
 /// Eight sessions that announce their ids: 0, 1, 2 in room/a; 3, 4, 5 in
@@ -147,7 +146,13 @@ impl Addressed {
     /// `expected` read `message`; then a marker goes to everyone and must
     /// be every peer's next frame (one node: each session's queue is the
     /// channel they share).
-    async fn assert_delivery(&mut self, what: &str, delivered: usize, expected: &[usize], message: Ws) {
+    async fn assert_delivery(
+        &mut self,
+        what: &str,
+        delivered: usize,
+        expected: &[usize],
+        message: Ws,
+    ) {
         assert_eq!(delivered, expected.len(), "{what}: sessions queued for");
         for &i in expected {
             assert_eq!(
@@ -173,7 +178,8 @@ impl Addressed {
         assert_eq!(status, 200, "{answer}");
         let n = answer["delivered"].as_u64().unwrap() as usize;
         assert_eq!(answer["group"], "room/b");
-        self.assert_delivery(content_type, n, &[3, 4, 5], frame).await;
+        self.assert_delivery(content_type, n, &[3, 4, 5], frame)
+            .await;
     }
 }
 
@@ -204,7 +210,8 @@ async fn a_group_binary_reaches_its_members_only() {
 async fn a_group_without_members_reaches_no_one() {
     let mut s = Addressed::start().await;
     let n = s.hub().broadcast_group("nobody-here", "lost").unwrap();
-    s.assert_delivery("empty group", n, &[], Ws::text("lost")).await;
+    s.assert_delivery("empty group", n, &[], Ws::text("lost"))
+        .await;
 }
 
 #[tokio::test]
@@ -212,7 +219,8 @@ async fn all_text_reaches_every_session() {
     let mut s = Addressed::start().await;
     let n = s.hub().broadcast_all("to all").unwrap();
     let all: Vec<usize> = (0..8).collect();
-    s.assert_delivery("all text", n, &all, Ws::text("to all")).await;
+    s.assert_delivery("all text", n, &all, Ws::text("to all"))
+        .await;
 }
 
 #[tokio::test]
@@ -220,7 +228,8 @@ async fn all_binary_reaches_every_session() {
     let mut s = Addressed::start().await;
     let n = s.hub().broadcast_all(vec![0u8, 255]).unwrap();
     let all: Vec<usize> = (0..8).collect();
-    s.assert_delivery("all binary", n, &all, bin(&[0, 255])).await;
+    s.assert_delivery("all binary", n, &all, bin(&[0, 255]))
+        .await;
 }
 
 #[tokio::test]
@@ -312,8 +321,13 @@ async fn key_filters_combine_with_and_and_or() {
         .hub()
         .broadcast_matching(vip_admins_or_users, "vip admins or users")
         .unwrap();
-    s.assert_delivery("matching and/or", n, &[3, 6], Ws::text("vip admins or users"))
-        .await;
+    s.assert_delivery(
+        "matching and/or",
+        n,
+        &[3, 6],
+        Ws::text("vip admins or users"),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -344,7 +358,8 @@ async fn a_session_list_skips_unknown_ids() {
     let mut s = Addressed::start().await;
     let listed = [s.ids[2].clone(), SessionId::from("no-such-session")];
     let n = s.hub().broadcast_to(listed, vec![2u8]).unwrap();
-    s.assert_delivery("to list binary", n, &[2], bin(&[2])).await;
+    s.assert_delivery("to list binary", n, &[2], bin(&[2]))
+        .await;
 }
 
 #[tokio::test]
@@ -394,7 +409,11 @@ async fn the_api_publishes_binary_to_a_group() {
 /// whole group, itself included, and no other group.
 #[tokio::test]
 async fn the_binary_forwards_client_messages_to_their_group_only() {
-    let server = NodeProcess::start("deliver-group", &["--log", "warn", "--client-messages", "group"]).await;
+    let server = NodeProcess::start(
+        "deliver-group",
+        &["--log", "warn", "--client-messages", "group"],
+    )
+    .await;
     let (_, info) = http::get_json(&server.url("/api/info")).await;
     assert_eq!(info["client_messages"], "group");
     assert_eq!(info["mode"], "local");
@@ -424,7 +443,11 @@ async fn the_binary_forwards_client_messages_to_their_group_only() {
 /// `--client-messages none` (ws-notifier): clients only listen.
 #[tokio::test]
 async fn the_binary_forwards_no_client_messages_when_push_only() {
-    let server = NodeProcess::start("deliver-none", &["--log", "warn", "--client-messages", "none"]).await;
+    let server = NodeProcess::start(
+        "deliver-none",
+        &["--log", "warn", "--client-messages", "none"],
+    )
+    .await;
     let (_, info) = http::get_json(&server.url("/api/info")).await;
     assert_eq!(info["client_messages"], "none");
     let mut alice = server.connect("news", 1).await;
@@ -445,10 +468,10 @@ async fn the_binary_forwards_no_client_messages_when_push_only() {
     marker_is_next(&mut bob, "from the server", "bob").await;
 }
 
-
 /// Publishes `text` to `group` through the node's API; its JSON answer.
 async fn post_to(node: &NodeProcess, group: &str, text: &str) -> Value {
-    let (status, answer) = http::post_text(&node.url(&format!("/api/groups/{group}/messages")), text).await;
+    let (status, answer) =
+        http::post_text(&node.url(&format!("/api/groups/{group}/messages")), text).await;
     assert_eq!(status, 200, "{answer}");
     answer
 }
@@ -490,10 +513,7 @@ async fn a_raw_publish_reaches_every_member_on_every_node_and_no_one_else() {
     publish(&mut outside, "group:ticker_ws", [0xff, 0x00, 0x01]).await;
     for member in &mut members {
         assert_eq!(member.recv_text().await, "hello");
-        assert_eq!(
-            member.next_data().await,
-            Ws::binary(vec![0xff, 0x00, 0x01])
-        );
+        assert_eq!(member.next_data().await, Ws::binary(vec![0xff, 0x00, 0x01]));
     }
     // Once every member has both: a marker on each group's own channel.
     publish(&mut outside, "group:ticker_ws", "marker").await;
@@ -669,4 +689,3 @@ async fn every_broadcast_kind_reaches_exactly_its_sessions_across_nodes() {
     )
     .await;
 }
-

@@ -23,7 +23,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// exits 0 in time.
 #[tokio::test]
 async fn sigterm_closes_every_client_with_1001_and_exits_0() {
-    let mut server = NodeProcess::start("sigterm", &["--log", "warn", "--shutdown-timeout", "5s"]).await;
+    let mut server =
+        NodeProcess::start("sigterm", &["--log", "warn", "--shutdown-timeout", "5s"]).await;
     let mut clients = vec![
         server.connect("shutdown/a", 1).await,
         server.connect("shutdown/a", 2).await,

@@ -25,10 +25,6 @@ async fn server(config: Config) -> TestServer {
     TestServer::start(forwarding(Hub::builder().config(config)).build().unwrap()).await
 }
 
-
-
-
-
 /// Connects to `server`'s `group` from the loopback address `source`
 /// (127.0.0.2, …: every 127.x.y.z is this machine, but another client
 /// address as far as the server can tell).
@@ -220,9 +216,6 @@ async fn a_new_group_past_the_limit_gets_503_but_existing_groups_take_members() 
     assert_eq!(server.limit_rejections("groups").await, 1);
 }
 
-
-
-
 // ----- configuration ---------------------------------------------------------------
 
 #[test]
@@ -310,5 +303,3 @@ async fn env_variables_set_the_limits_of_the_binary() {
     assert_eq!(status, 200);
     assert_eq!(only.recv_text().await, "served");
 }
-
-

@@ -186,4 +186,3 @@ async fn per_publisher_order_holds_over_1000_messages_across_nodes() {
         assert_eq!(next, [N, N]);
     }
 }
-

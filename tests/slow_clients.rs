@@ -395,4 +395,3 @@ async fn a_client_that_stops_answering_pings_is_closed_after_the_pong_wait() {
     assert!(server.hub.session(&active_id).is_some());
     assert!(!reader.is_finished());
 }
-

@@ -23,11 +23,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use groupcast::{Broadcast, Hub, HubBuilder, Message as GcMessage, SessionId};
 use groupcast::server::{self, ServerOptions};
+use groupcast::{Broadcast, Hub, HubBuilder, Message as GcMessage, SessionId};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
