@@ -200,7 +200,7 @@ async fn a_group_binary_reaches_its_members_only() {
     let mut s = Addressed::start().await;
     let n = s
         .hub()
-        .broadcast_group(&group("room/b"), vec![1u8, 2, 3])
+        .broadcast_group(group("room/b"), vec![1u8, 2, 3])
         .unwrap();
     s.assert_delivery("group binary", n, &[3, 4, 5], bin(&[1, 2, 3]))
         .await;

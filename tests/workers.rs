@@ -8,8 +8,8 @@
 //! * on three nodes over a real Redis: one ticker per group that follows
 //!   membership, and a killed lease holder replaced within the lease TTL.
 //!
-//! The two cluster tests share one Redis (`TestRedis::shared`): their
-//! groups differ (`ticker_ws`, `takeover_ws`), so do their leases.
+//! Each cluster test starts its own Redis: `/api/workers` lists every
+//! lease on it, so they cannot share one.
 
 mod common;
 
@@ -167,7 +167,7 @@ async fn workers_show_in_debug_state_and_api() {
 const PERIOD: Duration = Duration::from_millis(300);
 const LEASE_TTL: Duration = Duration::from_millis(1500);
 
-/// Three nodes on the shared Redis, each ready to run a ticker for
+/// Three nodes on `redis`, each ready to run a ticker for
 /// `ticker_ws`.
 async fn ticker_nodes(redis: &TestRedis) -> Vec<TestServer> {
     let nodes = three_nodes(redis, |builder| {
@@ -199,8 +199,8 @@ fn running_anywhere(nodes: &[TestServer]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ticker_per_group_runs_across_three_nodes_and_follows_membership() {
-    let redis = TestRedis::shared();
-    let nodes = ticker_nodes(redis).await;
+    let redis = TestRedis::start().await;
+    let nodes = ticker_nodes(&redis).await;
 
     // No members anywhere: no lease is taken, no worker runs.
     assert_eq!(running_anywhere(&nodes), 0);
@@ -249,7 +249,7 @@ async fn one_ticker_per_group_runs_across_three_nodes_and_follows_membership() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_lease_holder_is_replaced_within_the_lease_ttl_plus_a_period() {
-    let redis = TestRedis::shared();
+    let redis = TestRedis::start().await;
     let url = redis.url();
     let args = [
         "--redis-url",
