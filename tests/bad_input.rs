@@ -1,37 +1,117 @@
 //! Bad input never crashes a node nor reaches other clients:
 //!
+//! * bad group names in upgrades and API paths: 400 with a JSON reason,
+//!   before any upgrade; every other bad API request (body, type, size,
+//!   path) gets its own clear 4xx, one test each;
 //! * garbage on the TCP port instead of, or before, an HTTP upgrade —
 //!   random bytes, half a request left hanging, a huge header, an upgrade
 //!   followed by bytes that are not WebSocket frames — against the real
 //!   binary, which keeps serving its clients throughout;
-//! * a fragmented message that never ends: continuation frames past the
-//!   maximum message size close the sender with 1009;
-//! * random bytes and corrupt envelopes published on `group:*` channels:
-//!   each one is either delivered exactly as the wire format says (raw
-//!   payloads as text when UTF-8, as binary otherwise) or counted in
-//!   `bus_invalid` and dropped, and the node keeps delivering.
+//! * undecodable envelopes, random bytes and corrupt envelopes published
+//!   on `group:*` channels: each one is either delivered exactly as the
+//!   wire format says (raw payloads as text when UTF-8, as binary
+//!   otherwise) or counted in `bus_invalid` and dropped, and the node keeps
+//!   delivering.
 //!
-//! The random inputs come from a seeded generator; the seed is printed, so
-//! a failure can be replayed (`BAD_INPUT_SEED=<seed>`).
+//! Bad frames from a client (too big, not UTF-8) are in `close_codes.rs`.
+//! The bus tests share one Redis (`TestRedis::shared`), each with its own
+//! node id and groups. The random inputs come from a seeded generator; the
+//! seed is printed, so a failure can be replayed (`BAD_INPUT_SEED=<seed>`).
 
 mod common;
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use common::node::NodeProcess;
-use common::redis::{TestRedis, fast_options, publish};
-use common::{Client, TestServer, WAIT, wait_until, wait_until_async};
-use futures_util::SinkExt;
+use common::redis::{TestRedis, fast_options, publish, wait_subscribed};
+use common::silence::{marker_is_next, quiet_after_marker};
+use common::{Client, TestServer, WAIT, http, wait_until_async};
 use groupcast::envelope::{self, Decoded, Envelope, FrameKind};
+use groupcast::server::ServerOptions;
 use groupcast::{Config, Hub, SessionId};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as Ws;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 // ----- harness -----------------------------------------------------------------
+
+/// An HTTP/1.1 exchange over a raw socket: the path goes out byte for byte
+/// (no client-side normalisation of `..` or `//`). Returns the status, the
+/// lower-cased head and the body (as long as its `Content-Length` says).
+async fn raw_http(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut request = head.replace('\n', "\r\n").into_bytes();
+        request.extend_from_slice(body);
+        stream.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Bounded by the timeout around this block.
+        loop {
+            if let Some(split) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if answer.len() >= split + 4 + length {
+                    let body = answer[split + 4..split + 4 + length].to_vec();
+                    return (head, body);
+                }
+            }
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed mid-answer: {answer:?}");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let (head, body) = tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("timed out on a raw HTTP exchange");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, head, body)
+}
+
+/// A WebSocket upgrade request for `path`, as a browser would send it.
+fn upgrade_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\nHost: localhost\nConnection: Upgrade\nUpgrade: websocket\n\
+         Sec-WebSocket-Version: 13\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\n\n"
+    )
+}
+
+/// A POST to `path` with an optional content type, `Connection: close`.
+fn post_request(path: &str, content_type: Option<&str>, body_len: usize) -> String {
+    let content_type = content_type
+        .map(|ct| format!("Content-Type: {ct}\n"))
+        .unwrap_or_default();
+    format!(
+        "POST {path} HTTP/1.1\nHost: localhost\nConnection: close\n{content_type}\
+         Content-Length: {body_len}\n\n"
+    )
+}
+
+/// Asserts a JSON error answer with `status` and machine code `code`.
+fn assert_json_error(what: &str, answer: &(u16, String, Vec<u8>), status: u16, code: &str) {
+    let (got, head, body) = answer;
+    let text = String::from_utf8_lossy(body);
+    assert_eq!(*got, status, "{what}: status (body: {text})");
+    assert!(
+        head.contains("content-type: application/json"),
+        "{what}: not JSON: {head}"
+    );
+    let json: Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(json["error"], code, "{what}: {json}");
+    let message = json["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "{what}: no message in {json}");
+}
 
 fn rng(test: &str) -> StdRng {
     let seed = std::env::var("BAD_INPUT_SEED")
@@ -90,22 +170,262 @@ fn assert_refused(what: &str, answer: &[u8]) {
 /// Checks that `node` still serves: its old client receives a message
 /// published through the API, a new client can join, `/healthz` answers.
 async fn still_serving(node: &NodeProcess, old: &mut Client, round: usize) {
-    let http = reqwest::Client::new();
     let text = format!("still serving {round}");
-    let answer = http
-        .post(node.url("/api/groups/watch/messages"))
-        .header("content-type", "text/plain")
-        .body(text.clone())
-        .send()
-        .await
-        .expect("the API answers");
-    assert!(answer.status().is_success(), "{}", answer.status());
+    let (status, _) = http::post_text(&node.url("/api/groups/watch/messages"), &text).await;
+    assert_eq!(status, 200);
     assert_eq!(old.recv_text().await, text);
     let mut newcomer = Client::connect(&node.ws_url("watch")).await;
     newcomer.ws.close(None).await.unwrap();
     let _ = newcomer.expect_close().await;
-    let health = http.get(node.url("/healthz")).send().await.unwrap();
-    assert!(health.status().is_success());
+    assert_eq!(http::status(&node.url("/healthz")).await, 200);
+}
+
+// ----- bad group names and API requests -------------------------------------------
+
+/// Upgrades to `path` on a fresh server: 400 `bad_group_name` in JSON, a
+/// message that speaks of the group name, and no session.
+async fn assert_bad_name(path: &str) {
+    let server = TestServer::start(Hub::builder().build().unwrap()).await;
+    let answer = raw_http(server.addr, &upgrade_request(path), b"").await;
+    assert_json_error(path, &answer, 400, "bad_group_name");
+    let message = serde_json::from_slice::<Value>(&answer.2).unwrap()["message"].to_string();
+    assert!(message.contains("group name"), "{path}: {message}");
+    assert_eq!(server.hub.metrics().connections_opened.get(), 0);
+}
+
+#[tokio::test]
+async fn an_empty_group_name_gets_400() {
+    assert_bad_name("/ws/").await;
+}
+
+#[tokio::test]
+async fn a_group_name_over_200_bytes_gets_400() {
+    assert_bad_name(&format!("/ws/{}", "a".repeat(201))).await;
+}
+
+#[tokio::test]
+async fn control_characters_and_spaces_in_a_group_name_get_400() {
+    for path in ["/ws/a%07b", "/ws/a%00b", "/ws/a%20b"] {
+        assert_bad_name(path).await;
+    }
+}
+
+#[tokio::test]
+async fn empty_dot_and_dot_dot_segments_get_400() {
+    for path in [
+        "/ws/a//b",
+        "/ws/..",
+        "/ws/task/../42",
+        "/ws/./x",
+        "/ws/task/",
+        "/ws/a%2F%2Fb",
+    ] {
+        assert_bad_name(path).await;
+    }
+}
+
+/// A WebSocket client sees the refusal as an HTTP error.
+#[tokio::test]
+async fn a_websocket_client_sees_a_bad_name_as_http_400() {
+    let server = TestServer::start(Hub::builder().build().unwrap()).await;
+    let refused = Client::refused(&server.ws_url("a%07b")).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(server.hub.metrics().connections_opened.get(), 0);
+}
+
+/// A plain GET (no upgrade) on a good name is refused in JSON too.
+#[tokio::test]
+async fn a_get_without_upgrade_gets_400_in_json() {
+    let server = TestServer::start(Hub::builder().build().unwrap()).await;
+    let answer = raw_http(
+        server.addr,
+        "GET /ws/fine HTTP/1.1\nHost: localhost\nConnection: close\n\n",
+        b"",
+    )
+    .await;
+    assert_json_error(
+        "GET without upgrade",
+        &answer,
+        400,
+        "not_a_websocket_request",
+    );
+}
+
+/// Good names still work, nested ones included.
+#[tokio::test]
+async fn a_nested_group_name_is_accepted() {
+    let server = TestServer::start(Hub::builder().build().unwrap()).await;
+    let _client = server.connect("task/42").await;
+    assert_eq!(server.hub.groups()[0].name.as_str(), "task/42");
+}
+
+/// A server whose API takes bodies up to 1 KiB, with a member of `g`.
+struct Api {
+    server: TestServer,
+    member: Client,
+}
+
+impl Api {
+    async fn start() -> Api {
+        let options = ServerOptions {
+            api_max_body: 1024,
+            ..ServerOptions::default()
+        };
+        let server = TestServer::start_with(Hub::builder().build().unwrap(), options).await;
+        let member = server.connect("g").await;
+        Api { server, member }
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
+        raw_http(
+            self.server.addr,
+            &post_request(path, content_type, body.len()),
+            body,
+        )
+        .await
+    }
+
+    /// The member received none of the rejected requests: a marker in its
+    /// group comes next; the server is still ready and broadcast once.
+    async fn assert_nothing_delivered(mut self) {
+        self.server.hub.broadcast_group("g", "marker").unwrap();
+        marker_is_next(
+            &mut self.member,
+            "marker",
+            "a rejected request reached a member",
+        )
+        .await;
+        assert_eq!(http::status(&self.server.http_url("/readyz")).await, 200);
+        assert_eq!(self.server.hub.metrics().broadcasts.get(), 1);
+    }
+
+    /// `POST body` to the group's messages as `content_type`: `status`
+    /// and `code`, and nothing delivered.
+    async fn assert_rejected(
+        self,
+        what: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        status: u16,
+        code: &str,
+    ) {
+        let answer = self
+            .post("/api/groups/g/messages", content_type, body)
+            .await;
+        assert_json_error(what, &answer, status, code);
+        self.assert_nothing_delivered().await;
+    }
+}
+
+#[tokio::test]
+async fn an_empty_body_gets_400() {
+    Api::start()
+        .await
+        .assert_rejected("empty body", Some("text/plain"), b"", 400, "empty_body")
+        .await;
+}
+
+#[tokio::test]
+async fn invalid_json_gets_400() {
+    Api::start()
+        .await
+        .assert_rejected(
+            "invalid JSON",
+            Some("application/json"),
+            b"{no",
+            400,
+            "invalid_json",
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn a_text_body_that_is_not_utf8_gets_400() {
+    Api::start()
+        .await
+        .assert_rejected(
+            "bad UTF-8",
+            Some("text/plain"),
+            &[b'a', 0xff],
+            400,
+            "invalid_utf8",
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn an_unsupported_content_type_gets_415() {
+    Api::start()
+        .await
+        .assert_rejected(
+            "unsupported type",
+            Some("image/png"),
+            b"x",
+            415,
+            "unsupported_media_type",
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn a_body_without_a_content_type_gets_415() {
+    Api::start()
+        .await
+        .assert_rejected("no content type", None, b"x", 415, "unsupported_media_type")
+        .await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413() {
+    Api::start()
+        .await
+        .assert_rejected(
+            "too large",
+            Some("text/plain"),
+            &[b'x'; 2048],
+            413,
+            "body_too_large",
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn a_publish_to_a_bad_group_name_gets_400() {
+    let api = Api::start().await;
+    for path in [
+        "/api/groups/a%07b/messages",
+        "/api/groups//messages",
+        "/api/groups/../messages",
+        "/api/groups/a//b/messages",
+    ] {
+        let answer = api.post(path, Some("text/plain"), b"x").await;
+        assert_json_error(path, &answer, 400, "bad_group_name");
+    }
+    api.assert_nothing_delivered().await;
+}
+
+#[tokio::test]
+async fn a_post_without_messages_in_the_path_gets_404() {
+    let api = Api::start().await;
+    let nowhere = api.post("/api/groups/g", Some("text/plain"), b"x").await;
+    assert_json_error("POST without /messages", &nowhere, 404, "not_found");
+    api.assert_nothing_delivered().await;
+}
+
+#[tokio::test]
+async fn a_get_of_a_bad_group_name_gets_400() {
+    let api = Api::start().await;
+    for path in ["/api/groups/a//b", "/api/groups/a%00", "/api/groups/.."] {
+        let head = format!("GET {path} HTTP/1.1\nHost: localhost\nConnection: close\n\n");
+        let answer = raw_http(api.server.addr, &head, b"").await;
+        assert_json_error(path, &answer, 400, "bad_group_name");
+    }
+    api.assert_nothing_delivered().await;
 }
 
 // ----- before the upgrade -----------------------------------------------------------
@@ -224,75 +544,23 @@ async fn garbage_instead_of_an_upgrade_never_stops_the_binary() {
 
     // None of it ever became a session: only the watcher and newcomers.
     wait_until_async("only the watcher is left", || async {
-        let state: serde_json::Value = reqwest::get(node.url("/debug/state"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        state["sessions"] == 1
+        http::get_json(&node.url("/debug/state")).await.1["sessions"] == 1
     })
     .await;
 }
 
-// ----- endless fragmented messages ----------------------------------------------------
-
-/// A message in fragments that never ends is closed with 1009 once it
-/// passes the maximum message size, however small each fragment is.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_endless_fragmented_message_is_closed_with_1009() {
-    const LIMIT: usize = 4096;
-    let hub = Hub::builder()
-        .config(Config {
-            max_message_size: LIMIT,
-            ..Config::default()
-        })
-        .on_text(|hub, session, text| {
-            let _ = hub.broadcast_group(session.group(), text.to_owned());
-        })
-        .on_binary(|hub, session, data| {
-            let _ = hub.broadcast_group(session.group(), groupcast::Message::binary(data.clone()));
-        })
-        .build()
-        .unwrap();
-    let server = TestServer::start(hub).await;
-    let mut listener = server.connect("frag").await;
-
-    for (kind, chunk) in [(Data::Text, 1024), (Data::Binary, 64), (Data::Text, 1)] {
-        let mut sender = server.connect("frag").await;
-        let first = Frame::message(vec![b'a'; chunk], OpCode::Data(kind), false);
-        sender.ws.send(Ws::Frame(first)).await.unwrap();
-        // Continuation frames, none of them final: far more than the limit
-        // in total, and bounded, in case the server never said stop.
-        let frames = (4 * LIMIT / chunk).min(20_000);
-        for _ in 0..frames {
-            let next = Frame::message(vec![b'a'; chunk], OpCode::Data(Data::Continue), false);
-            if sender.ws.feed(Ws::Frame(next)).await.is_err() {
-                break;
-            }
-        }
-        let _ = sender.ws.flush().await;
-        let reason = sender.expect_close_code(1009).await;
-        assert!(reason.contains(&LIMIT.to_string()), "{reason}");
-    }
-    wait_until("the senders are gone", || server.hub.session_count() == 1).await;
-    let metrics = server.hub.metrics().render();
-    assert!(
-        metrics.contains("groupcast_limit_rejections_total{limit=\"message_size\"} 3"),
-        "{metrics}"
-    );
-    // Nothing of it reached the listener; the group still works.
-    let mut sender = server.connect("frag").await;
-    sender.send_text("after").await;
-    assert_eq!(listener.recv_text().await, "after");
-}
-
 // ----- garbage on the bus ----------------------------------------------------------
 
-/// One clustered node with a member of `g` and a member of `other`.
-async fn node_with_members(redis: &TestRedis) -> (TestServer, Client, Client) {
+/// One clustered node `node_id` on the shared Redis, with a member of
+/// `group` and a member of `other`.
+async fn node_with_members(
+    node_id: &str,
+    group: &str,
+    other: &str,
+) -> (TestServer, Client, Client) {
+    let redis = TestRedis::shared();
     let hub = Hub::builder()
-        .node_id("node-bad")
+        .node_id(node_id)
         .config(Config {
             // The test publishes faster than a client reads.
             queue_len: 8192,
@@ -302,14 +570,38 @@ async fn node_with_members(redis: &TestRedis) -> (TestServer, Client, Client) {
         .build()
         .unwrap();
     let node = TestServer::start(hub).await;
-    let member = node.connect("g").await;
-    let bystander = node.connect("other").await;
-    wait_until("subscribed to both groups", || {
-        let subs = node.hub.status().subscriptions;
-        subs.iter().any(|s| s == "group:g") && subs.iter().any(|s| s == "group:other")
-    })
-    .await;
+    let member = node.connect(group).await;
+    let bystander = node.connect(other).await;
+    wait_subscribed(&[&node], &format!("group:{group}")).await;
+    wait_subscribed(&[&node], &format!("group:{other}")).await;
     (node, member, bystander)
+}
+
+/// Envelopes that cannot be decoded (bad MessagePack, an unknown version,
+/// truncated, the wrong shape) are counted and never reach a client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_envelopes_are_counted_and_never_reach_clients() {
+    let redis = TestRedis::shared();
+    let (node, mut client, _bystander) =
+        node_with_members("node-envelopes", "envelopes", "envelopes-other").await;
+
+    let mut outside = redis.client().await;
+    let garbage: [&[u8]; 4] = [
+        &[0xC1, b'G', b'C', 1, 0xff, 0x00, 0x13], // version 1, not MessagePack
+        &[0xC1, b'G', b'C', 9, 0x80],             // a version nobody speaks
+        &[0xC1, b'G'],                            // truncated
+        &[0xC1, b'G', b'C', 1, 0x91, 0x01],       // MessagePack, wrong shape
+    ];
+    for bytes in garbage {
+        publish(&mut outside, "group:envelopes", bytes).await;
+    }
+    publish(&mut outside, "group:envelopes", "still alive").await;
+    marker_is_next(&mut client, "still alive", "the member").await;
+    assert_eq!(node.hub.metrics().bus_invalid.get(), 4);
+    // And the node still works both ways.
+    node.hub.broadcast_group("envelopes", "local").unwrap();
+    assert_eq!(client.recv_text().await, "local");
+    assert!(node.hub.is_ready());
 }
 
 /// What a frame on the wire is: text or binary, and its bytes.
@@ -319,7 +611,7 @@ enum Wire {
     Binary(Vec<u8>),
 }
 
-/// What the node must do with `bytes` published on `group:g`, worked out
+/// What the node must do with `bytes` published on `group:corpus`, worked out
 /// from the wire format (not from the node's code): `Some(frame)` to
 /// deliver, `None` to count as invalid and drop. `Err` for inputs whose
 /// outcome depends on session state (filters), which the corpus skips.
@@ -336,7 +628,7 @@ fn expected(bytes: &[u8]) -> Result<Option<Wire>, ()> {
         Err(_) => Ok(None),
         Ok(Decoded::Raw(_)) => panic!("0xC1 bytes decoded as raw"),
         Ok(Decoded::Envelope(env)) => {
-            if env.filter.is_some() || env.except.is_some() || env.origin == "node-bad" {
+            if env.filter.is_some() || env.except.is_some() || env.origin == "node-corpus" {
                 return Err(());
             }
             Ok(match env.kind {
@@ -455,8 +747,9 @@ fn frame_of(message: Ws) -> Wire {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_bytes_and_corrupt_envelopes_on_a_group_channel() {
     let mut rng = rng("random_bytes_and_corrupt_envelopes");
-    let redis = TestRedis::start().await;
-    let (node, mut member, mut bystander) = node_with_members(&redis).await;
+    let redis = TestRedis::shared();
+    let (node, mut member, mut bystander) =
+        node_with_members("node-corpus", "corpus", "corpus-other").await;
 
     let mut deliveries = Vec::new();
     let mut invalid = 0u64;
@@ -468,10 +761,10 @@ async fn random_bytes_and_corrupt_envelopes_on_a_group_channel() {
             Ok(Some(frame)) => deliveries.push(frame),
             Ok(None) => invalid += 1,
         }
-        assert_eq!(publish(&mut outside, "group:g", &bytes).await, 1);
+        assert_eq!(publish(&mut outside, "group:corpus", &bytes).await, 1);
         published += 1;
     }
-    publish(&mut outside, "group:g", "end of corpus").await;
+    publish(&mut outside, "group:corpus", "end of corpus").await;
     eprintln!(
         "published {published}: {} to deliver, {invalid} invalid",
         deliveries.len()
@@ -485,15 +778,15 @@ async fn random_bytes_and_corrupt_envelopes_on_a_group_channel() {
     }
     assert_eq!(member.recv_text().await, "end of corpus");
     assert_eq!(node.hub.metrics().bus_invalid.get(), invalid);
-    // Another group's member got none of it.
-    publish(&mut outside, "group:other", "marker").await;
-    assert_eq!(bystander.recv_text().await, "marker");
+    // Another group's member got none of it: its own marker, then quiet.
+    publish(&mut outside, "group:corpus-other", "marker").await;
+    quiet_after_marker(&mut bystander, "marker", "another group's member").await;
 
     // The node is fine: ready, both ways.
     assert!(node.hub.is_ready());
-    node.hub.broadcast_group("g", "local").unwrap();
+    node.hub.broadcast_group("corpus", "local").unwrap();
     assert_eq!(member.recv_text().await, "local");
-    publish(&mut outside, "group:g", "remote").await;
+    publish(&mut outside, "group:corpus", "remote").await;
     assert_eq!(member.recv_text().await, "remote");
 }
 
@@ -501,8 +794,8 @@ async fn random_bytes_and_corrupt_envelopes_on_a_group_channel() {
 /// frames, byte for byte, not dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_non_utf8_bytes_arrive_as_binary_frames() {
-    let redis = TestRedis::start().await;
-    let (node, mut member, _bystander) = node_with_members(&redis).await;
+    let redis = TestRedis::shared();
+    let (node, mut member, _bystander) = node_with_members("node-raw", "raw", "raw-other").await;
     let samples: [&[u8]; 5] = [
         &[0xff, 0xfe, 0xfd],
         &[0x00, 0x9f, 0x92, 0x96],
@@ -511,7 +804,7 @@ async fn raw_non_utf8_bytes_arrive_as_binary_frames() {
         &[0xf8, 0x88, 0x80, 0x80, 0x80], // a five-byte sequence
     ];
     for sample in samples {
-        redis.publish("group:g", sample).await;
+        redis.publish("group:raw", sample).await;
     }
     for sample in samples {
         match member.next_data().await {

@@ -3,11 +3,11 @@
 //! README's configuration table (regenerate it with
 //! `python3 scripts/config-table.py`).
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn the_readme_documents_every_flag_and_variable() {
-    let output = Command::new(env!("CARGO_BIN_EXE_groupcast"))
+    let output = common::node::command()
         .arg("--help")
         .output()
         .expect("run groupcast --help");

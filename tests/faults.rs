@@ -1,6 +1,10 @@
-//! Infrastructure faults, with a real Redis (testcontainers) and real
-//! `groupcast` processes:
+//! Faults, and what they cost, with a real Redis (testcontainers) and
+//! real `groupcast` processes:
 //!
+//! * a handler that panics ends only its own connection (no Redis);
+//! * Redis stopped and started again: sessions stay, `/readyz` follows,
+//!   delivery resumes; a paused Redis is noticed by the health checks; an
+//!   unreachable Redis and bad URLs are typed errors, not crashes;
 //! * a node SIGKILLed while its clients are connected: the clients of the
 //!   other nodes miss nothing (numbered messages, contiguous), and the
 //!   cluster view drops the dead node within its presence TTL;
@@ -22,27 +26,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::node::NodeProcess;
-use common::redis::TestRedis;
-use common::{Client, WAIT, wait_until, wait_until_async};
+use common::redis::{TestRedis, fast_options, free_port, three_nodes, wait_subscribed};
+use common::{Client, TestServer, WAIT, http, wait_until, wait_until_async};
 use futures_util::StreamExt;
+use groupcast::bus::redis::RedisBus;
+use groupcast::bus::{Bus, BusContext};
+use groupcast::metrics::Metrics;
+use groupcast::{Broadcast, BusError, Hub, RedisOptions};
 use parking_lot::Mutex;
-use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message as Ws;
 
 // ----- harness -----------------------------------------------------------------
 
-async fn get_json(url: &str) -> Value {
-    reqwest::get(url)
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
-}
-
 /// Node ids in a node's `/api/nodes` answer.
 async fn cluster_view(node: &NodeProcess) -> Vec<String> {
-    let answer = get_json(&node.url("/api/nodes")).await;
+    let (_, answer) = http::get_json(&node.url("/api/nodes")).await;
     answer["nodes"]
         .as_array()
         .map(|nodes| {
@@ -80,6 +78,228 @@ fn numbers(messages: &[String], prefix: &str) -> Vec<u64> {
         .filter_map(|m| m.strip_prefix(prefix))
         .map(|n| n.parse().expect("a number"))
         .collect()
+}
+
+// ----- a panicking handler ------------------------------------------------------------
+
+/// A handler that panics ends only its own connection, and the session
+/// still leaves the hub (no ghost member in counts or the API).
+#[tokio::test]
+async fn a_panicking_handler_ends_only_its_connection_and_leaves_no_ghost() {
+    let hub = Hub::builder()
+        .on_text(|_hub, _session, text| {
+            assert!(text != "boom", "handler panics on purpose");
+        })
+        .build()
+        .unwrap();
+    let server = TestServer::start(hub).await;
+    let mut victim = server.connect("room").await;
+    let mut bystander = server.connect("room").await;
+    victim.send_text("boom").await;
+    wait_until("the panicking connection leaves the hub", || {
+        server.hub.session_count() == 1
+    })
+    .await;
+    assert_eq!(server.hub.member_count(&"room".parse().unwrap()), 1);
+    // The victim's connection ends (with or without a close frame).
+    victim.expect_close().await;
+    server.hub.broadcast_group("room", "still here").unwrap();
+    assert_eq!(bystander.recv_text().await, "still here");
+}
+
+// ----- Redis going away ---------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_keeps_sessions_and_delivery_resumes() {
+    let redis = TestRedis::start().await;
+    let nodes = three_nodes(&redis, |b| b).await;
+    let mut clients = Vec::new();
+    for node in &nodes {
+        clients.push(node.connect("live").await);
+    }
+    let all: Vec<&TestServer> = nodes.iter().collect();
+    wait_subscribed(&all, "group:live").await;
+    redis.publish("group:live", "before").await;
+    for client in &mut clients {
+        assert_eq!(client.recv_text().await, "before");
+    }
+    let opened: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.hub.metrics().connections_opened.get())
+        .collect();
+    for node in &nodes {
+        assert_eq!(node.hub.metrics().bus_connects.get(), 1);
+        assert_eq!(http::status(&node.http_url("/readyz")).await, 200);
+    }
+
+    redis.stop().await;
+    for node in &nodes {
+        let url = node.http_url("/readyz");
+        wait_until_async("/readyz says not ready", || async {
+            http::status(&url).await == 503
+        })
+        .await;
+        let status = node.hub.status();
+        assert!(!status.connected && status.last_error.is_some());
+        assert_eq!(node.hub.session_count(), 1, "sessions stay");
+    }
+    // While Redis is away a broadcast still reaches local sessions, and
+    // the caller learns that the other nodes were not told.
+    let a = &nodes[0];
+    let outcome = a
+        .hub
+        .publish(Broadcast::group("live".try_into().unwrap()), "while down")
+        .await;
+    assert!(
+        matches!(outcome, Err(groupcast::HubError::Bus(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(clients[0].recv_text().await, "while down");
+    assert!(a.hub.metrics().bus_publish_errors.get() >= 1);
+
+    redis.restart().await;
+    for node in &nodes {
+        let url = node.http_url("/readyz");
+        wait_until_async("/readyz is ready again", || async {
+            http::status(&url).await == 200
+        })
+        .await;
+    }
+    wait_subscribed(&all, "group:live").await;
+
+    // Delivery resumes everywhere, from outside and from a node, and the
+    // message published while Redis was down is not replayed.
+    // ("after" first on every client: B delivers "from b" to its own
+    // client directly, so the two could otherwise cross there.)
+    redis.publish("group:live", "after").await;
+    for client in &mut clients {
+        assert_eq!(client.recv_text().await, "after");
+    }
+    nodes[1]
+        .hub
+        .publish(Broadcast::group("live".try_into().unwrap()), "from b")
+        .await
+        .expect("B publishes again");
+    for client in &mut clients {
+        assert_eq!(client.recv_text().await, "from b");
+    }
+    // No client reconnected; every node says it reconnected.
+    for (node, opened) in nodes.iter().zip(opened) {
+        assert_eq!(node.hub.metrics().connections_opened.get(), opened);
+        assert_eq!(node.hub.metrics().bus_connects.get(), 2);
+        let metrics = http::get_text(&node.http_url("/metrics")).await;
+        assert!(
+            metrics.contains("groupcast_bus_connects_total 2"),
+            "{metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_is_noticed_by_health_checks() {
+    let redis = TestRedis::start().await;
+    let hub = Hub::builder()
+        .node_id("node-p")
+        .redis(fast_options(redis.url()))
+        .build()
+        .unwrap();
+    let node = TestServer::start(hub).await;
+    let mut client = node.connect("paused").await;
+    wait_subscribed(&[&node], "group:paused").await;
+
+    // Paused: no socket closes, only the PINGs go unanswered.
+    redis.pause().await;
+    let readyz = node.http_url("/readyz");
+    wait_until_async("the health check notices", || async {
+        http::status(&readyz).await == 503
+    })
+    .await;
+    let error = node.hub.status().last_error.unwrap_or_default();
+    assert!(error.contains("did not answer"), "{error}");
+
+    redis.unpause().await;
+    wait_until_async("ready again", || async {
+        http::status(&readyz).await == 200
+    })
+    .await;
+    wait_subscribed(&[&node], "group:paused").await;
+    redis.publish("group:paused", "awake").await;
+    assert_eq!(client.recv_text().await, "awake");
+    assert_eq!(node.hub.metrics().bus_connects.get(), 2);
+}
+
+fn lonely_context(metrics: std::sync::Arc<Metrics>) -> BusContext {
+    BusContext {
+        node_id: "lonely".into(),
+        inbox: std::sync::Arc::new(|_: groupcast::bus::Channel, _: bytes::Bytes| {}),
+        metrics,
+        local_groups: std::sync::Arc::new(Vec::new),
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_reported_not_fatal() {
+    let metrics = std::sync::Arc::new(Metrics::new());
+    // Nothing listens on a port that was just free.
+    let mut options = RedisOptions::new(format!("redis://127.0.0.1:{}", free_port()));
+    options.command_timeout = Duration::from_millis(300);
+    options.backoff_max = Duration::from_millis(200);
+    let bus = RedisBus::start(options, lonely_context(metrics.clone())).expect("starts anyway");
+    assert!(!bus.status().connected);
+    wait_until("the failure is recorded", || {
+        bus.status().last_error.is_some()
+    })
+    .await;
+    assert_eq!(bus.status().kind, "redis");
+
+    let outcome = bus
+        .publish(groupcast::bus::Channel::Cluster, "x".into())
+        .wait()
+        .await;
+    assert!(
+        matches!(outcome, Err(BusError::Unavailable(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(metrics.bus_publish_errors.get(), 1);
+    assert!(bus.nodes().await.is_err());
+    bus.shutdown().await;
+    assert!(matches!(
+        bus.publish(groupcast::bus::Channel::Cluster, "y".into())
+            .wait()
+            .await,
+        Err(BusError::Closed)
+    ));
+}
+
+#[test]
+fn bad_urls_and_a_missing_runtime_are_typed_errors() {
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let start =
+        |url: &str| RedisBus::start(RedisOptions::new(url), lonely_context(metrics.clone()));
+    assert!(matches!(
+        start("redis://127.0.0.1:1"),
+        Err(BusError::NoRuntime)
+    ));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    for url in [
+        "http://127.0.0.1",
+        "127.0.0.1:6379",
+        "redis://",
+        "redis://h:notaport",
+    ] {
+        assert!(
+            matches!(start(url), Err(BusError::InvalidUrl(_))),
+            "{url} should be rejected"
+        );
+    }
+    assert!(start("redis://user:secret@127.0.0.1:1/2").is_ok());
+    assert!(
+        start("rediss://user:secret@127.0.0.1:1").is_ok(),
+        "TLS is built in"
+    );
+    let error = start("redis://user:secret@").err().expect("no host");
+    assert!(!error.to_string().contains("secret"), "{error}");
 }
 
 // ----- a node killed ---------------------------------------------------------------
@@ -167,7 +387,7 @@ async fn a_killed_node_costs_the_other_nodes_clients_nothing() {
     let left_view = tokio::spawn(async move {
         let deadline = killed_at + WAIT;
         loop {
-            let view = get_json(&view_url).await;
+            let (_, view) = http::get_json(&view_url).await;
             let listed = view["nodes"]
                 .as_array()
                 .is_some_and(|nodes| nodes.iter().any(|n| n["node_id"] == "kill-c"));
@@ -517,11 +737,10 @@ async fn what_redis_outages_cost_is_counted() {
     let stop_called = Instant::now();
     redis.stop().await;
     let stopped_at = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sent.load(Ordering::SeqCst) < START_AT {
-        assert!(Instant::now() < deadline, "the publisher stalled");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the publisher reaches the restart point", || {
+        sent.load(Ordering::SeqCst) >= START_AT
+    })
+    .await;
     redis.restart().await;
     let restarted_at = Instant::now();
     wait_until_async("B subscribes again", || async {
@@ -531,14 +750,8 @@ async fn what_redis_outages_cost_is_counted() {
     let away = stop_called.elapsed();
     b_back.store(true, Ordering::SeqCst);
     publisher.await.unwrap();
-    let answer = reqwest::Client::new()
-        .post(a.url("/api/groups/outage/messages"))
-        .header("content-type", "text/plain")
-        .body("end")
-        .send()
-        .await
-        .unwrap();
-    assert!(answer.status().is_success());
+    let (status, _) = http::post_text(&a.url("/api/groups/outage/messages"), "end").await;
+    assert_eq!(status, 200);
 
     let local = local.await.unwrap();
     let remote = remote.await.unwrap();
@@ -576,12 +789,7 @@ async fn what_redis_outages_cost_is_counted() {
     );
     // Both nodes say they reconnected; the sessions never did.
     for node in [&a, &b] {
-        let metrics = reqwest::get(node.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = http::get_text(&node.url("/metrics")).await;
         assert!(
             metrics.contains("groupcast_connections_opened_total 1\n"),
             "{}: {metrics}",

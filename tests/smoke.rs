@@ -2,23 +2,16 @@
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, http};
 use groupcast::Hub;
 
 #[tokio::test]
 async fn api_publish_reaches_a_member() {
     let server = TestServer::start(Hub::builder().build().unwrap()).await;
     let mut client = server.connect("ticker_ws").await;
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(server.http_url("/api/groups/ticker_ws/messages"))
-        .header("content-type", "text/plain")
-        .body("hello")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, answer) =
+        http::post_text(&server.http_url("/api/groups/ticker_ws/messages"), "hello").await;
+    assert_eq!(status, 200);
     assert_eq!(answer["delivered"], 1);
     assert_eq!(client.recv_text().await, "hello");
 }

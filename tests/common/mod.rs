@@ -2,29 +2,80 @@
 //! clients (tokio-tungstenite).
 //!
 //! Rule of the house: tests wait on conditions with timeouts, never on bare
-//! sleeps. To show that a client did *not* receive something, send it a
-//! later marker and check the marker is the next thing it reads.
+//! sleeps. To show that a client did *not* receive something, use
+//! [`silence`] (a marker on the client's own channel, and where needed a
+//! bounded quiet window).
+//!
+//! * [`node`] — the real `groupcast` binary as a child process;
+//! * [`http`] — JSON GET/POST with the status, Prometheus samples;
+//! * [`redis`] — a Redis in a container (testcontainers);
+//! * [`silence`] — showing that something did *not* arrive.
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod node;
 pub mod redis;
+pub mod silence;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use groupcast::Hub;
 use groupcast::server::{self, ServerOptions};
+use groupcast::{Broadcast, Hub, HubBuilder, Message as GcMessage, SessionId};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long any single expectation may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The handlers `main.rs` installs for `--client-messages group`: what a
+/// client sends (text or binary) goes to its whole group, itself included.
+pub fn forwarding(builder: HubBuilder) -> HubBuilder {
+    builder
+        .on_text(|hub, session, text| {
+            let _ = hub.send(Broadcast::group(session.group().clone()), text.to_owned());
+        })
+        .on_binary(|hub, session, data| {
+            let _ = hub.send(
+                Broadcast::group(session.group().clone()),
+                GcMessage::Binary(data.clone()),
+            );
+        })
+}
+
+/// A hub whose `on_connect` tells each client its session id (`id:<id>`),
+/// so tests can address sessions the way an application would.
+pub fn announcing_ids() -> HubBuilder {
+    Hub::builder().on_connect(|_hub, session| {
+        session.send(format!("id:{}", session.id()));
+    })
+}
+
+/// A connected client and the id the server announced for it.
+pub struct Peer {
+    pub client: Client,
+    pub id: SessionId,
+}
+
+/// Connects to `group` on a hub that announces ids ([`announcing_ids`]).
+pub async fn connect_peer(server: &TestServer, group: &str) -> Peer {
+    let mut client = server.connect(group).await;
+    let hello = client.recv_text().await;
+    let id = hello
+        .strip_prefix("id:")
+        .unwrap_or_else(|| panic!("expected the id announcement, got {hello:?}"))
+        .into();
+    Peer { client, id }
+}
 
 /// A hub served on an ephemeral loopback port.
 pub struct TestServer {
@@ -67,6 +118,16 @@ impl TestServer {
 
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `groupcast_limit_rejections_total{limit="<limit>"}` from `/metrics`
+    /// (0 while nothing was rejected).
+    pub async fn limit_rejections(&self, limit: &str) -> u64 {
+        let text = http::get_text(&self.http_url("/metrics")).await;
+        let prefix = format!("groupcast_limit_rejections_total{{limit=\"{limit}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0, |n| n.trim().parse().expect("a counter value"))
     }
 
     /// Connects a client to `group` and waits until the hub has registered it.
@@ -114,6 +175,43 @@ impl Client {
             .unwrap_or_else(|_| panic!("timed out connecting to {url}"))
             .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
         (Client { ws }, response)
+    }
+
+    /// Tries to upgrade at `url` with extra request `headers`; the client,
+    /// or the server's refusal (status, JSON body, headers).
+    pub async fn try_connect(url: &str, headers: &[(&str, &str)]) -> Result<Client, Refused> {
+        let mut request = url.into_client_request().expect("a ws url");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                HeaderValue::from_str(value).expect("a header value"),
+            );
+        }
+        let connected = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .unwrap_or_else(|_| panic!("timed out connecting to {url}"));
+        match connected {
+            Ok((ws, _)) => Ok(Client { ws }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refused {
+                status: response.status().as_u16(),
+                body: response
+                    .body()
+                    .as_deref()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| serde_json::from_slice(b).expect("a JSON error body"))
+                    .unwrap_or(Value::Null),
+                headers: response.headers().clone(),
+            }),
+            Err(other) => panic!("connecting to {url}: {other}"),
+        }
+    }
+
+    /// Expects the upgrade at `url` to be refused; the refusal.
+    pub async fn refused(url: &str) -> Refused {
+        match Client::try_connect(url, &[]).await {
+            Ok(_) => panic!("expected {url} to be refused, but the upgrade succeeded"),
+            Err(refused) => refused,
+        }
     }
 
     pub async fn send_text(&mut self, text: &str) {
@@ -170,6 +268,23 @@ impl Client {
             frame.reason
         );
         frame.reason.to_string()
+    }
+}
+
+/// An upgrade the server refused: its status, JSON body and headers.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: Value,
+    pub headers: HeaderMap,
+}
+
+impl Refused {
+    /// The value of the response header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("an ASCII header").to_string())
     }
 }
 

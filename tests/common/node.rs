@@ -1,39 +1,115 @@
-//! A real `groupcast` binary as a child process, killed when dropped.
+//! The real `groupcast` binary as a child process, killed when dropped.
+//!
+//! The one place tests start the binary: [`command`] for one-shot runs
+//! (`groupcast token`, `groupcast --help`), [`NodeProcess`] for a serving
+//! node. Neither inherits `GROUPCAST_*` variables from the test's
+//! environment: a test configures the binary only as it says.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use super::redis::{FAST_NODE_ARGS, free_port};
+
+/// `groupcast` with no `GROUPCAST_*` variables from the environment.
+pub fn command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_groupcast"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("GROUPCAST_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
 
 /// A spawned `groupcast` node on a free loopback port.
 pub struct NodeProcess {
     pub name: String,
     pub addr: SocketAddr,
     child: Child,
+    log: PathBuf,
 }
 
-impl NodeProcess {
-    /// Starts `groupcast --listen <free port> --node-id <name> <args>`;
-    /// its logs go to `target/tmp/node-logs/<name>.log`.
-    pub fn spawn(name: &str, args: &[&str]) -> NodeProcess {
+/// How to start a [`NodeProcess`]: flags, variables, where it listens.
+pub struct NodeBuilder {
+    name: String,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    listen_by_env: bool,
+}
+
+impl NodeBuilder {
+    pub fn args(mut self, args: &[&str]) -> NodeBuilder {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> NodeBuilder {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Listen on the address given in `GROUPCAST_LISTEN` instead of
+    /// `--listen` (to show that the variables reach the binary).
+    pub fn listen_by_env(mut self) -> NodeBuilder {
+        self.listen_by_env = true;
+        self
+    }
+
+    /// Starts it; its logs (stdout and stderr) go to
+    /// `target/tmp/node-logs/<name>.log`.
+    pub fn spawn(self) -> NodeProcess {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("node-logs");
         std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_groupcast"))
-            .args(["--listen", &addr.to_string()])
-            .args(["--node-id", name])
-            .args(args)
+        let log = dir.join(format!("{}.log", self.name));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = command();
+        if self.listen_by_env {
+            command.env("GROUPCAST_LISTEN", addr.to_string());
+        } else {
+            command.args(["--listen", &addr.to_string()]);
+        }
+        let child = command
+            .args(["--node-id", &self.name])
+            .args(&self.args)
+            .envs(self.envs)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
             .spawn()
             .expect("spawn the groupcast binary");
         NodeProcess {
-            name: name.to_string(),
+            name: self.name,
             addr,
             child,
+            log,
         }
+    }
+}
+
+impl NodeProcess {
+    /// What to start as `groupcast --listen <free port> --node-id <name>`.
+    pub fn builder(name: &str) -> NodeBuilder {
+        NodeBuilder {
+            name: name.to_string(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            listen_by_env: false,
+        }
+    }
+
+    /// Starts `groupcast --listen <free port> --node-id <name> <args>`.
+    pub fn spawn(name: &str, args: &[&str]) -> NodeProcess {
+        NodeProcess::builder(name).args(args).spawn()
+    }
+
+    /// Like [`NodeProcess::spawn`], then waits until `/readyz` answers 200.
+    pub async fn start(name: &str, args: &[&str]) -> NodeProcess {
+        let node = NodeProcess::spawn(name, args);
+        node.wait_ready().await;
+        node
     }
 
     /// A push-only cluster member of the Redis at `redis_url`, with the
@@ -59,6 +135,38 @@ impl NodeProcess {
         self.child.id()
     }
 
+    /// Everything the node logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until a line of the log contains `needle`; that line.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let mut found = None;
+        super::wait_until(&format!("{} logs {needle:?}", self.name), || {
+            found = self
+                .log()
+                .lines()
+                .find(|line| line.contains(needle))
+                .map(str::to_string);
+            found.is_some()
+        })
+        .await;
+        found.unwrap()
+    }
+
+    /// Connects a client to `group` and waits until the node's API counts
+    /// `members` sessions in it.
+    pub async fn connect(&self, group: &str, members: u64) -> super::Client {
+        let client = super::Client::connect(&self.ws_url(group)).await;
+        let url = self.url(&format!("/api/groups/{group}"));
+        super::wait_until_async("the node registers the session", || async {
+            super::http::get_json(&url).await.1["members"].as_u64() == Some(members)
+        })
+        .await;
+        client
+    }
+
     /// SIGKILL: no shutdown, no lease release, no presence withdrawal.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -73,10 +181,7 @@ impl NodeProcess {
     }
 
     /// Waits for the process to exit, at most `limit`; its exit status.
-    pub async fn wait_exit(
-        &mut self,
-        limit: std::time::Duration,
-    ) -> Option<std::process::ExitStatus> {
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -85,7 +190,7 @@ impl NodeProcess {
             if tokio::time::Instant::now() >= deadline {
                 return None;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -94,7 +199,7 @@ impl NodeProcess {
         let url = self.url("/readyz");
         super::wait_until_async(&format!("{} is ready", self.name), || {
             let url = url.clone();
-            async move { matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success()) }
+            async move { super::http::status(&url).await == 200 }
         })
         .await;
     }
@@ -103,5 +208,13 @@ impl NodeProcess {
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} log ({}) ---\n{}--- end ---",
+                self.name,
+                self.log.display(),
+                self.log()
+            );
+        }
     }
 }

@@ -10,9 +10,12 @@
 //! the nodes to find Redis where it was.
 
 use std::net::TcpListener;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use groupcast::RedisOptions;
+use groupcast::{Hub, HubBuilder, RedisOptions};
+
+use super::TestServer;
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
@@ -27,21 +30,31 @@ pub struct TestRedis {
 impl TestRedis {
     /// Starts Redis and waits until it accepts connections.
     pub async fn start() -> TestRedis {
+        let redis = TestRedis::start_with_cmd(&[]).await;
+        redis.wait_until_up().await;
+        redis
+    }
+
+    /// Starts the image with `cmd` as its command (none: the image's own),
+    /// once its log says it is ready. (A server with ACLs may refuse the
+    /// PING that [`TestRedis::start`] waits for.)
+    pub async fn start_with_cmd(cmd: &[&str]) -> TestRedis {
         let image = std::env::var("REDIS_IMAGE").unwrap_or_else(|_| "redis:7-alpine".into());
         let (name, tag) = split_image(&image);
         let mut attempts = 0;
-        let (container, port) = loop {
+        loop {
             attempts += 1;
             let port = free_port();
-            let started = GenericImage::new(name.clone(), tag.clone())
+            let mut request = GenericImage::new(name.clone(), tag.clone())
                 .with_exposed_port(6379.tcp())
                 .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
                 .with_mapped_port(port, 6379.tcp())
-                .with_startup_timeout(Duration::from_secs(30))
-                .start()
-                .await;
-            match started {
-                Ok(container) => break (container, port),
+                .with_startup_timeout(Duration::from_secs(30));
+            if !cmd.is_empty() {
+                request = request.with_cmd(cmd.iter().map(|s| s.to_string()));
+            }
+            match request.start().await {
+                Ok(container) => return TestRedis { container, port },
                 // Something else took the port between the check and
                 // Docker's bind (a load test churning through ephemeral
                 // ports, another suite): pick another one.
@@ -54,10 +67,40 @@ impl TestRedis {
                      REDIS_IMAGE=local/redis:7)"
                 ),
             }
-        };
-        let redis = TestRedis { container, port };
-        redis.wait_until_up().await;
-        redis
+        }
+    }
+
+    /// One Redis for every test of this test binary that asks for it,
+    /// started on first use and removed when the binary exits. Only for
+    /// tests that do not interfere on it: their own group names and node
+    /// ids, no broadcast to all nodes, no cluster-wide views, and never
+    /// stop, restart or pause it.
+    pub fn shared() -> &'static TestRedis {
+        static SHARED: OnceLock<TestRedis> = OnceLock::new();
+        static ID: OnceLock<String> = OnceLock::new();
+        extern "C" fn remove_shared() {
+            if let Some(id) = ID.get() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", "-v", id])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+        SHARED.get_or_init(|| {
+            // Its own runtime on its own thread: the tests' runtimes come
+            // and go, the container stays.
+            std::thread::spawn(|| {
+                let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+                let redis = runtime.block_on(TestRedis::start());
+                let _ = ID.set(redis.container.id().to_string());
+                // SAFETY: registers a plain function to run at exit.
+                unsafe { libc::atexit(remove_shared) };
+                redis
+            })
+            .join()
+            .expect("start the shared Redis")
+        })
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -255,3 +298,35 @@ pub const FAST_NODE_ARGS: &[&str] = &[
     "--redis-backoff-max",
     "300ms",
 ];
+
+/// Three in-process nodes, `node-a`, `node-b`, `node-c`, on `redis` with
+/// [`fast_options`], each serving the full router on loopback; `configure`
+/// adds to each node's builder. Returns once every node is connected.
+pub async fn three_nodes(
+    redis: &TestRedis,
+    configure: impl Fn(HubBuilder) -> HubBuilder,
+) -> Vec<TestServer> {
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let builder = Hub::builder()
+            .node_id(format!("node-{name}"))
+            .redis(fast_options(redis.url()));
+        let hub = configure(builder).build().expect("build a clustered hub");
+        nodes.push(TestServer::start(hub).await);
+    }
+    super::wait_until("every node is connected to Redis", || {
+        nodes.iter().all(|n| n.hub.status().connected)
+    })
+    .await;
+    nodes
+}
+
+/// Waits until every node in `nodes` is subscribed to `channel`.
+pub async fn wait_subscribed(nodes: &[&TestServer], channel: &str) {
+    super::wait_until(&format!("every node subscribed to {channel}"), || {
+        nodes
+            .iter()
+            .all(|n| n.hub.status().subscriptions.iter().any(|s| s == channel))
+    })
+    .await;
+}
