@@ -11,8 +11,8 @@
 
 use std::net::SocketAddr;
 
-use groupcast::server::{self, ServerOptions};
 use groupcast::Hub;
+use groupcast::server::{self, ServerOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

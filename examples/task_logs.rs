@@ -100,7 +100,9 @@ async fn run_task(hub: Hub, id: u64, group: GroupName) {
         let step = steps[(line - 1) * steps.len() / 20];
         // Fan-out only queues: a watcher that cannot keep up is closed
         // with 1013 and never slows the task down.
-        let _ = hub.to(&group).send(format!("[task {id}] {line:>2}/20 {step}"));
+        let _ = hub
+            .to(&group)
+            .send(format!("[task {id}] {line:>2}/20 {step}"));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let _ = hub.to(&group).send(format!("[task {id}] done"));

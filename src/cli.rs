@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::backend::redis::RedisOptions;
 use crate::auth::origin::OriginRule;
 use crate::auth::{
     ApiKeys, AuthConfigError, ClientAuth, CorsPolicy, GroupPattern, GroupPatterns, KeyRef, KeySet,
     MintRequest, OriginPolicy, TokenVerifier, VerifyOptions,
 };
+use crate::backend::redis::RedisOptions;
 use crate::config::{Config, QueueFullPolicy};
 use crate::group::GroupName;
 use crate::server::{ClientMessages, ServeOptions, ServerOptions};
@@ -123,7 +123,11 @@ pub struct Cli {
     pub redis_pool_size: usize,
 
     /// Name of the nodes' presence keys in Redis (`{NAME}:info`, `{NAME}:seen`).
-    #[arg(long, env = "GROUPCAST_PRESENCE_KEY", default_value = "groupcast:nodes")]
+    #[arg(
+        long,
+        env = "GROUPCAST_PRESENCE_KEY",
+        default_value = "groupcast:nodes"
+    )]
     pub presence_key: String,
 
     /// How long one Redis command (publish, ping, heartbeat) may take.

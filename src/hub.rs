@@ -409,9 +409,11 @@ impl Hub {
         } else {
             PublishAck::done()
         };
-        let fanout = inner
-            .delivery
-            .deliver(&broadcast, &Queued::from(message), keep.unwrap_or(&|_| true));
+        let fanout = inner.delivery.deliver(
+            &broadcast,
+            &Queued::from(message),
+            keep.unwrap_or(&|_| true),
+        );
         Ok((fanout.delivered, ack))
     }
 

@@ -45,15 +45,15 @@ pub mod server;
 mod session;
 pub mod workers;
 
-pub use broadcast::{Broadcast, KeyFilter, Target};
 pub use backend::{IntoBackend, Position};
+pub use broadcast::{Broadcast, KeyFilter, Target};
 pub use config::{Config, ConfigError, QueueFullPolicy};
 pub use error::{BackendError, HubError, SessionError};
 pub use group::{GroupName, GroupNameError, IntoGroupName};
 pub use hub::{GroupInfo, Hub, HubBuilder};
 pub use limits::LimitRejection;
 pub use message::{Message, Utf8Bytes};
-pub use selection::{Selection, Sent};
 pub use outbound::{CloseReason, close_code};
+pub use selection::{Selection, Sent};
 pub use session::{Session, SessionId};
 pub use workers::{Worker, WorkerContext, WorkerInfo, WorkerOptions};

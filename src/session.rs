@@ -18,10 +18,10 @@ use serde_json::Value;
 
 use crate::auth::Claims;
 use crate::config::Config;
-use crate::group::GroupName;
-use crate::message::Message;
 use crate::error::HubError;
+use crate::group::GroupName;
 use crate::hub::{Hub, HubHandle};
+use crate::message::Message;
 use crate::outbound::{CloseReason, Outbound, Pushed, Queued};
 
 /// A session's id: unique across the cluster (64 random bits, hex).
@@ -187,10 +187,7 @@ impl Session {
     /// every node (melody's chat in one line). The same as
     /// `hub.to(session.group()).except(session.id()).send(message)`.
     pub fn broadcast(&self, message: impl Into<Message>) -> Result<usize, HubError> {
-        self.hub()?
-            .to(self.group())
-            .except(self.id())
-            .send(message)
+        self.hub()?.to(self.group()).except(self.id()).send(message)
     }
 
     /// The hub this session belongs to; fails once the hub is gone.

@@ -208,7 +208,7 @@ async fn ws_router_mounts_into_a_user_router() {
     });
     let mut client = Client::connect(&format!("ws://{addr}/ws/app/room")).await;
     wait_until("the session joins", || hub.session_count() == 1).await;
-    assert_eq!(hub.broadcast_group("app/room", "from the app").unwrap(), 1);
+    assert_eq!(hub.to("app/room").send("from the app").unwrap(), 1);
     assert_eq!(client.recv_text().await, "from the app");
     let hello = reqwest::get(format!("http://{addr}/hello")).await.unwrap();
     assert_eq!(hello.text().await.unwrap(), "hi");

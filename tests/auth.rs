@@ -27,7 +27,7 @@ use groupcast::auth::{
     TokenVerifier, VerifyOptions,
 };
 use groupcast::server::{self, ServerOptions};
-use groupcast::{Broadcast, Hub, Message, close_code};
+use groupcast::{Hub, close_code};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -136,10 +136,7 @@ fn hub_with(auth: ClientAuth) -> Hub {
     Hub::builder()
         .client_auth(auth)
         .on_text(|hub, session, text| {
-            let _ = hub.send(
-                Broadcast::group(session.group().clone()),
-                Message::text(text),
-            );
+            let _ = hub.to(session.group()).send(text);
         })
         .build()
         .expect("build a hub")
@@ -1154,7 +1151,7 @@ async fn acl_redis() -> TestRedis {
         "&group:*",
         "&groupcast:cluster",
         "resetkeys",
-        "~groupcast:node:*",
+        "~{groupcast:nodes}:*",
         "~groupcast:worker:*",
         "-@all",
         "+subscribe",
@@ -1163,11 +1160,20 @@ async fn acl_redis() -> TestRedis {
         "+ping",
         "+set",
         "+get",
-        "+mget",
         "+del",
-        "+scan",
+        "+pexpire",
         "+eval",
         "+evalsha",
+        "+multi",
+        "+exec",
+        "+time",
+        "+hset",
+        "+hget",
+        "+hdel",
+        "+zadd",
+        "+zrem",
+        "+zrangebyscore",
+        "+zremrangebyscore",
     ])
     .await
 }
@@ -1186,12 +1192,9 @@ fn clustered_hub(name: &str, url: String) -> Hub {
     Hub::builder()
         .node_id(name)
         .client_auth(token_auth())
-        .redis(fast_options(url))
+        .backend(fast_options(url))
         .on_text(|hub, session, text| {
-            let _ = hub.send(
-                Broadcast::group(session.group().clone()),
-                Message::text(text),
-            );
+            let _ = hub.to(session.group()).send(text);
         })
         .build()
         .expect("build a clustered hub")
@@ -1274,13 +1277,7 @@ async fn tokens_work_across_a_cluster_over_an_acl_redis() {
     // Presence works under the least-privilege ACL: each node sees both.
     wait_until_async("each node sees the other's presence", || {
         let hub = a.hub.clone();
-        async move {
-            hub.nodes()
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|nodes| nodes.len() == 2)
-        }
+        async move { hub.nodes().await.is_ok_and(|nodes| nodes.len() == 2) }
     })
     .await;
     // Rejections are the same on every node.

@@ -293,7 +293,7 @@ impl Api {
     /// The member received none of the rejected requests: a marker in its
     /// group comes next; the server is still ready and broadcast once.
     async fn assert_nothing_delivered(mut self) {
-        self.server.hub.broadcast_group("g", "marker").unwrap();
+        self.server.hub.to("g").send("marker").unwrap();
         marker_is_next(
             &mut self.member,
             "marker",
@@ -566,7 +566,7 @@ async fn node_with_members(
             queue_len: 8192,
             ..Config::default()
         })
-        .redis(fast_options(redis.url()))
+        .backend(fast_options(redis.url()))
         .build()
         .unwrap();
     let node = TestServer::start(hub).await;
@@ -599,7 +599,7 @@ async fn undecodable_envelopes_are_counted_and_never_reach_clients() {
     marker_is_next(&mut client, "still alive", "the member").await;
     assert_eq!(node.hub.metrics().bus_invalid.get(), 4);
     // And the node still works both ways.
-    node.hub.broadcast_group("envelopes", "local").unwrap();
+    node.hub.to("envelopes").send("local").unwrap();
     assert_eq!(client.recv_text().await, "local");
     assert!(node.hub.is_ready());
 }
@@ -784,7 +784,7 @@ async fn random_bytes_and_corrupt_envelopes_on_a_group_channel() {
 
     // The node is fine: ready, both ways.
     assert!(node.hub.is_ready());
-    node.hub.broadcast_group("corpus", "local").unwrap();
+    node.hub.to("corpus").send("local").unwrap();
     assert_eq!(member.recv_text().await, "local");
     publish(&mut outside, "group:corpus", "remote").await;
     assert_eq!(member.recv_text().await, "remote");

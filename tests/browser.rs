@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::{TestServer, WAIT, wait_until};
 use fantoccini::wd::WindowHandle;
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
-use groupcast::{Broadcast, GroupName, Hub, Message};
+use groupcast::{GroupName, Hub, Message};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -233,10 +233,7 @@ async fn demo_page_chats_within_a_group_only() {
     // The binary's `--client-messages group`: pages can send.
     let hub = Hub::builder()
         .on_text(|hub, session, text| {
-            let _ = hub.send(
-                Broadcast::group(session.group().clone()),
-                Message::text(text),
-            );
+            let _ = hub.to(session.group()).send(Message::text(text));
         })
         .build()
         .unwrap();
@@ -288,7 +285,7 @@ async fn demo_page_chats_within_a_group_only() {
     carol.wait_messages(&browser, &["anyone in room 2?"]).await;
 
     // And room/1 did not see carol's: a later marker comes right after.
-    server.hub.broadcast_group("room/1", "marker").unwrap();
+    server.hub.to("room/1").send("marker").unwrap();
     for page in [&alice, &bob] {
         page.wait_messages(
             &browser,
@@ -308,7 +305,7 @@ async fn demo_page_chats_within_a_group_only() {
         server.hub.member_count(&room1) == 3 && server.hub.member_count(&room2) == 0
     })
     .await;
-    server.hub.broadcast_group("room/1", "welcome").unwrap();
+    server.hub.to("room/1").send("welcome").unwrap();
     carol.wait_messages(&browser, &["welcome"]).await;
 
     browser.close().await.expect("end the browser session");

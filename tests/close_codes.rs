@@ -76,7 +76,7 @@ async fn an_oversized_message_closes_with_1009_and_one_at_the_limit_passes() {
     wait_until("both senders are gone", || server.hub.session_count() == 1).await;
     assert_eq!(errors.lock().len(), 2);
     // The listener got neither oversized message.
-    server.hub.broadcast_group("limits", "marker").unwrap();
+    server.hub.to("limits").send("marker").unwrap();
     marker_is_next(&mut listener, "marker", "the listener").await;
 }
 
@@ -197,7 +197,7 @@ async fn a_flooding_client_is_closed_with_1008_and_its_group_keeps_working() {
 
     // The others stay, and the group works: the listener saw at most the
     // flooder's burst, then the marker.
-    server.hub.broadcast_group("chat", "marker").unwrap();
+    server.hub.to("chat").send("marker").unwrap();
     let mut flood_seen = 0;
     loop {
         let text = listener.recv_text().await;

@@ -131,14 +131,13 @@ async fn cluster_view_lists_every_node_and_a_clean_shutdown_leaves_it_at_once() 
     assert_eq!(debug["cluster"].as_array().map(Vec::len), Some(3));
 
     // A clean shutdown deletes the node's presence at once, not after the TTL.
-    assert!(redis.exists("groupcast:node:node-c").await);
+    assert!(redis.presence_has("node-c").await);
     c.hub.shutdown().await;
-    assert!(!redis.exists("groupcast:node:node-c").await);
+    assert!(!redis.presence_has("node-c").await);
     let ids: Vec<String> = a
         .hub
         .nodes()
         .await
-        .unwrap()
         .unwrap()
         .into_iter()
         .map(|n| n.node_id)

@@ -24,7 +24,7 @@ use common::{
     Client, Peer, TestServer, announcing_ids, connect_peer, http, wait_until, wait_until_async,
 };
 use futures_util::SinkExt;
-use groupcast::{Broadcast, GroupName, Hub, KeyFilter, Message, SessionId};
+use groupcast::{GroupName, Hub, KeyFilter, Message, SessionId};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as Ws;
 
@@ -80,14 +80,11 @@ async fn groups_are_isolated_with_many_groups_and_clients() {
             } else {
                 Message::binary(body.into_bytes())
             };
-            let delivered = server
-                .hub
-                .broadcast_group(format!("iso/{g}"), message)
-                .unwrap();
+            let delivered = server.hub.to(format!("iso/{g}")).send(message).unwrap();
             assert_eq!(delivered, CLIENTS);
         }
     }
-    assert_eq!(server.hub.broadcast_all("end").unwrap(), GROUPS * CLIENTS);
+    assert_eq!(server.hub.all().send("end").unwrap(), GROUPS * CLIENTS);
 
     let reading = clients.iter_mut().map(|(g, client)| {
         let g = *g;
@@ -163,7 +160,7 @@ impl Addressed {
         }
         let marker = format!("marker after {what}");
         assert_eq!(
-            self.server.hub.broadcast_all(marker.as_str()).unwrap(),
+            self.server.hub.all().send(marker.as_str()).unwrap(),
             self.peers.len()
         );
         for (i, peer) in self.peers.iter_mut().enumerate() {
@@ -190,7 +187,7 @@ fn bin(bytes: &[u8]) -> Ws {
 #[tokio::test]
 async fn a_group_text_reaches_its_members_only() {
     let mut s = Addressed::start().await;
-    let n = s.hub().broadcast_group("room/a", "to room/a").unwrap();
+    let n = s.hub().to("room/a").send("to room/a").unwrap();
     s.assert_delivery("group text", n, &[0, 1, 2], Ws::text("to room/a"))
         .await;
 }
@@ -198,10 +195,7 @@ async fn a_group_text_reaches_its_members_only() {
 #[tokio::test]
 async fn a_group_binary_reaches_its_members_only() {
     let mut s = Addressed::start().await;
-    let n = s
-        .hub()
-        .broadcast_group(group("room/b"), vec![1u8, 2, 3])
-        .unwrap();
+    let n = s.hub().to(group("room/b")).send(vec![1u8, 2, 3]).unwrap();
     s.assert_delivery("group binary", n, &[3, 4, 5], bin(&[1, 2, 3]))
         .await;
 }
@@ -209,7 +203,7 @@ async fn a_group_binary_reaches_its_members_only() {
 #[tokio::test]
 async fn a_group_without_members_reaches_no_one() {
     let mut s = Addressed::start().await;
-    let n = s.hub().broadcast_group("nobody-here", "lost").unwrap();
+    let n = s.hub().to("nobody-here").send("lost").unwrap();
     s.assert_delivery("empty group", n, &[], Ws::text("lost"))
         .await;
 }
@@ -217,7 +211,7 @@ async fn a_group_without_members_reaches_no_one() {
 #[tokio::test]
 async fn all_text_reaches_every_session() {
     let mut s = Addressed::start().await;
-    let n = s.hub().broadcast_all("to all").unwrap();
+    let n = s.hub().all().send("to all").unwrap();
     let all: Vec<usize> = (0..8).collect();
     s.assert_delivery("all text", n, &all, Ws::text("to all"))
         .await;
@@ -226,7 +220,7 @@ async fn all_text_reaches_every_session() {
 #[tokio::test]
 async fn all_binary_reaches_every_session() {
     let mut s = Addressed::start().await;
-    let n = s.hub().broadcast_all(vec![0u8, 255]).unwrap();
+    let n = s.hub().all().send(vec![0u8, 255]).unwrap();
     let all: Vec<usize> = (0..8).collect();
     s.assert_delivery("all binary", n, &all, bin(&[0, 255]))
         .await;
@@ -235,7 +229,7 @@ async fn all_binary_reaches_every_session() {
 #[tokio::test]
 async fn others_reaches_everyone_but_the_named_session() {
     let mut s = Addressed::start().await;
-    let n = s.hub().broadcast_others("not to 4", &s.ids[4]).unwrap();
+    let n = s.hub().all().except(&s.ids[4]).send("not to 4").unwrap();
     s.assert_delivery("others", n, &[0, 1, 2, 3, 5, 6, 7], Ws::text("not to 4"))
         .await;
 }
@@ -245,10 +239,9 @@ async fn group_except_skips_the_named_member() {
     let mut s = Addressed::start().await;
     let n = s
         .hub()
-        .send(
-            Broadcast::group(group("room/a")).except(s.ids[1].clone()),
-            "room/a but 1",
-        )
+        .to(group("room/a"))
+        .except(&s.ids[1])
+        .send("room/a but 1")
         .unwrap();
     s.assert_delivery("group except", n, &[0, 2], Ws::text("room/a but 1"))
         .await;
@@ -259,10 +252,9 @@ async fn group_except_skips_the_named_member_with_binary() {
     let mut s = Addressed::start().await;
     let n = s
         .hub()
-        .send(
-            Broadcast::group(group("room/b")).except(s.ids[3].clone()),
-            vec![7u8],
-        )
+        .to(group("room/b"))
+        .except(&s.ids[3])
+        .send(vec![7u8])
         .unwrap();
     s.assert_delivery("group except binary", n, &[4, 5], bin(&[7]))
         .await;
@@ -271,9 +263,12 @@ async fn group_except_skips_the_named_member_with_binary() {
 #[tokio::test]
 async fn a_closure_filter_reaches_the_sessions_it_accepts() {
     let mut s = Addressed::start().await;
-    let n = s.hub().broadcast_filter("admins by closure", |s| {
-        s.get("role") == Some(json!("admin"))
-    });
+    let n = s
+        .hub()
+        .all()
+        .local_filter(|s| s.get("role") == Some(json!("admin")))
+        .send("admins by closure")
+        .unwrap();
     s.assert_delivery("filter closure", n, &[0, 3], Ws::text("admins by closure"))
         .await;
 }
@@ -282,9 +277,12 @@ async fn a_closure_filter_reaches_the_sessions_it_accepts() {
 async fn a_closure_filter_reaches_the_sessions_it_accepts_with_binary() {
     let mut s = Addressed::start().await;
     let skip = s.ids[5].clone();
-    let n = s.hub().broadcast_filter(vec![9u8, 9], |s| {
-        s.group().as_str().starts_with("room/") && *s.id() != skip
-    });
+    let n = s
+        .hub()
+        .all()
+        .local_filter(|s| s.group().as_str().starts_with("room/") && *s.id() != skip)
+        .send(vec![9u8, 9])
+        .unwrap();
     s.assert_delivery("filter binary", n, &[0, 1, 2, 3, 4], bin(&[9, 9]))
         .await;
 }
@@ -294,7 +292,9 @@ async fn a_key_filter_reaches_the_sessions_whose_keys_match() {
     let mut s = Addressed::start().await;
     let n = s
         .hub()
-        .broadcast_matching(KeyFilter::equals("role", "admin"), "admins by key")
+        .all()
+        .matching(KeyFilter::equals("role", "admin"))
+        .send("admins by key")
         .unwrap();
     s.assert_delivery("matching", n, &[0, 3], Ws::text("admins by key"))
         .await;
@@ -305,7 +305,9 @@ async fn a_negated_key_filter_reaches_the_sessions_without_the_key() {
     let mut s = Addressed::start().await;
     let n = s
         .hub()
-        .broadcast_matching(KeyFilter::has("role").not(), vec![4u8])
+        .all()
+        .matching(KeyFilter::has("role").not())
+        .send(vec![4u8])
         .unwrap();
     s.assert_delivery("matching not", n, &[1, 2, 4, 5, 7], bin(&[4]))
         .await;
@@ -319,7 +321,9 @@ async fn key_filters_combine_with_and_and_or() {
         .or(KeyFilter::equals("role", "user"));
     let n = s
         .hub()
-        .broadcast_matching(vip_admins_or_users, "vip admins or users")
+        .all()
+        .matching(vip_admins_or_users)
+        .send("vip admins or users")
         .unwrap();
     s.assert_delivery(
         "matching and/or",
@@ -335,10 +339,9 @@ async fn a_group_with_a_key_filter_reaches_its_matching_members() {
     let mut s = Addressed::start().await;
     let n = s
         .hub()
-        .send(
-            Broadcast::group(group("room/b")).matching(KeyFilter::equals("role", "admin")),
-            "room/b admins",
-        )
+        .to(group("room/b"))
+        .matching(KeyFilter::equals("role", "admin"))
+        .send("room/b admins")
         .unwrap();
     s.assert_delivery("group matching", n, &[3], Ws::text("room/b admins"))
         .await;
@@ -348,7 +351,7 @@ async fn a_group_with_a_key_filter_reaches_its_matching_members() {
 async fn a_session_list_reaches_the_listed_sessions() {
     let mut s = Addressed::start().await;
     let listed = [s.ids[1].clone(), s.ids[4].clone(), s.ids[7].clone()];
-    let n = s.hub().broadcast_to(listed, "listed").unwrap();
+    let n = s.hub().to_sessions(listed).send("listed").unwrap();
     s.assert_delivery("to list", n, &[1, 4, 7], Ws::text("listed"))
         .await;
 }
@@ -357,7 +360,7 @@ async fn a_session_list_reaches_the_listed_sessions() {
 async fn a_session_list_skips_unknown_ids() {
     let mut s = Addressed::start().await;
     let listed = [s.ids[2].clone(), SessionId::from("no-such-session")];
-    let n = s.hub().broadcast_to(listed, vec![2u8]).unwrap();
+    let n = s.hub().to_sessions(listed).send(vec![2u8]).unwrap();
     s.assert_delivery("to list binary", n, &[2], bin(&[2]))
         .await;
 }
@@ -548,7 +551,8 @@ async fn step(
     let marker = format!("after {text}");
     for g in ["g1", "g2"] {
         from.hub
-            .publish(Broadcast::group(group(g)), marker.as_str())
+            .to(group(g))
+            .publish(marker.as_str())
             .await
             .expect("the marker reached Redis");
     }
@@ -600,7 +604,7 @@ async fn every_broadcast_kind_reaches_exactly_its_sessions_across_nodes() {
     step(
         a,
         |hub| {
-            hub.broadcast_group("g1", "to g1").unwrap();
+            hub.to("g1").send("to g1").unwrap();
         },
         "to g1",
         &mut clients,
@@ -611,7 +615,7 @@ async fn every_broadcast_kind_reaches_exactly_its_sessions_across_nodes() {
     step(
         a,
         |hub| {
-            hub.broadcast_others("all but b1", &b1).unwrap();
+            hub.all().except(&b1).send("all but b1").unwrap();
         },
         "all but b1",
         &mut clients,
@@ -622,8 +626,7 @@ async fn every_broadcast_kind_reaches_exactly_its_sessions_across_nodes() {
     step(
         c,
         |hub| {
-            hub.send(Broadcast::all().except(a1.clone()), "all but a1")
-                .unwrap();
+            hub.all().except(&a1).send("all but a1").unwrap();
         },
         "all but a1",
         &mut clients,
@@ -634,8 +637,7 @@ async fn every_broadcast_kind_reaches_exactly_its_sessions_across_nodes() {
     step(
         b,
         |hub| {
-            hub.send(Broadcast::group(g1.clone()).except(b1.clone()), "g1 but b1")
-                .unwrap();
+            hub.to(g1).except(&b1).send("g1 but b1").unwrap();
         },
         "g1 but b1",
         &mut clients,
@@ -646,7 +648,7 @@ async fn every_broadcast_kind_reaches_exactly_its_sessions_across_nodes() {
     step(
         b,
         |hub| {
-            hub.broadcast_all("everyone").unwrap();
+            hub.all().send("everyone").unwrap();
         },
         "everyone",
         &mut clients,
@@ -657,7 +659,9 @@ async fn every_broadcast_kind_reaches_exactly_its_sessions_across_nodes() {
     step(
         b,
         |hub| {
-            hub.broadcast_matching(KeyFilter::equals("role", "admin"), "admins")
+            hub.all()
+                .matching(KeyFilter::equals("role", "admin"))
+                .send("admins")
                 .unwrap();
         },
         "admins",
@@ -669,7 +673,8 @@ async fn every_broadcast_kind_reaches_exactly_its_sessions_across_nodes() {
     step(
         a,
         |hub| {
-            hub.broadcast_to([b2.clone(), c1.clone()], "listed")
+            hub.to_sessions([b2.clone(), c1.clone()])
+                .send("listed")
                 .unwrap();
         },
         "listed",
@@ -681,7 +686,7 @@ async fn every_broadcast_kind_reaches_exactly_its_sessions_across_nodes() {
     step(
         a,
         |hub| {
-            hub.broadcast_filter("local only", |_| true);
+            hub.all().local_filter(|_| true).send("local only").unwrap();
         },
         "local only",
         &mut clients,

@@ -29,10 +29,10 @@ use common::node::NodeProcess;
 use common::redis::{TestRedis, fast_options, free_port, three_nodes, wait_subscribed};
 use common::{Client, TestServer, WAIT, http, wait_until, wait_until_async};
 use futures_util::StreamExt;
-use groupcast::bus::redis::RedisBus;
-use groupcast::bus::{Bus, BusContext};
+use groupcast::backend::redis::{RedisBackend, RedisOptions};
+use groupcast::backend::{Backend, BackendContext, Channel, Inbound};
 use groupcast::metrics::Metrics;
-use groupcast::{Broadcast, BusError, Hub, RedisOptions};
+use groupcast::{BackendError, Hub};
 use parking_lot::Mutex;
 use tokio_tungstenite::tungstenite::Message as Ws;
 
@@ -103,7 +103,7 @@ async fn a_panicking_handler_ends_only_its_connection_and_leaves_no_ghost() {
     assert_eq!(server.hub.member_count(&"room".parse().unwrap()), 1);
     // The victim's connection ends (with or without a close frame).
     victim.expect_close().await;
-    server.hub.broadcast_group("room", "still here").unwrap();
+    server.hub.to("room").send("still here").unwrap();
     assert_eq!(bystander.recv_text().await, "still here");
 }
 
@@ -146,12 +146,9 @@ async fn redis_restart_keeps_sessions_and_delivery_resumes() {
     // While Redis is away a broadcast still reaches local sessions, and
     // the caller learns that the other nodes were not told.
     let a = &nodes[0];
-    let outcome = a
-        .hub
-        .publish(Broadcast::group("live".try_into().unwrap()), "while down")
-        .await;
+    let outcome = a.hub.to("live").publish("while down").await;
     assert!(
-        matches!(outcome, Err(groupcast::HubError::Bus(_))),
+        matches!(outcome, Err(groupcast::HubError::Backend(_))),
         "{outcome:?}"
     );
     assert_eq!(clients[0].recv_text().await, "while down");
@@ -177,7 +174,8 @@ async fn redis_restart_keeps_sessions_and_delivery_resumes() {
     }
     nodes[1]
         .hub
-        .publish(Broadcast::group("live".try_into().unwrap()), "from b")
+        .to("live")
+        .publish("from b")
         .await
         .expect("B publishes again");
     for client in &mut clients {
@@ -200,7 +198,7 @@ async fn a_paused_redis_is_noticed_by_health_checks() {
     let redis = TestRedis::start().await;
     let hub = Hub::builder()
         .node_id("node-p")
-        .redis(fast_options(redis.url()))
+        .backend(fast_options(redis.url()))
         .build()
         .unwrap();
     let node = TestServer::start(hub).await;
@@ -228,10 +226,10 @@ async fn a_paused_redis_is_noticed_by_health_checks() {
     assert_eq!(node.hub.metrics().bus_connects.get(), 2);
 }
 
-fn lonely_context(metrics: std::sync::Arc<Metrics>) -> BusContext {
-    BusContext {
+fn lonely_context(metrics: std::sync::Arc<Metrics>) -> BackendContext {
+    BackendContext {
         node_id: "lonely".into(),
-        inbox: std::sync::Arc::new(|_: groupcast::bus::Channel, _: bytes::Bytes| {}),
+        inbox: std::sync::Arc::new(|_: Inbound| {}),
         metrics,
         local_groups: std::sync::Arc::new(Vec::new),
     }
@@ -244,7 +242,7 @@ async fn an_unreachable_redis_is_reported_not_fatal() {
     let mut options = RedisOptions::new(format!("redis://127.0.0.1:{}", free_port()));
     options.command_timeout = Duration::from_millis(300);
     options.backoff_max = Duration::from_millis(200);
-    let bus = RedisBus::start(options, lonely_context(metrics.clone())).expect("starts anyway");
+    let bus = RedisBackend::start(options, lonely_context(metrics.clone())).expect("starts anyway");
     assert!(!bus.status().connected);
     wait_until("the failure is recorded", || {
         bus.status().last_error.is_some()
@@ -252,22 +250,17 @@ async fn an_unreachable_redis_is_reported_not_fatal() {
     .await;
     assert_eq!(bus.status().kind, "redis");
 
-    let outcome = bus
-        .publish(groupcast::bus::Channel::Cluster, "x".into())
-        .wait()
-        .await;
+    let outcome = bus.publish(Channel::Cluster, "x".into()).wait().await;
     assert!(
-        matches!(outcome, Err(BusError::Unavailable(_))),
+        matches!(outcome, Err(BackendError::Unavailable(_))),
         "{outcome:?}"
     );
     assert_eq!(metrics.bus_publish_errors.get(), 1);
     assert!(bus.nodes().await.is_err());
     bus.shutdown().await;
     assert!(matches!(
-        bus.publish(groupcast::bus::Channel::Cluster, "y".into())
-            .wait()
-            .await,
-        Err(BusError::Closed)
+        bus.publish(Channel::Cluster, "y".into()).wait().await,
+        Err(BackendError::Closed)
     ));
 }
 
@@ -275,10 +268,10 @@ async fn an_unreachable_redis_is_reported_not_fatal() {
 fn bad_urls_and_a_missing_runtime_are_typed_errors() {
     let metrics = std::sync::Arc::new(Metrics::new());
     let start =
-        |url: &str| RedisBus::start(RedisOptions::new(url), lonely_context(metrics.clone()));
+        |url: &str| RedisBackend::start(RedisOptions::new(url), lonely_context(metrics.clone()));
     assert!(matches!(
         start("redis://127.0.0.1:1"),
-        Err(BusError::NoRuntime)
+        Err(BackendError::NoRuntime)
     ));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
@@ -289,7 +282,7 @@ fn bad_urls_and_a_missing_runtime_are_typed_errors() {
         "redis://h:notaport",
     ] {
         assert!(
-            matches!(start(url), Err(BusError::InvalidUrl(_))),
+            matches!(start(url), Err(BackendError::InvalidUrl(_))),
             "{url} should be rejected"
         );
     }

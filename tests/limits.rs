@@ -75,7 +75,7 @@ async fn a_full_node_answers_503_and_a_freed_slot_is_reused() {
     assert_eq!(server.hub.admitted_connections(), 2);
 
     // The two admitted clients are served as before.
-    server.hub.broadcast_group("room", "still here").unwrap();
+    server.hub.to("room").send("still here").unwrap();
     assert_eq!(first.recv_text().await, "still here");
     assert_eq!(second.recv_text().await, "still here");
 
@@ -86,7 +86,7 @@ async fn a_full_node_answers_503_and_a_freed_slot_is_reused() {
     })
     .await;
     let mut third = server.connect("room").await;
-    server.hub.broadcast_group("room", "welcome").unwrap();
+    server.hub.to("room").send("welcome").unwrap();
     assert_eq!(third.recv_text().await, "welcome");
     assert_eq!(second.recv_text().await, "welcome");
     assert_eq!(server.limit_rejections("connections").await, 1);
@@ -170,7 +170,7 @@ async fn one_address_over_its_limit_gets_429_and_others_still_connect() {
         addresses.contains(&"127.0.0.2".to_string()),
         "{addresses:?}"
     );
-    server.hub.broadcast_group("room", "hello").unwrap();
+    server.hub.to("room").send("hello").unwrap();
     assert_eq!(a.recv_text().await, "hello");
     assert_eq!(other.recv_text().await, "hello");
 
@@ -203,7 +203,7 @@ async fn a_new_group_past_the_limit_gets_503_but_existing_groups_take_members() 
 
     // A group the node already serves still takes members.
     let mut one_more = server.connect("one").await;
-    server.hub.broadcast_group("one", "one").unwrap();
+    server.hub.to("one").send("one").unwrap();
     assert_eq!(one.recv_text().await, "one");
     assert_eq!(one_more.recv_text().await, "one");
 
@@ -211,7 +211,7 @@ async fn a_new_group_past_the_limit_gets_503_but_existing_groups_take_members() 
     drop(two);
     wait_until("group two is gone", || server.hub.group_count() == 1).await;
     let mut three = server.connect("three").await;
-    server.hub.broadcast_group("three", "three").unwrap();
+    server.hub.to("three").send("three").unwrap();
     assert_eq!(three.recv_text().await, "three");
     assert_eq!(server.limit_rejections("groups").await, 1);
 }

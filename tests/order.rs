@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use common::redis::{TestRedis, three_nodes, wait_subscribed};
 use common::{TestServer, WAIT, forwarding};
 use futures_util::{SinkExt, StreamExt};
-use groupcast::{Broadcast, Config, Hub};
+use groupcast::{Config, Hub};
 use tokio_tungstenite::tungstenite::Message as Ws;
 
 /// Three publishers at once — the library, the HTTP API and a client — each
@@ -50,7 +50,7 @@ async fn per_publisher_order_holds_over_1000_messages_on_one_node() {
         let hub = server.hub.clone();
         tokio::spawn(async move {
             for i in 0..N {
-                hub.broadcast_group("order", format!("hub {i}")).unwrap();
+                hub.to("order").send(format!("hub {i}")).unwrap();
             }
         })
     };
@@ -154,11 +154,7 @@ async fn per_publisher_order_holds_over_1000_messages_across_nodes() {
             let hub = node.hub.clone();
             tokio::spawn(async move {
                 for i in 0..N {
-                    hub.send(
-                        Broadcast::group("ordered".try_into().unwrap()),
-                        format!("{name}:{i}"),
-                    )
-                    .unwrap();
+                    hub.to("ordered").send(format!("{name}:{i}")).unwrap();
                     if i % 64 == 0 {
                         tokio::task::yield_now().await;
                     }

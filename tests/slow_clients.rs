@@ -131,7 +131,8 @@ async fn a_client_that_never_reads_is_closed_with_1013_while_others_keep_receivi
         assert!(published < MAX_FRAMES, "the slow client never overflowed");
         server
             .hub
-            .broadcast_group("firehose", numbered(published, FRAME))
+            .to("firehose")
+            .send(numbered(published, FRAME))
             .unwrap();
         for rx in &mut fast {
             assert_eq!(recv_seq(rx).await, published);
@@ -145,7 +146,8 @@ async fn a_client_that_never_reads_is_closed_with_1013_while_others_keep_receivi
     for _ in 0..20 {
         let delivered = server
             .hub
-            .broadcast_group("firehose", numbered(published, FRAME))
+            .to("firehose")
+            .send(numbered(published, FRAME))
             .unwrap();
         assert_eq!(delivered, 2, "the closing slow client is not counted");
         for rx in &mut fast {
@@ -209,7 +211,8 @@ async fn drop_oldest_keeps_a_slow_client_connected_and_counts_drops() {
     let mut publish = async |published: &mut u64| {
         let delivered = server
             .hub
-            .broadcast_group("firehose", numbered(*published, FRAME))
+            .to("firehose")
+            .send(numbered(*published, FRAME))
             .unwrap();
         assert_eq!(delivered, 2);
         assert_eq!(recv_seq(&mut fast).await, *published);
@@ -294,7 +297,8 @@ async fn a_bounded_send_buffer_lets_the_queue_policy_catch_a_stalled_client_earl
         );
         server
             .hub
-            .broadcast_group("ticks", numbered(published, 64))
+            .to("ticks")
+            .send(numbered(published, 64))
             .unwrap();
         assert_eq!(recv_seq(&mut fast).await, published);
         published += 1;

@@ -101,7 +101,7 @@ async fn failing_and_panicking_workers_restart_with_backoff() {
                     0 => Err("first run fails".into()),
                     1 => panic!("second run panics"),
                     _ => {
-                        ctx.hub.broadcast_group(&ctx.group, format!("run {run}"))?;
+                        ctx.hub.to(&ctx.group).send(format!("run {run}"))?;
                         ctx.stop.cancelled().await;
                         Ok(())
                     }

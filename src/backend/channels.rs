@@ -40,7 +40,9 @@ pub enum ChannelNamesError {
     EmptyCluster,
     /// A group could otherwise be named so that its channel is the
     /// cluster channel.
-    #[error("the cluster channel {cluster:?} must not start with the group channel prefix {prefix:?}")]
+    #[error(
+        "the cluster channel {cluster:?} must not start with the group channel prefix {prefix:?}"
+    )]
     ClusterLooksLikeGroup { cluster: String, prefix: String },
 }
 
@@ -119,7 +121,11 @@ mod tests {
         );
         assert_eq!(names.parse("groupcast:cluster"), Some(Channel::Cluster));
         assert_eq!(names.parse("other:thing"), None);
-        assert_eq!(names.parse("group:"), None, "an empty group name is invalid");
+        assert_eq!(
+            names.parse("group:"),
+            None,
+            "an empty group name is invalid"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use groupcast::server::{self, ServerOptions};
-use groupcast::{Broadcast, Hub, HubBuilder, Message as GcMessage, SessionId};
+use groupcast::{Hub, HubBuilder, Message as GcMessage, SessionId};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -42,13 +42,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub fn forwarding(builder: HubBuilder) -> HubBuilder {
     builder
         .on_text(|hub, session, text| {
-            let _ = hub.send(Broadcast::group(session.group().clone()), text.to_owned());
+            let _ = hub.to(session.group()).send(text);
         })
         .on_binary(|hub, session, data| {
-            let _ = hub.send(
-                Broadcast::group(session.group().clone()),
-                GcMessage::Binary(data.clone()),
-            );
+            let _ = hub.to(session.group()).send(GcMessage::Binary(data));
         })
 }
 

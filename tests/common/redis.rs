@@ -13,7 +13,8 @@ use std::net::TcpListener;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use groupcast::{Hub, HubBuilder, RedisOptions};
+use groupcast::backend::redis::RedisOptions;
+use groupcast::{Hub, HubBuilder};
 
 use super::TestServer;
 use testcontainers::core::{IntoContainerPort, WaitFor};
@@ -156,6 +157,19 @@ impl TestRedis {
             .query_async::<i64>(&mut conn)
             .await
             .expect("EXISTS")
+            == 1
+    }
+
+    /// Whether the presence hash holds an entry for `node` (the default
+    /// presence key).
+    pub async fn presence_has(&self, node: &str) -> bool {
+        let mut conn = self.client().await;
+        redis::cmd("HEXISTS")
+            .arg("{groupcast:nodes}:info")
+            .arg(node)
+            .query_async::<i64>(&mut conn)
+            .await
+            .expect("HEXISTS")
             == 1
     }
 
@@ -310,7 +324,7 @@ pub async fn three_nodes(
     for name in ["a", "b", "c"] {
         let builder = Hub::builder()
             .node_id(format!("node-{name}"))
-            .redis(fast_options(redis.url()));
+            .backend(fast_options(redis.url()));
         let hub = configure(builder).build().expect("build a clustered hub");
         nodes.push(TestServer::start(hub).await);
     }

@@ -120,12 +120,12 @@ impl LeaseStore for RedisLeases {
             for group in groups {
                 pipe.get(self.key(group));
             }
-            let values: Vec<Option<String>> = self
-                .pool
-                .run(|mut conn| async move {
-                    pipe.query_async(&mut conn).await.map_err(command_error)
-                })
-                .await?;
+            let values: Vec<Option<String>> =
+                self.pool
+                    .run(|mut conn| async move {
+                        pipe.query_async(&mut conn).await.map_err(command_error)
+                    })
+                    .await?;
             let mut holders: Vec<LeaseHolder> = groups
                 .iter()
                 .zip(values)

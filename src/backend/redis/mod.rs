@@ -92,8 +92,7 @@ impl RedisBackend {
     /// [`IntoBackend::start`]).
     pub fn start(options: RedisOptions, context: BackendContext) -> Result<Self, BackendError> {
         let names = options.validate()?;
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| BackendError::NoRuntime)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BackendError::NoRuntime)?;
         if options.is_tls() {
             // TLS: rustls needs a process-wide crypto provider. Ours is
             // ring; if the application installed one already, keep it.

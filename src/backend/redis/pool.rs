@@ -24,7 +24,10 @@ pub(crate) struct RedisPool {
 
 impl RedisPool {
     /// A pool of `options.pool_size` connections to `client`'s server.
-    pub(crate) fn new(client: &redis::Client, options: &RedisOptions) -> Result<Self, BackendError> {
+    pub(crate) fn new(
+        client: &redis::Client,
+        options: &RedisOptions,
+    ) -> Result<Self, BackendError> {
         let limit = options.command_timeout;
         let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
             .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", redact(&options.url))))?;

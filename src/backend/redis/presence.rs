@@ -153,9 +153,9 @@ impl Presence {
             .arg(self.ttl_ms());
         let flat: Vec<redis::Value> = self
             .pool
-            .run(|mut conn| async move {
-                call.invoke_async(&mut conn).await.map_err(command_error)
-            })
+            .run(
+                |mut conn| async move { call.invoke_async(&mut conn).await.map_err(command_error) },
+            )
             .await?;
         let mut nodes = vec![self.context.local_node()];
         for entry in flat.chunks_exact(3) {

@@ -146,7 +146,11 @@ impl LinkState {
     }
 
     /// Waits until Redis has confirmed `channel`, at most `limit`.
-    pub(crate) async fn confirmed(&self, channel: &str, limit: Duration) -> Result<(), BackendError> {
+    pub(crate) async fn confirmed(
+        &self,
+        channel: &str,
+        limit: Duration,
+    ) -> Result<(), BackendError> {
         let mut changes = self.changed.subscribe();
         let wait = async {
             loop {
