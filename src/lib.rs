@@ -24,8 +24,6 @@
 pub mod auth;
 pub mod broadcast;
 pub mod bus;
-#[doc(hidden)]
-pub mod cli;
 pub mod config;
 pub mod envelope;
 mod error;
@@ -44,7 +42,7 @@ pub mod workers;
 
 pub use broadcast::{Broadcast, KeyFilter, Target};
 pub use bus::redis::RedisOptions;
-pub use config::{Config, ConfigError, QueueFullPolicy};
+pub use config::{ClientMessages, Config, ConfigError, ParseSettingError, QueueFullPolicy};
 pub use error::{BusError, HubError, SessionError};
 pub use group::{GroupName, GroupNameError};
 pub use hub::{GroupInfo, Hub, HubBuilder, IntoGroupName};
