@@ -1503,7 +1503,13 @@ async fn sigterm_closes_clients_with_1001_and_exits() {
 /// `/healthz`, `/readyz` and `/metrics` (Prometheus text).
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    let server = TestServer::start(Hub::builder().build().unwrap()).await;
+    // Push only, so that the message a client sends below is counted in
+    // and not forwarded out (the default, `ClientMessages::Group`, would).
+    let config = Config {
+        client_messages: groupcast::ClientMessages::None,
+        ..Config::default()
+    };
+    let server = TestServer::start(Hub::builder().config(config).build().unwrap()).await;
     let healthz = reqwest::get(server.http_url("/healthz")).await.unwrap();
     assert_eq!(healthz.status(), 200);
     assert_eq!(healthz.text().await.unwrap().trim(), "ok");
