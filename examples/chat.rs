@@ -37,8 +37,9 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
 
     // The ready-made router: /ws/{group}, the demo page at /, the HTTP API,
-    // /healthz, /metrics. Its default lets clients send (`client_messages:
-    // group`), which is what the demo page looks at.
+    // /healthz, /metrics. The hub's `Config::client_messages` is left at
+    // `group` (our `on_text` replaces the forwarding it would do), so the
+    // demo page shows its send box.
     let app = server::router(hub.clone(), ServerOptions::default());
     serve(app, hub, port_arg(5000)).await
 }

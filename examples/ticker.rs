@@ -13,15 +13,23 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use groupcast::server::{self, ClientMessages, ServerOptions};
-use groupcast::{Hub, Worker, WorkerContext};
+use groupcast::server::{self, ServerOptions};
+use groupcast::{ClientMessages, Config, Hub, Worker, WorkerContext};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").init();
 
-    // No text handler: client messages go nowhere.
-    let hub = Hub::builder().build()?;
+    // Push only: without a text or binary handler, what clients send goes
+    // nowhere (the default, `ClientMessages::Group`, would forward it to
+    // the sender's group). `/api/info` reports it, and the demo page then
+    // hides its send box.
+    let hub = Hub::builder()
+        .config(Config {
+            client_messages: ClientMessages::None,
+            ..Config::default()
+        })
+        .build()?;
 
     // ws-notifier's `Notify(group, worker, timeout)`: the hub runs the
     // worker only while `ticker_ws` has members, stops it when the group
@@ -47,13 +55,8 @@ async fn main() -> anyhow::Result<()> {
         .ttl(Duration::from_secs(24 * 3600)),
     )?;
 
-    // The ready-made router, told that clients only listen (the demo page
-    // then hides its send box).
-    let options = ServerOptions {
-        client_messages: ClientMessages::None,
-        ..ServerOptions::default()
-    };
-    let app = server::router(hub.clone(), options);
+    // The ready-made router.
+    let app = server::router(hub.clone(), ServerOptions::default());
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port_arg(5000)));
     let listener = tokio::net::TcpListener::bind(addr).await?;

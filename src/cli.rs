@@ -1,23 +1,37 @@
 //! The binary's command line: every knob is a flag and a `GROUPCAST_*`
 //! environment variable (clap derive), turned into the library's types.
+//!
+//! It lives in the binary, not the library, so that the library does not
+//! depend on clap: a library user builds [`Config`] and the other option
+//! types in code. For the same reason the library's setting enums
+//! ([`QueueFullPolicy`], [`ClientMessages`]) only know `FromStr` and
+//! `Display`; [`setting`] turns those into clap value parsers here.
+//!
+//! Defaults are the library's: a flag that sets a library field takes its
+//! default from the library (`Config::default()`, `RedisOptions::new`, …)
+//! instead of repeating the value, so `--help` cannot drift from what a
+//! library user gets. Only the binary's own settings (listen address,
+//! shutdown, logging) have their defaults written here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::auth::origin::OriginRule;
-use crate::auth::{
+use groupcast::auth::origin::OriginRule;
+use groupcast::auth::{
     ApiKeys, AuthConfigError, ClientAuth, CorsPolicy, GroupPattern, GroupPatterns, KeyRef, KeySet,
     MintRequest, OriginPolicy, TokenVerifier, VerifyOptions,
 };
-use crate::backend::redis::RedisOptions;
-use crate::config::{Config, QueueFullPolicy};
-use crate::group::GroupName;
-use crate::server::{ClientMessages, ServeOptions, ServerOptions};
-use crate::workers::WorkerOptions;
+use groupcast::backend::redis::RedisOptions;
+use groupcast::group::GroupName;
+use groupcast::server::{ServeOptions, ServerOptions};
+use groupcast::workers::WorkerOptions;
+use groupcast::{ClientMessages, Config, QueueFullPolicy};
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,6 +63,72 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
 }
 
+/// A duration as `--help` shows a default and [`duration`] reads it back
+/// (`10s`, `1m`, `100ms`). clap's `string` feature lets a default be an
+/// owned `String`, so nothing is leaked for it.
+fn shown(value: Duration) -> String {
+    humantime::format_duration(value).to_string()
+}
+
+/// The library's Redis defaults: [`RedisOptions::new`] needs a URL, which
+/// plays no part in them.
+fn redis_defaults() -> RedisOptions {
+    RedisOptions::new(String::new())
+}
+
+/// A value parser for a library setting enum, which knows only `FromStr`
+/// and its spellings (`as_str`): clap checks the value against `values`
+/// (so `--help` lists them, each with its help line, and a typo gets
+/// clap's "possible values" error), then the library's `FromStr` makes
+/// the value.
+fn setting<T>(
+    values: impl IntoIterator<Item = (&'static str, &'static str)>,
+) -> impl TypedValueParser<Value = T>
+where
+    T: FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let values = values
+        .into_iter()
+        .map(|(name, help)| PossibleValue::new(name).help(help));
+    PossibleValuesParser::new(values).try_map(|value: String| value.parse::<T>())
+}
+
+/// `--queue-full`'s values, with their help lines (the match makes a new
+/// library variant a compile error here until it is described).
+fn queue_full_policy() -> impl TypedValueParser<Value = QueueFullPolicy> {
+    setting(QueueFullPolicy::ALL.map(|policy| {
+        let help = match policy {
+            QueueFullPolicy::Close => {
+                "Close the slow client with 1013 (\"try again later\"). It can reconnect; \
+                 everyone else keeps receiving"
+            }
+            QueueFullPolicy::DropOldest => {
+                "Drop the oldest queued message to make room for the new one. The client \
+                 stays connected and misses messages; each drop is counted"
+            }
+        };
+        (policy.as_str(), help)
+    }))
+}
+
+/// `--client-messages`' values, with their help lines.
+fn client_messages() -> impl TypedValueParser<Value = ClientMessages> {
+    setting(ClientMessages::ALL.map(|setting| {
+        let help = match setting {
+            ClientMessages::Group => "Forwarded to the sender's own group (melody's chat)",
+            ClientMessages::None => "Ignored: server push only (ws-notifier)",
+        };
+        (setting.as_str(), help)
+    }))
+}
+
+/// Shown as a default of `--socket-send-buffer`: the library's `None`
+/// (the kernel's own sizing) is spelled 0 on the command line.
+fn send_buffer_flag(size: Option<usize>) -> usize {
+    size.unwrap_or(0)
+}
+
 /// groupcast: a clustered WebSocket group broadcaster.
 ///
 /// Clients connect to ws://HOST/ws/<group>; everything published to the
@@ -71,6 +151,9 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// Address to listen on.
+    // The binary's own default: the library has none (an application binds
+    // its listener and hands it to `server::serve`); every interface, so
+    // that the server is reachable in a container.
     #[arg(long, env = "GROUPCAST_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
@@ -79,8 +162,8 @@ pub struct Cli {
     #[arg(
         long,
         env = "GROUPCAST_CLIENT_MESSAGES",
-        value_enum,
-        default_value = "group"
+        value_parser = client_messages(),
+        default_value_t = Config::default().client_messages
     )]
     pub client_messages: ClientMessages,
 
@@ -94,106 +177,106 @@ pub struct Cli {
     pub node_id: Option<String>,
 
     /// Prefix of group channels on Redis: `group:` gives `group:<name>`.
-    #[arg(long, env = "GROUPCAST_CHANNEL_PREFIX", default_value = "group:")]
+    #[arg(long, env = "GROUPCAST_CHANNEL_PREFIX", default_value = redis_defaults().channel_prefix)]
     pub channel_prefix: String,
 
     /// The Redis channel for broadcasts to everyone and to session lists.
     #[arg(
         long,
         env = "GROUPCAST_CLUSTER_CHANNEL",
-        default_value = "groupcast:cluster"
+        default_value = redis_defaults().cluster_channel
     )]
     pub cluster_channel: String,
 
     /// How long to stay subscribed to a group's channel after its last local
     /// member left (avoids flapping when a client reconnects).
-    #[arg(long, env = "GROUPCAST_UNSUBSCRIBE_LINGER", value_parser = duration, default_value = "2s")]
+    #[arg(long, env = "GROUPCAST_UNSUBSCRIBE_LINGER", value_parser = duration, default_value = shown(redis_defaults().unsubscribe_linger))]
     pub unsubscribe_linger: Duration,
 
     /// How often this node writes its presence (groups, member counts) to Redis.
-    #[arg(long, env = "GROUPCAST_HEARTBEAT_INTERVAL", value_parser = duration, default_value = "2s")]
+    #[arg(long, env = "GROUPCAST_HEARTBEAT_INTERVAL", value_parser = duration, default_value = shown(redis_defaults().heartbeat_interval))]
     pub heartbeat_interval: Duration,
 
     /// How long a node's presence lives in Redis without a heartbeat.
-    #[arg(long, env = "GROUPCAST_PRESENCE_TTL", value_parser = duration, default_value = "6s")]
+    #[arg(long, env = "GROUPCAST_PRESENCE_TTL", value_parser = duration, default_value = shown(redis_defaults().presence_ttl))]
     pub presence_ttl: Duration,
 
     /// Redis connections in the publishing pool.
-    #[arg(long, env = "GROUPCAST_REDIS_POOL_SIZE", default_value_t = 8)]
+    #[arg(long, env = "GROUPCAST_REDIS_POOL_SIZE", default_value_t = redis_defaults().pool_size)]
     pub redis_pool_size: usize,
 
     /// Name of the nodes' presence keys in Redis (`{NAME}:info`, `{NAME}:seen`).
     #[arg(
         long,
         env = "GROUPCAST_PRESENCE_KEY",
-        default_value = "groupcast:nodes"
+        default_value = redis_defaults().presence_key
     )]
     pub presence_key: String,
 
     /// How long one Redis command (publish, ping, heartbeat) may take.
-    #[arg(long, env = "GROUPCAST_REDIS_COMMAND_TIMEOUT", value_parser = duration, default_value = "2s")]
+    #[arg(long, env = "GROUPCAST_REDIS_COMMAND_TIMEOUT", value_parser = duration, default_value = shown(redis_defaults().command_timeout))]
     pub redis_command_timeout: Duration,
 
     /// How often the subscriber connection is checked with PING (a paused
     /// or unreachable Redis is noticed within this plus the command timeout).
-    #[arg(long, env = "GROUPCAST_REDIS_HEALTH_INTERVAL", value_parser = duration, default_value = "2s")]
+    #[arg(long, env = "GROUPCAST_REDIS_HEALTH_INTERVAL", value_parser = duration, default_value = shown(redis_defaults().health_interval))]
     pub redis_health_interval: Duration,
 
     /// First delay before reconnecting to Redis; it doubles on each failure.
-    #[arg(long, env = "GROUPCAST_REDIS_BACKOFF_MIN", value_parser = duration, default_value = "100ms")]
+    #[arg(long, env = "GROUPCAST_REDIS_BACKOFF_MIN", value_parser = duration, default_value = shown(redis_defaults().backoff_min))]
     pub redis_backoff_min: Duration,
 
     /// Largest delay between reconnection attempts.
-    #[arg(long, env = "GROUPCAST_REDIS_BACKOFF_MAX", value_parser = duration, default_value = "5s")]
+    #[arg(long, env = "GROUPCAST_REDIS_BACKOFF_MAX", value_parser = duration, default_value = shown(redis_defaults().backoff_max))]
     pub redis_backoff_max: Duration,
 
     /// Publishes that may wait for Redis; beyond this, broadcasts reach
     /// this node's sessions only (and are counted as publish errors).
-    #[arg(long, env = "GROUPCAST_REDIS_PUBLISH_QUEUE", default_value_t = 65536)]
+    #[arg(long, env = "GROUPCAST_REDIS_PUBLISH_QUEUE", default_value_t = redis_defaults().publish_queue_len)]
     pub redis_publish_queue: usize,
 
     /// How long one write to a client may take before it is dropped.
-    #[arg(long, env = "GROUPCAST_WRITE_TIMEOUT", value_parser = duration, default_value = "10s")]
+    #[arg(long, env = "GROUPCAST_WRITE_TIMEOUT", value_parser = duration, default_value = shown(Config::default().write_timeout))]
     pub write_timeout: Duration,
 
     /// Close a client that sent nothing (not even a pong) for this long.
-    #[arg(long, env = "GROUPCAST_PONG_WAIT", value_parser = duration, default_value = "60s")]
+    #[arg(long, env = "GROUPCAST_PONG_WAIT", value_parser = duration, default_value = shown(Config::default().pong_wait))]
     pub pong_wait: Duration,
 
     /// How often to ping clients; must be shorter than --pong-wait.
-    #[arg(long, env = "GROUPCAST_PING_PERIOD", value_parser = duration, default_value = "54s")]
+    #[arg(long, env = "GROUPCAST_PING_PERIOD", value_parser = duration, default_value = shown(Config::default().ping_period))]
     pub ping_period: Duration,
 
     /// Largest message a client may send, in bytes (larger: closed with 1009).
-    #[arg(long, env = "GROUPCAST_MAX_MESSAGE_SIZE", default_value_t = 65536)]
+    #[arg(long, env = "GROUPCAST_MAX_MESSAGE_SIZE", default_value_t = Config::default().max_message_size)]
     pub max_message_size: usize,
 
     /// Outbound messages that may wait per client.
-    #[arg(long, env = "GROUPCAST_QUEUE_LEN", default_value_t = 256)]
+    #[arg(long, env = "GROUPCAST_QUEUE_LEN", default_value_t = Config::default().queue_len)]
     pub queue_len: usize,
 
     /// When a client's queue is full: `close` it with 1013, or `drop-oldest`.
     #[arg(
         long,
         env = "GROUPCAST_QUEUE_FULL",
-        value_enum,
-        default_value = "close"
+        value_parser = queue_full_policy(),
+        default_value_t = Config::default().queue_full
     )]
     pub queue_full: QueueFullPolicy,
 
     /// Per-connection socket read buffer, in bytes (every idle connection
     /// pays for all of it; frames larger than it still work).
-    #[arg(long, env = "GROUPCAST_READ_BUFFER_SIZE", default_value_t = 1024)]
+    #[arg(long, env = "GROUPCAST_READ_BUFFER_SIZE", default_value_t = Config::default().read_buffer_size)]
     pub read_buffer_size: usize,
 
     /// Per-connection socket write buffer, in bytes.
-    #[arg(long, env = "GROUPCAST_WRITE_BUFFER_SIZE", default_value_t = 8192)]
+    #[arg(long, env = "GROUPCAST_WRITE_BUFFER_SIZE", default_value_t = Config::default().write_buffer_size)]
     pub write_buffer_size: usize,
 
     /// Most WebSocket connections on this node; beyond it upgrades get HTTP
     /// 503 `node_full`. Each is a file descriptor: stay well under
     /// `ulimit -n`. 0: no limit.
-    #[arg(long, env = "GROUPCAST_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "GROUPCAST_MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
     pub max_connections: usize,
 
     /// Most connections from one client address; beyond it upgrades get
@@ -202,34 +285,34 @@ pub struct Cli {
     #[arg(
         long,
         env = "GROUPCAST_MAX_CONNECTIONS_PER_IP",
-        default_value_t = 1_000
+        default_value_t = Config::default().max_connections_per_ip
     )]
     pub max_connections_per_ip: usize,
 
     /// Messages per second one connection may send on average (text,
     /// binary, ping); faster clients are closed with 1008 "rate limit
     /// exceeded". 0: no limit.
-    #[arg(long, env = "GROUPCAST_MAX_INBOUND_RATE", default_value_t = 100)]
+    #[arg(long, env = "GROUPCAST_MAX_INBOUND_RATE", default_value_t = Config::default().max_inbound_rate)]
     pub max_inbound_rate: u32,
 
     /// Messages a connection may send at once above --max-inbound-rate.
-    #[arg(long, env = "GROUPCAST_MAX_INBOUND_BURST", default_value_t = 200)]
+    #[arg(long, env = "GROUPCAST_MAX_INBOUND_BURST", default_value_t = Config::default().max_inbound_burst)]
     pub max_inbound_burst: u32,
 
     /// Most groups with members on this node; a connection to a new group
     /// beyond it gets HTTP 503 `too_many_groups`. 0: no limit.
-    #[arg(long, env = "GROUPCAST_MAX_GROUPS", default_value_t = 10_000)]
+    #[arg(long, env = "GROUPCAST_MAX_GROUPS", default_value_t = Config::default().max_groups)]
     pub max_groups: usize,
 
     /// Largest HTTP API request body, in bytes.
-    #[arg(long, env = "GROUPCAST_API_MAX_BODY", default_value_t = 1048576)]
+    #[arg(long, env = "GROUPCAST_API_MAX_BODY", default_value_t = ServerOptions::default().api_max_body)]
     pub api_max_body: usize,
 
     /// How long a client may take to send a request's headers (the first
     /// request, or the next one on a keep-alive connection); slower
     /// connections are closed, so half-sent requests cannot pile up and
     /// exhaust file descriptors.
-    #[arg(long, env = "GROUPCAST_HEADER_READ_TIMEOUT", value_parser = duration, default_value = "10s")]
+    #[arg(long, env = "GROUPCAST_HEADER_READ_TIMEOUT", value_parser = duration, default_value = shown(ServeOptions::default().header_read_timeout))]
     pub header_read_timeout: Duration,
 
     /// Kernel send buffer per client socket (SO_SNDBUF), in bytes; 0 keeps
@@ -237,11 +320,13 @@ pub struct Cli {
     /// that stops reading fills this before its send queue, so a bound
     /// here makes --queue-full act within a known number of bytes (and
     /// bounds the kernel memory a stalled client holds).
-    #[arg(long, env = "GROUPCAST_SOCKET_SEND_BUFFER", default_value_t = 0)]
+    #[arg(long, env = "GROUPCAST_SOCKET_SEND_BUFFER", default_value_t = send_buffer_flag(ServeOptions::default().send_buffer_size))]
     pub socket_send_buffer: usize,
 
     /// On SIGTERM, stay up but not ready for this long before closing
     /// sessions (lets a load balancer stop sending new clients).
+    // This and the shutdown timeout are the binary's own (main.rs drains);
+    // the library has no default for them.
     #[arg(long, env = "GROUPCAST_DRAIN_PERIOD", value_parser = duration, default_value = "0s")]
     pub drain_period: Duration,
 
@@ -257,14 +342,15 @@ pub struct Cli {
 
     /// How long a group worker's lease lives without renewal; a dead
     /// holder's worker restarts elsewhere within this plus a third of it.
-    #[arg(long, env = "GROUPCAST_WORKER_LEASE_TTL", value_parser = duration, default_value = "6s")]
+    #[arg(long, env = "GROUPCAST_WORKER_LEASE_TTL", value_parser = duration, default_value = shown(WorkerOptions::default().lease_ttl))]
     pub worker_lease_ttl: Duration,
 
     /// How long a group must be empty cluster-wide before its worker stops.
-    #[arg(long, env = "GROUPCAST_WORKER_LINGER", value_parser = duration, default_value = "5s")]
+    #[arg(long, env = "GROUPCAST_WORKER_LINGER", value_parser = duration, default_value = shown(WorkerOptions::default().linger))]
     pub worker_linger: Duration,
 
     /// Log format.
+    // Logging is the binary's own: the library only emits `tracing` events.
     #[arg(
         long,
         env = "GROUPCAST_LOG_FORMAT",
@@ -299,6 +385,7 @@ impl Cli {
             max_inbound_rate: self.max_inbound_rate,
             max_inbound_burst: self.max_inbound_burst,
             max_groups: self.max_groups,
+            client_messages: self.client_messages,
         }
     }
 
@@ -306,7 +393,6 @@ impl Cli {
     pub fn server_options(&self) -> Result<ServerOptions, AuthConfigError> {
         let security = &self.security;
         Ok(ServerOptions {
-            client_messages: self.client_messages,
             api_max_body: self.api_max_body,
             api_keys: Arc::new(security.api_keys()?),
             cors: CorsPolicy::parse(&security.cors_origins)?,
@@ -399,7 +485,7 @@ pub struct TokenArgs {
     pub publish: bool,
 
     /// How long the token is valid.
-    #[arg(long, value_parser = duration, default_value = "1h")]
+    #[arg(long, value_parser = duration, default_value = shown(MintRequest::new("", Vec::<String>::new()).ttl))]
     pub ttl: Duration,
 
     /// Make the token valid only from this long after now (sets `nbf`).
@@ -420,12 +506,7 @@ impl TokenArgs {
     pub fn secret(&self) -> Result<Vec<u8>, AuthConfigError> {
         match (&self.secret, &self.secret_file) {
             (Some(secret), _) => Ok(secret.as_bytes().to_vec()),
-            (None, Some(path)) => std::fs::read(path)
-                .map(|bytes| crate::auth::keys::trim_newline(&bytes).to_vec())
-                .map_err(|source| AuthConfigError::Read {
-                    path: path.clone(),
-                    source,
-                }),
+            (None, Some(path)) => groupcast::auth::keys::read_secret_file(path),
             // clap's ArgGroup requires one of the two.
             (None, None) => Err(AuthConfigError::Sign(
                 "give --secret or --secret-file".into(),
@@ -521,7 +602,7 @@ pub struct SecurityArgs {
 
     /// Clock difference tolerated on `exp` and `nbf`; a connection closes
     /// (4001) at `exp` plus this.
-    #[arg(long, env = "GROUPCAST_JWT_LEEWAY", value_parser = duration, default_value = "5s")]
+    #[arg(long, env = "GROUPCAST_JWT_LEEWAY", value_parser = duration, default_value = shown(VerifyOptions::default().leeway))]
     pub jwt_leeway: Duration,
 
     /// Groups clients may join without a token (patterns, comma-separated:
@@ -540,7 +621,7 @@ pub struct SecurityArgs {
         env = "GROUPCAST_ANONYMOUS_PUBLISH",
         action = ArgAction::Set,
         num_args = 0..=1,
-        default_value_t = false,
+        default_value_t = ClientAuth::open().allows_anonymous_publish(),
         default_missing_value = "true"
     )]
     pub anonymous_publish: bool,
@@ -583,7 +664,7 @@ pub struct SecurityArgs {
         env = "GROUPCAST_DEBUG_ENDPOINT",
         action = ArgAction::Set,
         num_args = 0..=1,
-        default_value_t = true,
+        default_value_t = ServerOptions::default().debug_endpoint,
         default_missing_value = "true"
     )]
     pub debug_endpoint: bool,
@@ -637,7 +718,126 @@ impl SecurityArgs {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
+
+    /// The command line, failing the test on a parse error. Only flags:
+    /// `try_parse_from` also reads `GROUPCAST_*` variables, and the
+    /// environment of `cargo test` sets none (tests/limits.rs runs the
+    /// real binary with them).
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).expect("the flags parse")
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    // Moved from tests/limits.rs when the command line left the library.
+    #[test]
+    fn flags_set_every_limit_and_the_defaults_match_the_library() {
+        let defaults = parse(&["groupcast"]).config();
+        let library = Config::default();
+        assert_eq!(defaults.max_connections, library.max_connections);
+        assert_eq!(
+            defaults.max_connections_per_ip,
+            library.max_connections_per_ip
+        );
+        assert_eq!(defaults.max_inbound_rate, library.max_inbound_rate);
+        assert_eq!(defaults.max_inbound_burst, library.max_inbound_burst);
+        assert_eq!(defaults.max_groups, library.max_groups);
+        // The defaults are safe: limited, and under the usual fd limits.
+        assert_eq!(library.max_connections, 10_000);
+        assert_eq!(library.max_connections_per_ip, 1_000);
+        assert_eq!(library.max_inbound_rate, 100);
+        assert_eq!(library.max_inbound_burst, 200);
+        assert_eq!(library.max_groups, 10_000);
+
+        let config = parse(&[
+            "groupcast",
+            "--max-connections",
+            "7",
+            "--max-connections-per-ip",
+            "3",
+            "--max-inbound-rate",
+            "0",
+            "--max-inbound-burst",
+            "9",
+            "--max-groups",
+            "4",
+        ])
+        .config();
+        assert_eq!(config.max_connections, 7);
+        assert_eq!(config.max_connections_per_ip, 3);
+        assert_eq!(config.max_inbound_rate, 0);
+        assert_eq!(config.max_inbound_burst, 9);
+        assert_eq!(config.max_groups, 4);
+    }
+
+    /// Every option type the flags fill, left to its defaults, is the
+    /// library's default, field for field (compared through `Debug`, which
+    /// every field has; a new field shows up here too).
+    #[test]
+    fn without_flags_every_setting_is_the_librarys_default() {
+        let cli = parse(&["groupcast", "--redis-url", "redis://localhost:6379"]);
+        let same = |ours: &dyn std::fmt::Debug, library: &dyn std::fmt::Debug| {
+            assert_eq!(format!("{ours:?}"), format!("{library:?}"));
+        };
+        same(&cli.config(), &Config::default());
+        same(
+            &cli.redis_options().expect("a Redis URL is given"),
+            &RedisOptions::new("redis://localhost:6379"),
+        );
+        same(&cli.worker_options(), &WorkerOptions::default());
+        same(&cli.serve_options(), &ServeOptions::default());
+        let options = cli.server_options().expect("no key files to read");
+        let library = ServerOptions::default();
+        assert_eq!(options.api_max_body, library.api_max_body);
+        assert_eq!(options.debug_endpoint, library.debug_endpoint);
+        assert_eq!(cli.security.jwt_leeway, VerifyOptions::default().leeway);
+        assert_eq!(
+            cli.security.anonymous_publish,
+            ClientAuth::open().allows_anonymous_publish()
+        );
+    }
+
+    #[test]
+    fn help_shows_the_library_defaults_and_the_accepted_values() {
+        let help = Cli::command().render_long_help().to_string();
+        for expected in [
+            "[default: 1m]",    // --pong-wait, humantime's spelling of 60s
+            "[default: 100ms]", // --redis-backoff-min
+            "[default: 65536]", // --max-message-size
+            "[default: close]",
+            "[default: group]",
+            "- drop-oldest: Drop the oldest queued message",
+            "Ignored: server push only (ws-notifier)",
+            "[default: 0.0.0.0:8080]",
+        ] {
+            assert!(help.contains(expected), "no {expected:?} in:\n{help}");
+        }
+    }
+
+    #[test]
+    fn settings_take_every_library_spelling_and_refuse_others() {
+        for policy in QueueFullPolicy::ALL {
+            let cli = parse(&["groupcast", "--queue-full", policy.as_str()]);
+            assert_eq!(cli.config().queue_full, policy);
+        }
+        for setting in ClientMessages::ALL {
+            let cli = parse(&["groupcast", "--client-messages", setting.as_str()]);
+            assert_eq!(cli.config().client_messages, setting);
+        }
+        let error = Cli::try_parse_from(["groupcast", "--queue-full", "drop_oldest"]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("[possible values: close, drop-oldest]"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn tickers_parse_and_an_empty_value_means_none() {

@@ -1,7 +1,9 @@
 //! The hub's knobs, with melody's names and sane defaults.
 //!
-//! The binary fills a [`Config`] from flags and `GROUPCAST_*` environment
-//! variables (see `cli.rs`); a library user builds one in code:
+//! These defaults are the only ones: the binary fills a [`Config`] from
+//! flags and `GROUPCAST_*` environment variables (its `cli.rs`), and takes
+//! each flag's default from [`Config::default`] rather than repeating it. A
+//! library user builds one in code:
 //!
 //! ```
 //! use std::time::Duration;
@@ -12,10 +14,15 @@
 //! assert_eq!(config.pong_wait, Duration::from_secs(60));
 //! ```
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// What happens when a session's outbound queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+///
+/// Spelled `close` and `drop-oldest` (its [`Display`](fmt::Display),
+/// [`FromStr`] and JSON form alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum QueueFullPolicy {
     /// Close the slow client with 1013 ("try again later"). It can
@@ -26,6 +33,92 @@ pub enum QueueFullPolicy {
     /// client stays connected and misses messages; each drop is counted.
     DropOldest,
 }
+
+impl QueueFullPolicy {
+    /// Every policy, in the order a help text lists them.
+    pub const ALL: [QueueFullPolicy; 2] = [QueueFullPolicy::Close, QueueFullPolicy::DropOldest];
+
+    /// The policy's name: `close` or `drop-oldest`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueFullPolicy::Close => "close",
+            QueueFullPolicy::DropOldest => "drop-oldest",
+        }
+    }
+}
+
+/// What happens to the text and binary messages clients send.
+///
+/// Spelled `group` and `none` (its [`Display`](fmt::Display), [`FromStr`]
+/// and JSON form alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientMessages {
+    /// Forwarded to the sender's own group (melody's chat), unless the
+    /// application handles that kind of message itself (`on_text`,
+    /// `on_binary`).
+    #[default]
+    Group,
+    /// Ignored unless the application handles them: server push only
+    /// (ws-notifier).
+    None,
+}
+
+impl ClientMessages {
+    /// Every setting, in the order a help text lists them.
+    pub const ALL: [ClientMessages; 2] = [ClientMessages::Group, ClientMessages::None];
+
+    /// The setting's name: `group` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientMessages::Group => "group",
+            ClientMessages::None => "none",
+        }
+    }
+}
+
+/// A setting's name that is none of its accepted spellings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {setting} {given:?}: expected one of {}", .accepted.join(", "))]
+pub struct ParseSettingError {
+    /// Which setting was being parsed, e.g. `queue-full policy`.
+    pub setting: &'static str,
+    /// What was given.
+    pub given: String,
+    /// The accepted spellings.
+    pub accepted: Vec<&'static str>,
+}
+
+/// `FromStr` and `Display` for a setting enum with `ALL` and `as_str`: one
+/// list of spellings serves parsing, printing and the error message, so
+/// they cannot drift apart.
+macro_rules! spelled {
+    ($type:ty, $setting:literal) => {
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $type {
+            type Err = ParseSettingError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                <$type>::ALL
+                    .into_iter()
+                    .find(|value| value.as_str() == s)
+                    .ok_or_else(|| ParseSettingError {
+                        setting: $setting,
+                        given: s.to_string(),
+                        accepted: <$type>::ALL.iter().map(|value| value.as_str()).collect(),
+                    })
+            }
+        }
+    };
+}
+
+spelled!(QueueFullPolicy, "queue-full policy");
+spelled!(ClientMessages, "client-messages setting");
 
 /// Settings of one hub. Every field has a default; see [`Config::default`].
 #[derive(Debug, Clone)]
@@ -77,6 +170,12 @@ pub struct Config {
     /// beyond it is refused with HTTP 503 `too_many_groups`. Each group is
     /// one Redis subscription. `0`: no limit.
     pub max_groups: usize,
+    /// What happens to the text and binary messages clients send when the
+    /// application installed no handler for them: with
+    /// [`ClientMessages::Group`] (the default) the WebSocket reader forwards
+    /// each to the sender's own group; an `on_text` / `on_binary` handler
+    /// replaces the forwarding for its kind of message.
+    pub client_messages: ClientMessages,
 }
 
 impl Default for Config {
@@ -95,6 +194,7 @@ impl Default for Config {
             max_inbound_rate: 100,
             max_inbound_burst: 200,
             max_groups: 10_000,
+            client_messages: ClientMessages::Group,
         }
     }
 }
@@ -130,5 +230,52 @@ impl Config {
             return Err(ConfigError::Zero("ping period"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_what_they_print() {
+        for policy in QueueFullPolicy::ALL {
+            assert_eq!(policy.to_string().parse::<QueueFullPolicy>(), Ok(policy));
+        }
+        for setting in ClientMessages::ALL {
+            assert_eq!(setting.to_string().parse::<ClientMessages>(), Ok(setting));
+        }
+        assert_eq!("drop-oldest".parse(), Ok(QueueFullPolicy::DropOldest));
+        assert_eq!("none".parse(), Ok(ClientMessages::None));
+    }
+
+    #[test]
+    fn a_wrong_spelling_lists_the_accepted_ones() {
+        let error = "drop_oldest".parse::<QueueFullPolicy>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid queue-full policy \"drop_oldest\": expected one of close, drop-oldest"
+        );
+        let error = "Group".parse::<ClientMessages>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid client-messages setting \"Group\": expected one of group, none"
+        );
+    }
+
+    #[test]
+    fn the_serialized_form_is_the_displayed_one() {
+        for policy in QueueFullPolicy::ALL {
+            assert_eq!(
+                serde_json::to_value(policy).unwrap(),
+                policy.to_string().as_str()
+            );
+        }
+        for setting in ClientMessages::ALL {
+            assert_eq!(
+                serde_json::to_value(setting).unwrap(),
+                setting.to_string().as_str()
+            );
+        }
     }
 }

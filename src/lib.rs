@@ -27,8 +27,6 @@ pub mod auth;
 pub mod backend;
 mod backoff;
 pub mod broadcast;
-#[doc(hidden)]
-pub mod cli;
 pub mod config;
 pub mod envelope;
 mod error;
@@ -47,7 +45,7 @@ pub mod workers;
 
 pub use backend::{IntoBackend, Position};
 pub use broadcast::{Broadcast, KeyFilter, Target};
-pub use config::{Config, ConfigError, QueueFullPolicy};
+pub use config::{ClientMessages, Config, ConfigError, ParseSettingError, QueueFullPolicy};
 pub use error::{BackendError, HubError, SessionError};
 pub use group::{GroupName, GroupNameError, IntoGroupName};
 pub use hub::{GroupInfo, Hub, HubBuilder};

@@ -1,13 +1,15 @@
 //! The `groupcast` server: parse the command line, build the hub, serve,
 //! and shut down gracefully on SIGTERM or Ctrl-C.
 
+mod cli;
+
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use groupcast::cli::{Cli, Command, LogFormat, TokenArgs};
-use groupcast::server::{self, ClientMessages};
-use groupcast::{Hub, Message};
+use cli::{Cli, Command, LogFormat, TokenArgs};
+use groupcast::Hub;
+use groupcast::server;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -39,12 +41,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(redis) = cli.redis_options() {
         builder = builder.backend(redis);
     }
-    if cli.client_messages == ClientMessages::Group {
-        // melody's chat: what a client sends goes to its whole group.
-        builder = builder
-            .on_text(|hub, session, text| forward(hub, session, Message::Text(text)))
-            .on_binary(|hub, session, data| forward(hub, session, Message::Binary(data)));
-    }
+    // No on_text / on_binary handler: the hub applies --client-messages
+    // itself (Config::client_messages), forwarding to the sender's group.
     builder = builder.worker_options(cli.worker_options());
     let hub = builder.build().context("cannot start the hub")?;
     groupcast::memory::spawn_trimmer(&hub);
@@ -61,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         listen = %cli.listen,
         node = hub.node_id(),
         mode = hub.status().kind,
-        client_messages = ?cli.client_messages,
+        client_messages = %hub.config().client_messages,
         "groupcast is serving"
     );
 
@@ -117,12 +115,6 @@ async fn serve_admin(
         }
     });
     Ok(())
-}
-
-fn forward(hub: &Hub, session: &groupcast::Session, message: Message) {
-    if let Err(error) = hub.to(session.group()).send(message) {
-        tracing::warn!(session = %session.id(), %error, "could not forward a client message");
-    }
 }
 
 /// Not ready first (so load balancers stop sending clients), then 1001 to

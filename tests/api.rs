@@ -37,7 +37,13 @@ async fn health_and_readiness_answer_on_a_fresh_node() {
 /// `/metrics` counts connections, groups, messages and bytes both ways.
 #[tokio::test]
 async fn metrics_count_connections_groups_messages_and_bytes() {
-    let server = TestServer::start(Hub::builder().build().unwrap()).await;
+    // Push only, so that the message a client sends below is counted in
+    // and not forwarded out (the default, `ClientMessages::Group`, would).
+    let config = groupcast::Config {
+        client_messages: groupcast::ClientMessages::None,
+        ..groupcast::Config::default()
+    };
+    let server = TestServer::start(Hub::builder().config(config).build().unwrap()).await;
     let mut a = server.connect("metrics").await;
     let mut b = server.connect("metrics").await;
     let (status, _) =

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 
 use common::node::NodeProcess;
 use common::{Client, TestServer, WAIT, forwarding, http, wait_until};
-use groupcast::cli::Cli;
 use groupcast::{Config, Hub};
 use tokio_tungstenite::tungstenite;
 
@@ -218,52 +217,8 @@ async fn a_new_group_past_the_limit_gets_503_but_existing_groups_take_members() 
 
 // ----- configuration ---------------------------------------------------------------
 
-#[test]
-fn flags_set_every_limit_and_the_defaults_match_the_library() {
-    let defaults = parse(&["groupcast"]).config();
-    let library = Config::default();
-    assert_eq!(defaults.max_connections, library.max_connections);
-    assert_eq!(
-        defaults.max_connections_per_ip,
-        library.max_connections_per_ip
-    );
-    assert_eq!(defaults.max_inbound_rate, library.max_inbound_rate);
-    assert_eq!(defaults.max_inbound_burst, library.max_inbound_burst);
-    assert_eq!(defaults.max_groups, library.max_groups);
-    // The defaults are safe: limited, and under the usual fd limits.
-    assert_eq!(library.max_connections, 10_000);
-    assert_eq!(library.max_connections_per_ip, 1_000);
-    assert_eq!(library.max_inbound_rate, 100);
-    assert_eq!(library.max_inbound_burst, 200);
-    assert_eq!(library.max_groups, 10_000);
-
-    let config = parse(&[
-        "groupcast",
-        "--max-connections",
-        "7",
-        "--max-connections-per-ip",
-        "3",
-        "--max-inbound-rate",
-        "0",
-        "--max-inbound-burst",
-        "9",
-        "--max-groups",
-        "4",
-    ])
-    .config();
-    assert_eq!(config.max_connections, 7);
-    assert_eq!(config.max_connections_per_ip, 3);
-    assert_eq!(config.max_inbound_rate, 0);
-    assert_eq!(config.max_inbound_burst, 9);
-    assert_eq!(config.max_groups, 4);
-}
-
-/// The command line, failing the test on a parse error. (The environment
-/// of `cargo test` has no `GROUPCAST_*` variables; the binary test below
-/// covers them.)
-fn parse(args: &[&str]) -> Cli {
-    <Cli as clap::Parser>::try_parse_from(args).expect("the flags parse")
-}
+// The flags' own check (each limit flag reaches `Config`, and their
+// defaults are the library's) is a unit test of the binary: src/cli.rs.
 
 /// The `GROUPCAST_*` variables reach the limits of the real binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -344,6 +344,13 @@ fn read(path: &Path) -> Result<Vec<u8>, AuthConfigError> {
     })
 }
 
+/// Reads an HS256 secret from a file, without the trailing newline an
+/// editor or `echo` leaves: the same bytes [`KeySet::add_secret_file`]
+/// verifies with, for whoever signs (`groupcast token --secret-file`).
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, AuthConfigError> {
+    Ok(trim_newline(&read(path)?).to_vec())
+}
+
 pub(crate) fn trim_newline(bytes: &[u8]) -> &[u8] {
     let mut end = bytes.len();
     while end > 0 && matches!(bytes[end - 1], b'\n' | b'\r') {

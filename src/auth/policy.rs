@@ -65,6 +65,11 @@ impl ClientAuth {
         self
     }
 
+    /// Whether anonymous clients may publish.
+    pub fn allows_anonymous_publish(&self) -> bool {
+        self.anonymous_publish
+    }
+
     /// The Origin allowlist for upgrades.
     pub fn allowed_origins(mut self, origins: OriginPolicy) -> Self {
         self.origins = origins;

@@ -291,7 +291,8 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "node": hub.node_id(),
         "mode": hub.status().kind,
-        "client_messages": state.options.client_messages,
+        // The hub's setting, which its WebSocket reader applies.
+        "client_messages": hub.config().client_messages,
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }

@@ -29,29 +29,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use serde::Serialize;
 
 use crate::Hub;
 use crate::auth::http::{ApiKeyGuard, require_api_key};
 use crate::auth::{ApiKeys, CorsPolicy};
 
-/// What the server lets clients do with the messages they send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClientMessages {
-    /// Forwarded to the sender's own group (melody's chat).
-    #[default]
-    Group,
-    /// Ignored: server push only (ws-notifier).
-    None,
-}
-
 /// Settings of the full router.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// What happens to messages clients send (shown to the demo page; the
-    /// binary installs the matching handler).
-    pub client_messages: ClientMessages,
     /// The largest HTTP API body accepted, in bytes.
     pub api_max_body: usize,
     /// Keys for `/api/*` and `/debug/state`; none: open (see
@@ -69,7 +54,6 @@ pub struct ServerOptions {
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
-            client_messages: ClientMessages::Group,
             api_max_body: 1024 * 1024,
             api_keys: Arc::new(ApiKeys::open()),
             cors: CorsPolicy::Off,
@@ -79,11 +63,14 @@ impl Default for ServerOptions {
     }
 }
 
-/// Shared by every handler of the full router.
+/// Shared by every handler of the full router. Only the hub: every
+/// [`ServerOptions`] setting is applied when the router is built (which
+/// routes exist, which layers wrap them), and what a handler reports
+/// about the server's behaviour comes from the hub's [`Config`](crate::Config),
+/// which is what the hub applies.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub hub: Hub,
-    pub options: ServerOptions,
 }
 
 /// Only the WebSocket endpoint, `GET /ws/{*group}`: merge it into your own
@@ -97,10 +84,7 @@ pub fn ws_router(hub: Hub) -> Router {
 
 /// The full server: WebSockets, HTTP API, health, metrics, debug, demo.
 pub fn router(hub: Hub, options: ServerOptions) -> Router {
-    let state = AppState {
-        hub: hub.clone(),
-        options: options.clone(),
-    };
+    let state = AppState { hub: hub.clone() };
     // What an API key protects: the API and the debug view.
     let mut protected = api::routes(options.api_max_body);
     if options.debug_endpoint {
@@ -129,6 +113,10 @@ pub fn router(hub: Hub, options: ServerOptions) -> Router {
 /// Only `/healthz`, `/readyz` and `/metrics`, for a separate admin
 /// listener (`--admin-listen`) that only the orchestrator and the scraper
 /// can reach; pair it with `ServerOptions::health_endpoints = false`.
+///
+/// It takes the same `options` as [`router`] so that both are built alike,
+/// though none of them concerns these three routes today.
 pub fn admin_router(hub: Hub, options: ServerOptions) -> Router {
-    ops::health_routes().with_state(AppState { hub, options })
+    let _ = options;
+    ops::health_routes().with_state(AppState { hub })
 }

@@ -2,7 +2,8 @@
 //! connection.
 //!
 //! The reader (this connection's own task) reads client frames, runs the
-//! handlers, and enforces the pong wait. The writer (a spawned task) drains
+//! handlers (or, without one, applies `Config::client_messages`: forwarding
+//! to the sender's group), and enforces the pong wait. The writer (a spawned task) drains
 //! the session's queue in batches — one flush per batch — and pings. Fan-out
 //! only ever touches the queue, so a slow socket slows down no one but its
 //! own writer.
@@ -28,11 +29,12 @@ use tokio::time::{Instant, timeout, timeout_at};
 use super::api::ApiError;
 use crate::auth::refresh::{RefreshRequest, parse_refresh, refreshed_message};
 use crate::auth::{AuthError, Claims, http::client_token};
+use crate::config::ClientMessages;
 use crate::error::SessionError;
 use crate::group::GroupName;
 use crate::limits::{ConnectionPermit, LimitRejection, TokenBucket};
 use crate::outbound::close_code;
-use crate::{Hub, HubError, Session};
+use crate::{Hub, HubError, Message, Session};
 
 /// The response header of a WebSocket upgrade that names the node serving it.
 pub(crate) const NODE_HEADER: HeaderName = HeaderName::from_static("x-groupcast-node");
@@ -286,6 +288,11 @@ fn close_frame(code: u16, reason: &str) -> WsMessage {
 /// Security lives here too, before any handler runs: a refresh message is
 /// taken out of the stream (see [`crate::auth::refresh`]), and a data frame
 /// from a session that may not publish closes it with 1008.
+///
+/// A text or binary message goes to the application's handler for its
+/// kind; without one, `Config::client_messages` decides: forwarded to the
+/// sender's group, or ignored. The setting is applied here, by the library,
+/// so that what `/api/info` reports is what happens.
 async fn read_loop(
     hub: &Hub,
     session: &Session,
@@ -293,6 +300,7 @@ async fn read_loop(
 ) -> Result<(), SessionError> {
     let pong_wait = hub.config().pong_wait;
     let handlers = hub.handlers();
+    let forward_unhandled = hub.config().client_messages == ClientMessages::Group;
     let (rate, burst) = (
         hub.config().max_inbound_rate,
         hub.config().max_inbound_burst,
@@ -353,15 +361,21 @@ async fn read_loop(
                     continue;
                 }
                 may_publish(hub, session)?;
-                if let Some(on_text) = &handlers.text {
-                    on_text(hub, session, text);
+                match &handlers.text {
+                    Some(on_text) => on_text(hub, session, text),
+                    // The frame's bytes are shared, not copied, into every
+                    // member's queue.
+                    None if forward_unhandled => forward(hub, session, Message::Text(text)),
+                    None => {}
                 }
             }
             WsMessage::Binary(data) => {
                 hub.count_incoming(data.len());
                 may_publish(hub, session)?;
-                if let Some(on_binary) = &handlers.binary {
-                    on_binary(hub, session, data);
+                match &handlers.binary {
+                    Some(on_binary) => on_binary(hub, session, data),
+                    None if forward_unhandled => forward(hub, session, Message::Binary(data)),
+                    None => {}
                 }
             }
             WsMessage::Pong(_) => {
@@ -372,6 +386,15 @@ async fn read_loop(
             WsMessage::Ping(_) => {} // tungstenite answers pings itself
             WsMessage::Close(_) => return Ok(()),
         }
+    }
+}
+
+/// `ClientMessages::Group`: sends a client's message to its own group (the
+/// sender included, as in melody's chat). A failure (the hub shutting
+/// down, the bus refusing) costs this one message, not the connection.
+fn forward(hub: &Hub, session: &Session, message: Message) {
+    if let Err(error) = hub.to(session.group()).send(message) {
+        tracing::warn!(session = %session.id(), %error, "could not forward a client message");
     }
 }
 
