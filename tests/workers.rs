@@ -33,7 +33,6 @@ fn fast_options() -> WorkerOptions {
         linger: Duration::from_millis(300),
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(200),
-        ..WorkerOptions::default()
     }
 }
 
