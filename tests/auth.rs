@@ -1164,6 +1164,7 @@ async fn acl_redis() -> TestRedis {
         "+pexpire",
         "+eval",
         "+evalsha",
+        "+script|load",
         "+multi",
         "+exec",
         "+time",

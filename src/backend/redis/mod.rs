@@ -49,6 +49,7 @@ use self::presence::Presence;
 use self::publisher::{Outgoing, Publisher};
 use self::subscriber::{Command, LinkState, Subscriber, SubscriberSettings};
 use super::channels::ChannelNames;
+use super::subscriptions::Subscriptions;
 use super::leases::LeaseStore;
 use super::{
     Backend, BackendContext, BackendStatus, BoxFuture, Channel, IntoBackend, NodeInfo, PublishAck,
@@ -116,22 +117,22 @@ impl RedisBackend {
 
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (publishes, publishes_rx) = mpsc::channel(options.publish_queue_len);
-        let subscriber = Subscriber::new(
-            SubscriberSettings {
+        let subscriber = Subscriber {
+            settings: SubscriberSettings {
                 client,
                 address,
                 names: names.clone(),
-                linger: options.unsubscribe_linger,
                 command_timeout: options.command_timeout,
                 health_interval: options.health_interval,
                 backoff: Backoff::new(options.backoff_min, options.backoff_max),
             },
-            context.inbox.clone(),
-            state.clone(),
-            commands_rx,
-            cancel.clone(),
-            wake_presence.clone(),
-        );
+            inbox: context.inbox.clone(),
+            state: state.clone(),
+            commands: commands_rx,
+            cancel: cancel.clone(),
+            wake_presence: wake_presence.clone(),
+            wanted: Subscriptions::new(options.unsubscribe_linger),
+        };
         let publisher = Publisher {
             pool: pool.clone(),
             queue: publishes_rx,

@@ -190,20 +190,24 @@ pub(crate) struct SubscriberSettings {
     /// `host:port`, for logs (never the URL: it may hold a password).
     pub address: String,
     pub names: ChannelNames,
-    pub linger: Duration,
     pub command_timeout: Duration,
     pub health_interval: Duration,
     pub backoff: Backoff,
 }
 
+/// The subscriber task's state. See the module docs.
 pub(crate) struct Subscriber {
-    settings: SubscriberSettings,
-    inbox: Inbox,
-    state: Arc<LinkState>,
-    commands: mpsc::UnboundedReceiver<Command>,
-    cancel: CancellationToken,
-    wake_presence: Arc<Notify>,
-    wanted: Subscriptions,
+    pub settings: SubscriberSettings,
+    /// Where every message read goes.
+    pub inbox: Inbox,
+    pub state: Arc<LinkState>,
+    /// The hub's subscribe / unsubscribe calls.
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub cancel: CancellationToken,
+    /// Notified on every (re)connect, so presence is written at once.
+    pub wake_presence: Arc<Notify>,
+    /// What this node wants to hear; `Subscriptions::new(linger)` to start.
+    pub wanted: Subscriptions,
 }
 
 /// One live subscriber connection.
@@ -265,26 +269,6 @@ enum Ended {
 }
 
 impl Subscriber {
-    pub(crate) fn new(
-        settings: SubscriberSettings,
-        inbox: Inbox,
-        state: Arc<LinkState>,
-        commands: mpsc::UnboundedReceiver<Command>,
-        cancel: CancellationToken,
-        wake_presence: Arc<Notify>,
-    ) -> Self {
-        let wanted = Subscriptions::new(settings.linger);
-        Subscriber {
-            settings,
-            inbox,
-            state,
-            commands,
-            cancel,
-            wake_presence,
-            wanted,
-        }
-    }
-
     pub(crate) async fn run(mut self) {
         let mut connected_before = false;
         let mut failures = 0u32;
