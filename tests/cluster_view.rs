@@ -129,6 +129,10 @@ async fn cluster_view_lists_every_node_and_a_clean_shutdown_leaves_it_at_once() 
     assert_eq!(alpha["members"], 3);
     let debug = json_of(&c.http_url("/debug/state")).await;
     assert_eq!(debug["cluster"].as_array().map(Vec::len), Some(3));
+    // All of it without walking the keyspace: a shared database, or a
+    // Redis Cluster (where SCAN sees one primary), gives the same view.
+    assert_eq!(redis.command_calls("scan").await, 0);
+    assert_eq!(redis.command_calls("keys").await, 0);
 
     // A clean shutdown deletes the node's presence at once, not after the TTL.
     assert!(redis.presence_has("node-c").await);
@@ -240,4 +244,33 @@ async fn spawned_binaries_form_a_cluster_and_a_killed_node_leaves_the_view() {
         groups["groups"],
         serde_json::json!([{"name": "ticker_ws", "members": 2, "nodes": {"bin-a": 1, "bin-b": 1}}])
     );
+}
+
+/// `Hub::subscribed` resolves once Redis has confirmed the group's channel,
+/// so whatever is published from then on reaches the new member: the
+/// guarantee a history read after a join will stand on. With Redis gone it
+/// fails within the command timeout instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_subscription_hears_the_very_next_publish() {
+    let redis = TestRedis::start().await;
+    let nodes = three_nodes(&redis, |b| b).await;
+    let a = &nodes[0];
+    let group = groupcast::GroupName::new("fresh").unwrap();
+
+    let mut member = a.connect("fresh").await;
+    a.hub.subscribed(&group).await.expect("confirmed");
+    assert_eq!(redis.numsub("group:fresh").await, 1);
+    assert_eq!(redis.publish("group:fresh", "first").await, 1);
+    assert_eq!(member.recv_text().await, "first");
+
+    redis.stop().await;
+    let other = groupcast::GroupName::new("later").unwrap();
+    let _late = a.connect("later").await;
+    let started = Instant::now();
+    let outcome = a.hub.subscribed(&other).await;
+    assert!(
+        matches!(outcome, Err(groupcast::HubError::Backend(_))),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded wait");
 }

@@ -160,6 +160,23 @@ impl TestRedis {
             == 1
     }
 
+    /// How often Redis has run `command` since it started (`INFO
+    /// commandstats`; 0 when never).
+    pub async fn command_calls(&self, command: &str) -> u64 {
+        let mut conn = self.client().await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .expect("INFO commandstats");
+        let prefix = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
+        info.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Whether the presence hash holds an entry for `node` (the default
     /// presence key).
     pub async fn presence_has(&self, node: &str) -> bool {

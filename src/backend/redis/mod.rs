@@ -49,8 +49,8 @@ use self::presence::Presence;
 use self::publisher::{Outgoing, Publisher};
 use self::subscriber::{Command, LinkState, Subscriber, SubscriberSettings};
 use super::channels::ChannelNames;
-use super::subscriptions::Subscriptions;
 use super::leases::LeaseStore;
+use super::subscriptions::Subscriptions;
 use super::{
     Backend, BackendContext, BackendStatus, BoxFuture, Channel, IntoBackend, NodeInfo, PublishAck,
 };
