@@ -10,6 +10,8 @@
 #   NO_BUILD=1 scripts/bench.sh           # use the binaries already built
 #   GC=/path/to/other/groupcast KINDS=groupcast ONLY=w1 W1_RATE=150 NO_BUILD=1 scripts/bench.sh
 #                                         # A/B a change (W1 at another rate)
+#   GC_BASELINE=/path/to/old/groupcast KINDS="groupcast baseline reference" ONLY=w1 scripts/bench.sh
+#                                         # A/B in one run, alternating with the reference
 #
 # Workloads (names for ONLY):
 #   w1     fan-out: 2 nodes, 1 group, 2000 clients, 64 B via Redis PUBLISH,
@@ -116,8 +118,10 @@ start_node() {
     shift 2
     NODE_PORT=$(free_port)
     case $kind in
-        groupcast)
-            "$GC" --listen "127.0.0.1:$NODE_PORT" --redis-url "$REDIS_URL" \
+        groupcast|baseline)
+            local bin=$GC
+            [ "$kind" = baseline ] && bin=${GC_BASELINE:?set GC_BASELINE for the baseline kind}
+            "$bin" --listen "127.0.0.1:$NODE_PORT" --redis-url "$REDIS_URL" \
                 --client-messages none --log warn --node-id "$name" \
                 --max-connections 0 --max-connections-per-ip 0 "$@" \
                 >"$OUT/logs/node-$name.log" 2>&1 &
@@ -354,7 +358,7 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         runs[(s["workload"], s["kind"], "max_rate msgs/s")].append(s["max_rate"])
         runs[(s["workload"], s["kind"], "max_rate p99<50ms")].append(s.get("max_rate_p99_50ms", 0))
         continue
-    m = re.match(r"(w1|w3-[a-z0-9-]+?|stall\d(?:drop)?|w1max|w2max)-?(groupcast|reference)?(?:-r\d+)(-rate\d+)?$", label)
+    m = re.match(r"(w1|w3-[a-z0-9-]+?|stall\d(?:drop)?|w1max|w2max)-?(groupcast|baseline|reference)?(?:-r\d+)(-rate\d+)?$", label)
     if not m:
         continue
     key = m.group(1) if m.group(1).startswith("w3-") else f"{m.group(1)}-{m.group(2)}{m.group(3) or ''}"
