@@ -29,6 +29,7 @@ use groupcast::auth::{
 };
 use groupcast::backend::redis::RedisOptions;
 use groupcast::group::GroupName;
+use groupcast::history::{HistoryPolicy, HistoryRule};
 use groupcast::server::{ServeOptions, ServerOptions};
 use groupcast::workers::WorkerOptions;
 use groupcast::{ClientMessages, Config, QueueFullPolicy};
@@ -166,6 +167,20 @@ pub struct Cli {
         default_value_t = Config::default().client_messages
     )]
     pub client_messages: ClientMessages,
+
+    /// Keep a history for the groups a pattern matches: `PATTERN=SIZE:TTL`,
+    /// e.g. `task/*=1000:24h` keeps the last 1000 messages of each `task/*`
+    /// group until 24h after its last publish (repeatable; env:
+    /// comma-separated; the first matching rule decides; `*` alone matches
+    /// every group). Late joiners get the backlog (`?history=N`) and
+    /// `groupcast.v1` clients resume without gaps (`?since=&epoch=`)
+    #[arg(
+        long = "history",
+        env = "GROUPCAST_HISTORY",
+        value_name = "PATTERN=SIZE:TTL",
+        value_delimiter = ','
+    )]
+    pub history: Vec<HistoryRule>,
 
     /// Redis URL; makes this node a cluster member.
     /// `redis://[user:password@]host:6379[/db]`, or `rediss://` for TLS.
@@ -386,6 +401,7 @@ impl Cli {
             max_inbound_burst: self.max_inbound_burst,
             max_groups: self.max_groups,
             client_messages: self.client_messages,
+            history: HistoryPolicy::new(self.history.iter().cloned()),
         }
     }
 

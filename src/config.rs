@@ -18,6 +18,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::history::HistoryPolicy;
+
 /// What happens when a session's outbound queue is full.
 ///
 /// Spelled `close` and `drop-oldest` (its [`Display`](fmt::Display),
@@ -176,6 +178,10 @@ pub struct Config {
     /// each to the sender's own group; an `on_text` / `on_binary` handler
     /// replaces the forwarding for its kind of message.
     pub client_messages: ClientMessages,
+    /// Which groups keep a history of their last messages, and how much
+    /// (`--history 'task/*=1000:24h'`). Empty by default: no group does,
+    /// and publishing costs what it always did. See [`crate::history`].
+    pub history: HistoryPolicy,
 }
 
 impl Default for Config {
@@ -195,6 +201,7 @@ impl Default for Config {
             max_inbound_burst: 200,
             max_groups: 10_000,
             client_messages: ClientMessages::Group,
+            history: HistoryPolicy::default(),
         }
     }
 }

@@ -44,7 +44,8 @@ use crate::group::{GroupName, IntoGroupName};
 use crate::limits::{ConnectionLimiter, ConnectionPermit, LimitRejection};
 use crate::message::{Message, Utf8Bytes};
 use crate::metrics::Metrics;
-use crate::outbound::Queued;
+use crate::outbound::{Queued, Stamp};
+use crate::protocol::Protocol;
 use crate::registry::{Fanout, Registry};
 use crate::selection::Selection;
 use crate::session::{Session, SessionId};
@@ -306,6 +307,10 @@ impl Hub {
         &self.inner.client_auth
     }
 
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
     pub(crate) fn handlers(&self) -> &Handlers {
         &self.inner.handlers
     }
@@ -314,17 +319,30 @@ impl Hub {
 
     /// Registers a new session in `group`. The transport calls this once
     /// the connection is established, and [`Hub::leave`] when it ends.
+    ///
+    /// A `held` session's writer waits until [`Hub::catch_up`] has put the
+    /// welcome and the backlog in front of what arrives live meanwhile.
     pub(crate) fn join(
         &self,
         group: GroupName,
         remote_addr: Option<SocketAddr>,
         claims: Claims,
+        protocol: Protocol,
+        held: bool,
     ) -> Result<Session, HubError> {
         if self.is_shutting_down() {
             return Err(HubError::ShuttingDown);
         }
         let handle = HubHandle(Arc::downgrade(&self.inner));
-        let session = Session::new(group, remote_addr, &self.inner.config, claims, handle);
+        let session = Session::new(
+            group,
+            remote_addr,
+            &self.inner.config,
+            claims,
+            handle,
+            protocol,
+            held,
+        );
         let first = self
             .inner
             .registry
@@ -384,37 +402,49 @@ impl Hub {
     ) -> Result<(usize, PublishAck), HubError> {
         let inner = &self.inner;
         inner.metrics.broadcasts.inc();
+        if keep.is_none()
+            && let Target::Group(group) = &broadcast.target
+            && let Some(limits) = inner.config.history.for_group(group)
+        {
+            // A history group: the backend appends, publishes, and delivers
+            // to this node's members too, positioned like everyone else's
+            // (docs/architecture.md, "History groups are not local-first").
+            let payload = self.envelope(&broadcast, &message).encode()?;
+            let local = inner.registry.count(&broadcast);
+            return Ok((local, inner.backend.publish_with_history(group, limits, payload)));
+        }
         let ack = if inner.backend.is_clustered() && keep.is_none() {
-            let envelope = Envelope {
-                origin: inner.node_id.clone(),
-                id: inner.seq.fetch_add(1, Ordering::Relaxed),
-                kind: if message.is_text() {
-                    FrameKind::Text
-                } else {
-                    FrameKind::Binary
-                },
-                except: broadcast.except.clone(),
-                filter: broadcast.filter.clone(),
-                sessions: match &broadcast.target {
-                    Target::Sessions(ids) => Some(ids.clone()),
-                    _ => None,
-                },
-                payload: message.payload().to_vec(),
-            };
-            let channel = match &broadcast.target {
-                Target::Group(group) => Channel::Group(group.clone()),
-                Target::All | Target::Sessions(_) => Channel::Cluster,
-            };
-            inner.backend.publish(channel, envelope.encode()?)
+            inner
+                .backend
+                .publish(channel_of(&broadcast), self.envelope(&broadcast, &message).encode()?)
         } else {
             PublishAck::done()
         };
-        let fanout = inner.delivery.deliver(
-            &broadcast,
-            &Queued::from(message),
-            keep.unwrap_or(&|_| true),
-        );
+        let fanout = inner
+            .delivery
+            .deliver(&broadcast, &Queued::from(message), keep.unwrap_or(&|_| true));
         Ok((fanout.delivered, ack))
+    }
+
+    /// The envelope other nodes decode `message` from.
+    fn envelope(&self, broadcast: &Broadcast, message: &Message) -> Envelope {
+        let inner = &self.inner;
+        Envelope {
+            origin: inner.node_id.clone(),
+            id: inner.seq.fetch_add(1, Ordering::Relaxed),
+            kind: if message.is_text() {
+                FrameKind::Text
+            } else {
+                FrameKind::Binary
+            },
+            except: broadcast.except.clone(),
+            filter: broadcast.filter.clone(),
+            sessions: match &broadcast.target {
+                Target::Sessions(ids) => Some(ids.clone()),
+                _ => None,
+            },
+            payload: message.payload().to_vec(),
+        }
     }
 
     /// Waits until this node is confirmed to receive what other nodes
@@ -633,39 +663,20 @@ impl Delivery {
             payload,
             position,
         } = inbound;
-        let (broadcast, message) = match envelope::decode(payload) {
-            Ok(Decoded::Raw(raw)) => {
-                let broadcast = match channel {
-                    Channel::Group(group) => Broadcast::new(Target::Group(group)),
-                    Channel::Cluster => Broadcast::all(),
-                };
-                (broadcast, Message::from_raw(raw))
-            }
-            Ok(Decoded::Envelope(envelope)) => {
-                if envelope.origin == self.node_id {
-                    return; // delivered locally when it was sent
-                }
-                let message = match envelope.message() {
-                    Ok(message) => message,
-                    Err(error) => return self.invalid(&channel, &error),
-                };
-                let target = match (channel, envelope.sessions) {
-                    (Channel::Group(group), _) => Target::Group(group),
-                    (Channel::Cluster, Some(ids)) => Target::Sessions(ids),
-                    (Channel::Cluster, None) => Target::All,
-                };
-                let broadcast = Broadcast {
-                    target,
-                    except: envelope.except,
-                    filter: envelope.filter,
-                };
-                (broadcast, message)
-            }
+        let (broadcast, message, origin) = match decode(channel.clone(), payload) {
+            Ok(decoded) => decoded,
             Err(error) => return self.invalid(&channel, &error),
         };
+        // A positioned message was not delivered when it was sent (history
+        // groups are delivered from the backend only, so that every member
+        // sees the same offsets in the same order): our own is delivered now.
+        if position.is_none() && origin.as_deref() == Some(self.node_id.as_str()) {
+            return; // delivered locally when it was sent
+        }
         let queued = Queued {
             message,
-            offset: position.map(|p| p.offset),
+            stamp: position.map(|p| Stamp::new(p.offset, p.epoch)),
+            protocol: false,
         };
         self.deliver(&broadcast, &queued, &|_| true);
     }
@@ -673,5 +684,44 @@ impl Delivery {
     fn invalid(&self, channel: &Channel, error: &dyn std::fmt::Display) {
         self.metrics.bus_invalid.inc();
         tracing::warn!(?channel, %error, "dropped an undecodable message from the backend");
+    }
+}
+
+/// What a published payload on `channel` says: who receives it, the
+/// message, and the node that sent it (`None` for a raw payload).
+pub(crate) fn decode(
+    channel: Channel,
+    payload: Bytes,
+) -> Result<(Broadcast, Message, Option<String>), envelope::EnvelopeError> {
+    match envelope::decode(payload)? {
+        Decoded::Raw(raw) => {
+            let broadcast = match channel {
+                Channel::Group(group) => Broadcast::new(Target::Group(group)),
+                Channel::Cluster => Broadcast::all(),
+            };
+            Ok((broadcast, Message::from_raw(raw), None))
+        }
+        Decoded::Envelope(envelope) => {
+            let message = envelope.message()?;
+            let target = match (channel, envelope.sessions) {
+                (Channel::Group(group), _) => Target::Group(group),
+                (Channel::Cluster, Some(ids)) => Target::Sessions(ids),
+                (Channel::Cluster, None) => Target::All,
+            };
+            let broadcast = Broadcast {
+                target,
+                except: envelope.except,
+                filter: envelope.filter,
+            };
+            Ok((broadcast, message, Some(envelope.origin)))
+        }
+    }
+}
+
+/// The channel a broadcast travels on.
+fn channel_of(broadcast: &Broadcast) -> Channel {
+    match &broadcast.target {
+        Target::Group(group) => Channel::Group(group.clone()),
+        Target::All | Target::Sessions(_) => Channel::Cluster,
     }
 }

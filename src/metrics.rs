@@ -58,6 +58,16 @@ pub struct Metrics {
     pub worker_failures: Counter,
     /// Worker leases lost (not renewed in time, or taken by another node).
     pub worker_leases_lost: Counter,
+    /// Resumes (`since`/`epoch`) that got everything they missed.
+    pub resumes_recovered: Counter,
+    /// Resumes that could not be complete (other epoch, trimmed, expired,
+    /// history unreachable): the client was told `recovered: false`.
+    pub resumes_not_recovered: Counter,
+    /// History reads that failed (the session went on live).
+    pub history_read_errors: Counter,
+    /// Gaps seen in a session's live stream of offsets (a `groupcast.v1`
+    /// client is sent a reset).
+    pub history_gaps: Counter,
     /// Requests and connections refused or closed by security, by reason
     /// (`token_missing`, `bad_signature`, `publish_not_allowed`, …).
     pub auth_rejections: Family<Vec<(String, String)>, Counter>,
@@ -129,6 +139,26 @@ impl Metrics {
             ),
             bus_connects: metric!("bus_connects", "Times the bus connected to Redis", Counter),
             bus_up: metric!("bus_up", "1 while the bus reaches Redis", Gauge),
+            resumes_recovered: metric!(
+                "resumes_recovered",
+                "Resumes that got every message they missed",
+                Counter
+            ),
+            resumes_not_recovered: metric!(
+                "resumes_not_recovered",
+                "Resumes told recovered=false (other epoch, trimmed, expired, unreachable)",
+                Counter
+            ),
+            history_read_errors: metric!(
+                "history_read_errors",
+                "History reads that failed",
+                Counter
+            ),
+            history_gaps: metric!(
+                "history_gaps",
+                "Gaps in a session's live offsets",
+                Counter
+            ),
             bus_subscriptions: metric!(
                 "bus_subscriptions",
                 "Channels this node is subscribed to",

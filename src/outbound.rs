@@ -11,6 +11,9 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -75,23 +78,72 @@ pub(crate) enum Pushed {
     Closed,
 }
 
+/// A message's place in its group's history, shared by every member's
+/// queue (one allocation per message, not per member).
+#[derive(Debug)]
+pub(crate) struct Stamp {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+    /// The message as a `groupcast.v1` frame, built by the first writer
+    /// that needs it and reused by every other.
+    pub v1_frame: OnceLock<Utf8Bytes>,
+}
+
+impl Stamp {
+    pub(crate) fn new(offset: u64, epoch: Arc<str>) -> Arc<Self> {
+        Arc::new(Stamp {
+            offset,
+            epoch,
+            v1_frame: OnceLock::new(),
+        })
+    }
+}
+
 /// One message in a session's queue, with what the writer may need to know
 /// about it besides its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Queued {
     pub message: Message,
-    /// Its offset in the group's history, when the group keeps one. A
-    /// client that speaks a protocol with positions is sent it; every
-    /// other client gets the plain frame.
-    pub offset: Option<u64>,
+    /// Its history position, when its group keeps history. A client that
+    /// speaks `groupcast.v1` is sent it; every other client gets the plain
+    /// frame.
+    pub stamp: Option<Arc<Stamp>>,
+    /// Already a `groupcast.v1` protocol frame (welcome, reset): sent as
+    /// it is, never wrapped.
+    pub protocol: bool,
+}
+
+impl Queued {
+    /// A protocol frame (JSON text), sent as it is.
+    pub(crate) fn protocol(text: String) -> Self {
+        Queued {
+            message: Message::text(text),
+            stamp: None,
+            protocol: true,
+        }
+    }
+
+    /// The history offset, if any.
+    pub(crate) fn offset(&self) -> Option<u64> {
+        self.stamp.as_ref().map(|s| s.offset)
+    }
 }
 
 impl From<Message> for Queued {
     fn from(message: Message) -> Self {
         Queued {
             message,
-            offset: None,
+            stamp: None,
+            protocol: false,
         }
+    }
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+            && self.offset() == other.offset()
+            && self.protocol == other.protocol
     }
 }
 
@@ -104,6 +156,9 @@ struct State {
     closing: bool,
     /// The reader asked for a ping to be sent (keepalive).
     ping: bool,
+    /// Catching up: pushes queue as usual, but the writer waits until
+    /// [`Outbound::release`] puts the backlog in front of them.
+    held: bool,
 }
 
 pub(crate) struct Outbound {
@@ -122,9 +177,12 @@ pub(crate) struct Batch {
 }
 
 impl Outbound {
-    pub(crate) fn new(capacity: usize, policy: QueueFullPolicy) -> Self {
+    pub(crate) fn new(capacity: usize, policy: QueueFullPolicy, held: bool) -> Self {
         Outbound {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                held,
+                ..State::default()
+            }),
             ready: Notify::new(),
             capacity: capacity.max(1),
             policy,
@@ -211,12 +269,41 @@ impl Outbound {
         self.state.lock().frames.len()
     }
 
+    /// Ends a catch-up: `front` (the welcome, then the backlog in offset
+    /// order) goes before what was queued live meanwhile, and live
+    /// messages the backlog already holds are dropped, so the client sees
+    /// every offset once. Then the writer may go.
+    pub(crate) fn release(&self, front: Vec<Queued>) {
+        {
+            let mut state = self.state.lock();
+            if !state.held {
+                return;
+            }
+            state.held = false;
+            let newest = front
+                .iter()
+                .rev()
+                .find_map(|q| q.stamp.as_ref().map(|s| (s.offset, s.epoch.clone())));
+            let live = std::mem::take(&mut state.frames);
+            let mut frames: VecDeque<Queued> = front.into();
+            frames.extend(live.into_iter().filter(|q| match (&newest, &q.stamp) {
+                (Some((offset, epoch)), Some(stamp)) => {
+                    stamp.epoch != *epoch || stamp.offset > *offset
+                }
+                _ => true,
+            }));
+            state.frames = frames;
+        }
+        self.ready.notify_one();
+    }
+
     /// Waits until there is something to write, then takes all of it.
     pub(crate) async fn next_batch(&self) -> Batch {
         loop {
             {
                 let mut state = self.state.lock();
-                if !state.frames.is_empty() || state.close.is_some() || state.ping {
+                let writable = !state.held && (!state.frames.is_empty() || state.ping);
+                if writable || state.close.is_some() {
                     // Swap the queue out so the lock is held for O(1); the
                     // empty deque left behind allocates nothing.
                     let frames = std::mem::take(&mut state.frames);
@@ -248,7 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_ping_request_wakes_the_writer_once() {
-        let q = Outbound::new(4, QueueFullPolicy::Close);
+        let q = Outbound::new(4, QueueFullPolicy::Close, false);
         q.request_ping();
         q.request_ping();
         assert_eq!(q.push(queued("a")), Pushed::Queued);
@@ -264,7 +351,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_everything_queued() {
-        let q = Outbound::new(4, QueueFullPolicy::Close);
+        let q = Outbound::new(4, QueueFullPolicy::Close, false);
         assert_eq!(q.push(queued("a")), Pushed::Queued);
         assert_eq!(q.push(queued("b")), Pushed::Queued);
         let batch = q.next_batch().await;
@@ -275,7 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_push_after_a_drain_wakes_the_writer() {
-        let q = std::sync::Arc::new(Outbound::new(8, QueueFullPolicy::Close));
+        let q = std::sync::Arc::new(Outbound::new(8, QueueFullPolicy::Close, false));
         for round in 0..3 {
             let writer = tokio::spawn({
                 let q = q.clone();
@@ -299,7 +386,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_closes_with_1013_and_discards() {
-        let q = Outbound::new(2, QueueFullPolicy::Close);
+        let q = Outbound::new(2, QueueFullPolicy::Close, false);
         q.push(queued("a"));
         q.push(queued("b"));
         assert_eq!(q.push(queued("c")), Pushed::Overflowed);
@@ -314,7 +401,7 @@ mod tests {
 
     #[tokio::test]
     async fn drop_oldest_keeps_newest() {
-        let q = Outbound::new(2, QueueFullPolicy::DropOldest);
+        let q = Outbound::new(2, QueueFullPolicy::DropOldest, false);
         q.push(queued("a"));
         q.push(queued("b"));
         assert_eq!(q.push(queued("c")), Pushed::DroppedOldest);
@@ -324,12 +411,47 @@ mod tests {
 
     #[tokio::test]
     async fn close_after_queued_frames() {
-        let q = Outbound::new(4, QueueFullPolicy::Close);
+        let q = Outbound::new(4, QueueFullPolicy::Close, false);
         q.push(queued("a"));
         assert!(q.close(CloseReason::new(1000, "bye")));
         assert!(!q.close(CloseReason::new(1001, "again")));
         let batch = q.next_batch().await;
         assert_eq!(batch.frames.len(), 1);
         assert_eq!(batch.close.map(|c| c.code), Some(1000));
+    }
+
+    fn stamped(offset: u64, epoch: &Arc<str>) -> Queued {
+        Queued {
+            message: Message::text(format!("m{offset}")),
+            stamp: Some(Stamp::new(offset, epoch.clone())),
+            protocol: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_queue_releases_the_backlog_first_and_each_offset_once() {
+        let epoch: Arc<str> = Arc::from("e1");
+        let q = Outbound::new(16, QueueFullPolicy::Close, true);
+        // Live messages 4 and 5 arrive while the backlog (1 to 4) is read.
+        q.push(stamped(4, &epoch));
+        q.push(stamped(5, &epoch));
+        let writer = tokio::time::timeout(std::time::Duration::from_millis(50), q.next_batch());
+        assert!(writer.await.is_err(), "held: the writer waits");
+        let mut front = vec![Queued::protocol("welcome".into())];
+        front.extend((1..=4).map(|n| stamped(n, &epoch)));
+        q.release(front);
+        let batch = q.next_batch().await;
+        let offsets: Vec<_> = batch.frames.iter().map(Queued::offset).collect();
+        assert_eq!(offsets, [None, Some(1), Some(2), Some(3), Some(4), Some(5)]);
+        assert!(batch.frames[0].protocol);
+    }
+
+    #[tokio::test]
+    async fn a_close_is_not_held() {
+        let q = Outbound::new(4, QueueFullPolicy::Close, true);
+        q.push(queued("live"));
+        assert!(q.close(CloseReason::new(1001, "bye")));
+        let batch = q.next_batch().await;
+        assert_eq!(batch.close.map(|c| c.code), Some(1001));
     }
 }

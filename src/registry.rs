@@ -122,6 +122,24 @@ impl Registry {
         fanout
     }
 
+    /// How many local sessions `broadcast` selects, without sending.
+    pub(crate) fn count(&self, broadcast: &Broadcast) -> usize {
+        let maps = self.maps.read();
+        let admitted = |session: &&Session| broadcast.admits(session);
+        match &broadcast.target {
+            Target::Group(group) => maps
+                .groups
+                .get(group)
+                .map_or(0, |members| members.values().filter(admitted).count()),
+            Target::All => maps.sessions.values().filter(admitted).count(),
+            Target::Sessions(ids) => ids
+                .iter()
+                .filter_map(|id| maps.sessions.get(id))
+                .filter(admitted)
+                .count(),
+        }
+    }
+
     pub(crate) fn session(&self, id: &SessionId) -> Option<Session> {
         self.maps.read().sessions.get(id).cloned()
     }

@@ -23,6 +23,7 @@ use crate::group::GroupName;
 use crate::hub::{Hub, HubHandle};
 use crate::message::Message;
 use crate::outbound::{CloseReason, Outbound, Pushed, Queued};
+use crate::protocol::Protocol;
 
 /// A session's id: unique across the cluster (64 random bits, hex).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -81,6 +82,8 @@ struct Inner {
     outbound: Outbound,
     /// The hub the session belongs to (weak: the hub owns its sessions).
     hub: HubHandle,
+    /// How its frames are written.
+    protocol: Protocol,
 }
 
 impl Session {
@@ -90,6 +93,8 @@ impl Session {
         config: &Config,
         claims: Claims,
         hub: HubHandle,
+        protocol: Protocol,
+        held: bool,
     ) -> Self {
         let mut keys = HashMap::new();
         // The subject is also a key, so the API shows it and a KeyFilter
@@ -105,8 +110,9 @@ impl Session {
                 connected_at: SystemTime::now(),
                 keys: RwLock::new(keys),
                 claims: RwLock::new(Arc::new(claims)),
-                outbound: Outbound::new(config.queue_len, config.queue_full),
+                outbound: Outbound::new(config.queue_len, config.queue_full, held),
                 hub,
+                protocol,
             }),
         }
     }
@@ -126,6 +132,12 @@ impl Session {
     /// The session's id, unique across the cluster.
     pub fn id(&self) -> &SessionId {
         &self.inner.id
+    }
+
+    /// How the session's frames are written: bare payloads, or
+    /// `groupcast.v1` JSON frames with history positions.
+    pub fn protocol(&self) -> Protocol {
+        self.inner.protocol
     }
 
     /// The group this session joined.

@@ -3,7 +3,10 @@
 //! The hub has already delivered every broadcast to its own sessions, and
 //! there is no one else to tell, so publishing is a no-op, a subscription is
 //! confirmed at once, the cluster view is this node alone, and leases live
-//! in this process ([`LocalLeases`]). The wanted channels are kept anyway
+//! in this process ([`LocalLeases`]). History lives in memory
+//! (`memory_history.rs`), with the semantics of the Redis streams: an append
+//! is delivered to the members through the inbox, under the same lock, so
+//! they see offsets in order. The wanted channels are kept anyway
 //! (with the same state machine as every other backend, without a linger)
 //! so that `/debug/state` looks the same in every mode.
 
@@ -15,12 +18,15 @@ use parking_lot::Mutex;
 
 use super::channels::ChannelNames;
 use super::leases::{LeaseStore, LocalLeases};
+use super::memory_history::MemoryHistory;
 use super::subscriptions::Subscriptions;
 use super::{
-    Backend, BackendContext, BackendStatus, BoxFuture, Channel, IntoBackend, NodeInfo, PublishAck,
+    Backend, BackendContext, BackendStatus, BoxFuture, Channel, HistoryPage, HistoryQuery, Inbound,
+    IntoBackend, NodeInfo, PublishAck, Published,
 };
 use crate::error::BackendError;
 use crate::group::GroupName;
+use crate::history::HistoryLimits;
 
 /// The standalone backend's settings (there are none): the default of
 /// [`HubBuilder`](crate::HubBuilder).
@@ -35,6 +41,7 @@ impl IntoBackend for Standalone {
             names: ChannelNames::default(),
             subscriptions: Mutex::new(Subscriptions::new(Duration::ZERO)),
             leases: Arc::new(LocalLeases::default()),
+            history: MemoryHistory::default(),
         }))
     }
 }
@@ -45,6 +52,7 @@ struct LocalBackend {
     names: ChannelNames,
     subscriptions: Mutex<Subscriptions>,
     leases: Arc<LocalLeases>,
+    history: MemoryHistory,
 }
 
 impl Backend for LocalBackend {
@@ -54,6 +62,36 @@ impl Backend for LocalBackend {
 
     fn publish(&self, _channel: Channel, _payload: Bytes) -> PublishAck {
         PublishAck::done()
+    }
+
+    fn publish_with_history(
+        &self,
+        group: &GroupName,
+        limits: HistoryLimits,
+        payload: Bytes,
+    ) -> PublishAck {
+        let inbox = &self.context.inbox;
+        let position = self.history.append(group, limits, payload, |position, payload| {
+            inbox(Inbound {
+                channel: Channel::Group(group.clone()),
+                payload,
+                position: Some(position),
+            })
+        });
+        let (ack, rx) = tokio::sync::oneshot::channel();
+        let _ = ack.send(Ok(Published {
+            position: Some(position),
+        }));
+        PublishAck::pending(rx)
+    }
+
+    fn history<'a>(
+        &'a self,
+        group: &'a GroupName,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, BackendError>> {
+        let page = self.history.read(group, query);
+        Box::pin(async move { Ok(page) })
     }
 
     fn subscribe(&self, group: &GroupName) {

@@ -12,7 +12,10 @@
 //!   the [`Inbox`] as an [`Inbound`], in order per channel;
 //! * **node presence** — [`Backend::nodes`], the cluster view
 //!   ([`presence`]);
-//! * **worker leases** — [`Backend::leases`] ([`leases`]).
+//! * **worker leases** — [`Backend::leases`] ([`leases`]);
+//! * **history** — for groups a `--history` rule names:
+//!   [`Backend::publish_with_history`] appends and publishes in one atomic
+//!   step, [`Backend::history`] reads pages back ([`history`]).
 //!
 //! Two backends exist: [`local::Standalone`] (one process, nothing to tell
 //! anyone) and [`redis::RedisOptions`] (one Redis). A hub is built with a
@@ -26,8 +29,10 @@
 //! view's sums ([`presence::group_totals`]).
 
 pub mod channels;
+pub mod history;
 pub mod leases;
 pub mod local;
+mod memory_history;
 pub mod presence;
 pub mod redis;
 pub(crate) mod subscriptions;
@@ -42,8 +47,10 @@ use tokio::sync::oneshot;
 
 use crate::error::BackendError;
 use crate::group::GroupName;
+use crate::history::HistoryLimits;
 use crate::metrics::Metrics;
 
+pub use self::history::{HistoryEntry, HistoryPage, HistoryQuery};
 pub use self::leases::{LeaseHolder, LeaseStore};
 pub use self::presence::{LocalGroups, NodeInfo};
 
@@ -172,6 +179,25 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Sends `payload` on `channel`. Publishes leave in call order.
     fn publish(&self, channel: Channel, payload: Bytes) -> PublishAck;
+
+    /// Appends `payload` to `group`'s history (keeping `limits`) and
+    /// publishes it on the group's channel with its position, in one atomic
+    /// step, in call order with [`Backend::publish`]. The message reaches
+    /// this node's members too through the inbox, positioned like everyone
+    /// else's. The ack carries the position.
+    fn publish_with_history(
+        &self,
+        group: &GroupName,
+        limits: HistoryLimits,
+        payload: Bytes,
+    ) -> PublishAck;
+
+    /// Reads a page of `group`'s history.
+    fn history<'a>(
+        &'a self,
+        group: &'a GroupName,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, BackendError>>;
 
     /// The node now has members in `group`: listen to its channel. Returns
     /// at once; [`Backend::subscribed`] waits for the confirmation.

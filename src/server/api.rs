@@ -4,13 +4,15 @@
 //! with a status code that says whose fault it was.
 //!
 //! Group names may contain `/` (`task/42`): both `/api/groups/task/42` and
-//! `/api/groups/task%2F42` name that group. `POST …/messages` publishes.
+//! `/api/groups/task%2F42` name that group. `POST …/messages` publishes;
+//! `GET …/history?since=&limit=` reads a history group's retained messages
+//! (so the API cannot show a group whose last segment is `history`).
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::backend::NodeInfo;
+use crate::backend::history::{HistoryQuery, MAX_PAGE};
 use crate::backend::presence::{GroupTotal, group_totals};
 use crate::group::{GroupName, GroupNameError};
 use crate::{HubError, Message};
@@ -100,6 +103,11 @@ struct Published {
     node: String,
     /// Whether other nodes were told (false when standalone).
     clustered: bool,
+    /// For history groups: the message's offset and the group's epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<String>,
 }
 
 /// `POST /api/groups/{group}/messages`
@@ -125,6 +133,8 @@ async fn publish(
     Ok(Json(Published {
         group,
         delivered: sent.local,
+        offset: sent.position.as_ref().map(|p| p.offset),
+        epoch: sent.position.as_ref().map(|p| p.epoch.to_string()),
         node: hub.node_id().to_string(),
         clustered: hub.status().kind != "local",
     }))
@@ -242,7 +252,11 @@ async fn list_groups(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
 async fn show_group(
     State(state): State<AppState>,
     Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(group) = rest.strip_suffix("/history") {
+        return show_history(&state, group, query.as_deref()).await;
+    }
     let group = GroupName::new(&rest).map_err(ApiError::bad_group)?;
     let nodes = nodes(&state).await?;
     let summary = group_totals(&nodes).remove(group.as_str());
@@ -258,6 +272,74 @@ async fn show_group(
         "nodes": summary.map(|s| s.nodes).unwrap_or_default(),
         "node": hub.node_id(),
         "sessions": sessions,
+    })))
+}
+
+/// The most messages one history request returns, and the default.
+const HISTORY_LIMIT_DEFAULT: usize = 100;
+
+/// `GET /api/groups/{group}/history?since=&limit=`: the retained messages
+/// after `since` (default: from the oldest), at most `limit` (default 100,
+/// at most 1000), with the epoch and top offset.
+async fn show_history(
+    state: &AppState,
+    group: &str,
+    query: Option<&str>,
+) -> Result<Json<Value>, ApiError> {
+    let group = GroupName::new(group).map_err(ApiError::bad_group)?;
+    let (mut since, mut limit) = (0u64, HISTORY_LIMIT_DEFAULT);
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let bad = |what: &str| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                format!("{key} must be {what}, not {value:?}"),
+            )
+        };
+        match key.as_ref() {
+            "since" => since = value.parse().map_err(|_| bad("a whole number (an offset)"))?,
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad("a whole number from 1"))?
+                    .min(MAX_PAGE)
+            }
+            _ => {}
+        }
+    }
+    let history = state
+        .hub
+        .history(&group, HistoryQuery::After { offset: since, limit })
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_history",
+                format!("group {group} keeps no history (no --history rule matches it)"),
+            )
+        })?;
+    let messages: Vec<Value> = history
+        .messages
+        .iter()
+        .map(|(offset, message)| match message.as_text() {
+            Some(text) => json!({ "offset": offset, "data": text }),
+            None => json!({
+                "offset": offset,
+                "data": base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    message.payload()
+                ),
+                "binary": true,
+            }),
+        })
+        .collect();
+    Ok(Json(json!({
+        "group": group,
+        "epoch": history.epoch,
+        "offset": history.top,
+        "messages": messages,
     })))
 }
 

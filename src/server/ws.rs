@@ -34,6 +34,8 @@ use crate::error::SessionError;
 use crate::group::GroupName;
 use crate::limits::{ConnectionPermit, LimitRejection, TokenBucket};
 use crate::outbound::close_code;
+use crate::protocol::{self, Continuity, Offsets, Protocol, Reset};
+use crate::resume::Replay;
 use crate::{Hub, HubError, Message, Session};
 
 /// The response header of a WebSocket upgrade that names the node serving it.
@@ -56,6 +58,14 @@ pub(crate) async fn upgrade(
     let group = match GroupName::new(&group) {
         Ok(group) => group,
         Err(error) => return ApiError::bad_group(error).into_response(),
+    };
+    // Replay parameters before anything else costs: a bad one is a 400.
+    let replay = match Replay::from_query(query.as_deref()) {
+        Ok(replay) => replay,
+        Err(error) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "bad_query", error.to_string())
+                .into_response();
+        }
     };
     let claims = match admit(&hub, &group, &headers, query.as_deref()) {
         Ok(claims) => claims,
@@ -102,7 +112,17 @@ pub(crate) async fn upgrade(
         .write_buffer_size(config.write_buffer_size)
         .max_message_size(config.max_message_size)
         .max_frame_size(config.max_message_size)
-        .on_upgrade(move |socket| serve(hub, socket, group, remote, claims, permit));
+        // Chosen when the client offers it; otherwise the raw protocol.
+        .protocols([protocol::V1])
+        .on_upgrade(move |socket| {
+            let joining = Joining {
+                group,
+                remote,
+                claims,
+                replay,
+            };
+            serve(hub, socket, joining, permit)
+        });
     if let Some(node) = node {
         response.headers_mut().insert(NODE_HEADER, node);
     }
@@ -147,16 +167,30 @@ fn admit(
     auth.admit(group, token.as_deref())
 }
 
-/// Runs one connection from join to leave.
-async fn serve(
-    hub: Hub,
-    socket: WebSocket,
+/// Who is joining, as the upgrade admitted them.
+struct Joining {
     group: GroupName,
     remote: Option<SocketAddr>,
     claims: Claims,
-    _permit: ConnectionPermit,
-) {
-    let session = match hub.join(group, remote, claims) {
+    replay: Replay,
+}
+
+/// Runs one connection from join to leave.
+async fn serve(hub: Hub, socket: WebSocket, joining: Joining, _permit: ConnectionPermit) {
+    let protocol = match socket.protocol() {
+        Some(chosen) if chosen.as_bytes() == protocol::V1.as_bytes() => Protocol::V1,
+        _ => Protocol::Raw,
+    };
+    let Joining {
+        group,
+        remote,
+        claims,
+        replay,
+    } = joining;
+    // A v1 client's first frame is its welcome, and a backlog goes before
+    // the live messages: both need the queue held until they are in.
+    let held = protocol == Protocol::V1 || replay.wants_backlog();
+    let session = match hub.join(group, remote, claims, protocol, held) {
         Ok(session) => session,
         Err(HubError::Limit(limit)) => {
             // Another upgrade took the last group slot since this one was
@@ -188,6 +222,9 @@ async fn serve(
     tracing::debug!(session = %session.id(), group = %session.group(), ?remote, "connected");
     if let Some(on_connect) = &hub.handlers().connect {
         on_connect(&hub, &session);
+    }
+    if held {
+        hub.catch_up(&session, &replay).await;
     }
 
     let reader = read_loop(&hub, &session, stream);
@@ -464,6 +501,8 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
 ) -> Result<(), SessionError> {
     let write_timeout = hub.config().write_timeout;
+    let protocol = session.protocol();
+    let mut offsets = Offsets::default();
     // One thing to wait for: the queue (pings come through it too, asked
     // for by the reader). No other branch is polled per message; and no
     // stop signal: when the connection ends, `serve` aborts this task.
@@ -475,7 +514,25 @@ async fn write_loop(
                 sink.feed(WsMessage::Ping(Bytes::new())).await?;
             }
             for frame in batch.frames {
-                sink.feed(frame.message.into_ws()).await?;
+                if let Some(stamp) = &frame.stamp {
+                    match offsets.next(stamp) {
+                        Continuity::Next => {}
+                        Continuity::Duplicate => continue,
+                        Continuity::Broken(reason) => {
+                            hub.metrics().history_gaps.inc();
+                            if protocol == Protocol::V1 {
+                                let reset = Reset {
+                                    kind: "reset",
+                                    epoch: &stamp.epoch,
+                                    offset: stamp.offset.saturating_sub(1),
+                                    reason,
+                                };
+                                sink.feed(reset.frame().message.into_ws()).await?;
+                            }
+                        }
+                    }
+                }
+                sink.feed(protocol::encode(protocol, &frame).into_ws()).await?;
             }
             if let Some(close) = &close {
                 sink.feed(close_frame(close.code, &close.reason)).await?;

@@ -17,11 +17,13 @@
 //! | `subscriber.rs` | the subscriber connection: wanted set, reconnect and resubscribe, health pings |
 //! | `publisher.rs` | the ordered publisher: pipelines of PUBLISH in call order |
 //! | `presence.rs` | heartbeats and the cluster view (a hash and a sorted set, no SCAN) |
+//! | `history.rs` | a stream per history group, appended and published by one script |
 //! | `leases.rs` | worker leases (`SET NX PX`, fenced scripts) |
 //! | `pool.rs` | the one pool publishing, presence and leases share |
 //! | `errors.rs` | Redis errors as [`BackendError`]s |
 
 mod errors;
+mod history;
 mod leases;
 mod options;
 mod pool;
@@ -42,6 +44,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use self::history::RedisHistory;
 use self::leases::RedisLeases;
 use self::options::redact;
 use self::pool::RedisPool;
@@ -52,11 +55,13 @@ use super::channels::ChannelNames;
 use super::leases::LeaseStore;
 use super::subscriptions::Subscriptions;
 use super::{
-    Backend, BackendContext, BackendStatus, BoxFuture, Channel, IntoBackend, NodeInfo, PublishAck,
+    Backend, BackendContext, BackendStatus, BoxFuture, Channel, HistoryPage, HistoryQuery,
+    IntoBackend, NodeInfo, PublishAck, Published,
 };
 use crate::backoff::Backoff;
 use crate::error::BackendError;
 use crate::group::GroupName;
+use crate::history::HistoryLimits;
 
 impl IntoBackend for RedisOptions {
     /// Validates the options and starts the backend's tasks. Returns at
@@ -78,6 +83,7 @@ pub struct RedisBackend {
     publishes: mpsc::Sender<Outgoing>,
     presence: Arc<Presence>,
     leases: Arc<RedisLeases>,
+    history: Arc<RedisHistory>,
     pool: RedisPool,
     /// Whether a full publish queue was logged (log once per episode).
     queue_full_logged: AtomicBool,
@@ -114,6 +120,7 @@ impl RedisBackend {
             options.presence_ttl,
         ));
         let leases = Arc::new(RedisLeases::new(pool.clone(), options.lease_prefix.clone()));
+        let history = Arc::new(RedisHistory::new(pool.clone(), names.clone()));
 
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (publishes, publishes_rx) = mpsc::channel(options.publish_queue_len);
@@ -132,11 +139,13 @@ impl RedisBackend {
             cancel: cancel.clone(),
             wake_presence: wake_presence.clone(),
             wanted: Subscriptions::new(options.unsubscribe_linger),
+            last_epoch: None,
         };
         let publisher = Publisher {
             pool: pool.clone(),
             queue: publishes_rx,
             names: names.clone(),
+            history: history.clone(),
             metrics: context.metrics.clone(),
             failed_in_a_row: 0,
         };
@@ -159,6 +168,7 @@ impl RedisBackend {
             publishes,
             presence,
             leases,
+            history,
             pool,
             queue_full_logged: AtomicBool::new(false),
             cancel,
@@ -174,37 +184,33 @@ impl Backend for RedisBackend {
     }
 
     fn publish(&self, channel: Channel, payload: Bytes) -> PublishAck {
-        let (ack, rx) = oneshot::channel();
-        let item = Outgoing::Publish {
+        self.enqueue(|ack| Outgoing::Publish {
             channel,
             payload,
             ack,
-        };
-        let (item, error) = match self.publishes.try_send(item) {
-            Ok(()) => {
-                self.queue_full_logged.store(false, Ordering::Relaxed);
-                return PublishAck::pending(rx);
-            }
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                if !self.queue_full_logged.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        capacity = self.options.publish_queue_len,
-                        "the Redis publish queue is full; publishes reach this node only"
-                    );
-                }
-                (
-                    item,
-                    BackendError::QueueFull(self.options.publish_queue_len),
-                )
-            }
-            Err(mpsc::error::TrySendError::Closed(item)) => (item, BackendError::Closed),
-        };
-        // It never reached the queue: fail it through its own ack.
-        self.state.metrics().bus_publish_errors.inc();
-        if let Outgoing::Publish { ack, .. } = item {
-            let _ = ack.send(Err(error));
-        }
-        PublishAck::pending(rx)
+        })
+    }
+
+    fn publish_with_history(
+        &self,
+        group: &GroupName,
+        limits: HistoryLimits,
+        payload: Bytes,
+    ) -> PublishAck {
+        self.enqueue(|ack| Outgoing::History {
+            group: group.clone(),
+            limits,
+            payload,
+            ack,
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        group: &'a GroupName,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, BackendError>> {
+        Box::pin(self.history.read(group, query))
     }
 
     fn subscribe(&self, group: &GroupName) {
@@ -272,6 +278,43 @@ impl Backend for RedisBackend {
             self.state.set_broken(&BackendError::Closed);
             tracing::info!("Redis backend stopped");
         })
+    }
+}
+
+impl RedisBackend {
+    /// Puts one job on the publisher's queue without waiting; a full or
+    /// closed queue fails the job through its own ack.
+    fn enqueue(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<Published, BackendError>>) -> Outgoing,
+    ) -> PublishAck {
+        let (ack, rx) = oneshot::channel();
+        let item = job(ack);
+        let (item, error) = match self.publishes.try_send(item) {
+            Ok(()) => {
+                self.queue_full_logged.store(false, Ordering::Relaxed);
+                return PublishAck::pending(rx);
+            }
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                if !self.queue_full_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        capacity = self.options.publish_queue_len,
+                        "the Redis publish queue is full; publishes reach this node only"
+                    );
+                }
+                (
+                    item,
+                    BackendError::QueueFull(self.options.publish_queue_len),
+                )
+            }
+            Err(mpsc::error::TrySendError::Closed(item)) => (item, BackendError::Closed),
+        };
+        // It never reached the queue: fail it through its own ack.
+        self.state.metrics().bus_publish_errors.inc();
+        if let Outgoing::Publish { ack, .. } | Outgoing::History { ack, .. } = item {
+            let _ = ack.send(Err(error));
+        }
+        PublishAck::pending(rx)
     }
 }
 

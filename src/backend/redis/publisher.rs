@@ -7,6 +7,10 @@
 //! sees — the first link of per-publisher order. Each publish is exactly
 //! one PUBLISH, never retried: a failure is reported on its
 //! [`PublishAck`](crate::backend::PublishAck) and counted, never duplicated.
+//!
+//! Publishes to history groups go through the same queue, as one
+//! append-and-publish script each (`history.rs`), so they keep their order
+//! with plain publishes; their acks carry the position the script gave.
 
 use std::sync::Arc;
 
@@ -15,10 +19,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::errors::command_error;
+use super::history::{RedisHistory, position_of};
 use super::pool::RedisPool;
 use crate::backend::channels::ChannelNames;
 use crate::backend::{Channel, Published};
 use crate::error::BackendError;
+use crate::group::GroupName;
+use crate::history::HistoryLimits;
 use crate::metrics::Metrics;
 
 /// How many publishes go into one pipeline at most.
@@ -31,6 +38,13 @@ pub(crate) enum Outgoing {
         payload: Bytes,
         ack: oneshot::Sender<Result<Published, BackendError>>,
     },
+    /// Append to a group's history and publish, atomically.
+    History {
+        group: GroupName,
+        limits: HistoryLimits,
+        payload: Bytes,
+        ack: oneshot::Sender<Result<Published, BackendError>>,
+    },
     /// Answered once everything queued before it has been sent.
     Flush(oneshot::Sender<()>),
 }
@@ -39,6 +53,7 @@ pub(crate) struct Publisher {
     pub(crate) pool: RedisPool,
     pub(crate) queue: mpsc::Receiver<Outgoing>,
     pub(crate) names: ChannelNames,
+    pub(crate) history: Arc<RedisHistory>,
     pub(crate) metrics: Arc<Metrics>,
     /// Publishes failed since the last success (log the first and the
     /// recovery, not every one).
@@ -46,9 +61,14 @@ pub(crate) struct Publisher {
 }
 
 struct Job {
-    channel: String,
+    what: JobKind,
     payload: Bytes,
     ack: oneshot::Sender<Result<Published, BackendError>>,
+}
+
+enum JobKind {
+    Publish(String),
+    History(GroupName, HistoryLimits),
 }
 
 impl Publisher {
@@ -70,7 +90,17 @@ impl Publisher {
                         payload,
                         ack,
                     } => batch.push(Job {
-                        channel: self.names.name(&channel),
+                        what: JobKind::Publish(self.names.name(&channel)),
+                        payload,
+                        ack,
+                    }),
+                    Outgoing::History {
+                        group,
+                        limits,
+                        payload,
+                        ack,
+                    } => batch.push(Job {
+                        what: JobKind::History(group, limits),
                         payload,
                         ack,
                     }),
@@ -90,23 +120,39 @@ impl Publisher {
             return;
         }
         let mut pipe = redis::pipe();
+        let with_history = batch
+            .iter()
+            .any(|job| matches!(job.what, JobKind::History(..)));
+        if with_history {
+            // Once per batch: cheap, and a restarted Redis that forgot the
+            // script gets it back before the first EVALSHA.
+            pipe.load_script(self.history.append_script()).ignore();
+        }
         for job in batch.iter() {
-            pipe.cmd("PUBLISH")
-                .arg(&job.channel)
-                .arg(&job.payload[..])
-                .ignore();
+            match &job.what {
+                JobKind::Publish(channel) => {
+                    pipe.cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(&job.payload[..])
+                        .ignore();
+                }
+                JobKind::History(group, limits) => {
+                    self.history
+                        .add_append(&mut pipe, group, *limits, &job.payload);
+                }
+            }
         }
         let outcome = self
             .pool
             .run(|mut conn| async move {
-                pipe.query_async::<redis::Value>(&mut conn)
+                pipe.query_async::<Vec<redis::Value>>(&mut conn)
                     .await
                     .map_err(command_error)
             })
             .await;
         let n = batch.len() as u64;
         match outcome {
-            Ok(_) => {
+            Ok(replies) => {
                 if self.failed_in_a_row > 0 {
                     tracing::info!(
                         failed = self.failed_in_a_row,
@@ -114,8 +160,19 @@ impl Publisher {
                     );
                     self.failed_in_a_row = 0;
                 }
+                // Only the scripts' replies are kept, in batch order.
+                let mut replies = replies.into_iter();
                 for job in batch.drain(..) {
-                    let _ = job.ack.send(Ok(Published::default()));
+                    let published = match job.what {
+                        JobKind::Publish(_) => Ok(Published::default()),
+                        JobKind::History(..) => match replies.next() {
+                            Some(reply) => position_of(reply).map(|position| Published {
+                                position: Some(position),
+                            }),
+                            None => Err(BackendError::Command("no reply to a history append".into())),
+                        },
+                    };
+                    let _ = job.ack.send(published);
                 }
             }
             Err(error) => {

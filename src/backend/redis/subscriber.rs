@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::errors::{command_error, is_auth_error, is_server_error};
+use super::history::split_positioned;
 use crate::backend::channels::ChannelNames;
 use crate::backend::subscriptions::{Change, Subscriptions};
 use crate::backend::{Channel, Inbound, Inbox};
@@ -208,6 +209,8 @@ pub(crate) struct Subscriber {
     pub wake_presence: Arc<Notify>,
     /// What this node wants to hear; `Subscriptions::new(linger)` to start.
     pub wanted: Subscriptions,
+    /// The epoch of the last positioned message (shared, not re-allocated).
+    pub last_epoch: Option<Arc<str>>,
 }
 
 /// One live subscriber connection.
@@ -461,7 +464,7 @@ impl Subscriber {
 
     /// Hands one message to the hub's inbox. The hub decodes it: envelope
     /// or raw payload, and counts what it cannot read.
-    fn deliver(&self, message: &Msg) {
+    fn deliver(&mut self, message: &Msg) {
         let name = message.get_channel_name();
         let channel = match self.wanted.group_of(name) {
             Some(group) => Channel::Group(group.clone()),
@@ -476,8 +479,16 @@ impl Subscriber {
                 }
             },
         };
-        let payload = Bytes::copy_from_slice(message.get_payload_bytes());
-        (self.inbox)(Inbound::new(channel, payload));
+        let bytes = message.get_payload_bytes();
+        let inbound = match split_positioned(bytes, &mut self.last_epoch) {
+            Some((position, payload)) => Inbound {
+                channel,
+                payload: Bytes::copy_from_slice(payload),
+                position: Some(position),
+            },
+            None => Inbound::new(channel, Bytes::copy_from_slice(bytes)),
+        };
+        (self.inbox)(inbound);
     }
 }
 

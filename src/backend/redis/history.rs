@@ -1,0 +1,220 @@
+//! History on Redis: a stream per group, appended and published by one
+//! script.
+//!
+//! Per group (channel `group:<g>`), two keys in the channel's slot (the
+//! braces are a Redis Cluster hash tag):
+//!
+//! ```text
+//! groupcast:history:{group:<g>}        stream: entry id <offset>-0, field d = payload
+//! groupcast:history-meta:{group:<g>}   hash:   e = epoch, o = top offset
+//! ```
+//!
+//! [`APPEND`] runs atomically: it starts a new epoch when the meta or the
+//! stream is gone (Redis restarted without persistence, the history
+//! expired, someone deleted it), takes the next offset, `XADD`s with exact
+//! `MAXLEN` trimming, renews both TTLs (so the TTL measures inactivity) and
+//! `PUBLISH`es the payload behind a small header carrying offset and epoch:
+//!
+//! ```text
+//! 0xC1 'G' 'H' <offset in decimal> ':' <epoch> ':' <payload>
+//! ```
+//!
+//! `0xC1` never starts valid MessagePack or UTF-8, so the header cannot be
+//! mistaken for a raw payload; the subscriber strips it
+//! ([`split_positioned`]) and hands the payload on with its position.
+//! Because the append and the publish are one script, no member sees a
+//! message history lacks, or the reverse, and Redis runs scripts one at a
+//! time, so every subscriber sees the offsets in order.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::errors::command_error;
+use super::pool::RedisPool;
+use crate::backend::channels::ChannelNames;
+use crate::backend::history::{HistoryEntry, HistoryPage, HistoryQuery, MAX_PAGE, new_epoch};
+use crate::backend::Position;
+use crate::error::BackendError;
+use crate::group::GroupName;
+use crate::history::HistoryLimits;
+
+/// `KEYS = [stream, meta]`, `ARGV = [channel, payload, size, ttl_ms,
+/// fresh_epoch]`; returns `{offset, epoch}`.
+pub(crate) const APPEND: &str = r"
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 then
+  epoch = ARGV[5]
+  redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
+end
+local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], offset .. '-0', 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[1], '\193GH' .. offset .. ':' .. epoch .. ':' .. ARGV[2])
+return {offset, epoch}";
+
+/// `KEYS = [stream, meta]`, `ARGV = ['last', n]` or `['after', offset,
+/// limit]`; returns `{epoch or nil, top, entries}`, entries oldest first
+/// for 'after' and newest first for 'last'.
+const READ: &str = r"
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then return {false, 0, {}} end
+local top = tonumber(redis.call('HGET', KEYS[2], 'o')) or 0
+local entries
+if ARGV[1] == 'after' then
+  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
+else
+  entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[2])
+end
+return {epoch, top, entries}";
+
+/// The history keys and scripts of one backend.
+pub(crate) struct RedisHistory {
+    pool: RedisPool,
+    names: ChannelNames,
+    append: redis::Script,
+    read: redis::Script,
+}
+
+impl RedisHistory {
+    pub(crate) fn new(pool: RedisPool, names: ChannelNames) -> Self {
+        RedisHistory {
+            pool,
+            names,
+            append: redis::Script::new(APPEND),
+            read: redis::Script::new(READ),
+        }
+    }
+
+    /// `(stream, meta)` of `group`, in its channel's slot.
+    fn keys(&self, group: &GroupName) -> (String, String) {
+        let channel = self.names.group(group);
+        (
+            format!("groupcast:history:{{{channel}}}"),
+            format!("groupcast:history-meta:{{{channel}}}"),
+        )
+    }
+
+    /// The script, for a pipeline to load before it invokes it.
+    pub(crate) fn append_script(&self) -> &redis::Script {
+        &self.append
+    }
+
+    /// Adds one append-and-publish to `pipe` (not ignored: its reply is
+    /// the position).
+    pub(crate) fn add_append(
+        &self,
+        pipe: &mut redis::Pipeline,
+        group: &GroupName,
+        limits: HistoryLimits,
+        payload: &[u8],
+    ) {
+        let (stream, meta) = self.keys(group);
+        let ttl_ms = u64::try_from(limits.ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut call = self.append.prepare_invoke();
+        call.key(stream)
+            .key(meta)
+            .arg(self.names.group(group))
+            .arg(payload)
+            .arg(limits.size)
+            .arg(ttl_ms)
+            .arg(new_epoch());
+        pipe.invoke_script(&call);
+    }
+
+    /// Reads a page.
+    pub(crate) async fn read(
+        &self,
+        group: &GroupName,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, BackendError> {
+        let (stream, meta) = self.keys(group);
+        let mut call = self.read.prepare_invoke();
+        call.key(stream).key(meta);
+        match query {
+            HistoryQuery::Last(n) => call.arg("last").arg(n.min(MAX_PAGE)),
+            HistoryQuery::After { offset, limit } => {
+                call.arg("after").arg(offset).arg(limit.clamp(1, MAX_PAGE))
+            }
+        };
+        let (epoch, top, entries): (Option<String>, u64, Vec<redis::Value>) = self
+            .pool
+            .run(|mut conn| async move { call.invoke_async(&mut conn).await.map_err(command_error) })
+            .await?;
+        let mut entries: Vec<HistoryEntry> = entries.into_iter().filter_map(entry).collect();
+        if matches!(query, HistoryQuery::Last(_)) {
+            entries.reverse();
+        }
+        Ok(HistoryPage {
+            epoch: epoch.map(Arc::from),
+            top,
+            entries,
+        })
+    }
+}
+
+/// One stream entry, `[id, [field, value, ...]]`, as a history entry.
+fn entry(value: redis::Value) -> Option<HistoryEntry> {
+    let (id, fields): (String, Vec<Vec<u8>>) = redis::from_redis_value(value).ok()?;
+    let offset = id.split_once('-')?.0.parse().ok()?;
+    let payload = fields.into_iter().nth(1)?;
+    Some(HistoryEntry {
+        offset,
+        payload: Bytes::from(payload),
+    })
+}
+
+/// The script's reply, `{offset, epoch}`, as a position.
+pub(crate) fn position_of(value: redis::Value) -> Result<Position, BackendError> {
+    let (offset, epoch): (u64, String) = redis::from_redis_value(value)
+        .map_err(|e| BackendError::Command(format!("unexpected history reply: {e}")))?;
+    Ok(Position {
+        offset,
+        epoch: Arc::from(epoch),
+    })
+}
+
+/// Splits a positioned publish (`0xC1 'G' 'H' offset ':' epoch ':'
+/// payload`) into its position and payload. `None` for anything else.
+/// `epochs` remembers the last epoch seen, so that a stream of messages of
+/// one epoch shares one allocation.
+pub(crate) fn split_positioned<'a>(
+    bytes: &'a [u8],
+    epochs: &mut Option<Arc<str>>,
+) -> Option<(Position, &'a [u8])> {
+    let rest = bytes.strip_prefix(b"\xC1GH")?;
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let offset: u64 = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    let rest = &rest[colon + 1..];
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let epoch = std::str::from_utf8(&rest[..colon]).ok()?;
+    let epoch = match epochs {
+        Some(known) if &**known == epoch => known.clone(),
+        _ => {
+            let fresh: Arc<str> = Arc::from(epoch);
+            *epochs = Some(fresh.clone());
+            fresh
+        }
+    };
+    Some((Position { offset, epoch }, &rest[colon + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positioned_publishes_split_into_position_and_payload() {
+        let mut epochs = None;
+        let (position, payload) = split_positioned(b"\xC1GH42:abc:hello:world", &mut epochs).unwrap();
+        assert_eq!(position.offset, 42);
+        assert_eq!(&*position.epoch, "abc");
+        assert_eq!(payload, b"hello:world");
+        let (again, _) = split_positioned(b"\xC1GH43:abc:x", &mut epochs).unwrap();
+        assert!(Arc::ptr_eq(&again.epoch, &position.epoch), "one epoch, one allocation");
+        for bad in [&b"hello"[..], b"\xC1GC1", b"\xC1GHx:e:p", b"\xC1GH1:e"] {
+            assert!(split_positioned(bad, &mut epochs).is_none(), "{bad:?}");
+        }
+    }
+}
