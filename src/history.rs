@@ -51,7 +51,9 @@ impl HistoryRule {
 
 /// Why a history rule was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid history rule {rule:?}: {reason} (expected PATTERN=SIZE:TTL, e.g. 'task/*=1000:24h')")]
+#[error(
+    "invalid history rule {rule:?}: {reason} (expected PATTERN=SIZE:TTL, e.g. 'task/*=1000:24h')"
+)]
 pub struct HistoryRuleError {
     rule: String,
     reason: String,

@@ -411,18 +411,24 @@ impl Hub {
             // (docs/architecture.md, "History groups are not local-first").
             let payload = self.envelope(&broadcast, &message).encode()?;
             let local = inner.registry.count(&broadcast);
-            return Ok((local, inner.backend.publish_with_history(group, limits, payload)));
+            return Ok((
+                local,
+                inner.backend.publish_with_history(group, limits, payload),
+            ));
         }
         let ack = if inner.backend.is_clustered() && keep.is_none() {
-            inner
-                .backend
-                .publish(channel_of(&broadcast), self.envelope(&broadcast, &message).encode()?)
+            inner.backend.publish(
+                channel_of(&broadcast),
+                self.envelope(&broadcast, &message).encode()?,
+            )
         } else {
             PublishAck::done()
         };
-        let fanout = inner
-            .delivery
-            .deliver(&broadcast, &Queued::from(message), keep.unwrap_or(&|_| true));
+        let fanout = inner.delivery.deliver(
+            &broadcast,
+            &Queued::from(message),
+            keep.unwrap_or(&|_| true),
+        );
         Ok((fanout.delivered, ack))
     }
 

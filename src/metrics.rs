@@ -154,11 +154,7 @@ impl Metrics {
                 "History reads that failed",
                 Counter
             ),
-            history_gaps: metric!(
-                "history_gaps",
-                "Gaps in a session's live offsets",
-                Counter
-            ),
+            history_gaps: metric!("history_gaps", "Gaps in a session's live offsets", Counter),
             bus_subscriptions: metric!(
                 "bus_subscriptions",
                 "Channels this node is subscribed to",

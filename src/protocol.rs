@@ -186,7 +186,10 @@ mod tests {
             json,
             serde_json::json!({"type":"message","offset":7,"epoch":"e1","data":"hello \"you\""})
         );
-        assert_eq!(encode(Protocol::Raw, &queued), Message::text("hello \"you\""));
+        assert_eq!(
+            encode(Protocol::Raw, &queued),
+            Message::text("hello \"you\"")
+        );
     }
 
     #[test]
@@ -225,7 +228,10 @@ mod tests {
         let mut offsets = Offsets::default();
         assert_eq!(offsets.next(&Stamp::new(5, e1.clone())), Continuity::Next);
         assert_eq!(offsets.next(&Stamp::new(6, e1.clone())), Continuity::Next);
-        assert_eq!(offsets.next(&Stamp::new(6, e1.clone())), Continuity::Duplicate);
+        assert_eq!(
+            offsets.next(&Stamp::new(6, e1.clone())),
+            Continuity::Duplicate
+        );
         assert!(matches!(
             offsets.next(&Stamp::new(9, e1.clone())),
             Continuity::Broken(_)
@@ -234,6 +240,9 @@ mod tests {
             offsets.next(&Stamp::new(1, Arc::from("e2"))),
             Continuity::Broken(_)
         ));
-        assert_eq!(offsets.next(&Stamp::new(2, Arc::from("e2"))), Continuity::Next);
+        assert_eq!(
+            offsets.next(&Stamp::new(2, Arc::from("e2"))),
+            Continuity::Next
+        );
     }
 }

@@ -23,11 +23,11 @@
 
 use std::fmt;
 
+use crate::backend::Channel;
 use crate::backend::history::{HistoryPage, HistoryQuery, MAX_PAGE};
 use crate::error::HubError;
 use crate::group::GroupName;
 use crate::hub::{Hub, decode};
-use crate::backend::Channel;
 use crate::message::Message;
 use crate::outbound::{Queued, Stamp};
 use crate::protocol::{Protocol, Welcome};

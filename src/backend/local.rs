@@ -71,13 +71,15 @@ impl Backend for LocalBackend {
         payload: Bytes,
     ) -> PublishAck {
         let inbox = &self.context.inbox;
-        let position = self.history.append(group, limits, payload, |position, payload| {
-            inbox(Inbound {
-                channel: Channel::Group(group.clone()),
-                payload,
-                position: Some(position),
-            })
-        });
+        let position = self
+            .history
+            .append(group, limits, payload, |position, payload| {
+                inbox(Inbound {
+                    channel: Channel::Group(group.clone()),
+                    payload,
+                    position: Some(position),
+                })
+            });
         let (ack, rx) = tokio::sync::oneshot::channel();
         let _ = ack.send(Ok(Published {
             position: Some(position),

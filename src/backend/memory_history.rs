@@ -15,8 +15,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::history::{HistoryEntry, HistoryPage, HistoryQuery, MAX_PAGE, new_epoch};
 use super::Position;
+use super::history::{HistoryEntry, HistoryPage, HistoryQuery, MAX_PAGE, new_epoch};
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
 
@@ -87,7 +87,12 @@ impl MemoryHistory {
         let entries = match query {
             HistoryQuery::Last(n) => {
                 let n = n.min(MAX_PAGE).min(stream.entries.len());
-                stream.entries.iter().skip(stream.entries.len() - n).cloned().collect()
+                stream
+                    .entries
+                    .iter()
+                    .skip(stream.entries.len() - n)
+                    .cloned()
+                    .collect()
             }
             HistoryQuery::After { offset, limit } => stream
                 .entries
@@ -132,13 +137,22 @@ mod tests {
         assert_eq!(page.top, 5);
         let offsets: Vec<_> = page.entries.iter().map(|e| e.offset).collect();
         assert_eq!(offsets, [3, 4, 5]);
-        let after = history.read(&group, HistoryQuery::After { offset: 3, limit: 1 });
+        let after = history.read(
+            &group,
+            HistoryQuery::After {
+                offset: 3,
+                limit: 1,
+            },
+        );
         assert_eq!(after.entries[0].offset, 4);
         assert_eq!(after.entries.len(), 1);
         let epoch = page.epoch.clone().unwrap();
 
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(history.read(&group, HistoryQuery::Last(10)), HistoryPage::default());
+        assert_eq!(
+            history.read(&group, HistoryQuery::Last(10)),
+            HistoryPage::default()
+        );
         let position = history.append(&group, limits(3, 60), Bytes::new(), |_, _| {});
         assert_eq!(position.offset, 1, "a new epoch starts over");
         assert_ne!(position.epoch, epoch);

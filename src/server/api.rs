@@ -297,7 +297,11 @@ async fn show_history(
             )
         };
         match key.as_ref() {
-            "since" => since = value.parse().map_err(|_| bad("a whole number (an offset)"))?,
+            "since" => {
+                since = value
+                    .parse()
+                    .map_err(|_| bad("a whole number (an offset)"))?
+            }
             "limit" => {
                 limit = value
                     .parse::<usize>()
@@ -311,7 +315,13 @@ async fn show_history(
     }
     let history = state
         .hub
-        .history(&group, HistoryQuery::After { offset: since, limit })
+        .history(
+            &group,
+            HistoryQuery::After {
+                offset: since,
+                limit,
+            },
+        )
         .await?
         .ok_or_else(|| {
             ApiError::new(

@@ -532,7 +532,8 @@ async fn write_loop(
                         }
                     }
                 }
-                sink.feed(protocol::encode(protocol, &frame).into_ws()).await?;
+                sink.feed(protocol::encode(protocol, &frame).into_ws())
+                    .await?;
             }
             if let Some(close) = &close {
                 sink.feed(close_frame(close.code, &close.reason)).await?;

@@ -32,9 +32,9 @@ use bytes::Bytes;
 
 use super::errors::command_error;
 use super::pool::RedisPool;
+use crate::backend::Position;
 use crate::backend::channels::ChannelNames;
 use crate::backend::history::{HistoryEntry, HistoryPage, HistoryQuery, MAX_PAGE, new_epoch};
-use crate::backend::Position;
 use crate::error::BackendError;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
@@ -140,7 +140,9 @@ impl RedisHistory {
         };
         let (epoch, top, entries): (Option<String>, u64, Vec<redis::Value>) = self
             .pool
-            .run(|mut conn| async move { call.invoke_async(&mut conn).await.map_err(command_error) })
+            .run(
+                |mut conn| async move { call.invoke_async(&mut conn).await.map_err(command_error) },
+            )
             .await?;
         let mut entries: Vec<HistoryEntry> = entries.into_iter().filter_map(entry).collect();
         if matches!(query, HistoryQuery::Last(_)) {
@@ -207,12 +209,16 @@ mod tests {
     #[test]
     fn positioned_publishes_split_into_position_and_payload() {
         let mut epochs = None;
-        let (position, payload) = split_positioned(b"\xC1GH42:abc:hello:world", &mut epochs).unwrap();
+        let (position, payload) =
+            split_positioned(b"\xC1GH42:abc:hello:world", &mut epochs).unwrap();
         assert_eq!(position.offset, 42);
         assert_eq!(&*position.epoch, "abc");
         assert_eq!(payload, b"hello:world");
         let (again, _) = split_positioned(b"\xC1GH43:abc:x", &mut epochs).unwrap();
-        assert!(Arc::ptr_eq(&again.epoch, &position.epoch), "one epoch, one allocation");
+        assert!(
+            Arc::ptr_eq(&again.epoch, &position.epoch),
+            "one epoch, one allocation"
+        );
         for bad in [&b"hello"[..], b"\xC1GC1", b"\xC1GHx:e:p", b"\xC1GH1:e"] {
             assert!(split_positioned(bad, &mut epochs).is_none(), "{bad:?}");
         }

@@ -169,7 +169,9 @@ impl Publisher {
                             Some(reply) => position_of(reply).map(|position| Published {
                                 position: Some(position),
                             }),
-                            None => Err(BackendError::Command("no reply to a history append".into())),
+                            None => {
+                                Err(BackendError::Command("no reply to a history append".into()))
+                            }
                         },
                     };
                     let _ = job.ack.send(published);

@@ -1,0 +1,404 @@
+//! History and gapless resume: a late joiner gets the backlog
+//! (`?history=N`), a `groupcast.v1` client that reconnects gets exactly
+//! what it missed (`?since=&epoch=`, `recovered: true`), or is told it
+//! cannot (`recovered: false`), and an idle group's history expires.
+//! Standalone (history in memory) and over a real Redis with two nodes.
+//!
+//! Tests that only publish to their own groups share one Redis; those that
+//! restart it start their own.
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::{TestRedis, fast_options};
+use common::{Client, TestServer, http, wait_until_async};
+use groupcast::history::HistoryPolicy;
+use groupcast::{Config, Hub};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+/// A config whose groups keep history by `rules`.
+fn config(rules: &[&str]) -> Config {
+    Config {
+        history: HistoryPolicy::parse(rules).expect("valid rules"),
+        ..Config::default()
+    }
+}
+
+/// A standalone node keeping history by `rules`.
+async fn standalone(rules: &[&str]) -> TestServer {
+    TestServer::start(Hub::builder().config(config(rules)).build().unwrap()).await
+}
+
+/// Two nodes on `redis`, keeping history by `rules`.
+async fn two_nodes(redis: &TestRedis, rules: &[&str]) -> (TestServer, TestServer) {
+    let node = |name: &str| {
+        Hub::builder()
+            .node_id(format!("{name}-{:04x}", rand::random::<u16>()))
+            .config(config(rules))
+            .backend(fast_options(redis.url()))
+            .build()
+            .expect("a clustered hub")
+    };
+    let a = TestServer::start(node("hist-a")).await;
+    let b = TestServer::start(node("hist-b")).await;
+    common::wait_until("both nodes reach Redis", || {
+        a.hub.status().connected && b.hub.status().connected
+    })
+    .await;
+    (a, b)
+}
+
+/// Publishes `m<from>` … `m<to>` to `group` through `server`, each one
+/// acknowledged (so it is in history) before the next.
+async fn publish_numbered(server: &TestServer, group: &str, from: u64, to: u64) {
+    for n in from..=to {
+        let sent = server
+            .hub
+            .to(group)
+            .publish(format!("m{n}"))
+            .await
+            .expect("publish");
+        assert_eq!(
+            sent.position.map(|p| p.offset),
+            Some(n),
+            "the publish answer carries the offset"
+        );
+    }
+}
+
+/// A `groupcast.v1` client at `url`.
+async fn v1(url: &str) -> Client {
+    Client::try_connect(url, &[("sec-websocket-protocol", "groupcast.v1")])
+        .await
+        .unwrap_or_else(|refused| panic!("{url}: {refused:?}"))
+}
+
+/// The next frame as JSON (a `groupcast.v1` client's frames all are).
+async fn next_json(client: &mut Client) -> Value {
+    match client.next_data().await {
+        Ws::Text(text) => serde_json::from_str(&text).expect("a JSON frame"),
+        other => panic!("expected a JSON text frame, got {other:?}"),
+    }
+}
+
+/// The next `n` message frames' `(offset, data)`.
+async fn messages(client: &mut Client, n: usize) -> Vec<(u64, String)> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let frame = next_json(client).await;
+        assert_eq!(frame["type"], "message", "{frame}");
+        got.push((
+            frame["offset"].as_u64().expect("an offset"),
+            frame["data"].as_str().expect("text data").to_string(),
+        ));
+    }
+    got
+}
+
+fn numbered(from: u64, to: u64) -> Vec<(u64, String)> {
+    (from..=to).map(|n| (n, format!("m{n}"))).collect()
+}
+
+// ----- late joiners ----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_on_another_node_gets_the_last_20_then_live() {
+    let redis = TestRedis::shared();
+    let (a, b) = two_nodes(redis, &["task/*=1000:1h"]).await;
+    publish_numbered(&a, "task/late", 1, 50).await;
+
+    // A raw client (websocat's view): plain frames, backlog then live.
+    let mut late = Client::connect(&format!("{}?history=20", b.ws_url("task/late"))).await;
+    for n in 31..=50 {
+        assert_eq!(late.recv_text().await, format!("m{n}"));
+    }
+    publish_numbered(&a, "task/late", 51, 51).await;
+    assert_eq!(late.recv_text().await, "m51");
+}
+
+#[tokio::test]
+async fn a_late_joiner_gets_the_backlog_standalone_and_more_than_kept_is_capped() {
+    let server = standalone(&["*=10:1h"]).await;
+    publish_numbered(&server, "logs", 1, 25).await;
+    let mut late = Client::connect(&format!("{}?history=500", server.ws_url("logs"))).await;
+    for n in 16..=25 {
+        assert_eq!(late.recv_text().await, format!("m{n}"), "the last 10 kept");
+    }
+    server.hub.to("logs").send("live").unwrap();
+    assert_eq!(late.recv_text().await, "live");
+}
+
+#[tokio::test]
+async fn a_group_without_a_history_rule_behaves_as_before() {
+    let server = standalone(&["task/*=10:1h"]).await;
+    server.hub.to("chat").send("before").unwrap();
+    let mut client = v1(&format!("{}?history=5", server.ws_url("chat"))).await;
+    let welcome = next_json(&mut client).await;
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(welcome["history"], false);
+    assert_eq!(welcome["epoch"], Value::Null);
+    assert_eq!(welcome["offset"], Value::Null);
+    let sent = server.hub.to("chat").publish("after").await.unwrap();
+    assert_eq!(sent.position, None, "no offset without history");
+    let frame = next_json(&mut client).await;
+    assert_eq!(
+        frame,
+        serde_json::json!({"type": "message", "data": "after"}),
+        "nothing replayed, no offset"
+    );
+}
+
+// ----- resuming ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_client_resumes_on_another_node_with_exactly_what_it_missed() {
+    let redis = TestRedis::shared();
+    let (a, b) = two_nodes(redis, &["task/**=1000:1h"]).await;
+    let mut first = v1(&a.ws_url("task/resume")).await;
+    let welcome = next_json(&mut first).await;
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(welcome["group"], "task/resume");
+    assert_eq!(welcome["history"], true);
+    assert!(welcome.get("recovered").is_none(), "no resume asked");
+    publish_numbered(&b, "task/resume", 1, 5).await;
+    assert_eq!(messages(&mut first, 5).await, numbered(1, 5));
+    let (_, last) = http::get_json(&a.http_url("/api/groups/task/resume/history?limit=1")).await;
+    let epoch = last["epoch"].as_str().expect("an epoch").to_string();
+    drop(first);
+
+    publish_numbered(&a, "task/resume", 6, 205).await;
+    let mut back = v1(&format!(
+        "{}?since=5&epoch={epoch}",
+        b.ws_url("task/resume")
+    ))
+    .await;
+    let welcome = next_json(&mut back).await;
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    assert_eq!(welcome["epoch"], epoch.as_str());
+    assert_eq!(welcome["offset"], 205);
+    assert_eq!(messages(&mut back, 200).await, numbered(6, 205));
+    publish_numbered(&a, "task/resume", 206, 206).await;
+    assert_eq!(messages(&mut back, 1).await, numbered(206, 206));
+    assert_eq!(b.hub.metrics().resumes_recovered.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_under_continuous_publishing_has_no_gap_and_no_duplicate() {
+    let redis = TestRedis::shared();
+    let (a, b) = two_nodes(redis, &["busy=100000:1h"]).await;
+    const TOTAL: u64 = 3000;
+    // ≥ 500 messages/s through node A for the whole test, bounded in count.
+    let publisher = {
+        let hub = a.hub.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1500));
+            for n in 1..=TOTAL {
+                tick.tick().await;
+                hub.to("busy")
+                    .publish(format!("m{n}"))
+                    .await
+                    .expect("publish");
+            }
+        })
+    };
+    let mut seen: Vec<(u64, String)> = Vec::new();
+    let mut epoch = String::new();
+    // Connect, read a while, drop, resume on the other node; four times.
+    for round in 0..4 {
+        let server = if round % 2 == 0 { &b } else { &a };
+        let url = if seen.is_empty() {
+            server.ws_url("busy")
+        } else {
+            format!(
+                "{}?since={}&epoch={epoch}",
+                server.ws_url("busy"),
+                seen.last().unwrap().0
+            )
+        };
+        let mut client = v1(&url).await;
+        let welcome = next_json(&mut client).await;
+        if !seen.is_empty() {
+            assert_eq!(welcome["recovered"], true, "round {round}: {welcome}");
+        }
+        let batch = messages(&mut client, 300).await;
+        if let Some(frame_epoch) = welcome["epoch"].as_str() {
+            epoch = frame_epoch.to_string();
+        }
+        seen.extend(batch);
+    }
+    publisher.await.unwrap();
+    // The last client's view continues into the rest.
+    let offsets: Vec<u64> = seen.iter().map(|(o, _)| *o).collect();
+    let first = offsets[0];
+    let expected: Vec<u64> = (first..first + offsets.len() as u64).collect();
+    assert_eq!(
+        offsets, expected,
+        "no gap, no duplicate across four resumes"
+    );
+    for (offset, data) in &seen {
+        assert_eq!(data, &format!("m{offset}"));
+    }
+}
+
+#[tokio::test]
+async fn a_trimmed_offset_or_another_epoch_is_not_recovered_and_goes_on_live() {
+    let server = standalone(&["small=10:1h"]).await;
+    publish_numbered(&server, "small", 1, 30).await;
+    let (_, page) = http::get_json(&server.http_url("/api/groups/small/history")).await;
+    let epoch = page["epoch"].as_str().unwrap().to_string();
+
+    for (top, query) in [
+        (30, format!("since=5&epoch={epoch}")), // 6 to 20 were trimmed
+        (31, "since=30&epoch=someotherepoch".to_string()),
+        (32, format!("since=40&epoch={epoch}")), // from the future
+    ] {
+        let mut client = v1(&format!("{}?{query}", server.ws_url("small"))).await;
+        let welcome = next_json(&mut client).await;
+        assert_eq!(welcome["recovered"], false, "{query}: {welcome}");
+        assert_eq!(welcome["offset"], top, "continue from the top");
+        server.hub.to("small").send("live").unwrap();
+        let frame = next_json(&mut client).await;
+        assert_eq!(
+            frame["data"], "live",
+            "{query}: nothing replayed, then live"
+        );
+    }
+    // Nothing missed at all: recovered, nothing replayed.
+    let mut client = v1(&format!(
+        "{}?since=33&epoch={epoch}",
+        server.ws_url("small")
+    ))
+    .await;
+    let welcome = next_json(&mut client).await;
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    assert_eq!(server.hub.metrics().resumes_not_recovered.get(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epoch_from_before_a_redis_restart_without_persistence_is_not_recovered() {
+    let redis = TestRedis::start().await;
+    let (a, b) = two_nodes(&redis, &["*=1000:1h"]).await;
+    publish_numbered(&a, "restarted", 1, 10).await;
+    let (_, page) = http::get_json(&b.http_url("/api/groups/restarted/history")).await;
+    let old_epoch = page["epoch"].as_str().unwrap().to_string();
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(10));
+
+    redis.stop().await;
+    redis.restart().await; // no persistence: every key is gone
+    wait_until_async("both nodes are back on Redis", || async {
+        a.hub.status().connected && b.hub.status().connected
+    })
+    .await;
+    wait_until_async("a publish works again", || async {
+        a.hub.to("restarted").publish("fresh").await.is_ok()
+    })
+    .await;
+    let mut client = v1(&format!(
+        "{}?since=10&epoch={old_epoch}",
+        b.ws_url("restarted")
+    ))
+    .await;
+    let welcome = next_json(&mut client).await;
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+    assert_ne!(welcome["epoch"], old_epoch.as_str(), "a new epoch");
+    let sent = a.hub.to("restarted").publish("live").await.unwrap();
+    let frame = next_json(&mut client).await;
+    assert_eq!(frame["data"], "live");
+    assert_eq!(frame["offset"], sent.position.unwrap().offset);
+}
+
+// ----- expiry, API -----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_groups_history_is_gone_after_its_ttl() {
+    let redis = TestRedis::shared();
+    let (a, _b) = two_nodes(redis, &["brief=100:1s"]).await;
+    publish_numbered(&a, "brief", 1, 3).await;
+    let url = a.http_url("/api/groups/brief/history");
+    let (status, page) = http::get_json(&url).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(3));
+    // Redis expires the keys 1 s after the last publish; poll (bounded by
+    // the harness's wait) until it has.
+    wait_until_async("the history expired", || async {
+        let (_, page) = http::get_json(&url).await;
+        page["epoch"].is_null() && page["messages"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    let sent = a.hub.to("brief").publish("again").await.unwrap();
+    assert_eq!(sent.position.unwrap().offset, 1, "a new epoch starts at 1");
+}
+
+#[tokio::test]
+async fn the_history_api_pages_with_since_and_limit() {
+    let server = standalone(&["api/*=100:1h"]).await;
+    let (status, answer) =
+        http::post_text(&server.http_url("/api/groups/api/x/messages"), "one").await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["offset"], 1);
+    assert!(answer["epoch"].is_string());
+    publish_numbered(&server, "api/x", 2, 7).await;
+    let (status, page) =
+        http::get_json(&server.http_url("/api/groups/api/x/history?since=2&limit=3")).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["offset"], 7);
+    assert_eq!(page["epoch"], answer["epoch"]);
+    assert_eq!(
+        page["messages"],
+        serde_json::json!([
+            {"offset": 3, "data": "m3"},
+            {"offset": 4, "data": "m4"},
+            {"offset": 5, "data": "m5"},
+        ])
+    );
+    let (status, page) =
+        http::get_json(&server.http_url("/api/groups/api/x/history?limit=100000")).await;
+    assert_eq!(status, 200, "a large limit is capped, not an error");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(7));
+}
+
+// ----- bad input -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn bad_replay_parameters_get_400_before_the_upgrade() {
+    let server = standalone(&["*=10:1h"]).await;
+    for query in [
+        "history=-1",
+        "history=many",
+        "since=1",
+        "epoch=e",
+        "since=x&epoch=e",
+        "since=1&epoch=",
+        "since=1&epoch=a%20b",
+        "history=1&since=1&epoch=e",
+    ] {
+        let refused = Client::refused(&format!("{}?{query}", server.ws_url("g"))).await;
+        assert_eq!(refused.status, 400, "{query}");
+        assert_eq!(refused.body["error"], "bad_query", "{query}");
+        assert!(
+            refused.body["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{query}: a reason"
+        );
+    }
+    assert_eq!(server.hub.metrics().connections_opened.get(), 0);
+}
+
+#[tokio::test]
+async fn bad_history_api_parameters_get_400_and_groups_without_history_404() {
+    let server = standalone(&["kept=10:1h"]).await;
+    for query in ["since=-1", "since=x", "limit=0", "limit=lots"] {
+        let url = server.http_url(&format!("/api/groups/kept/history?{query}"));
+        let (status, answer) = http::get_json(&url).await;
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert_eq!(answer["error"], "bad_query");
+    }
+    let (status, answer) = http::get_json(&server.http_url("/api/groups/other/history")).await;
+    assert_eq!(status, 404);
+    assert_eq!(answer["error"], "no_history");
+    let (status, answer) = http::get_json(&server.http_url("/api/groups/a//b/history")).await;
+    assert_eq!(status, 400, "{answer}");
+}
