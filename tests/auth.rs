@@ -1293,3 +1293,50 @@ async fn tokens_work_across_a_cluster_over_an_acl_redis() {
     )
     .await;
 }
+
+// ----- history: the same grants as joining ------------------------------------------
+
+/// A client may read a group's history exactly when it may join the group:
+/// `?history=` and `?since=` ride on the same upgrade checks, and the
+/// history API sits behind the same API keys as the rest of the API.
+#[tokio::test]
+async fn history_is_read_under_the_same_grants_as_joining() {
+    let hub = Hub::builder()
+        .client_auth(token_auth())
+        .config(groupcast::Config {
+            history: groupcast::history::HistoryPolicy::parse(["*=100:1h"]).unwrap(),
+            ..groupcast::Config::default()
+        })
+        .build()
+        .unwrap();
+    let server = TestServer::start_with(hub, secured_options()).await;
+    api_publish(server.addr, "secret", "classified").await;
+    let token = hs256(&claims("alice", &["chat"], true, 60));
+    for query in ["history=10", "since=0&epoch=abc"] {
+        expect_refused(
+            &server,
+            &format!("/ws/secret?{query}&token={token}"),
+            &[],
+            403,
+            "group_not_allowed",
+        )
+        .await;
+    }
+    expect_refused(&server, "/ws/secret?history=10", &[], 401, "token_missing").await;
+    let url = format!("http://{}/api/groups/secret/history", server.addr);
+    let anonymous = http().get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let keyed = http().get(&url).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(keyed.status(), 200);
+    let page: Value = keyed.json().await.unwrap();
+    assert_eq!(page["messages"][0]["data"], "classified");
+    // With the right grant, the backlog comes.
+    let member_token = hs256(&claims("bob", &["secret"], true, 60));
+    let mut member = Client::try_connect(
+        &format!("{}?history=1&token={member_token}", server.ws_url("secret")),
+        &[],
+    )
+    .await
+    .expect("a member of secret");
+    assert_eq!(member.recv_text().await, "classified");
+}
