@@ -402,3 +402,163 @@ async fn bad_history_api_parameters_get_400_and_groups_without_history_404() {
     let (status, answer) = http::get_json(&server.http_url("/api/groups/a//b/history")).await;
     assert_eq!(status, 400, "{answer}");
 }
+
+// ----- a rolling restart, with resume ------------------------------------------------
+
+/// One resuming `groupcast.v1` client: follows the live nodes, and on every
+/// close reconnects to another with `since`/`epoch` of the last message it
+/// saw. Returns `(offset, data)` of everything it received, and how many
+/// times it resumed, once it has `total` messages.
+async fn resuming_client(
+    index: usize,
+    live: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+    total: u64,
+) -> (Vec<(u64, String)>, usize) {
+    use futures_util::StreamExt;
+    let mut got: Vec<(u64, String)> = Vec::new();
+    let mut epoch: Option<String> = None;
+    let mut resumes = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut attempt = 0usize;
+    while (got.len() as u64) < total {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client {index} never finished"
+        );
+        attempt += 1;
+        let urls = live.lock().clone();
+        let base = &urls[(index + attempt) % urls.len()];
+        let url = match (&epoch, got.last()) {
+            (Some(epoch), Some((offset, _))) => format!("{base}?since={offset}&epoch={epoch}"),
+            // Nothing seen yet: whatever the group has so far, then live.
+            _ => format!("{base}?history={total}"),
+        };
+        let Ok(mut client) =
+            Client::try_connect(&url, &[("sec-websocket-protocol", "groupcast.v1")]).await
+        else {
+            // A node that began draining between the list and the upgrade.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        loop {
+            let frame = match tokio::time::timeout(Duration::from_secs(10), client.ws.next()).await
+            {
+                Ok(Some(Ok(frame))) => frame,
+                _ => break, // closed (1001 at shutdown) or reset: go elsewhere
+            };
+            let Ws::Text(text) = frame else {
+                if matches!(frame, Ws::Close(_)) {
+                    break;
+                }
+                continue;
+            };
+            let json: Value = serde_json::from_str(&text).expect("a JSON frame");
+            match json["type"].as_str() {
+                Some("welcome") => {
+                    if json.get("recovered").is_some() {
+                        assert_eq!(json["recovered"], true, "client {index}: {json}");
+                        resumes += 1;
+                    }
+                    if epoch.is_none() {
+                        epoch = json["epoch"].as_str().map(str::to_string);
+                    }
+                }
+                Some("message") => {
+                    let offset = json["offset"].as_u64().expect("an offset");
+                    epoch = json["epoch"].as_str().map(str::to_string);
+                    got.push((offset, json["data"].as_str().unwrap_or("").to_string()));
+                    if got.len() as u64 == total {
+                        return (got, resumes);
+                    }
+                }
+                other => panic!("client {index}: unexpected frame {other:?}: {json}"),
+            }
+        }
+    }
+    (got, resumes)
+}
+
+/// Three spawned nodes restarted one at a time (SIGTERM → drain → 1001 →
+/// exit → start again) while a fourth, in-process node publishes 1,000
+/// numbered messages to a history group: every resuming `groupcast.v1`
+/// client gets all 1,000, in order, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_clients_lose_nothing_across_a_rolling_restart() {
+    use common::node::NodeProcess;
+    const CLIENTS: usize = 4;
+    const TOTAL: u64 = 1000;
+    const NAMES: [&str; 3] = ["hroll-a", "hroll-b", "hroll-c"];
+    let redis = TestRedis::start().await;
+    let args = [
+        "--history",
+        "roll=5000:1h",
+        "--drain-period",
+        "200ms",
+        "--shutdown-timeout",
+        "5s",
+    ];
+    let mut nodes: Vec<NodeProcess> = NAMES
+        .iter()
+        .map(|name| NodeProcess::spawn_clustered(name, &redis.url(), &args))
+        .collect();
+    for node in &nodes {
+        node.wait_ready().await;
+    }
+    let publisher_node = TestServer::start(
+        Hub::builder()
+            .node_id("hroll-publisher")
+            .config(config(&["roll=5000:1h"]))
+            .backend(fast_options(redis.url()))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let live = std::sync::Arc::new(parking_lot::Mutex::new(
+        nodes.iter().map(|n| n.ws_url("roll")).collect::<Vec<_>>(),
+    ));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| tokio::spawn(resuming_client(i, live.clone(), TOTAL)))
+        .collect();
+    wait_until_async("every client has joined", || async {
+        redis.numsub("group:roll").await >= 1
+    })
+    .await;
+
+    // 1,000 messages at ~250/s, through the restarts.
+    let hub = publisher_node.hub.clone();
+    let publisher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(4));
+        for n in 1..=TOTAL {
+            tick.tick().await;
+            hub.to("roll")
+                .publish(format!("m{n}"))
+                .await
+                .expect("publish");
+        }
+    });
+    for (i, name) in NAMES.iter().enumerate() {
+        live.lock().retain(|url| url != &nodes[i].ws_url("roll"));
+        nodes[i].terminate();
+        nodes[i]
+            .wait_exit(Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("{name} did not exit"));
+        nodes[i] = NodeProcess::spawn_clustered(name, &redis.url(), &args);
+        nodes[i].wait_ready().await;
+        live.lock().push(nodes[i].ws_url("roll"));
+    }
+    publisher.await.unwrap();
+    for (i, client) in clients.into_iter().enumerate() {
+        let (got, resumes) = client.await.unwrap();
+        eprintln!(
+            "client {i}: {} of {TOTAL} received, {resumes} resumes",
+            got.len()
+        );
+        assert_eq!(
+            got,
+            numbered(1, TOTAL),
+            "client {i}: everything once, in order"
+        );
+        assert!(resumes >= 1, "client {i} never had to resume");
+    }
+}
