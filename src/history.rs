@@ -40,6 +40,11 @@ pub struct HistoryRule {
 }
 
 impl HistoryRule {
+    /// The rule's pattern; `None` for `*` alone (every group).
+    pub fn pattern(&self) -> Option<&GroupPattern> {
+        self.pattern.as_ref()
+    }
+
     /// Whether the rule applies to `group`.
     pub fn matches(&self, group: &GroupName) -> bool {
         match &self.pattern {

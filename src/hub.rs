@@ -183,6 +183,7 @@ impl HubBuilder {
             inbox: Arc::new(move |inbound| inbox_delivery.on_inbound(inbound)),
             metrics: metrics.clone(),
             local_groups: Arc::new(move || groups_registry.groups()),
+            history: self.config.history.clone(),
         };
         let backend = self.backend.start(context)?;
         let workers = Workers::new(backend.leases(), self.worker_options, metrics.clone());

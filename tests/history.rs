@@ -562,3 +562,52 @@ async fn resuming_clients_lose_nothing_across_a_rolling_restart() {
         assert!(resumes >= 1, "client {i} never had to resume");
     }
 }
+
+// ----- publishing with history from outside -------------------------------------------
+
+/// `redis-cli FCALL groupcast_publish 1 <group> <payload>` appends to the
+/// group's history like a node's own publish (an offset, a backlog for late
+/// joiners); for a group no rule names it is a plain live PUBLISH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsiders_publish_with_history_through_the_redis_function() {
+    let redis = TestRedis::start().await; // its own: the library is per Redis
+    let (a, _b) = two_nodes(&redis, &["jobs/*=100:1h"]).await;
+    let mut member = v1(&a.ws_url("jobs/7")).await;
+    assert_eq!(next_json(&mut member).await["type"], "welcome");
+    let mut conn = redis.client().await;
+    let fcall = |group: &'static str, payload: &'static str| {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("groupcast_publish").arg(1).arg(group).arg(payload);
+        cmd
+    };
+    // Loaded by the nodes when they connected; poll until it is there.
+    wait_until_async("the function is loaded", || {
+        let mut conn = conn.clone();
+        let cmd = fcall("jobs/none", "probe");
+        async move {
+            cmd.query_async::<redis::Value>(&mut conn).await.is_ok()
+        }
+    })
+    .await;
+    let (offset, epoch): (u64, String) = fcall("jobs/7", "line 1")
+        .query_async(&mut conn)
+        .await
+        .expect("FCALL");
+    assert_eq!(offset, 1);
+    let frame = next_json(&mut member).await;
+    assert_eq!(
+        frame,
+        serde_json::json!({"type": "message", "offset": 1, "epoch": epoch, "data": "line 1"})
+    );
+    let mut late = Client::connect(&format!("{}?history=10", a.ws_url("jobs/7"))).await;
+    assert_eq!(late.recv_text().await, "line 1");
+    // No rule for `other`: live only, and the function says 0.
+    let mut other = Client::connect(&a.ws_url("other")).await;
+    common::redis::wait_subscribed(&[&a], "group:other").await;
+    let answer: i64 = fcall("other", "live only")
+        .query_async(&mut conn)
+        .await
+        .expect("FCALL");
+    assert_eq!(answer, 0);
+    assert_eq!(other.recv_text().await, "live only");
+}

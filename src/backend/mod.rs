@@ -117,6 +117,9 @@ pub struct BackendContext {
     pub metrics: Arc<Metrics>,
     /// This node's groups and local member counts, for presence.
     pub local_groups: LocalGroups,
+    /// Which groups keep history (for what a backend sets up for
+    /// publishers outside groupcast, like the Redis Function).
+    pub history: crate::history::HistoryPolicy,
 }
 
 impl BackendContext {

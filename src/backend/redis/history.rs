@@ -9,7 +9,7 @@
 //! groupcast:history-meta:{group:<g>}   hash:   e = epoch, o = top offset
 //! ```
 //!
-//! [`APPEND`] runs atomically: it starts a new epoch when the meta or the
+//! The append ([`APPEND_FN`]) runs atomically: it starts a new epoch when the meta or the
 //! stream is gone (Redis restarted without persistence, the history
 //! expired, someone deleted it), takes the next offset, `XADD`s with exact
 //! `MAXLEN` trimming, renews both TTLs (so the TTL measures inactivity) and
@@ -39,20 +39,30 @@ use crate::error::BackendError;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
 
+/// The append-and-publish step, as a Lua function shared by the script
+/// the nodes run ([`append_script_source`]) and the Redis Function that lets others
+/// publish with history (`function.rs`). Returns `{offset, epoch}`.
+pub(crate) const APPEND_FN: &str = r"
+local function append(stream, meta, channel, payload, size, ttl_ms, fresh_epoch)
+  local epoch = redis.call('HGET', meta, 'e')
+  if (not epoch) or redis.call('EXISTS', stream) == 0 then
+    epoch = fresh_epoch
+    redis.call('HSET', meta, 'e', epoch, 'o', 0)
+  end
+  local offset = redis.call('HINCRBY', meta, 'o', 1)
+  redis.call('XADD', stream, 'MAXLEN', size, offset .. '-0', 'd', payload)
+  redis.call('PEXPIRE', stream, ttl_ms)
+  redis.call('PEXPIRE', meta, ttl_ms)
+  redis.call('PUBLISH', channel, '\193GH' .. offset .. ':' .. epoch .. ':' .. payload)
+  return {offset, epoch}
+end
+";
+
 /// `KEYS = [stream, meta]`, `ARGV = [channel, payload, size, ttl_ms,
 /// fresh_epoch]`; returns `{offset, epoch}`.
-pub(crate) const APPEND: &str = r"
-local epoch = redis.call('HGET', KEYS[2], 'e')
-if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 then
-  epoch = ARGV[5]
-  redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
-end
-local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], offset .. '-0', 'd', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[1], '\193GH' .. offset .. ':' .. epoch .. ':' .. ARGV[2])
-return {offset, epoch}";
+pub(crate) fn append_script_source() -> String {
+    format!("{APPEND_FN}\nreturn append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])")
+}
 
 /// `KEYS = [stream, meta]`, `ARGV = ['last', n]` or `['after', offset,
 /// limit]`; returns `{epoch or nil, top, entries}`, entries oldest first
@@ -82,18 +92,14 @@ impl RedisHistory {
         RedisHistory {
             pool,
             names,
-            append: redis::Script::new(APPEND),
+            append: redis::Script::new(&append_script_source()),
             read: redis::Script::new(READ),
         }
     }
 
     /// `(stream, meta)` of `group`, in its channel's slot.
     fn keys(&self, group: &GroupName) -> (String, String) {
-        let channel = self.names.group(group);
-        (
-            format!("groupcast:history:{{{channel}}}"),
-            format!("groupcast:history-meta:{{{channel}}}"),
-        )
+        keys_of(&self.names.group(group))
     }
 
     /// The script, for a pipeline to load before it invokes it.
@@ -155,6 +161,19 @@ impl RedisHistory {
         })
     }
 }
+
+/// `(stream, meta)` of the group whose channel is `channel`: the braces
+/// are a Redis Cluster hash tag, so both live in the channel's slot.
+pub(crate) fn keys_of(channel: &str) -> (String, String) {
+    (
+        format!("{STREAM_PREFIX}{{{channel}}}"),
+        format!("{META_PREFIX}{{{channel}}}"),
+    )
+}
+
+/// Key prefixes of the streams and their meta records.
+pub(crate) const STREAM_PREFIX: &str = "groupcast:history:";
+pub(crate) const META_PREFIX: &str = "groupcast:history-meta:";
 
 /// One stream entry, `[id, [field, value, ...]]`, as a history entry.
 fn entry(value: redis::Value) -> Option<HistoryEntry> {

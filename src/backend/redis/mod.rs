@@ -18,11 +18,13 @@
 //! | `publisher.rs` | the ordered publisher: pipelines of PUBLISH in call order |
 //! | `presence.rs` | heartbeats and the cluster view (a hash and a sorted set, no SCAN) |
 //! | `history.rs` | a stream per history group, appended and published by one script |
+//! | `function.rs` | `FCALL groupcast_publish`: the same append for publishers outside groupcast |
 //! | `leases.rs` | worker leases (`SET NX PX`, fenced scripts) |
 //! | `pool.rs` | the one pool publishing, presence and leases share |
 //! | `errors.rs` | Redis errors as [`BackendError`]s |
 
 mod errors;
+pub mod function;
 mod history;
 mod leases;
 mod options;
@@ -38,7 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -112,7 +114,7 @@ impl RedisBackend {
 
         let state = Arc::new(LinkState::new(context.metrics.clone()));
         let cancel = CancellationToken::new();
-        let wake_presence = Arc::new(Notify::new());
+        let (connects, _) = watch::channel(0u64);
         let presence = Arc::new(Presence::new(
             pool.clone(),
             context.clone(),
@@ -137,7 +139,7 @@ impl RedisBackend {
             state: state.clone(),
             commands: commands_rx,
             cancel: cancel.clone(),
-            wake_presence: wake_presence.clone(),
+            connects: connects.clone(),
             wanted: Subscriptions::new(options.unsubscribe_linger),
             last_epoch: None,
         };
@@ -150,16 +152,23 @@ impl RedisBackend {
             failed_in_a_row: 0,
         };
         let span = tracing::info_span!("redis_backend", node = %context.node_id);
-        let tasks = vec![
+        let mut tasks = vec![
             runtime.spawn(subscriber.run().instrument(span.clone())),
             runtime.spawn(publisher.run(cancel.clone()).instrument(span.clone())),
             runtime.spawn(
                 presence
                     .clone()
-                    .run(options.heartbeat_interval, wake_presence, cancel.clone())
-                    .instrument(span),
+                    .run(options.heartbeat_interval, connects.subscribe(), cancel.clone())
+                    .instrument(span.clone()),
             ),
         ];
+        if !context.history.is_empty() {
+            let library = function::library(&context.history, &names);
+            tasks.push(runtime.spawn(
+                load_function_on_connect(pool.clone(), library, connects.subscribe(), cancel.clone())
+                    .instrument(span),
+            ));
+        }
         Ok(RedisBackend {
             options,
             names,
@@ -324,5 +333,30 @@ impl Drop for RedisBackend {
     /// died.
     fn drop(&mut self) {
         self.cancel.cancel();
+    }
+}
+
+/// Loads the Redis Function on every (re)connect: a Redis that restarted
+/// without persistence forgot it. Failures are logged, not fatal: only
+/// publishers outside groupcast need it.
+async fn load_function_on_connect(
+    pool: RedisPool,
+    library: String,
+    mut connects: watch::Receiver<u64>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = connects.changed() => if changed.is_err() { return },
+        }
+        match function::load(&pool, &library).await {
+            Ok(()) => tracing::debug!("loaded the Redis Function {}", function::FUNCTION_NAME),
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot load the Redis Function {} (FCALL publishing with history); needs Redis 7 and FUNCTION LOAD rights",
+                function::FUNCTION_NAME
+            ),
+        }
     }
 }

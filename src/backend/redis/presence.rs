@@ -29,7 +29,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -185,12 +185,12 @@ impl Presence {
     }
 
     /// Heartbeats every `interval` until `cancel`, and at once whenever
-    /// `wake` is notified (the subscriber does so on every (re)connect, so a
+    /// `connects` changes (the subscriber counts every (re)connect, so a
     /// node reappears in the view as soon as Redis is back).
     pub(crate) async fn run(
         self: Arc<Self>,
         interval: Duration,
-        wake: Arc<Notify>,
+        mut connects: watch::Receiver<u64>,
         cancel: CancellationToken,
     ) {
         let mut ticks = tokio::time::interval(interval);
@@ -202,7 +202,11 @@ impl Presence {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = ticks.tick() => {}
-                _ = wake.notified() => {}
+                changed = connects.changed() => {
+                    if changed.is_err() {
+                        return; // the subscriber is gone: so is the backend
+                    }
+                }
             }
             match self.beat().await {
                 Ok(()) if failing => {

@@ -33,7 +33,7 @@ use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::{Msg, RedisError};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
@@ -205,8 +205,9 @@ pub(crate) struct Subscriber {
     /// The hub's subscribe / unsubscribe calls.
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub cancel: CancellationToken,
-    /// Notified on every (re)connect, so presence is written at once.
-    pub wake_presence: Arc<Notify>,
+    /// Counts (re)connects: presence is written at once, and the Redis
+    /// Function loaded again, on each.
+    pub connects: watch::Sender<u64>,
     /// What this node wants to hear; `Subscriptions::new(linger)` to start.
     pub wanted: Subscriptions,
     /// The epoch of the last positioned message (shared, not re-allocated).
@@ -315,7 +316,7 @@ impl Subscriber {
             }
             connected_before = true;
             failures = 0;
-            self.wake_presence.notify_one();
+            self.connects.send_modify(|n| *n = n.wrapping_add(1));
 
             let connected_at = Instant::now();
             let ended = self.serve(&mut connection).await;
