@@ -175,6 +175,7 @@ impl HubBuilder {
             registry: registry.clone(),
             metrics: metrics.clone(),
             node_id: node_id.clone(),
+            offsets: Default::default(),
         });
         let inbox_delivery = delivery.clone();
         let groups_registry = registry.clone();
@@ -350,6 +351,7 @@ impl Hub {
             .join(&session, self.inner.config.max_groups)
             .inspect_err(|limit| self.count_limit(limit))?;
         if first {
+            self.inner.delivery.forget(session.group());
             self.inner.backend.subscribe(session.group());
             self.inner.workers.wake(session.group());
         }
@@ -637,6 +639,9 @@ struct Delivery {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     node_id: String,
+    /// The last offset this node received per history group, to see its
+    /// live stream skip (messages lost while the backend reconnected).
+    offsets: parking_lot::Mutex<std::collections::HashMap<GroupName, (Arc<str>, u64)>>,
 }
 
 impl Delivery {
@@ -680,12 +685,55 @@ impl Delivery {
         if position.is_none() && origin.as_deref() == Some(self.node_id.as_str()) {
             return; // delivered locally when it was sent
         }
+        if let (Some(position), Target::Group(group)) = (&position, &broadcast.target) {
+            self.check_continuity(group, position);
+        }
         let queued = Queued {
             message,
             stamp: position.map(|p| Stamp::new(p.offset, p.epoch)),
             protocol: false,
         };
         self.deliver(&broadcast, &queued, &|_| true);
+    }
+
+    /// Sees whether this node's live stream of `group` skipped offsets
+    /// since the last message (or changed epoch). If it did, the group's
+    /// `groupcast.v1` sessions are closed with `RESUME` *before* the new
+    /// message reaches them: they reconnect with the last offset they got,
+    /// and history gives them what this node missed. (Raw sessions cannot
+    /// resume; the gap is counted.)
+    fn check_continuity(&self, group: &GroupName, position: &crate::backend::Position) {
+        let broken = {
+            let mut offsets = self.offsets.lock();
+            let previous = offsets.insert(group.clone(), (position.epoch.clone(), position.offset));
+            match previous {
+                None => false,
+                Some((epoch, last)) => {
+                    epoch != position.epoch || position.offset > last.saturating_add(1)
+                }
+            }
+        };
+        if broken {
+            self.metrics.history_gaps.inc();
+            let members = self.registry.members(group);
+            let resumable: Vec<_> = members
+                .iter()
+                .filter(|s| s.protocol() == Protocol::V1)
+                .collect();
+            tracing::warn!(%group, offset = position.offset, sessions = resumable.len(),
+                "this node's live stream skipped messages: groupcast.v1 sessions resume from history");
+            for session in resumable {
+                session.close(
+                    crate::close_code::RESUME,
+                    "messages were lost: resume with since",
+                );
+            }
+        }
+    }
+
+    /// Forgets `group`'s last offset (its subscription starts over).
+    fn forget(&self, group: &GroupName) {
+        self.offsets.lock().remove(group);
     }
 
     fn invalid(&self, channel: &Channel, error: &dyn std::fmt::Display) {

@@ -63,6 +63,9 @@ pub mod close_code {
     /// A token refresh was refused: invalid token, another subject, or a
     /// group the new token does not allow ("403").
     pub const REFRESH_REJECTED: u16 = 4003;
+    /// Continuity lost: this node's live stream of the group skipped
+    /// offsets. Reconnect with `since`/`epoch` and history fills the gap.
+    pub const RESUME: u16 = 4010;
 }
 
 /// What happened to a pushed message.
@@ -273,7 +276,11 @@ impl Outbound {
     /// order) goes before what was queued live meanwhile, and live
     /// messages the backlog already holds are dropped, so the client sees
     /// every offset once. Then the writer may go.
-    pub(crate) fn release(&self, front: Vec<Queued>) {
+    ///
+    /// `seen` is where the client stands without the backlog (the welcome's
+    /// epoch and top): live messages up to it are dropped too, as they are
+    /// before the point the client joined at.
+    pub(crate) fn release(&self, front: Vec<Queued>, seen: Option<(Arc<str>, u64)>) {
         {
             let mut state = self.state.lock();
             if !state.held {
@@ -283,7 +290,8 @@ impl Outbound {
             let newest = front
                 .iter()
                 .rev()
-                .find_map(|q| q.stamp.as_ref().map(|s| (s.offset, s.epoch.clone())));
+                .find_map(|q| q.stamp.as_ref().map(|s| (s.offset, s.epoch.clone())))
+                .or(seen.map(|(epoch, offset)| (offset, epoch)));
             let live = std::mem::take(&mut state.frames);
             let mut frames: VecDeque<Queued> = front.into();
             frames.extend(live.into_iter().filter(|q| match (&newest, &q.stamp) {
@@ -439,7 +447,7 @@ mod tests {
         assert!(writer.await.is_err(), "held: the writer waits");
         let mut front = vec![Queued::protocol("welcome".into())];
         front.extend((1..=4).map(|n| stamped(n, &epoch)));
-        q.release(front);
+        q.release(front, None);
         let batch = q.next_batch().await;
         let offsets: Vec<_> = batch.frames.iter().map(Queued::offset).collect();
         assert_eq!(offsets, [None, Some(1), Some(2), Some(3), Some(4), Some(5)]);

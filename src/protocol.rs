@@ -9,7 +9,11 @@
 //! * then `{"type":"message","offset":N,"epoch":"...","data":"..."}` per
 //!   message (`"binary":true` with base64 data for binary payloads; no
 //!   offset for groups without history or raw `PUBLISH`es);
-//! * `{"type":"reset",...}` when continuity was lost while connected.
+//! * when the node sees its own live stream of a group skip offsets (Redis
+//!   dropped messages while it reconnected), it closes the group's
+//!   `groupcast.v1` sessions with [`close_code::RESUME`](crate::close_code::RESUME)
+//!   so that they resume with `since`, and get the missing messages from
+//!   history.
 //!
 //! Every other client (websocat, today's browsers) keeps getting the bare
 //! payloads. The message frame of a positioned message is built once and
@@ -54,16 +58,6 @@ pub struct Welcome {
     pub recovered: Option<bool>,
 }
 
-/// `{"type":"reset",...}`: continuity lost; continue from `offset`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Reset<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub epoch: &'a str,
-    pub offset: u64,
-    pub reason: &'a str,
-}
-
 #[derive(Serialize)]
 struct MessageFrame<'a> {
     #[serde(rename = "type")]
@@ -84,12 +78,6 @@ fn to_json(value: &impl Serialize) -> String {
 }
 
 impl Welcome {
-    pub(crate) fn frame(&self) -> Queued {
-        Queued::protocol(to_json(self))
-    }
-}
-
-impl Reset<'_> {
     pub(crate) fn frame(&self) -> Queued {
         Queued::protocol(to_json(self))
     }
@@ -129,41 +117,25 @@ fn message_frame(message: &Message, position: Option<(u64, &str)>) -> Utf8Bytes 
     }))
 }
 
-/// What a session's writer makes of the next positioned message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Continuity {
-    /// The one after the last (or the first seen): send it.
-    Next,
-    /// Already sent (a live message the backlog also held): skip it.
-    Duplicate,
-    /// Offsets or an epoch are missing in between: send it, and tell a
-    /// `groupcast.v1` client with a reset.
-    Broken(&'static str),
-}
-
-/// The last offset a session was sent, to tell a gap from a duplicate.
+/// The last offset a session was sent, so that a live message the backlog
+/// already held is not sent twice. (Gaps are the node's business: see
+/// `Delivery::check_continuity` in `hub.rs`.)
 #[derive(Debug, Default)]
 pub(crate) struct Offsets {
     last: Option<(std::sync::Arc<str>, u64)>,
 }
 
 impl Offsets {
-    pub(crate) fn next(&mut self, stamp: &crate::outbound::Stamp) -> Continuity {
-        let verdict = match &self.last {
-            None => Continuity::Next,
-            Some((epoch, last)) if **epoch == *stamp.epoch => {
-                if stamp.offset <= *last {
-                    return Continuity::Duplicate;
-                } else if stamp.offset == last + 1 {
-                    Continuity::Next
-                } else {
-                    Continuity::Broken("messages were lost in between")
-                }
-            }
-            Some(_) => Continuity::Broken("the group's history was lost (new epoch)"),
-        };
+    /// Whether `stamp` is news to this session (not a repeat).
+    pub(crate) fn is_new(&mut self, stamp: &crate::outbound::Stamp) -> bool {
+        if let Some((epoch, last)) = &self.last
+            && **epoch == *stamp.epoch
+            && stamp.offset <= *last
+        {
+            return false;
+        }
         self.last = Some((stamp.epoch.clone(), stamp.offset));
-        verdict
+        true
     }
 }
 
@@ -223,26 +195,19 @@ mod tests {
     }
 
     #[test]
-    fn offsets_tell_next_duplicate_and_gap() {
+    fn offsets_skip_repeats_only() {
         let e1: Arc<str> = Arc::from("e1");
         let mut offsets = Offsets::default();
-        assert_eq!(offsets.next(&Stamp::new(5, e1.clone())), Continuity::Next);
-        assert_eq!(offsets.next(&Stamp::new(6, e1.clone())), Continuity::Next);
-        assert_eq!(
-            offsets.next(&Stamp::new(6, e1.clone())),
-            Continuity::Duplicate
+        assert!(offsets.is_new(&Stamp::new(5, e1.clone())));
+        assert!(!offsets.is_new(&Stamp::new(5, e1.clone())));
+        assert!(!offsets.is_new(&Stamp::new(4, e1.clone())));
+        assert!(
+            offsets.is_new(&Stamp::new(9, e1.clone())),
+            "a jump is not a repeat"
         );
-        assert!(matches!(
-            offsets.next(&Stamp::new(9, e1.clone())),
-            Continuity::Broken(_)
-        ));
-        assert!(matches!(
-            offsets.next(&Stamp::new(1, Arc::from("e2"))),
-            Continuity::Broken(_)
-        ));
-        assert_eq!(
-            offsets.next(&Stamp::new(2, Arc::from("e2"))),
-            Continuity::Next
+        assert!(
+            offsets.is_new(&Stamp::new(1, Arc::from("e2"))),
+            "a new epoch"
         );
     }
 }

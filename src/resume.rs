@@ -177,11 +177,17 @@ impl Hub {
             self.metrics().resumes_recovered.inc();
         }
         let mut front = Vec::with_capacity(backlog.len() + 1);
+        let mut seen = None;
         if session.protocol() == Protocol::V1 {
             front.push(welcome.frame());
+            // The client starts from the welcome's top: what is queued live
+            // up to it belongs before its join point.
+            if let (Some(epoch), Some(top)) = (&welcome.epoch, welcome.offset) {
+                seen = Some((std::sync::Arc::from(epoch.as_str()), top));
+            }
         }
         front.extend(backlog);
-        session.outbound().release(front);
+        session.outbound().release(front, seen);
     }
 
     /// Subscribed first, then history: the page that gave the welcome its

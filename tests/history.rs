@@ -584,9 +584,7 @@ async fn outsiders_publish_with_history_through_the_redis_function() {
     wait_until_async("the function is loaded", || {
         let mut conn = conn.clone();
         let cmd = fcall("jobs/none", "probe");
-        async move {
-            cmd.query_async::<redis::Value>(&mut conn).await.is_ok()
-        }
+        async move { cmd.query_async::<redis::Value>(&mut conn).await.is_ok() }
     })
     .await;
     let (offset, epoch): (u64, String) = fcall("jobs/7", "line 1")
@@ -610,4 +608,61 @@ async fn outsiders_publish_with_history_through_the_redis_function() {
         .expect("FCALL");
     assert_eq!(answer, 0);
     assert_eq!(other.recv_text().await, "live only");
+}
+
+/// When a node's own live stream skips (its subscriber connection dropped
+/// and messages were published before it was back), the node closes its
+/// `groupcast.v1` sessions with 4010 so that they resume from history:
+/// the client still gets every message once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_a_nodes_live_stream_is_repaired_by_resuming() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const TOTAL: u64 = 3000;
+    let redis = TestRedis::start().await;
+    let (a, b) = two_nodes(&redis, &["gappy=10000:1h"]).await;
+    let live = std::sync::Arc::new(parking_lot::Mutex::new(vec![b.ws_url("gappy")]));
+    let client = tokio::spawn(resuming_client(0, live, TOTAL));
+    wait_until_async("B listens to the group", || async {
+        redis.numsub("group:gappy").await == 1
+    })
+    .await;
+    // As fast as acks come back: a reconnect of a few milliseconds misses
+    // some of them for sure.
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let publisher = {
+        let (hub, sent) = (a.hub.clone(), sent.clone());
+        tokio::spawn(async move {
+            for n in 1..=TOTAL {
+                hub.to("gappy")
+                    .publish(format!("m{n}"))
+                    .await
+                    .expect("publish");
+                sent.store(n, Ordering::SeqCst);
+            }
+        })
+    };
+    // Twice, cut B's subscriber connection while messages flow.
+    let mut conn = redis.client().await;
+    for at in [TOTAL / 5, TOTAL / 2] {
+        common::wait_until("the publisher is far enough", || {
+            sent.load(Ordering::SeqCst) >= at
+        })
+        .await;
+        let gaps = b.hub.metrics().history_gaps.get();
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut conn)
+            .await
+            .expect("CLIENT KILL");
+        wait_until_async("B saw the gap", || async {
+            b.hub.metrics().history_gaps.get() > gaps
+        })
+        .await;
+    }
+    publisher.await.unwrap();
+    let (got, resumes) = client.await.unwrap();
+    assert_eq!(got, numbered(1, TOTAL), "everything once, in order");
+    assert!(resumes >= 2, "resumed after each gap ({resumes})");
 }

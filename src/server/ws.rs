@@ -34,7 +34,7 @@ use crate::error::SessionError;
 use crate::group::GroupName;
 use crate::limits::{ConnectionPermit, LimitRejection, TokenBucket};
 use crate::outbound::close_code;
-use crate::protocol::{self, Continuity, Offsets, Protocol, Reset};
+use crate::protocol::{self, Offsets, Protocol};
 use crate::resume::Replay;
 use crate::{Hub, HubError, Message, Session};
 
@@ -514,23 +514,12 @@ async fn write_loop(
                 sink.feed(WsMessage::Ping(Bytes::new())).await?;
             }
             for frame in batch.frames {
-                if let Some(stamp) = &frame.stamp {
-                    match offsets.next(stamp) {
-                        Continuity::Next => {}
-                        Continuity::Duplicate => continue,
-                        Continuity::Broken(reason) => {
-                            hub.metrics().history_gaps.inc();
-                            if protocol == Protocol::V1 {
-                                let reset = Reset {
-                                    kind: "reset",
-                                    epoch: &stamp.epoch,
-                                    offset: stamp.offset.saturating_sub(1),
-                                    reason,
-                                };
-                                sink.feed(reset.frame().message.into_ws()).await?;
-                            }
-                        }
-                    }
+                if frame
+                    .stamp
+                    .as_ref()
+                    .is_some_and(|stamp| !offsets.is_new(stamp))
+                {
+                    continue; // the backlog already had it
                 }
                 sink.feed(protocol::encode(protocol, &frame).into_ws())
                     .await?;

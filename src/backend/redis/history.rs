@@ -61,7 +61,9 @@ end
 /// `KEYS = [stream, meta]`, `ARGV = [channel, payload, size, ttl_ms,
 /// fresh_epoch]`; returns `{offset, epoch}`.
 pub(crate) fn append_script_source() -> String {
-    format!("{APPEND_FN}\nreturn append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])")
+    format!(
+        "{APPEND_FN}\nreturn append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
+    )
 }
 
 /// `KEYS = [stream, meta]`, `ARGV = ['last', n]` or `['after', offset,

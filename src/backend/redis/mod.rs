@@ -158,16 +158,27 @@ impl RedisBackend {
             runtime.spawn(
                 presence
                     .clone()
-                    .run(options.heartbeat_interval, connects.subscribe(), cancel.clone())
+                    .run(
+                        options.heartbeat_interval,
+                        connects.subscribe(),
+                        cancel.clone(),
+                    )
                     .instrument(span.clone()),
             ),
         ];
         if !context.history.is_empty() {
             let library = function::library(&context.history, &names);
-            tasks.push(runtime.spawn(
-                load_function_on_connect(pool.clone(), library, connects.subscribe(), cancel.clone())
+            tasks.push(
+                runtime.spawn(
+                    load_function_on_connect(
+                        pool.clone(),
+                        library,
+                        connects.subscribe(),
+                        cancel.clone(),
+                    )
                     .instrument(span),
-            ));
+                ),
+            );
         }
         Ok(RedisBackend {
             options,
