@@ -113,7 +113,10 @@ async fn the_js_client_resumes_on_the_surviving_node_with_every_message_once() {
     .await;
     let welcome = &joined["welcomes"][0];
     assert_eq!(welcome["node"], a.name, "the first URL is tried first");
-    assert_eq!(welcome["history"], true, "the group keeps history: {welcome}");
+    assert_eq!(
+        welcome["history"], true,
+        "the group keeps history: {welcome}"
+    );
     let url = a.url(&format!("/api/groups/{GROUP}"));
     wait_until_async("node a counts the page's session", || async {
         common::http::get_json(&url).await.1["members"].as_u64() == Some(1)
@@ -170,7 +173,10 @@ async fn the_js_client_resumes_on_the_surviving_node_with_every_message_once() {
         "every message since the last one seen is retained: {welcome}"
     );
     let close = &resumed["closes"][0];
-    assert_eq!(close["reconnect"], true, "a lost node is not final: {close}");
+    assert_eq!(
+        close["reconnect"], true,
+        "a lost node is not final: {close}"
+    );
 
     tokio::time::timeout(WAIT * 2, publisher)
         .await
@@ -181,7 +187,10 @@ async fn the_js_client_resumes_on_the_surviving_node_with_every_message_once() {
         s["last"] == END
     })
     .await;
-    let received = browser.execute(RECEIVED, vec![]).await.expect("read the page");
+    let received = browser
+        .execute(RECEIVED, vec![])
+        .await
+        .expect("read the page");
 
     let mut want: Vec<String> = (1..=TOTAL).map(numbered).collect();
     want.push(END.to_string());
@@ -221,7 +230,11 @@ async fn the_js_client_resumes_on_the_surviving_node_with_every_message_once() {
     assert_eq!(done["resets"], json!([]), "a recovered resume is no reset");
     // The client drops duplicates defensively; the server's resume must
     // not have sent any in the first place.
-    assert_eq!(done["stats"]["duplicates"], 0, "client stats: {}", done["stats"]);
+    assert_eq!(
+        done["stats"]["duplicates"], 0,
+        "client stats: {}",
+        done["stats"]
+    );
     assert_eq!(done["stats"]["gaps"], 0, "client stats: {}", done["stats"]);
     assert_eq!(done["state"], "open");
 
