@@ -23,6 +23,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The JavaScript client's own logic (reconnect, resume, dedup), against a
+# fake WebSocket: no server, no browser, a second or so.
+if command -v node >/dev/null 2>&1; then
+  step "JavaScript client: node --test clients/js/test/"
+  node --test clients/js/test/
+else
+  step "JavaScript client: SKIPPED, node is not installed (the browser tests still drive the client)"
+fi
+
 step "test dependencies: chromium and chromedriver (browser test)"
 scripts/install-test-deps.sh
 

@@ -2,137 +2,21 @@
 //! chromedriver with fantoccini: two pages in one group see each other's
 //! messages; a page in another group does not.
 //!
-//! Needs Debian's `chromium` and `chromium-driver` packages: run
-//! `scripts/install-test-deps.sh`. Without them this test fails (it does
-//! not skip), saying so.
+//! Needs Debian's `chromium` and `chromium-driver` packages (see
+//! `tests/common/browser.rs`, which starts them).
 
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::browser::Chromedriver;
 use common::{TestServer, WAIT, wait_until};
 use fantoccini::wd::WindowHandle;
-use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use fantoccini::{Client as Browser, Locator};
 use groupcast::{GroupName, Hub, Message};
 use serde_json::{Value, json};
 use tokio::time::Instant;
-
-/// The first of `names` found on `PATH`.
-fn find_on_path(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    names.iter().find_map(|name| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
-}
-
-fn require(names: &[&str], package: &str) -> PathBuf {
-    find_on_path(names).unwrap_or_else(|| {
-        panic!(
-            "{} not found on PATH: the browser test needs Debian's `{package}` package. \
-             Run scripts/install-test-deps.sh (as root) and try again.",
-            names.join(" / ")
-        )
-    })
-}
-
-/// chromedriver on a free loopback port, in its own process group so that
-/// dropping it also ends the browsers it started.
-struct Chromedriver {
-    child: Child,
-    url: String,
-}
-
-impl Chromedriver {
-    async fn start() -> Chromedriver {
-        use std::os::unix::process::CommandExt;
-        let binary = require(&["chromedriver"], "chromium-driver");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(binary)
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start chromedriver");
-        let mut driver = Chromedriver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let status = format!("{}/status", driver.url);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(exit) = driver.child.try_wait().unwrap() {
-                panic!("chromedriver exited at start: {exit}");
-            }
-            if let Ok(response) = reqwest::get(&status).await {
-                let body: Value = response.json().await.unwrap_or_default();
-                if body["value"]["ready"] == true {
-                    return driver;
-                }
-            }
-            assert!(Instant::now() < deadline, "chromedriver not ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// A headless Chromium session.
-    async fn browser(&self) -> Browser {
-        let chromium = require(&["chromium", "chromium-browser"], "chromium");
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert("browserName".into(), json!("chrome"));
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--no-first-run",
-                    "--disable-extensions",
-                    "--disable-background-networking",
-                    // Background tabs must keep handling socket events.
-                    "--disable-background-timer-throttling",
-                    "--disable-renderer-backgrounding",
-                    "--disable-backgrounding-occluded-windows",
-                ],
-            }),
-        );
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        tokio::time::timeout(
-            WAIT,
-            ClientBuilder::new(connector)
-                .capabilities(capabilities)
-                .connect(&self.url),
-        )
-        .await
-        .expect("timed out starting Chromium")
-        .expect("start a Chromium session")
-    }
-}
-
-impl Drop for Chromedriver {
-    fn drop(&mut self) {
-        // The process group we created: chromedriver and its browsers.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One tab of the browser, showing the demo page.
 struct Page {
@@ -310,4 +194,25 @@ async fn demo_page_chats_within_a_group_only() {
 
     browser.close().await.expect("end the browser session");
     wait_until("the pages disconnect", || server.hub.session_count() == 0).await;
+}
+
+/// The page's client is served by the binary, as a JavaScript module
+/// (browsers refuse module scripts of any other MIME type), and it is the
+/// one in `clients/js/`.
+#[tokio::test]
+async fn the_js_client_is_served_as_a_module() {
+    let server = TestServer::start(Hub::builder().build().unwrap()).await;
+    let response = reqwest::get(server.http_url("/clients/groupcast.js"))
+        .await
+        .expect("GET /clients/groupcast.js");
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(
+        content_type.starts_with("text/javascript"),
+        "content-type {content_type}"
+    );
+    let body = response.text().await.unwrap();
+    let file = include_str!("../clients/js/groupcast.js");
+    assert_eq!(body, file);
+    assert!(body.contains("export class GroupcastClient"));
 }

@@ -6,6 +6,7 @@
 //! [`silence`] (a marker on the client's own channel, and where needed a
 //! bounded quiet window).
 //!
+//! * [`browser`] — headless Chromium through chromedriver (fantoccini);
 //! * [`node`] — the real `groupcast` binary as a child process;
 //! * [`http`] — JSON GET/POST with the status, Prometheus samples;
 //! * [`redis`] — a Redis in a container (testcontainers);
@@ -13,6 +14,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod http;
 pub mod node;
 pub mod redis;
