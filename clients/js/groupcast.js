@@ -420,9 +420,10 @@ export class GroupcastClient {
       // Offsets are consecutive; the server signals real loss with a reset
       // frame, so a jump is counted for diagnosis rather than acted on.
       if (offset !== last.offset + 1) this.stats.gaps++;
-    } else if (last) {
+    } else if (last && last.epoch != null) {
       // A new epoch without a reset or a welcome saying so: whatever came
-      // in between is unknown.
+      // in between is unknown. (A null epoch is a history group with no
+      // message yet: its first epoch is no change.)
       this._reset({ reason: `epoch changed from ${last.epoch} to ${epoch}`, epoch, offset: offset - 1 });
     }
     this.position = { epoch, offset };
