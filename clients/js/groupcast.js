@@ -473,6 +473,8 @@ export class GroupcastClient {
     let delay;
     if (code === 4001) {
       delay = 0; // getToken runs first; the old token is simply stale
+    } else if (code === 4010) {
+      delay = 0; // the node lost messages; resuming from history fills the gap
     } else if (code === 1013) {
       // "Try again later": this client was too slow; give the node room.
       const { max } = this.backoff;

@@ -326,6 +326,20 @@ test("4001 with getToken: a new token, then at once a reconnect that resumes", a
   client.close();
 });
 
+test("4010 (the node lost messages): at once a reconnect that resumes", async () => {
+  const { client, events, socket } = await start({});
+  let ws = socket();
+  ws.accept();
+  ws.welcome({ epoch: "E1", offset: 9, history: true });
+  ws.drop(4010, "messages were lost: resume with since");
+  await until("a second socket", () => FakeSocket.all.length === 2);
+  ws = socket();
+  assert.equal(ws.param("since"), "9");
+  assert.equal(ws.param("epoch"), "E1");
+  assert.equal(events.find((e) => e.name === "reconnecting").detail.delay, 0);
+  client.close();
+});
+
 test("getToken is asked for the first token when none is given", async () => {
   const { client, socket } = await start({ getToken: () => "fresh" });
   assert.equal(socket().param("token"), "fresh");
