@@ -533,4 +533,53 @@ async fn compose_cluster_spreads_broadcasts_and_drains() {
     );
     drop(survivors);
     drop(reconnected);
+
+    // 6. History survives a Redis restart: the stack's Redis keeps an
+    // append-only file on a volume, so the epoch and the messages of a
+    // history group (task/**) are still there after `docker restart`.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for n in 1..=3 {
+        let published = http
+            .post(format!("http://{addr}/api/groups/task/compose/messages"))
+            .header("content-type", "text/plain")
+            .body(format!("line {n}"))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        check(published, &format!("published line {n} to the history group task/compose"));
+    }
+    let history = || async {
+        let answer = http
+            .get(format!("http://{addr}/api/groups/task/compose/history"))
+            .send()
+            .await
+            .ok()?;
+        answer.json::<serde_json::Value>().await.ok()
+    };
+    let before = history().await.unwrap_or_default();
+    let epoch = before["epoch"].as_str().unwrap_or_default().to_string();
+    check(
+        !epoch.is_empty() && before["messages"].as_array().map(Vec::len) == Some(3),
+        "the history group holds its 3 lines under one epoch",
+    );
+    docker(&["restart", &redis]).await;
+    let mut kept = false;
+    for _ in 0..50 {
+        if let Some(after) = history().await
+            && after["epoch"] == epoch.as_str()
+            && after["messages"].as_array().map(Vec::len) == Some(3)
+        {
+            kept = true;
+            break;
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+    check(
+        kept,
+        "after a Redis restart the history group has the same epoch and its 3 lines (append-only file)",
+    );
 }
