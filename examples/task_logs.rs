@@ -9,9 +9,19 @@
 //! websocat ws://127.0.0.1:5000/ws/task/1
 //! ```
 //!
-//! A task waits up to 10 s for a first watcher, writes 20 log lines, then
-//! closes its watchers with 1000. This example mounts only the WebSocket
-//! route (`ws_router`) into the application's own axum `Router`.
+//! Task groups keep their log (`task/*=1000:1h`), so a watcher that opens
+//! the page late gets every line written so far, then the live tail:
+//!
+//! ```text
+//! websocat 'ws://127.0.0.1:5000/ws/task/1?history=1000'   # any time during the task
+//! ```
+//!
+//! A task starts at once, writes 20 log lines (one every 500 ms), then
+//! closes its watchers with 1000. The task itself shows a late joiner: at
+//! line 10 it connects a watcher of its own with `?history=1000` and prints
+//! what that watcher received — lines 1 to 10 from history, then live.
+//! This example mounts only the WebSocket route (`ws_router`) into the
+//! application's own axum `Router`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +31,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
-use groupcast::{GroupName, Hub, close_code};
+use futures_util::StreamExt;
+use groupcast::history::HistoryPolicy;
+use groupcast::{Config, GroupName, Hub, close_code};
 use serde_json::{Value, json};
 
 /// The application's own state: its hub and a task counter.
@@ -38,8 +50,9 @@ async fn main() -> anyhow::Result<()> {
 
     // Watchers only listen; a watcher is told which task it watches.
     let hub = Hub::builder()
-        .on_connect(|_hub, session| {
-            session.send(format!("watching {}", session.group()));
+        .config(Config {
+            history: HistoryPolicy::parse(["task/*=1000:1h"])?,
+            ..Config::default()
         })
         .build()?;
 
@@ -73,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
 async fn start_task(State(app): State<App>) -> Json<Value> {
     let id = app.next_id.fetch_add(1, Ordering::Relaxed);
     let group = GroupName::new(&format!("task/{id}")).expect("a valid group name");
-    tokio::spawn(run_task(app.hub.clone(), id, group.clone()));
+    tokio::spawn(run_task(app.hub.clone(), id, group.clone(), app.addr));
     Json(json!({
         "task": id,
         "group": group,
@@ -82,14 +95,7 @@ async fn start_task(State(app): State<App>) -> Json<Value> {
 }
 
 /// A pretend job that logs its progress to its group.
-async fn run_task(hub: Hub, id: u64, group: GroupName) {
-    // Give someone a chance to start watching (bounded: 10 s).
-    for _ in 0..100 {
-        if hub.member_count(&group) > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn run_task(hub: Hub, id: u64, group: GroupName, addr: SocketAddr) {
     let steps = [
         "fetching sources",
         "compiling",
@@ -103,12 +109,30 @@ async fn run_task(hub: Hub, id: u64, group: GroupName) {
         let _ = hub
             .to(&group)
             .send(format!("[task {id}] {line:>2}/20 {step}"));
+        if line == 10 {
+            tokio::spawn(late_watcher(format!("ws://{addr}/ws/{group}?history=1000")));
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let _ = hub.to(&group).send(format!("[task {id}] done"));
     // The log is complete: end the watchers' connections normally.
     for session in hub.members(&group) {
         session.close(close_code::NORMAL, "task finished");
+    }
+}
+
+/// A watcher that opens the page at line 10: prints what it receives, the
+/// backlog first, then the live lines, until the task ends.
+async fn late_watcher(url: String) {
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&url).await else {
+        eprintln!("late watcher: cannot connect to {url}");
+        return;
+    };
+    println!("late watcher joined at line 10 ({url}):");
+    while let Some(Ok(frame)) = ws.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            println!("  late watcher got: {text}");
+        }
     }
 }
 
