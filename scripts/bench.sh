@@ -30,12 +30,17 @@
 #          1 broadcast per second: p99
 #   churn  2000 joins+leaves/s over 1000 groups for 60 s, then a publish to
 #          each group, PUBSUB CHANNELS, RSS
+#   hist   history: W1 with history off (PUBLISH) and on (FCALL
+#          groupcast_publish, --history '*=1000:1h') alternating, server CPU
+#          per delivery; Redis CPU per publish off/on (10 groups, 2000
+#          msgs/s); catch-up of a client resuming 10,000 missed messages;
+#          Redis memory per 1,000 retained 64-byte messages
 # Results: $OUT/json/*.json (one bench summary each), $OUT/logs, $OUT/summary.txt
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-ONLY=${ONLY:-w1,w1max,w2,w2iso,w3,stall,scale,churn}
+ONLY=${ONLY:-w1,w1max,w2,w2iso,w3,stall,scale,churn,hist}
 OUT=${OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
 W1_RATES=${W1_RATES:-25 50 100 150 200 300}
 W2_RATES=${W2_RATES:-2000 4000 6000 8000 12000}
@@ -49,7 +54,7 @@ REF=target/release/examples/reference
 mkdir -p "$OUT/json" "$OUT/logs"
 
 if [ -z "${NO_BUILD:-}" ]; then
-    cargo build --release --bin groupcast --bin groupcast-bench --example reference
+    cargo build --release --bin groupcast --bin groupcast-bench --example reference --example catchup
 fi
 for bin in "$GC" "$BENCH" "$REF"; do
     [ -x "$bin" ] || { echo "missing $bin (build first)" >&2; exit 1; }
@@ -347,6 +352,71 @@ if want churn; then
 fi
 
 # ----- medians and spread -----
+if want hist; then
+    # Redis's CPU time so far (user + system), in µs.
+    redis_cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000000 / hz }' "/proc/$REDIS_PID/stat"; }
+    # calls and µs per call of one command since the last CONFIG RESETSTAT
+    cmdstat() { rcli INFO commandstats | tr -d '\r' | sed -n "s/^cmdstat_$1:calls=\([0-9]*\),usec=[0-9]*,usec_per_call=\([0-9.]*\).*/\1 \2/p"; }
+    HIST=(--history '*=1000:1h')
+    for run in $(seq "$RUNS"); do
+        # W1, history off then on, same nodes' flags but --history.
+        start_pair groupcast
+        bench "w1-groupcast-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1 \
+            --publish "$REDIS_URL" --rate "$W1_RATE" --duration 20s --measure-pid "$PAIR_PIDS" || true
+        stop_pair
+        start_pair groupcast "${HIST[@]}"
+        bench "w1-history-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1 \
+            --publish "$REDIS_URL" --fcall --rate "$W1_RATE" --duration 20s --measure-pid "$PAIR_PIDS" || true
+        stop_pair
+        # Redis's own cost per publish: 10 groups x 2 members, 2000 msgs/s.
+        for mode in off on; do
+            if [ "$mode" = on ]; then start_pair groupcast "${HIST[@]}"; fcall=(--fcall); cmd=fcall
+            else start_pair groupcast; fcall=(); cmd=publish; fi
+            rcli CONFIG RESETSTAT >/dev/null
+            cpu0=$(redis_cpu_us)
+            bench "redis-$mode-r$run" "${PAIR_URLS[@]}" --clients 20 --groups 10 \
+                --publish "$REDIS_URL" "${fcall[@]}" --rate 2000 --duration 10s --measure-pid "$PAIR_PIDS" || true
+            cpu1=$(redis_cpu_us)
+            read -r calls per_call <<<"$(cmdstat "$cmd")"
+            python3 - "$OUT/json/redis-$mode-r$run.json" "$((cpu1 - cpu0))" "${calls:-0}" "${per_call:-0}" <<'PY' | tee -a "$OUT/summary.txt" >&2
+import json, sys
+path, cpu, calls, per_call = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+s = json.load(open(path))
+s["redis_cpu_us_per_publish"] = cpu / calls if calls else None
+s["redis_usec_per_call"] = per_call
+json.dump(s, open(path, "w"))
+print(f"  redis: {calls} calls, {per_call} us/call inside Redis, "
+      f"{cpu / max(calls, 1):.1f} us of Redis CPU per publish (process, network included)")
+PY
+            stop_pair
+        done
+    done
+    # Catch-up and memory, on one node.
+    start_node groupcast hist-one --history 'catchup=10000:1h' --history 'mem=1000:1h'
+    ONE_PID=$NODE_PID ONE_PORT=$NODE_PORT
+    for _ in $(seq 50); do rcli FUNCTION LIST | grep -q groupcast_publish && break; sleep 0.1; done
+    python3 -c '
+for n in range(1, 10001):
+    body = "m%05d" % n + "x" * 58
+    args = ["FCALL", "groupcast_publish", "1", "catchup", body]
+    print("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args), end="")
+for n in range(1, 1001):
+    body = "m%05d" % n + "x" * 58
+    args = ["FCALL", "groupcast_publish", "1", "mem", body]
+    print("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args), end="")
+' | sed 's/\r$/\r/' | rcli --pipe >/dev/null
+    EPOCH=$(rcli HGET 'groupcast:history-meta:{group:catchup}' e)
+    for run in $(seq "$RUNS"); do
+        log "run catchup-r$run: a groupcast.v1 client resumes 10,000 missed messages"
+        timeout 180 target/release/examples/catchup --url "ws://127.0.0.1:$ONE_PORT/ws/catchup" \
+            --since 0 --epoch "$EPOCH" --count 10000 | tee "$OUT/json/catchup-r$run.txt" | tee -a "$OUT/summary.txt" >&2 || log "  FAILED"
+    done
+    stream=$(rcli MEMORY USAGE 'groupcast:history:{group:mem}' SAMPLES 0)
+    meta=$(rcli MEMORY USAGE 'groupcast:history-meta:{group:mem}' SAMPLES 0)
+    log "memory: 1,000 retained 64-byte messages: stream $stream B + meta $meta B = $(( (stream + meta) )) B ($(( (stream + meta) / 1000 )) B per message)"
+    stop "$ONE_PID"
+fi
+
 python3 - "$OUT/json" <<'EOF' | tee -a "$OUT/summary.txt"
 import glob, json, os, re, statistics, sys
 from collections import defaultdict
@@ -358,7 +428,7 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         runs[(s["workload"], s["kind"], "max_rate msgs/s")].append(s["max_rate"])
         runs[(s["workload"], s["kind"], "max_rate p99<50ms")].append(s.get("max_rate_p99_50ms", 0))
         continue
-    m = re.match(r"(w1|w3-[a-z0-9-]+?|stall\d(?:drop)?|w1max|w2max)-?(groupcast|baseline|reference)?(?:-r\d+)(-rate\d+)?$", label)
+    m = re.match(r"(w1|w3-[a-z0-9-]+?|stall\d(?:drop)?|w1max|w2max)-?(groupcast|baseline|reference|history|redis-off|redis-on)?(?:-r\d+)(-rate\d+)?$", label)
     if not m:
         continue
     key = m.group(1) if m.group(1).startswith("w3-") else f"{m.group(1)}-{m.group(2)}{m.group(3) or ''}"

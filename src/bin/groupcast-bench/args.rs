@@ -49,6 +49,12 @@ pub struct Args {
     #[arg(long)]
     pub publish: Option<String>,
 
+    /// Publish with `FCALL groupcast_publish 1 <group> <payload>` (the
+    /// nodes must keep history for the groups: `--history`) instead of
+    /// `PUBLISH`, so every message is appended to its group's history.
+    #[arg(long)]
+    pub fcall: bool,
+
     /// Channel prefix for Redis publishing.
     #[arg(long, default_value = "group:")]
     pub channel_prefix: String,

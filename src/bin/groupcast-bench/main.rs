@@ -70,7 +70,7 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
         addrs.push(clients::resolve(url).await?);
     }
     let via = match &args.publish {
-        Some(spec) => Some(publish::Via::parse(spec, &args.channel_prefix)?),
+        Some(spec) => Some(publish::Via::parse(spec, &args.channel_prefix, args.fcall)?),
         None => None,
     };
     let pids = &args.measure_pid;

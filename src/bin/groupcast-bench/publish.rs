@@ -1,4 +1,5 @@
-//! Publishers: Redis PUBLISH or the HTTP API, paced to a rate.
+//! Publishers: Redis PUBLISH (or `FCALL groupcast_publish`, for groups
+//! with history) or the HTTP API, paced to a rate.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,16 +15,23 @@ use crate::payload::{self, Stamp};
 /// How messages leave the bench.
 #[derive(Debug, Clone)]
 pub enum Via {
-    Redis { url: String, prefix: String },
+    /// `fcall`: publish with `FCALL groupcast_publish 1 <group> <payload>`
+    /// (appended to the group's history) instead of `PUBLISH`.
+    Redis {
+        url: String,
+        prefix: String,
+        fcall: bool,
+    },
     Http { host_port: String },
 }
 
 impl Via {
-    pub fn parse(spec: &str, prefix: &str) -> anyhow::Result<Via> {
+    pub fn parse(spec: &str, prefix: &str, fcall: bool) -> anyhow::Result<Via> {
         if spec.starts_with("redis://") {
             Ok(Via::Redis {
                 url: spec.to_string(),
                 prefix: prefix.to_string(),
+                fcall,
             })
         } else if let Some(rest) = spec.strip_prefix("http://") {
             let host_port = rest.trim_end_matches('/').to_string();
@@ -64,14 +72,14 @@ pub struct Report {
 }
 
 enum Conn {
-    Redis(redis::aio::MultiplexedConnection, String),
+    Redis(redis::aio::MultiplexedConnection, String, bool),
     Http(HttpConn),
 }
 
 /// Connects up front, so that connecting is not part of the paced run.
 pub async fn connect(via: &Via) -> anyhow::Result<ConnHandle> {
     Ok(ConnHandle(match via {
-        Via::Redis { url, prefix } => {
+        Via::Redis { url, prefix, fcall } => {
             let client = redis::Client::open(url.as_str()).context("invalid redis URL")?;
             let conn = tokio::time::timeout(
                 Duration::from_secs(5),
@@ -80,7 +88,7 @@ pub async fn connect(via: &Via) -> anyhow::Result<ConnHandle> {
             .await
             .context("connecting to Redis timed out")?
             .with_context(|| format!("cannot connect to {url}"))?;
-            Conn::Redis(conn, prefix.clone())
+            Conn::Redis(conn, prefix.clone(), *fcall)
         }
         Via::Http { host_port } => Conn::Http(HttpConn::connect(host_port).await?),
     }))
@@ -134,13 +142,22 @@ pub async fn run(job: Job, conn: ConnHandle) -> Report {
         }
         scheduled += n;
         let result = match &mut conn {
-            Conn::Redis(conn, prefix) => {
+            Conn::Redis(conn, prefix, fcall) => {
                 let mut pipe = redis::pipe();
                 for (g, body) in &batch {
-                    pipe.cmd("PUBLISH")
-                        .arg(format!("{prefix}{}", job.groups[*g]))
-                        .arg(body.as_slice())
-                        .ignore();
+                    if *fcall {
+                        pipe.cmd("FCALL")
+                            .arg("groupcast_publish")
+                            .arg(1)
+                            .arg(&job.groups[*g])
+                            .arg(body.as_slice())
+                            .ignore();
+                    } else {
+                        pipe.cmd("PUBLISH")
+                            .arg(format!("{prefix}{}", job.groups[*g]))
+                            .arg(body.as_slice())
+                            .ignore();
+                    }
                 }
                 pipe.query_async::<()>(conn)
                     .await
