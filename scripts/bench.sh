@@ -404,7 +404,7 @@ for n in range(1, 1001):
     body = "m%05d" % n + "x" * 58
     args = ["FCALL", "groupcast_publish", "1", "mem", body]
     print("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args), end="")
-' | sed 's/\r$/\r/' | rcli --pipe >/dev/null
+' | rcli --pipe >/dev/null
     EPOCH=$(rcli HGET 'groupcast:history-meta:{group:catchup}' e)
     for run in $(seq "$RUNS"); do
         log "run catchup-r$run: a groupcast.v1 client resumes 10,000 missed messages"
