@@ -550,7 +550,10 @@ async fn compose_cluster_spreads_broadcasts_and_drains() {
             .await
             .map(|r| r.status().is_success())
             .unwrap_or(false);
-        check(published, &format!("published line {n} to the history group task/compose"));
+        check(
+            published,
+            &format!("published line {n} to the history group task/compose"),
+        );
     }
     let history = || async {
         let answer = http

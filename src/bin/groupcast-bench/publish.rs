@@ -22,7 +22,9 @@ pub enum Via {
         prefix: String,
         fcall: bool,
     },
-    Http { host_port: String },
+    Http {
+        host_port: String,
+    },
 }
 
 impl Via {
