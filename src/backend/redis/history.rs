@@ -5,8 +5,8 @@
 //! braces are a Redis Cluster hash tag):
 //!
 //! ```text
-//! groupcast:history:{group:<g>}        stream: entry id <offset>-0, field d = payload
-//! groupcast:history-meta:{group:<g>}   hash:   e = epoch, o = top offset
+//! groupcast:history:{group:<g>}        stream: entry id 0-<offset>, field d = payload
+//! groupcast:history-meta:{group:<g>}   hash:   e = epoch
 //! ```
 //!
 //! The append ([`APPEND_FN`]) runs atomically: it starts a new epoch when the meta or the
@@ -45,12 +45,14 @@ use crate::history::HistoryLimits;
 pub(crate) const APPEND_FN: &str = r"
 local function append(stream, meta, channel, payload, size, ttl_ms, fresh_epoch)
   local epoch = redis.call('HGET', meta, 'e')
-  if (not epoch) or redis.call('EXISTS', stream) == 0 then
+  local id = redis.call('XADD', stream, 'MAXLEN', size, '0-*', 'd', payload)
+  local offset = tonumber(string.sub(id, 3))
+  -- No meta (the first publish, or the history expired), or a stream that
+  -- starts over under a known epoch (it was deleted): a new epoch.
+  if (not epoch) or offset == 1 then
     epoch = fresh_epoch
-    redis.call('HSET', meta, 'e', epoch, 'o', 0)
+    redis.call('HSET', meta, 'e', epoch)
   end
-  local offset = redis.call('HINCRBY', meta, 'o', 1)
-  redis.call('XADD', stream, 'MAXLEN', size, offset .. '-0', 'd', payload)
   redis.call('PEXPIRE', stream, ttl_ms)
   redis.call('PEXPIRE', meta, ttl_ms)
   redis.call('PUBLISH', channel, '\193GH' .. offset .. ':' .. epoch .. ':' .. payload)
@@ -72,10 +74,12 @@ pub(crate) fn append_script_source() -> String {
 const READ: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then return {false, 0, {}} end
-local top = tonumber(redis.call('HGET', KEYS[2], 'o')) or 0
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local top = 0
+if newest[1] then top = tonumber(string.sub(newest[1][1], 3)) end
 local entries
 if ARGV[1] == 'after' then
-  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
+  entries = redis.call('XRANGE', KEYS[1], '(0-' .. ARGV[2], '+', 'COUNT', ARGV[3])
 else
   entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[2])
 end
@@ -180,7 +184,7 @@ pub(crate) const META_PREFIX: &str = "groupcast:history-meta:";
 /// One stream entry, `[id, [field, value, ...]]`, as a history entry.
 fn entry(value: redis::Value) -> Option<HistoryEntry> {
     let (id, fields): (String, Vec<Vec<u8>>) = redis::from_redis_value(value).ok()?;
-    let offset = id.split_once('-')?.0.parse().ok()?;
+    let offset = id.split_once('-')?.1.parse().ok()?;
     let payload = fields.into_iter().nth(1)?;
     Some(HistoryEntry {
         offset,
