@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Redis's own time for one history publish: the nodes' append script (taken
+# from src/backend/redis/history.rs, so it is always the current one)
+# against a plain PUBLISH, on an idle redis-server on loopback, with
+# redis-benchmark (4 clients, N calls each run), RUNS runs alternating.
+# Prints INFO commandstats' usec_per_call for EVALSHA, the XADD inside it,
+# and PUBLISH.
+#
+#   scripts/bench-history-redis.sh            # RUNS=3 N=40000
+#   REV=<commit> scripts/bench-history-redis.sh   # the script of another commit
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+N=${N:-40000}
+command -v redis-benchmark >/dev/null || { echo "needs redis-benchmark (apt-get install -y redis-tools)" >&2; exit 1; }
+src=src/backend/redis/history.rs
+if [ -n "${REV:-}" ]; then source_text=$(git show "$REV:$src"); else source_text=$(cat "$src"); fi
+append=$(printf '%s\n' "$source_text" | sed -n '/^pub(crate) const APPEND_FN: &str = r"/,/^";/p' | sed '1d;$d')
+[ -n "$append" ] || { echo "APPEND_FN not found in $src" >&2; exit 1; }
+script="$append
+return append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+dir=$(mktemp -d)
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 50); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+cli() { redis-cli -p "$port" "$@"; }
+payload=$(printf 'm%.0s' $(seq 64))
+sha=$(cli SCRIPT LOAD "$script")
+echo "redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), $(nproc) cores, $N calls per run, 64-byte payload, MAXLEN 1000"
+for run in $(seq "$RUNS"); do
+    cli FLUSHALL >/dev/null; cli CONFIG RESETSTAT >/dev/null
+    timeout 120 redis-benchmark -p "$port" -n "$N" -c 4 -q EVALSHA "$sha" 2 \
+        'groupcast:history:{group:bench}' 'groupcast:history-meta:{group:bench}' group:bench \
+        "$payload" 1000 3600000 epoch1 >/dev/null 2>&1
+    stats=$(cli INFO commandstats | tr -d '\r')
+    eval_us=$(sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p' <<<"$stats")
+    xadd_us=$(sed -n 's/^cmdstat_xadd:.*usec_per_call=\([0-9.]*\).*/\1/p' <<<"$stats")
+    cli CONFIG RESETSTAT >/dev/null
+    timeout 120 redis-benchmark -p "$port" -n "$N" -c 4 -q PUBLISH group:bench "$payload" >/dev/null 2>&1
+    pub_us=$(cli INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_publish:.*usec_per_call=\([0-9.]*\).*/\1/p')
+    echo "run $run: history append ${eval_us} us/call (of which XADD ${xadd_us}), plain PUBLISH ${pub_us} us/call"
+done
