@@ -89,6 +89,7 @@ impl Backend for LocalBackend {
             connected: true,
             subscriptions,
             last_error: None,
+            connections: Vec::new(),
         }
     }
 

@@ -9,10 +9,12 @@
 //! * [`node`] — the real `groupcast` binary as a child process;
 //! * [`http`] — JSON GET/POST with the status, Prometheus samples;
 //! * [`redis`] — a Redis in a container (testcontainers);
+//! * [`cluster`] — a Redis Cluster in one container;
 //! * [`silence`] — showing that something did *not* arrive.
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod http;
 pub mod node;
 pub mod redis;

@@ -62,6 +62,8 @@ pub(crate) struct LinkState {
     /// that `subscribed()` can wait for a change instead of polling.
     changed: watch::Sender<u64>,
     metrics: Arc<Metrics>,
+    /// This connection's labels in `groupcast_redis_connection_up`.
+    labels: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -80,12 +82,16 @@ pub(crate) struct LinkSnapshot {
 }
 
 impl LinkState {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+    /// `labels`: `mode`, `role` and `redis` of this connection, for
+    /// `groupcast_redis_connection_up`.
+    pub(crate) fn new(metrics: Arc<Metrics>, labels: Vec<(String, String)>) -> Self {
         metrics.bus_up.set(0);
+        metrics.redis_connection_up.get_or_create(&labels).set(0);
         LinkState {
             inner: Mutex::new(Link::default()),
             changed: watch::Sender::new(0),
             metrics,
+            labels,
         }
     }
 
@@ -93,11 +99,27 @@ impl LinkState {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn set_connected(&self) {
+    pub(crate) fn set_connected(&self) {
         let mut link = self.inner.lock();
         link.connected = true;
         link.last_error = None;
         self.metrics.bus_up.set(1);
+        self.metrics
+            .redis_connection_up
+            .get_or_create(&self.labels)
+            .set(1);
+    }
+
+    /// Not usable now, though some subscriptions may still hold (a cluster
+    /// whose slot map cannot be read, a primary of several down).
+    pub(crate) fn set_down(&self, error: &BackendError) {
+        {
+            let mut link = self.inner.lock();
+            link.connected = false;
+            link.last_error = Some(error.to_string());
+        }
+        self.metrics.bus_up.set(0);
+        self.bump();
     }
 
     /// The connection is gone (or never came): no subscriptions any more.
@@ -110,10 +132,14 @@ impl LinkState {
         }
         self.metrics.bus_up.set(0);
         self.metrics.bus_subscriptions.set(0);
+        self.metrics
+            .redis_connection_up
+            .get_or_create(&self.labels)
+            .set(0);
         self.bump();
     }
 
-    fn set_subscribed(&self, channel: String, on: bool) {
+    pub(crate) fn set_subscribed(&self, channel: String, on: bool) {
         {
             let mut link = self.inner.lock();
             if on {
@@ -193,6 +219,10 @@ pub(crate) struct SubscriberSettings {
     pub command_timeout: Duration,
     pub health_interval: Duration,
     pub backoff: Backoff,
+    /// Whether this connection also listens to the cluster channel (every
+    /// node's one connection on a single Redis; only shard 0's when the
+    /// groups are spread over several).
+    pub listen_cluster: bool,
 }
 
 /// The subscriber task's state. See the module docs.
@@ -364,8 +394,11 @@ impl Subscriber {
         // (redis-rs does not surface errors in SUBSCRIBE replies), and the
         // sink worker turns that into a failed connection.
         connection.send(SinkOp::Ping);
-        let mut channels = 1;
-        connection.send(SinkOp::Subscribe(self.settings.names.cluster().to_string()));
+        let mut channels = 0;
+        if self.settings.listen_cluster {
+            connection.send(SinkOp::Subscribe(self.settings.names.cluster().to_string()));
+            channels += 1;
+        }
         for channel in self.wanted.wanted() {
             connection.send(SinkOp::Subscribe(channel.to_string()));
             channels += 1;
