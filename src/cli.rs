@@ -30,6 +30,7 @@ use groupcast::auth::{
 use groupcast::backend::IntoBackend;
 use groupcast::backend::cluster::ClusterOptions;
 use groupcast::backend::redis::RedisOptions;
+use groupcast::backend::sentinel::SentinelOptions;
 use groupcast::backend::sharded::ShardedOptions;
 use groupcast::group::GroupName;
 use groupcast::server::{ServeOptions, ServerOptions};
@@ -179,6 +180,11 @@ pub struct Cli {
     /// What the Redis URLs are.
     #[arg(long, env = "GROUPCAST_REDIS_MODE", value_enum, default_value_t = RedisMode::Single)]
     pub redis_mode: RedisMode,
+
+    /// With `--redis-mode sentinel`: the name the Sentinels know the
+    /// primary by (`sentinel monitor NAME ...`).
+    #[arg(long, env = "GROUPCAST_REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
 
     /// This node's id in the cluster [default: hostname plus a random suffix].
     #[arg(long, env = "GROUPCAST_NODE_ID")]
@@ -457,6 +463,16 @@ impl Cli {
                 seeds: self.redis_url.clone(),
                 redis: options,
             }),
+            RedisMode::Sentinel => {
+                let Some(master) = self.redis_sentinel_master.clone() else {
+                    return Err("--redis-mode sentinel needs --redis-sentinel-master NAME".into());
+                };
+                Box::new(SentinelOptions {
+                    sentinels: self.redis_url.clone(),
+                    master,
+                    redis: options,
+                })
+            }
         }))
     }
 
@@ -510,6 +526,9 @@ pub enum RedisMode {
     /// A Redis Cluster (the URLs are seed nodes), with sharded pub/sub
     /// (SSUBSCRIBE / SPUBLISH): one subscriber connection per primary
     Cluster,
+    /// One primary found and followed through Redis Sentinel (the URLs are
+    /// Sentinels; name the primary with --redis-sentinel-master)
+    Sentinel,
 }
 
 impl RedisMode {
@@ -518,6 +537,7 @@ impl RedisMode {
             RedisMode::Single => "single",
             RedisMode::Sharded => "sharded",
             RedisMode::Cluster => "cluster",
+            RedisMode::Sentinel => "sentinel",
         }
     }
 }
@@ -950,6 +970,32 @@ mod tests {
         let no_url = parse(&["groupcast", "--redis-mode", "sharded"]);
         assert!(no_url.backend().err().unwrap().contains("--redis-url"));
         assert!(parse(&["groupcast"]).backend().unwrap().is_none());
+        for mode in ["cluster", "sentinel"] {
+            let cli = parse(&[
+                "groupcast",
+                "--redis-mode",
+                mode,
+                "--redis-url",
+                "redis://a:1",
+                "--redis-sentinel-master",
+                "mymaster",
+            ]);
+            assert!(cli.backend().unwrap().is_some(), "{mode}");
+        }
+        let nameless = parse(&[
+            "groupcast",
+            "--redis-mode",
+            "sentinel",
+            "--redis-url",
+            "redis://s:1",
+        ]);
+        assert!(
+            nameless
+                .backend()
+                .err()
+                .unwrap()
+                .contains("--redis-sentinel-master")
+        );
     }
 
     #[test]

@@ -16,8 +16,9 @@
 //!
 //! The backends: [`local::Standalone`] (one process, nothing to tell
 //! anyone), [`redis::RedisOptions`] (one Redis) and
-//! [`sharded::ShardedOptions`] (N independent Redis, each group on one) and
-//! [`cluster::ClusterOptions`] (a Redis Cluster, sharded pub/sub). A hub is built with a
+//! [`sharded::ShardedOptions`] (N independent Redis, each group on one),
+//! [`cluster::ClusterOptions`] (a Redis Cluster, sharded pub/sub) and
+//! [`sentinel::SentinelOptions`] (one primary, followed through Sentinel). A hub is built with a
 //! value that implements [`IntoBackend`]; `docs/architecture.md`, "Adding a
 //! backend", says what a new one needs (Redis Cluster, N shards and
 //! Sentinel are each a new file here plus a flag).
@@ -33,6 +34,7 @@ pub mod leases;
 pub mod local;
 pub mod presence;
 pub mod redis;
+pub mod sentinel;
 pub mod sharded;
 pub(crate) mod subscriptions;
 

@@ -10,6 +10,7 @@
 //! * [`http`] — JSON GET/POST with the status, Prometheus samples;
 //! * [`redis`] — a Redis in a container (testcontainers);
 //! * [`cluster`] — a Redis Cluster in one container;
+//! * [`sentinel`] — a primary, a replica and three Sentinels in one container;
 //! * [`silence`] — showing that something did *not* arrive.
 
 #![allow(dead_code)]
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod http;
 pub mod node;
 pub mod redis;
+pub mod sentinel;
 pub mod silence;
 
 use std::future::Future;

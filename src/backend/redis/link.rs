@@ -21,6 +21,7 @@ use super::options::{RedisOptions, redact};
 use super::pool::RedisPool;
 use super::publisher::{PublishQueue, Publisher};
 use super::subscriber::{Command, LinkSnapshot, LinkState, Subscriber, SubscriberSettings};
+use super::target::{Server, Target};
 use crate::backend::channels::ChannelNames;
 use crate::backend::subscriptions::Subscriptions;
 use crate::backend::{BackendContext, Channel, ConnectionStatus, PublishAck};
@@ -30,8 +31,8 @@ use crate::group::GroupName;
 
 /// One Redis server's subscriber, publisher and pool. See the module docs.
 pub(crate) struct RedisLink {
-    /// `host:port` (never the URL: it may hold a password).
-    pub(crate) address: String,
+    /// The server (`host:port` in logs and status, never the URL).
+    pub(crate) target: Arc<Target>,
     pub(crate) state: Arc<LinkState>,
     pub(crate) pool: RedisPool,
     commands: mpsc::UnboundedSender<Command>,
@@ -64,7 +65,6 @@ impl RedisLink {
         tasks: &mut Vec<JoinHandle<()>>,
     ) -> Result<Self, BackendError> {
         let options = start.options;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BackendError::NoRuntime)?;
         if options.is_tls() {
             // TLS: rustls needs a process-wide crypto provider. Ours is
             // ring; if the application installed one already, keep it.
@@ -73,7 +73,27 @@ impl RedisLink {
         let client = redis::Client::open(options.url.as_str())
             .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", redact(&options.url))))?;
         let address = client.get_connection_info().addr().to_string();
-        let pool = RedisPool::new(&client, options)?;
+        let pool = RedisPool::build(&client, options)?;
+        let target = Arc::new(Target::fixed(Server {
+            client,
+            address: address.clone(),
+            pool,
+        }));
+        Self::start_on(start, target, address, tasks)
+    }
+
+    /// Like [`RedisLink::start`], on a server that `target` names (and may
+    /// change): `label` stands for it in `groupcast_redis_connection_up`.
+    pub(crate) fn start_on(
+        start: LinkStart<'_>,
+        target: Arc<Target>,
+        label: String,
+        tasks: &mut Vec<JoinHandle<()>>,
+    ) -> Result<Self, BackendError> {
+        let options = start.options;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BackendError::NoRuntime)?;
+        let address = label;
+        let pool = RedisPool::for_target(target.clone(), options.command_timeout);
         let labels = vec![
             ("mode".to_string(), start.mode.to_string()),
             ("role".to_string(), start.role),
@@ -88,8 +108,7 @@ impl RedisLink {
         );
         let subscriber = Subscriber {
             settings: SubscriberSettings {
-                client,
-                address: address.clone(),
+                target: target.clone(),
                 names: start.names.clone(),
                 command_timeout: options.command_timeout,
                 health_interval: options.health_interval,
@@ -115,7 +134,7 @@ impl RedisLink {
         tasks.push(runtime.spawn(subscriber.run().instrument(span.clone())));
         tasks.push(runtime.spawn(publisher.run(start.cancel.clone()).instrument(span)));
         Ok(RedisLink {
-            address,
+            target,
             state,
             pool,
             commands,
@@ -141,7 +160,7 @@ impl RedisLink {
     pub(crate) fn connection_status(&self, role: &str, link: &LinkSnapshot) -> ConnectionStatus {
         ConnectionStatus {
             role: role.to_string(),
-            redis: self.address.clone(),
+            redis: self.target.address(),
             connected: link.connected,
             subscriptions: link.subscribed.len(),
         }

@@ -19,6 +19,7 @@
 //! | `presence.rs` | heartbeats and the cluster view (a hash and a sorted set, no SCAN) |
 //! | `leases.rs` | worker leases (`SET NX PX`, fenced scripts) |
 //! | `pool.rs` | the one pool publishing, presence and leases share |
+//! | `target.rs` | which server a link talks to: fixed, or the primary Sentinel names |
 //! | `link.rs` | one server's subscriber, publisher and pool together (the sharded backend has one per shard) |
 //! | `errors.rs` | Redis errors as [`BackendError`]s |
 
@@ -30,6 +31,7 @@ pub(crate) mod pool;
 mod presence;
 pub(crate) mod publisher;
 pub(crate) mod subscriber;
+pub(crate) mod target;
 
 pub use self::options::RedisOptions;
 

@@ -19,6 +19,7 @@
 //! slot: [`RedisPool::query_each`] runs single-key commands of any slots.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::{Connection, Pool, Runtime};
@@ -29,6 +30,7 @@ use tokio::time::timeout;
 
 use super::errors::{command_error, pool_error};
 use super::options::{RedisOptions, redact};
+use super::target::Target;
 use crate::error::BackendError;
 
 /// A pool plus the command timeout every use of it runs under.
@@ -40,8 +42,8 @@ pub(crate) struct RedisPool {
 
 #[derive(Clone)]
 enum Source {
-    /// Connections to one server.
-    Pool(Pool),
+    /// Connections to one server (fixed, or the primary Sentinel names).
+    Target(Arc<Target>),
     /// One handle to a Redis Cluster (cloning it shares its connections).
     Cluster(ClusterConnection),
 }
@@ -81,26 +83,30 @@ impl ConnectionLike for PooledConnection {
 }
 
 impl RedisPool {
-    /// A pool of `options.pool_size` connections to `client`'s server.
-    pub(crate) fn new(
+    /// A deadpool of `options.pool_size` connections to `client`'s server.
+    pub(crate) fn build(
         client: &redis::Client,
         options: &RedisOptions,
-    ) -> Result<Self, BackendError> {
+    ) -> Result<Pool, BackendError> {
         let limit = options.command_timeout;
         let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
             .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", redact(&options.url))))?;
-        let pool = Pool::builder(manager)
+        Pool::builder(manager)
             .max_size(options.pool_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(limit))
             .create_timeout(Some(limit))
             .recycle_timeout(Some(limit))
             .build()
-            .map_err(|e| BackendError::InvalidOptions(e.to_string()))?;
-        Ok(RedisPool {
-            source: Source::Pool(pool),
-            command_timeout: limit,
-        })
+            .map_err(|e| BackendError::InvalidOptions(e.to_string()))
+    }
+
+    /// Commands to whatever server `target` names at the time.
+    pub(crate) fn for_target(target: Arc<Target>, command_timeout: Duration) -> Self {
+        RedisPool {
+            source: Source::Target(target),
+            command_timeout,
+        }
     }
 
     /// Commands through a Redis Cluster connection.
@@ -125,8 +131,13 @@ impl RedisPool {
     {
         let work = async {
             let conn = match &self.source {
-                Source::Pool(pool) => {
-                    PooledConnection::Pooled(pool.get().await.map_err(pool_error)?)
+                Source::Target(target) => {
+                    let server = target.current().ok_or_else(|| {
+                        BackendError::Unavailable(
+                            "the primary is not known yet (asking Sentinel)".into(),
+                        )
+                    })?;
+                    PooledConnection::Pooled(server.pool.get().await.map_err(pool_error)?)
                 }
                 Source::Cluster(conn) => PooledConnection::Cluster(conn.clone()),
             };
@@ -172,8 +183,8 @@ impl RedisPool {
     /// Closes every connection; later uses fail. (A cluster connection
     /// closes when its last handle is dropped.)
     pub(crate) fn close(&self) {
-        if let Source::Pool(pool) = &self.source {
-            pool.close();
+        if let Source::Target(target) = &self.source {
+            target.close();
         }
     }
 }

@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::errors::{command_error, is_auth_error, is_server_error};
+use super::target::Target;
 use crate::backend::channels::ChannelNames;
 use crate::backend::subscriptions::{Change, Subscriptions};
 use crate::backend::{Channel, Inbound, Inbox};
@@ -212,9 +213,8 @@ pub(crate) enum Command {
 
 /// How the subscriber is set up.
 pub(crate) struct SubscriberSettings {
-    pub client: redis::Client,
-    /// `host:port`, for logs (never the URL: it may hold a password).
-    pub address: String,
+    /// The server: fixed, or followed through Sentinel.
+    pub target: Arc<Target>,
     pub names: ChannelNames,
     pub command_timeout: Duration,
     pub health_interval: Duration,
@@ -314,7 +314,7 @@ impl Subscriber {
                     self.state.set_broken(&error);
                     failures += 1;
                     let delay = self.settings.backoff.next_delay();
-                    let redis = &self.settings.address;
+                    let redis = self.settings.target.address();
                     if failures == 1 {
                         tracing::warn!(
                             %redis, %error, retry_in = ?delay,
@@ -331,7 +331,7 @@ impl Subscriber {
             };
             self.state.set_connected();
             self.state.metrics.bus_connects.inc();
-            let redis = &self.settings.address;
+            let redis = self.settings.target.address();
             if connected_before {
                 tracing::info!(
                     %redis, failed_attempts = failures,
@@ -352,7 +352,7 @@ impl Subscriber {
                 Ended::Lost(error) => {
                     self.state.set_broken(&error);
                     tracing::warn!(
-                        redis = %self.settings.address, %error,
+                        redis = %self.settings.target.address(), %error,
                         "lost the Redis connection; sessions stay, reconnecting"
                     );
                     // A connection that lived a while: try again at once.
@@ -377,7 +377,10 @@ impl Subscriber {
     /// all.
     async fn connect(&self) -> Result<(Connection, usize), BackendError> {
         let limit = self.settings.command_timeout;
-        let pubsub = timeout(limit, self.settings.client.get_async_pubsub())
+        let server = self.settings.target.current().ok_or_else(|| {
+            BackendError::Unavailable("the primary is not known yet (asking Sentinel)".into())
+        })?;
+        let pubsub = timeout(limit, server.client.get_async_pubsub())
             .await
             .map_err(|_| BackendError::Timeout(limit))?
             .map_err(command_error)?;
@@ -419,11 +422,15 @@ impl Subscriber {
     /// date meanwhile. `Err` when the backend is stopping.
     async fn idle(&mut self, delay: Duration) -> Result<(), ()> {
         let deadline = Instant::now() + delay;
+        let mut moved = self.settings.target.watch();
+        moved.mark_unchanged();
         loop {
             let next_linger = self.wanted.next_deadline();
             tokio::select! {
                 _ = self.cancel.cancelled() => return Err(()),
                 _ = sleep_until(deadline) => return Ok(()),
+                // A new primary: try it at once.
+                Ok(()) = moved.changed() => return Ok(()),
                 command = self.commands.recv() => match command {
                     Some(command) => { self.on_command(command); }
                     None => return Err(()),
@@ -443,6 +450,8 @@ impl Subscriber {
         let every = self.settings.health_interval;
         let mut health = tokio::time::interval_at(Instant::now() + every, every);
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut moved = self.settings.target.watch();
+        moved.mark_unchanged();
         loop {
             let next_linger = self.wanted.next_deadline();
             tokio::select! {
@@ -461,6 +470,11 @@ impl Subscriber {
                     }
                 }
                 ended = &mut connection.worker => return Ended::Lost(worker_error(ended)),
+                Ok(()) = moved.changed() => {
+                    return Ended::Lost(BackendError::Unavailable(
+                        "the primary moved (Sentinel failover); reconnecting to the new one".into(),
+                    ));
+                }
                 command = self.commands.recv() => match command {
                     Some(command) => {
                         if let Some(change) = self.on_command(command) {

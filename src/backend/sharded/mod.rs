@@ -134,7 +134,7 @@ impl ShardedBackend {
         );
         tracing::info!(
             shards = links.len(),
-            addresses = ?links.iter().map(|l| l.address.as_str()).collect::<Vec<_>>(),
+            addresses = ?links.iter().map(|l| l.target.address()).collect::<Vec<_>>(),
             "sharded Redis backend: groups by jump hash; cluster channel, presence and leases on shard 0"
         );
         Ok(ShardedBackend {
@@ -200,7 +200,7 @@ impl Backend for ShardedBackend {
             if !snapshot.connected {
                 down.push(format!(
                     "shard {index} ({}) down: {}",
-                    link.address,
+                    link.target.address(),
                     snapshot.last_error.as_deref().unwrap_or("connecting")
                 ));
             }
