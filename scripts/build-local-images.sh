@@ -16,7 +16,9 @@
 #                  (env CLUSTER_BASE_PORT, default 7000), announced as
 #                  127.0.0.1 (env CLUSTER_ANNOUNCE_IP). Publish each port on
 #                  the same host port and a client on the host follows
-#                  MOVED answers to addresses it can reach. Prints
+#                  MOVED answers to addresses it can reach (in a compose
+#                  network set CLUSTER_ANNOUNCE_HOSTNAME to the service
+#                  name instead: docker-compose.cluster.yml). Prints
 #                  "Cluster ready" once cluster_state is ok everywhere.
 #                  REDIS_CLUSTER_IMAGE in the tests.
 #   local/redis-sentinel:7
@@ -106,6 +108,12 @@ set -eu
 base=${CLUSTER_BASE_PORT:-7000}
 ip=${CLUSTER_ANNOUNCE_IP:-127.0.0.1}
 timeout=${CLUSTER_NODE_TIMEOUT:-2000}
+# In a compose network: announce a hostname instead (clients there reach
+# the container by its service name, not by 127.0.0.1).
+announce_hostname=""
+if [ -n "${CLUSTER_ANNOUNCE_HOSTNAME:-}" ]; then
+  announce_hostname="--cluster-announce-hostname $CLUSTER_ANNOUNCE_HOSTNAME --cluster-preferred-endpoint-type hostname"
+fi
 nodes=""
 for i in 0 1 2 3 4 5; do
   port=$((base + i))
@@ -113,7 +121,7 @@ for i in 0 1 2 3 4 5; do
   redis-server --port "$port" --bind 0.0.0.0 --protected-mode no \
     --cluster-enabled yes --cluster-config-file "/data/$port/nodes.conf" \
     --cluster-node-timeout "$timeout" --cluster-announce-ip "$ip" \
-    --cluster-replica-validity-factor 0 \
+    --cluster-replica-validity-factor 0 --cluster-require-full-coverage no $announce_hostname \
     --dir "/data/$port" --save '' --appendonly no \
     --daemonize yes --logfile "/data/$port/log"
   nodes="$nodes 127.0.0.1:$port"
@@ -126,6 +134,9 @@ redis-cli --cluster create $nodes --cluster-replicas 1 --cluster-yes >/data/crea
 for i in 0 1 2 3 4 5; do
   until redis-cli -p $((base + i)) cluster info | grep -q cluster_state:ok; do sleep 0.1; done
 done
+# Every node agrees on the slots and knows every replica (what
+# `redis-cli --cluster reshard` insists on).
+until redis-cli --cluster check "127.0.0.1:$base" >/dev/null 2>&1; do sleep 0.2; done
 echo "Cluster ready on ports $base-$((base + 5))"
 # Nodes may be shut down by tests (failover); the container stays.
 while :; do sleep 3600; done

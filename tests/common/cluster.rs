@@ -133,7 +133,8 @@ impl TestCluster {
             .expect("redis-cli runs (apt-get install redis-tools)");
         assert!(
             output.status.success(),
-            "redis-cli {args:?}: {}",
+            "redis-cli {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
