@@ -173,7 +173,8 @@ pub struct Cli {
 
     /// Redis URL; makes this node a cluster member.
     /// `redis://[user:password@]host:6379[/db]`, or `rediss://` for TLS.
-    /// Repeat it (or separate URLs with commas) for the sharded mode.
+    /// Repeat it (or separate URLs with commas) for several: the shards
+    /// (sharded), seed nodes (cluster), the Sentinels (sentinel).
     #[arg(long, env = "GROUPCAST_REDIS_URL", value_delimiter = ',', action = ArgAction::Append)]
     pub redis_url: Vec<String>,
 
