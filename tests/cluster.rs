@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::http::get_json;
+use common::node::NodeProcess;
 use common::redis::{fast_options, three_nodes_on, wait_subscribed};
 use common::silence::marker_is_next;
-use common::{Client, TestServer, WAIT, wait_until};
+use common::{Client, TestServer, WAIT, wait_until, wait_until_async};
 use groupcast::Config;
 use groupcast::backend::cluster::ClusterOptions;
 use groupcast::backend::cluster::slot::slot;
@@ -191,7 +192,50 @@ async fn sharded_pub_sub_delivers_across_nodes_in_order_over_one_connection_per_
             .iter()
             .all(|c| c["role"] == "primary" && c["connected"] == true)
     );
+    let metrics = common::http::get_text(&nodes[0].http_url("/metrics")).await;
+    let up = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("groupcast_redis_connection_up{mode=\"cluster\",role=\"primary\"")
+                && l.ends_with(" 1")
+        })
+        .count();
+    assert_eq!(up, 3, "{metrics}");
     drop(many);
+
+    // The binary, in the same mode from its flags, joins a group.
+    let binary = NodeProcess::spawn_clustered(
+        "cluster-binary",
+        &cluster.seeds().join(","),
+        &["--redis-mode", "cluster"],
+    );
+    binary.wait_ready().await;
+    let mut on_binary = binary.connect(&groups[0], 4).await;
+    let channel = format!("group:{}", groups[0]);
+    let owner = cluster
+        .owner_of(slot(channel.as_bytes()), cluster.base)
+        .await;
+    let conn = cluster.conn(owner.port).await;
+    wait_until_async("the binary subscribed on the group's primary", || {
+        let mut conn = conn.clone();
+        let channel = channel.clone();
+        async move {
+            let (_, n): (String, i64) = redis::cmd("PUBSUB")
+                .arg("SHARDNUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .expect("PUBSUB SHARDNUMSUB");
+            n == 4
+        }
+    })
+    .await;
+    nodes[1]
+        .hub
+        .to(groups[0].as_str())
+        .send("to the binary")
+        .unwrap();
+    assert_eq!(on_binary.recv_text().await, "to the binary");
 }
 
 /// Reads numbered messages from `client` until the text `end`.

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::http::get_json;
+use common::node::NodeProcess;
 use common::redis::{fast_options, three_nodes_on, wait_subscribed};
 use common::sentinel::{MASTER, TestSentinel};
 use common::silence::marker_is_next;
@@ -96,6 +97,38 @@ async fn delivery_follows_the_primary_through_a_sentinel_failover() {
             );
             *expected += 1;
         }
+    }
+
+    // The binary, in the same mode from its flags, finds the primary too.
+    let binary = NodeProcess::spawn_clustered(
+        "sentinel-binary",
+        &sentinel.sentinels().join(","),
+        &[
+            "--redis-mode",
+            "sentinel",
+            "--redis-sentinel-master",
+            MASTER,
+        ],
+    );
+    binary.wait_ready().await;
+    let mut on_binary = binary.connect(group, 4).await;
+    wait_until_async("the binary subscribed on the primary", || {
+        let mut primary = primary.clone();
+        async move {
+            let (_, n): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("group:task-1")
+                .query_async(&mut primary)
+                .await
+                .expect("PUBSUB NUMSUB");
+            n == 4
+        }
+    })
+    .await;
+    nodes[1].hub.to(group).send("to the binary").unwrap();
+    assert_eq!(on_binary.recv_text().await, "to the binary");
+    for member in &mut members {
+        marker_is_next(member, "to the binary", "the binary's check").await;
     }
 
     // The primary dies; the Sentinels promote the replica.

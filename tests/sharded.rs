@@ -18,6 +18,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::http::get_json;
+use common::node::NodeProcess;
 use common::redis::{fast_sharded, start_many, three_nodes_on, wait_subscribed};
 use common::silence::marker_is_next;
 use common::{Client, TestServer, wait_until, wait_until_async};
@@ -141,6 +142,34 @@ async fn a_broadcast_on_any_node_reaches_every_member_on_every_node_through_its_
         assert_eq!(redis[s]["redis"], format!("127.0.0.1:{}", shard.port));
         assert_eq!(redis[s]["connected"], true);
     }
+
+    // The binary, in the same mode from its flags, joins the same groups on
+    // the same shards; its `shard-of` names the shard every node uses.
+    let urls: Vec<String> = shards.iter().map(|s| s.url()).collect();
+    let binary = NodeProcess::spawn_clustered(
+        "sharded-binary",
+        &urls.join(","),
+        &["--redis-mode", "sharded"],
+    );
+    binary.wait_ready().await;
+    let mut on_binary = binary.connect(&groups[1], 4).await;
+    let channel = format!("group:{}", groups[1]);
+    wait_until_async("the binary subscribed on the group's shard", || async {
+        shards[1].numsub(&channel).await == 4
+    })
+    .await;
+    nodes[0]
+        .hub
+        .to(groups[1].as_str())
+        .send("to the binary")
+        .unwrap();
+    assert_eq!(on_binary.recv_text().await, "to the binary");
+    let output = common::node::command()
+        .args(["shard-of", &groups[1], "--redis-url", &urls.join(",")])
+        .output()
+        .expect("run groupcast shard-of");
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), urls[1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
