@@ -69,7 +69,8 @@ impl ShardedOptions {
             };
             names = Some(shard.validate()?);
         }
-        names.ok_or(BackendError::Closed)
+        // Not reached: `urls` is not empty.
+        names.ok_or_else(|| BackendError::InvalidOptions("no shard URL".into()))
     }
 }
 
