@@ -27,7 +27,11 @@ use groupcast::auth::{
     ApiKeys, AuthConfigError, ClientAuth, CorsPolicy, GroupPattern, GroupPatterns, KeyRef, KeySet,
     MintRequest, OriginPolicy, TokenVerifier, VerifyOptions,
 };
+use groupcast::backend::IntoBackend;
+use groupcast::backend::cluster::ClusterOptions;
 use groupcast::backend::redis::RedisOptions;
+use groupcast::backend::sentinel::SentinelOptions;
+use groupcast::backend::sharded::ShardedOptions;
 use groupcast::group::GroupName;
 use groupcast::history::{HistoryPolicy, HistoryRule};
 use groupcast::server::{ServeOptions, ServerOptions};
@@ -184,8 +188,19 @@ pub struct Cli {
 
     /// Redis URL; makes this node a cluster member.
     /// `redis://[user:password@]host:6379[/db]`, or `rediss://` for TLS.
-    #[arg(long, env = "GROUPCAST_REDIS_URL")]
-    pub redis_url: Option<String>,
+    /// Repeat it (or separate URLs with commas) for several: the shards
+    /// (sharded), seed nodes (cluster), the Sentinels (sentinel).
+    #[arg(long, env = "GROUPCAST_REDIS_URL", value_delimiter = ',', action = ArgAction::Append)]
+    pub redis_url: Vec<String>,
+
+    /// What the Redis URLs are.
+    #[arg(long, env = "GROUPCAST_REDIS_MODE", value_enum, default_value_t = RedisMode::Single)]
+    pub redis_mode: RedisMode,
+
+    /// With `--redis-mode sentinel`: the name the Sentinels know the
+    /// primary by (`sentinel monitor NAME ...`).
+    #[arg(long, env = "GROUPCAST_REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
 
     /// This node's id in the cluster [default: hostname plus a random suffix].
     #[arg(long, env = "GROUPCAST_NODE_ID")]
@@ -434,9 +449,53 @@ impl Cli {
         }
     }
 
-    /// Redis settings, when a Redis URL is given.
+    /// The backend the flags describe: none without a Redis URL
+    /// (standalone), else the one `--redis-mode` names.
+    pub fn backend(&self) -> Result<Option<Box<dyn IntoBackend>>, String> {
+        let Some(options) = self.redis_options() else {
+            if self.redis_mode != RedisMode::Single {
+                return Err(format!(
+                    "--redis-mode {} needs --redis-url",
+                    self.redis_mode.as_str()
+                ));
+            }
+            return Ok(None);
+        };
+        Ok(Some(match self.redis_mode {
+            RedisMode::Single => {
+                if self.redis_url.len() > 1 {
+                    return Err(format!(
+                        "{} Redis URLs given: the single mode takes one (several independent \
+                         Redis are --redis-mode sharded)",
+                        self.redis_url.len()
+                    ));
+                }
+                Box::new(options)
+            }
+            RedisMode::Sharded => Box::new(ShardedOptions {
+                urls: self.redis_url.clone(),
+                redis: options,
+            }),
+            RedisMode::Cluster => Box::new(ClusterOptions {
+                seeds: self.redis_url.clone(),
+                redis: options,
+            }),
+            RedisMode::Sentinel => {
+                let Some(master) = self.redis_sentinel_master.clone() else {
+                    return Err("--redis-mode sentinel needs --redis-sentinel-master NAME".into());
+                };
+                Box::new(SentinelOptions {
+                    sentinels: self.redis_url.clone(),
+                    master,
+                    redis: options,
+                })
+            }
+        }))
+    }
+
+    /// Redis settings (for the first Redis URL), when one is given.
     pub fn redis_options(&self) -> Option<RedisOptions> {
-        let url = self.redis_url.as_ref()?;
+        let url = self.redis_url.first()?;
         let mut options = RedisOptions::new(url.clone());
         options.channel_prefix = self.channel_prefix.clone();
         options.cluster_channel = self.cluster_channel.clone();
@@ -463,6 +522,61 @@ pub enum Command {
     /// --groups 'chat,task/*' --publish --ttl 1h`. In production, your
     /// backend mints tokens; see docs/security.md for the claims.
     Token(TokenArgs),
+    /// Print the URL of the shard a group is on (`--redis-mode sharded`),
+    /// so you know where to `redis-cli PUBLISH` to it.
+    ///
+    /// Example: `groupcast shard-of ticker_ws --redis-url redis://r0:6379
+    /// --redis-url redis://r1:6379` (or with GROUPCAST_REDIS_URL set, as in
+    /// the node's own environment).
+    ShardOf(ShardOfArgs),
+}
+
+/// What `--redis-url` points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisMode {
+    /// One Redis server (one URL).
+    Single,
+    /// Independent Redis servers, each group on one of them by a
+    /// consistent hash of its name; shard 0 also holds presence and leases.
+    /// Add servers at the end of the list only
+    Sharded,
+    /// A Redis Cluster (the URLs are seed nodes), with sharded pub/sub
+    /// (SSUBSCRIBE / SPUBLISH): one subscriber connection per primary
+    Cluster,
+    /// One primary found and followed through Redis Sentinel (the URLs are
+    /// Sentinels; name the primary with --redis-sentinel-master)
+    Sentinel,
+}
+
+impl RedisMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            RedisMode::Single => "single",
+            RedisMode::Sharded => "sharded",
+            RedisMode::Cluster => "cluster",
+            RedisMode::Sentinel => "sentinel",
+        }
+    }
+}
+
+/// `groupcast shard-of`.
+#[derive(Debug, Clone, Args)]
+pub struct ShardOfArgs {
+    /// The group.
+    pub group: String,
+    /// The shards, in the nodes' order (repeat, or separate with commas).
+    #[arg(long, env = "GROUPCAST_REDIS_URL", value_delimiter = ',', action = ArgAction::Append, required = true)]
+    pub redis_url: Vec<String>,
+}
+
+impl ShardOfArgs {
+    /// The URL of the group's shard.
+    pub fn url(&self) -> Result<&str, String> {
+        let group = GroupName::new(&self.group).map_err(|e| e.to_string())?;
+        let options = ShardedOptions::new(self.redis_url.clone());
+        options.validate().map_err(|e| e.to_string())?;
+        Ok(&self.redis_url[options.shard_of(&group)])
+    }
 }
 
 /// `groupcast token`.
@@ -853,6 +967,76 @@ mod tests {
                 .contains("[possible values: close, drop-oldest]"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_redis_mode_picks_the_backend() {
+        let cli = parse(&[
+            "groupcast",
+            "--redis-mode",
+            "sharded",
+            "--redis-url",
+            "redis://a:1,redis://b:2",
+            "--redis-url",
+            "redis://c:3",
+        ]);
+        assert_eq!(cli.redis_url, ["redis://a:1", "redis://b:2", "redis://c:3"]);
+        assert!(cli.backend().unwrap().is_some());
+        let several = parse(&["groupcast", "--redis-url", "redis://a:1,redis://b:2"]);
+        assert!(several.backend().err().unwrap().contains("sharded"));
+        let no_url = parse(&["groupcast", "--redis-mode", "sharded"]);
+        assert!(no_url.backend().err().unwrap().contains("--redis-url"));
+        assert!(parse(&["groupcast"]).backend().unwrap().is_none());
+        for mode in ["cluster", "sentinel"] {
+            let cli = parse(&[
+                "groupcast",
+                "--redis-mode",
+                mode,
+                "--redis-url",
+                "redis://a:1",
+                "--redis-sentinel-master",
+                "mymaster",
+            ]);
+            assert!(cli.backend().unwrap().is_some(), "{mode}");
+        }
+        let nameless = parse(&[
+            "groupcast",
+            "--redis-mode",
+            "sentinel",
+            "--redis-url",
+            "redis://s:1",
+        ]);
+        assert!(
+            nameless
+                .backend()
+                .err()
+                .unwrap()
+                .contains("--redis-sentinel-master")
+        );
+    }
+
+    #[test]
+    fn shard_of_names_the_url_every_node_computes() {
+        let urls = ["redis://a:1", "redis://b:2", "redis://c:3"];
+        let cli = Cli::try_parse_from([
+            "groupcast",
+            "shard-of",
+            "ticker_ws",
+            "--redis-url",
+            &urls.join(","),
+        ])
+        .unwrap();
+        let Some(Command::ShardOf(args)) = cli.command else {
+            panic!("not shard-of: {:?}", cli.command);
+        };
+        let group = GroupName::new("ticker_ws").unwrap();
+        let expected = ShardedOptions::new(urls).shard_of(&group);
+        assert_eq!(args.url().unwrap(), urls[expected]);
+        let bad = ShardOfArgs {
+            group: "bad\u{7}name".into(),
+            redis_url: vec!["redis://a:1".into()],
+        };
+        assert!(bad.url().is_err());
     }
 
     #[test]

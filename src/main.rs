@@ -16,8 +16,13 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Token(args)) = &cli.command {
-        return mint_token(args);
+    match &cli.command {
+        Some(Command::Token(args)) => return mint_token(args),
+        Some(Command::ShardOf(args)) => {
+            println!("{}", args.url().map_err(anyhow::Error::msg)?);
+            return Ok(());
+        }
+        None => {}
     }
     init_logging(&cli)?;
     check_fd_limit(cli.max_connections);
@@ -38,8 +43,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(id) = &cli.node_id {
         builder = builder.node_id(id.clone());
     }
-    if let Some(redis) = cli.redis_options() {
-        builder = builder.backend(redis);
+    if let Some(backend) = cli.backend().map_err(anyhow::Error::msg)? {
+        builder = builder.backend(backend);
     }
     // No on_text / on_binary handler: the hub applies --client-messages
     // itself (Config::client_messages), forwarding to the sender's group.

@@ -74,6 +74,10 @@ pub struct Metrics {
     /// Connections refused or closed by a limit, by limit (`connections`,
     /// `connections_per_ip`, `groups`, `inbound_rate`, `message_size`).
     pub limit_rejections: Family<Vec<(String, String)>, Counter>,
+    /// 1 while one connection to one Redis works, 0 while it does not, by
+    /// `mode` (`redis`, `sharded`, `cluster`, `sentinel`), `role` (`redis`,
+    /// `shard 0`, `primary`, ...) and `redis` (`host:port`).
+    pub redis_connection_up: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -185,6 +189,11 @@ impl Metrics {
                 "limit_rejections",
                 "Connections refused or closed by a limit, by limit",
                 Family<Vec<(String, String)>, Counter>
+            ),
+            redis_connection_up: metric!(
+                "redis_connection_up",
+                "1 while this node's connection to one Redis works, by mode, role and redis",
+                Family<Vec<(String, String)>, Gauge>
             ),
             registry,
         }

@@ -129,6 +129,7 @@ impl Backend for LocalBackend {
             connected: true,
             subscriptions,
             last_error: None,
+            connections: Vec::new(),
         }
     }
 

@@ -17,8 +17,11 @@
 //!   [`Backend::publish_with_history`] appends and publishes in one atomic
 //!   step, [`Backend::history`] reads pages back ([`history`]).
 //!
-//! Two backends exist: [`local::Standalone`] (one process, nothing to tell
-//! anyone) and [`redis::RedisOptions`] (one Redis). A hub is built with a
+//! The backends: [`local::Standalone`] (one process, nothing to tell
+//! anyone), [`redis::RedisOptions`] (one Redis) and
+//! [`sharded::ShardedOptions`] (N independent Redis, each group on one),
+//! [`cluster::ClusterOptions`] (a Redis Cluster, sharded pub/sub) and
+//! [`sentinel::SentinelOptions`] (one primary, followed through Sentinel). A hub is built with a
 //! value that implements [`IntoBackend`]; `docs/architecture.md`, "Adding a
 //! backend", says what a new one needs (Redis Cluster, N shards and
 //! Sentinel are each a new file here plus a flag).
@@ -29,12 +32,15 @@
 //! view's sums ([`presence::group_totals`]).
 
 pub mod channels;
+pub mod cluster;
 pub mod history;
 pub mod leases;
 pub mod local;
 mod memory_history;
 pub mod presence;
 pub mod redis;
+pub mod sentinel;
+pub mod sharded;
 pub(crate) mod subscriptions;
 
 use std::future::Future;
@@ -164,14 +170,40 @@ impl PublishAck {
 /// Whether the backend is usable, for `/readyz`, `/metrics` and the API.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendStatus {
-    /// `"local"` or `"redis"`.
+    /// The mode: `"local"`, `"redis"` (one Redis), `"sharded"`,
+    /// `"cluster"` or `"sentinel"`.
     pub kind: &'static str,
     /// Whether messages can flow to and from other nodes now.
     pub connected: bool,
     /// Channels subscribed now (confirmed by the server).
     pub subscriptions: Vec<String>,
-    /// The last error, while not connected.
+    /// The last error, while not connected; for a backend of several
+    /// connections, what is wrong with the ones that are down (a sharded
+    /// backend stays `connected` while one data shard is down).
     pub last_error: Option<String>,
+    /// Every connection to a server and what it is for (empty standalone).
+    pub connections: Vec<ConnectionStatus>,
+}
+
+/// One connection of a backend to one server, for `/api/info`, `/metrics`
+/// and `/debug/state`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConnectionStatus {
+    /// What it is for: `redis`, `shard 0`, `primary`, ...
+    pub role: String,
+    /// `host:port` of the server (never a URL: it may hold a password).
+    pub redis: String,
+    /// Whether it works now.
+    pub connected: bool,
+    /// Channels it is subscribed to now.
+    pub subscriptions: usize,
+}
+
+/// A backend chosen at run time (the binary's `--redis-mode`).
+impl IntoBackend for Box<dyn IntoBackend> {
+    fn start(self: Box<Self>, context: BackendContext) -> Result<Arc<dyn Backend>, BackendError> {
+        <dyn IntoBackend as IntoBackend>::start(*self, context)
+    }
 }
 
 /// A started backend. See the module docs.

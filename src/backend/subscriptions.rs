@@ -152,8 +152,7 @@ impl Subscriptions {
     }
 
     /// Whether `channel` is wanted now.
-    #[cfg(test)]
-    fn is_wanted(&self, channel: &str) -> bool {
+    pub(crate) fn is_wanted(&self, channel: &str) -> bool {
         self.holds.get(channel).is_some_and(|hold| hold.wanted)
     }
 

@@ -380,9 +380,12 @@ async fn list_nodes(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 /// `GET /api/info`: what the demo page needs to know.
 async fn info(State(state): State<AppState>) -> Json<Value> {
     let hub = &state.hub;
+    let bus = hub.status();
     Json(json!({
         "node": hub.node_id(),
-        "mode": hub.status().kind,
+        "mode": bus.kind,
+        // Which Redis each of the backend's connections is on.
+        "redis": bus.connections,
         // The hub's setting, which its WebSocket reader applies.
         "client_messages": hub.config().client_messages,
         "version": env!("CARGO_PKG_VERSION"),

@@ -10,14 +10,18 @@
 //! * [`node`] — the real `groupcast` binary as a child process;
 //! * [`http`] — JSON GET/POST with the status, Prometheus samples;
 //! * [`redis`] — a Redis in a container (testcontainers);
+//! * [`cluster`] — a Redis Cluster in one container;
+//! * [`sentinel`] — a primary, a replica and three Sentinels in one container;
 //! * [`silence`] — showing that something did *not* arrive.
 
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod cluster;
 pub mod http;
 pub mod node;
 pub mod redis;
+pub mod sentinel;
 pub mod silence;
 
 use std::future::Future;

@@ -13,7 +13,9 @@ use std::net::TcpListener;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use groupcast::backend::IntoBackend;
 use groupcast::backend::redis::RedisOptions;
+use groupcast::backend::sharded::ShardedOptions;
 use groupcast::{Hub, HubBuilder};
 
 use super::TestServer;
@@ -271,6 +273,13 @@ fn split_image(image: &str) -> (String, String) {
 /// that gets it — nor while a stopped Redis container waits to start again
 /// on it. Never the same port twice in one test binary.
 pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `n` consecutive TCP ports free right now (see
+/// [`free_port`]): for a container whose ports must be the same inside
+/// and outside (a Redis Cluster or Sentinel announcing them).
+pub fn free_ports(n: u16) -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -279,8 +288,8 @@ pub fn free_port() -> u16 {
         .unwrap_or(32768);
     let low = 15000u16;
     for _ in 0..10_000 {
-        let port = if ephemeral_start > low + 1000 {
-            low + (rand::random::<u16>() % (ephemeral_start - low))
+        let base = if ephemeral_start > low + 1000 + n {
+            low + (rand::random::<u16>() % (ephemeral_start - low - n))
         } else {
             // An unusual range: let the OS pick.
             TcpListener::bind("0.0.0.0:0")
@@ -288,11 +297,15 @@ pub fn free_port() -> u16 {
                 .map(|a| a.port())
                 .expect("pick a free port")
         };
-        if given.contains(&port) || TcpListener::bind(("0.0.0.0", port)).is_err() {
+        let ports = base..base.saturating_add(n);
+        if ports
+            .clone()
+            .any(|p| given.contains(&p) || TcpListener::bind(("0.0.0.0", p)).is_err())
+        {
             continue;
         }
-        given.push(port);
-        return port;
+        given.extend(ports);
+        return base;
     }
     panic!("no free TCP port found");
 }
@@ -329,6 +342,39 @@ pub const FAST_NODE_ARGS: &[&str] = &[
     "--redis-backoff-max",
     "300ms",
 ];
+
+/// `n` Redis containers, started at once.
+pub async fn start_many(n: usize) -> Vec<TestRedis> {
+    futures_util::future::join_all((0..n).map(|_| TestRedis::start())).await
+}
+
+/// [`fast_options`] for every shard of `shards`, in order.
+pub fn fast_sharded(shards: &[TestRedis]) -> ShardedOptions {
+    let mut options = ShardedOptions::new(shards.iter().map(TestRedis::url));
+    options.redis = fast_options(String::new());
+    options
+}
+
+/// Three in-process nodes like [`three_nodes`], each on the backend
+/// `backend()` makes.
+pub async fn three_nodes_on<B: IntoBackend>(
+    backend: impl Fn() -> B,
+    configure: impl Fn(HubBuilder) -> HubBuilder,
+) -> Vec<TestServer> {
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let builder = Hub::builder()
+            .node_id(format!("node-{name}"))
+            .backend(backend());
+        let hub = configure(builder).build().expect("build a clustered hub");
+        nodes.push(TestServer::start(hub).await);
+    }
+    super::wait_until("every node is connected", || {
+        nodes.iter().all(|n| n.hub.status().connected)
+    })
+    .await;
+    nodes
+}
 
 /// Three in-process nodes, `node-a`, `node-b`, `node-c`, on `redis` with
 /// [`fast_options`], each serving the full router on loopback; `configure`

@@ -68,7 +68,7 @@ redis.register_function('{FUNCTION_NAME}', function(keys, args)
   local t = redis.call('TIME')
   local fresh = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
   return append({stream} .. '{{' .. channel .. '}}', {meta} .. '{{' .. channel .. '}}',
-    channel, payload, size, ttl_ms, fresh)
+    channel, payload, size, ttl_ms, fresh, 'PUBLISH')
 end)
 "#,
         prefix = lua_string(names.group_prefix()),
@@ -120,6 +120,11 @@ fn lua_string(s: &str) -> String {
     }
     out.push('\'');
     out
+}
+
+/// The library for `policy`, or `None` when no group keeps history.
+pub(crate) fn library_for(policy: &HistoryPolicy, names: &ChannelNames) -> Option<String> {
+    (!policy.is_empty()).then(|| library(policy, names))
 }
 
 /// Loads (or replaces) the library on the Redis behind `pool`.

@@ -43,7 +43,7 @@ use crate::history::HistoryLimits;
 /// the nodes run ([`append_script_source`]) and the Redis Function that lets others
 /// publish with history (`function.rs`). Returns `{offset, epoch}`.
 pub(crate) const APPEND_FN: &str = r"
-local function append(stream, meta, channel, payload, size, ttl_ms, fresh_epoch)
+local function append(stream, meta, channel, payload, size, ttl_ms, fresh_epoch, publish)
   local epoch = redis.call('HGET', meta, 'e')
   local id = redis.call('XADD', stream, 'MAXLEN', size, '0-*', 'd', payload)
   local offset = tonumber(string.sub(id, 3))
@@ -55,16 +55,16 @@ local function append(stream, meta, channel, payload, size, ttl_ms, fresh_epoch)
   end
   redis.call('PEXPIRE', stream, ttl_ms)
   redis.call('PEXPIRE', meta, ttl_ms)
-  redis.call('PUBLISH', channel, '\193GH' .. offset .. ':' .. epoch .. ':' .. payload)
+  redis.call(publish, channel, '\193GH' .. offset .. ':' .. epoch .. ':' .. payload)
   return {offset, epoch}
 end
 ";
 
 /// `KEYS = [stream, meta]`, `ARGV = [channel, payload, size, ttl_ms,
-/// fresh_epoch]`; returns `{offset, epoch}`.
+/// fresh_epoch, PUBLISH or SPUBLISH]`; returns `{offset, epoch}`.
 pub(crate) fn append_script_source() -> String {
     format!(
-        "{APPEND_FN}\nreturn append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
+        "{APPEND_FN}\nreturn append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])"
     )
 }
 
@@ -90,16 +90,22 @@ pub(crate) struct RedisHistory {
     pool: RedisPool,
     names: ChannelNames,
     append: redis::Script,
+    append_source: String,
     read: redis::Script,
+    /// `PUBLISH`, or `SPUBLISH` on a Redis Cluster.
+    publish: &'static str,
 }
 
 impl RedisHistory {
-    pub(crate) fn new(pool: RedisPool, names: ChannelNames) -> Self {
+    pub(crate) fn new(pool: RedisPool, names: ChannelNames, publish: &'static str) -> Self {
+        let append_source = append_script_source();
         RedisHistory {
             pool,
             names,
-            append: redis::Script::new(&append_script_source()),
+            append: redis::Script::new(&append_source),
+            append_source,
             read: redis::Script::new(READ),
+            publish,
         }
     }
 
@@ -115,23 +121,42 @@ impl RedisHistory {
 
     /// Adds one append-and-publish to `pipe` (not ignored: its reply is
     /// the position).
+    /// `inline`: as `EVAL` with the script's text (on a cluster, where
+    /// the pipeline cannot carry a `SCRIPT LOAD`), else as `EVALSHA`.
     pub(crate) fn add_append(
         &self,
         pipe: &mut redis::Pipeline,
         group: &GroupName,
         limits: HistoryLimits,
         payload: &[u8],
+        inline: bool,
     ) {
         let (stream, meta) = self.keys(group);
         let ttl_ms = u64::try_from(limits.ttl.as_millis()).unwrap_or(u64::MAX);
+        let channel = self.names.group(group);
+        if inline {
+            pipe.cmd("EVAL")
+                .arg(&self.append_source)
+                .arg(2)
+                .arg(stream)
+                .arg(meta)
+                .arg(channel)
+                .arg(payload)
+                .arg(limits.size)
+                .arg(ttl_ms)
+                .arg(new_epoch())
+                .arg(self.publish);
+            return;
+        }
         let mut call = self.append.prepare_invoke();
         call.key(stream)
             .key(meta)
-            .arg(self.names.group(group))
+            .arg(channel)
             .arg(payload)
             .arg(limits.size)
             .arg(ttl_ms)
-            .arg(new_epoch());
+            .arg(new_epoch())
+            .arg(self.publish);
         pipe.invoke_script(&call);
     }
 

@@ -4,7 +4,7 @@
 //! Each lease is one key, `<lease_prefix><group>`, and every command or
 //! script touches that key alone, so leases work unchanged on a Redis
 //! Cluster. Listing holders reads the keys of the groups the caller names
-//! (one pipeline of GET), never a SCAN.
+//! (one GET each, pipelined on one server), never a SCAN.
 
 use std::time::Duration;
 
@@ -114,18 +114,19 @@ impl LeaseStore for RedisLeases {
                 return Ok(Vec::new());
             }
             // One GET per key rather than MGET: on a Redis Cluster the keys
-            // live in different slots, and a pipeline of single-key
-            // commands is what a cluster connection can route.
-            let mut pipe = redis::pipe();
-            for group in groups {
-                pipe.get(self.key(group));
-            }
-            let values: Vec<Option<String>> =
-                self.pool
-                    .run(|mut conn| async move {
-                        pipe.query_async(&mut conn).await.map_err(command_error)
-                    })
-                    .await?;
+            // live in different slots (`query_each` routes each on its own
+            // there, and pipelines them on one server).
+            let gets = groups.iter().map(|group| {
+                let mut get = redis::cmd("GET");
+                get.arg(self.key(group));
+                get
+            });
+            let values = self.pool.query_each(gets.collect()).await?;
+            let values = values.into_iter().map(|value| {
+                redis::from_redis_value::<Option<String>>(value)
+                    .ok()
+                    .flatten()
+            });
             let mut holders: Vec<LeaseHolder> = groups
                 .iter()
                 .zip(values)

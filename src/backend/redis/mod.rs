@@ -17,53 +17,54 @@
 //! | `subscriber.rs` | the subscriber connection: wanted set, reconnect and resubscribe, health pings |
 //! | `publisher.rs` | the ordered publisher: pipelines of PUBLISH in call order |
 //! | `presence.rs` | heartbeats and the cluster view (a hash and a sorted set, no SCAN) |
+//! | `leases.rs` | worker leases (`SET NX PX`, fenced scripts) |
 //! | `history.rs` | a stream per history group, appended and published by one script |
 //! | `function.rs` | `FCALL groupcast_publish`: the same append for publishers outside groupcast |
-//! | `leases.rs` | worker leases (`SET NX PX`, fenced scripts) |
 //! | `pool.rs` | the one pool publishing, presence and leases share |
+//! | `target.rs` | which server a link talks to: fixed, or the primary Sentinel names |
+//! | `link.rs` | one server's subscriber, publisher and pool together (the sharded backend has one per shard) |
 //! | `errors.rs` | Redis errors as [`BackendError`]s |
 
-mod errors;
+pub(crate) mod errors;
 pub mod function;
-mod history;
+pub(crate) mod history;
 mod leases;
+pub(crate) mod link;
 mod options;
-mod pool;
+pub(crate) mod pool;
 mod presence;
-mod publisher;
-mod subscriber;
+pub(crate) mod publisher;
+pub(crate) mod subscriber;
+pub(crate) mod target;
 
 pub use self::options::RedisOptions;
+
+pub(crate) use self::errors::command_error;
+pub(crate) use self::leases::RedisLeases;
+pub(crate) use self::link::{LinkStart, RedisLink};
+pub(crate) use self::options::redact;
+pub(crate) use self::presence::Presence;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use self::history::RedisHistory;
-use self::leases::RedisLeases;
-use self::options::redact;
-use self::pool::RedisPool;
-use self::presence::Presence;
-use self::publisher::{Outgoing, Publisher};
-use self::subscriber::{Command, LinkState, Subscriber, SubscriberSettings};
 use super::channels::ChannelNames;
 use super::leases::LeaseStore;
-use super::subscriptions::Subscriptions;
 use super::{
     Backend, BackendContext, BackendStatus, BoxFuture, Channel, HistoryPage, HistoryQuery,
-    IntoBackend, NodeInfo, PublishAck, Published,
+    IntoBackend, NodeInfo, PublishAck,
 };
-use crate::backoff::Backoff;
 use crate::error::BackendError;
-use crate::group::GroupName;
 use crate::history::HistoryLimits;
+use crate::group::GroupName;
 
 impl IntoBackend for RedisOptions {
     /// Validates the options and starts the backend's tasks. Returns at
@@ -80,15 +81,9 @@ impl IntoBackend for RedisOptions {
 pub struct RedisBackend {
     options: RedisOptions,
     names: ChannelNames,
-    state: Arc<LinkState>,
-    commands: mpsc::UnboundedSender<Command>,
-    publishes: mpsc::Sender<Outgoing>,
+    link: RedisLink,
     presence: Arc<Presence>,
     leases: Arc<RedisLeases>,
-    history: Arc<RedisHistory>,
-    pool: RedisPool,
-    /// Whether a full publish queue was logged (log once per episode).
-    queue_full_logged: AtomicBool,
     /// Stops every task: on shutdown, and when the backend is dropped.
     cancel: CancellationToken,
     /// Set by the first `shutdown`; later calls return at once.
@@ -102,95 +97,51 @@ impl RedisBackend {
     pub fn start(options: RedisOptions, context: BackendContext) -> Result<Self, BackendError> {
         let names = options.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BackendError::NoRuntime)?;
-        if options.is_tls() {
-            // TLS: rustls needs a process-wide crypto provider. Ours is
-            // ring; if the application installed one already, keep it.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", redact(&options.url))))?;
-        let address = client.get_connection_info().addr().to_string();
-        let pool = RedisPool::new(&client, &options)?;
-
-        let state = Arc::new(LinkState::new(context.metrics.clone()));
         let cancel = CancellationToken::new();
-        let (connects, _) = watch::channel(0u64);
-        let presence = Arc::new(Presence::new(
-            pool.clone(),
-            context.clone(),
-            &options.presence_key,
-            options.presence_ttl,
-        ));
-        let leases = Arc::new(RedisLeases::new(pool.clone(), options.lease_prefix.clone()));
-        let history = Arc::new(RedisHistory::new(pool.clone(), names.clone()));
-
-        let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (publishes, publishes_rx) = mpsc::channel(options.publish_queue_len);
-        let subscriber = Subscriber {
-            settings: SubscriberSettings {
-                client,
-                address,
-                names: names.clone(),
-                command_timeout: options.command_timeout,
-                health_interval: options.health_interval,
-                backoff: Backoff::new(options.backoff_min, options.backoff_max),
-            },
-            inbox: context.inbox.clone(),
-            state: state.clone(),
-            commands: commands_rx,
-            cancel: cancel.clone(),
-            connects: connects.clone(),
-            wanted: Subscriptions::new(options.unsubscribe_linger),
-            last_epoch: None,
-        };
-        let publisher = Publisher {
-            pool: pool.clone(),
-            queue: publishes_rx,
-            names: names.clone(),
-            history: history.clone(),
-            metrics: context.metrics.clone(),
-            failed_in_a_row: 0,
-        };
+        let wake_presence = Arc::new(Notify::new());
         let span = tracing::info_span!("redis_backend", node = %context.node_id);
-        let mut tasks = vec![
-            runtime.spawn(subscriber.run().instrument(span.clone())),
-            runtime.spawn(publisher.run(cancel.clone()).instrument(span.clone())),
+        let mut tasks = Vec::new();
+        let link = RedisLink::start(
+            LinkStart {
+                options: &options,
+                names: &names,
+                context: &context,
+                listen_cluster: true,
+                wake_presence: wake_presence.clone(),
+                cancel: &cancel,
+                span: span.clone(),
+                mode: "redis",
+                role: "redis".into(),
+            },
+            &mut tasks,
+        )?;
+        let presence = Arc::new(
+            Presence::new(
+                link.pool.clone(),
+                context.clone(),
+                &options.presence_key,
+                options.presence_ttl,
+            )
+            .with_function(function::library_for(&context.history, &names)),
+        );
+        let leases = Arc::new(RedisLeases::new(
+            link.pool.clone(),
+            options.lease_prefix.clone(),
+        ));
+        tasks.push(
             runtime.spawn(
                 presence
                     .clone()
-                    .run(
-                        options.heartbeat_interval,
-                        connects.subscribe(),
-                        cancel.clone(),
-                    )
-                    .instrument(span.clone()),
-            ),
-        ];
-        if !context.history.is_empty() {
-            let library = function::library(&context.history, &names);
-            tasks.push(
-                runtime.spawn(
-                    load_function_on_connect(
-                        pool.clone(),
-                        library,
-                        connects.subscribe(),
-                        cancel.clone(),
-                    )
+                    .run(options.heartbeat_interval, wake_presence, cancel.clone())
                     .instrument(span),
-                ),
-            );
-        }
+            ),
+        );
         Ok(RedisBackend {
             options,
             names,
-            state,
-            commands,
-            publishes,
+            link,
             presence,
             leases,
-            history,
-            pool,
-            queue_full_logged: AtomicBool::new(false),
             cancel,
             shut_down: AtomicBool::new(false),
             tasks: Mutex::new(tasks),
@@ -204,11 +155,7 @@ impl Backend for RedisBackend {
     }
 
     fn publish(&self, channel: Channel, payload: Bytes) -> PublishAck {
-        self.enqueue(|ack| Outgoing::Publish {
-            channel,
-            payload,
-            ack,
-        })
+        self.link.publish(channel, payload)
     }
 
     fn publish_with_history(
@@ -217,12 +164,7 @@ impl Backend for RedisBackend {
         limits: HistoryLimits,
         payload: Bytes,
     ) -> PublishAck {
-        self.enqueue(|ack| Outgoing::History {
-            group: group.clone(),
-            limits,
-            payload,
-            ack,
-        })
+        self.link.publish_with_history(group, limits, payload)
     }
 
     fn history<'a>(
@@ -230,32 +172,33 @@ impl Backend for RedisBackend {
         group: &'a GroupName,
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, BackendError>> {
-        Box::pin(self.history.read(group, query))
+        Box::pin(self.link.history.read(group, query))
     }
 
     fn subscribe(&self, group: &GroupName) {
-        // Fails only once the subscriber has stopped (shutdown): nothing to do.
-        let _ = self.commands.send(Command::Subscribe(group.clone()));
+        self.link.subscribe(group);
     }
 
     fn unsubscribe(&self, group: &GroupName) {
-        let _ = self.commands.send(Command::Unsubscribe(group.clone()));
+        self.link.unsubscribe(group);
     }
 
     fn subscribed<'a>(&'a self, group: &'a GroupName) -> BoxFuture<'a, Result<(), BackendError>> {
         let channel = self.names.group(group);
         Box::pin(async move {
-            self.state
+            self.link
+                .state
                 .confirmed(&channel, self.options.command_timeout)
                 .await
         })
     }
 
     fn status(&self) -> BackendStatus {
-        let link = self.state.snapshot();
+        let link = self.link.state.snapshot();
         BackendStatus {
             kind: "redis",
             connected: link.connected,
+            connections: vec![self.link.connection_status("redis", &link)],
             subscriptions: link.subscribed,
             last_error: link.last_error,
         }
@@ -276,13 +219,7 @@ impl Backend for RedisBackend {
             }
             let budget = self.options.command_timeout;
             // 1. Everything published before shutdown leaves, in order.
-            let (done, flushed) = oneshot::channel();
-            let flush = async {
-                if self.publishes.send(Outgoing::Flush(done)).await.is_ok() {
-                    let _ = flushed.await;
-                }
-            };
-            if timeout(budget, flush).await.is_err() {
+            if !self.link.flush(budget).await {
                 tracing::warn!("shutdown: queued publishes did not all leave in time");
             }
             // 2. Stop the tasks (the heartbeat first of all: a late beat
@@ -294,47 +231,10 @@ impl Backend for RedisBackend {
             if let Err(error) = self.presence.withdraw().await {
                 tracing::warn!(%error, "shutdown: could not remove this node's presence");
             }
-            self.pool.close();
-            self.state.set_broken(&BackendError::Closed);
+            self.link.pool.close();
+            self.link.state.set_broken(&BackendError::Closed);
             tracing::info!("Redis backend stopped");
         })
-    }
-}
-
-impl RedisBackend {
-    /// Puts one job on the publisher's queue without waiting; a full or
-    /// closed queue fails the job through its own ack.
-    fn enqueue(
-        &self,
-        job: impl FnOnce(oneshot::Sender<Result<Published, BackendError>>) -> Outgoing,
-    ) -> PublishAck {
-        let (ack, rx) = oneshot::channel();
-        let item = job(ack);
-        let (item, error) = match self.publishes.try_send(item) {
-            Ok(()) => {
-                self.queue_full_logged.store(false, Ordering::Relaxed);
-                return PublishAck::pending(rx);
-            }
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                if !self.queue_full_logged.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        capacity = self.options.publish_queue_len,
-                        "the Redis publish queue is full; publishes reach this node only"
-                    );
-                }
-                (
-                    item,
-                    BackendError::QueueFull(self.options.publish_queue_len),
-                )
-            }
-            Err(mpsc::error::TrySendError::Closed(item)) => (item, BackendError::Closed),
-        };
-        // It never reached the queue: fail it through its own ack.
-        self.state.metrics().bus_publish_errors.inc();
-        if let Outgoing::Publish { ack, .. } | Outgoing::History { ack, .. } = item {
-            let _ = ack.send(Err(error));
-        }
-        PublishAck::pending(rx)
     }
 }
 
@@ -344,30 +244,5 @@ impl Drop for RedisBackend {
     /// died.
     fn drop(&mut self) {
         self.cancel.cancel();
-    }
-}
-
-/// Loads the Redis Function on every (re)connect: a Redis that restarted
-/// without persistence forgot it. Failures are logged, not fatal: only
-/// publishers outside groupcast need it.
-async fn load_function_on_connect(
-    pool: RedisPool,
-    library: String,
-    mut connects: watch::Receiver<u64>,
-    cancel: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            changed = connects.changed() => if changed.is_err() { return },
-        }
-        match function::load(&pool, &library).await {
-            Ok(()) => tracing::debug!("loaded the Redis Function {}", function::FUNCTION_NAME),
-            Err(error) => tracing::warn!(
-                %error,
-                "cannot load the Redis Function {} (FCALL publishing with history); needs Redis 7 and FUNCTION LOAD rights",
-                function::FUNCTION_NAME
-            ),
-        }
     }
 }

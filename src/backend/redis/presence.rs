@@ -29,7 +29,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -83,6 +83,8 @@ pub(crate) struct Presence {
     ttl: Duration,
     beat: redis::Script,
     read: redis::Script,
+    /// The Redis Function's library, loaded on every (re)connect.
+    function: Option<String>,
 }
 
 impl Presence {
@@ -100,11 +102,33 @@ impl Presence {
             ttl,
             beat: redis::Script::new(BEAT),
             read: redis::Script::new(READ),
+            function: None,
         }
     }
 
     fn ttl_ms(&self) -> u64 {
         u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Loads the Redis Function for publishers outside groupcast, when this
+    /// presence has one to load. Failures are logged, not fatal: only
+    /// those publishers need it.
+    async fn load_function(&self) {
+        let Some(library) = &self.function else { return };
+        match super::function::load(&self.pool, library).await {
+            Ok(()) => tracing::debug!("loaded the Redis Function {}", super::function::FUNCTION_NAME),
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot load the Redis Function {} (FCALL publishing with history); needs Redis 7 and FUNCTION LOAD rights",
+                super::function::FUNCTION_NAME
+            ),
+        }
+    }
+
+    /// Also loads `library` (the Redis Function) on every (re)connect.
+    pub(crate) fn with_function(mut self, library: Option<String>) -> Self {
+        self.function = library;
+        self
     }
 
     /// Writes one heartbeat.
@@ -185,12 +209,12 @@ impl Presence {
     }
 
     /// Heartbeats every `interval` until `cancel`, and at once whenever
-    /// `connects` changes (the subscriber counts every (re)connect, so a
+    /// `wake` is notified (the subscriber does so on every (re)connect, so a
     /// node reappears in the view as soon as Redis is back).
     pub(crate) async fn run(
         self: Arc<Self>,
         interval: Duration,
-        mut connects: watch::Receiver<u64>,
+        wake: Arc<Notify>,
         cancel: CancellationToken,
     ) {
         let mut ticks = tokio::time::interval(interval);
@@ -202,10 +226,10 @@ impl Presence {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = ticks.tick() => {}
-                changed = connects.changed() => {
-                    if changed.is_err() {
-                        return; // the subscriber is gone: so is the backend
-                    }
+                _ = wake.notified() => {
+                    // A (re)connect: a Redis that restarted without
+                    // persistence also forgot the Function.
+                    self.load_function().await;
                 }
             }
             match self.beat().await {

@@ -33,7 +33,7 @@ use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::{Msg, RedisError};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +41,7 @@ use tracing::Instrument;
 
 use super::errors::{command_error, is_auth_error, is_server_error};
 use super::history::split_positioned;
+use super::target::Target;
 use crate::backend::channels::ChannelNames;
 use crate::backend::subscriptions::{Change, Subscriptions};
 use crate::backend::{Channel, Inbound, Inbox};
@@ -63,6 +64,8 @@ pub(crate) struct LinkState {
     /// that `subscribed()` can wait for a change instead of polling.
     changed: watch::Sender<u64>,
     metrics: Arc<Metrics>,
+    /// This connection's labels in `groupcast_redis_connection_up`.
+    labels: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -81,12 +84,16 @@ pub(crate) struct LinkSnapshot {
 }
 
 impl LinkState {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+    /// `labels`: `mode`, `role` and `redis` of this connection, for
+    /// `groupcast_redis_connection_up`.
+    pub(crate) fn new(metrics: Arc<Metrics>, labels: Vec<(String, String)>) -> Self {
         metrics.bus_up.set(0);
+        metrics.redis_connection_up.get_or_create(&labels).set(0);
         LinkState {
             inner: Mutex::new(Link::default()),
             changed: watch::Sender::new(0),
             metrics,
+            labels,
         }
     }
 
@@ -94,11 +101,27 @@ impl LinkState {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn set_connected(&self) {
+    pub(crate) fn set_connected(&self) {
         let mut link = self.inner.lock();
         link.connected = true;
         link.last_error = None;
         self.metrics.bus_up.set(1);
+        self.metrics
+            .redis_connection_up
+            .get_or_create(&self.labels)
+            .set(1);
+    }
+
+    /// Not usable now, though some subscriptions may still hold (a cluster
+    /// whose slot map cannot be read, a primary of several down).
+    pub(crate) fn set_down(&self, error: &BackendError) {
+        {
+            let mut link = self.inner.lock();
+            link.connected = false;
+            link.last_error = Some(error.to_string());
+        }
+        self.metrics.bus_up.set(0);
+        self.bump();
     }
 
     /// The connection is gone (or never came): no subscriptions any more.
@@ -111,10 +134,14 @@ impl LinkState {
         }
         self.metrics.bus_up.set(0);
         self.metrics.bus_subscriptions.set(0);
+        self.metrics
+            .redis_connection_up
+            .get_or_create(&self.labels)
+            .set(0);
         self.bump();
     }
 
-    fn set_subscribed(&self, channel: String, on: bool) {
+    pub(crate) fn set_subscribed(&self, channel: String, on: bool) {
         {
             let mut link = self.inner.lock();
             if on {
@@ -187,13 +214,16 @@ pub(crate) enum Command {
 
 /// How the subscriber is set up.
 pub(crate) struct SubscriberSettings {
-    pub client: redis::Client,
-    /// `host:port`, for logs (never the URL: it may hold a password).
-    pub address: String,
+    /// The server: fixed, or followed through Sentinel.
+    pub target: Arc<Target>,
     pub names: ChannelNames,
     pub command_timeout: Duration,
     pub health_interval: Duration,
     pub backoff: Backoff,
+    /// Whether this connection also listens to the cluster channel (every
+    /// node's one connection on a single Redis; only shard 0's when the
+    /// groups are spread over several).
+    pub listen_cluster: bool,
 }
 
 /// The subscriber task's state. See the module docs.
@@ -205,9 +235,9 @@ pub(crate) struct Subscriber {
     /// The hub's subscribe / unsubscribe calls.
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub cancel: CancellationToken,
-    /// Counts (re)connects: presence is written at once, and the Redis
-    /// Function loaded again, on each.
-    pub connects: watch::Sender<u64>,
+    /// Notified on every (re)connect, so presence is written at once (and
+    /// the Redis Function loaded again).
+    pub wake_presence: Arc<Notify>,
     /// What this node wants to hear; `Subscriptions::new(linger)` to start.
     pub wanted: Subscriptions,
     /// The epoch of the last positioned message (shared, not re-allocated).
@@ -288,7 +318,7 @@ impl Subscriber {
                     self.state.set_broken(&error);
                     failures += 1;
                     let delay = self.settings.backoff.next_delay();
-                    let redis = &self.settings.address;
+                    let redis = self.settings.target.address();
                     if failures == 1 {
                         tracing::warn!(
                             %redis, %error, retry_in = ?delay,
@@ -305,7 +335,7 @@ impl Subscriber {
             };
             self.state.set_connected();
             self.state.metrics.bus_connects.inc();
-            let redis = &self.settings.address;
+            let redis = self.settings.target.address();
             if connected_before {
                 tracing::info!(
                     %redis, failed_attempts = failures,
@@ -316,7 +346,7 @@ impl Subscriber {
             }
             connected_before = true;
             failures = 0;
-            self.connects.send_modify(|n| *n = n.wrapping_add(1));
+            self.wake_presence.notify_one();
 
             let connected_at = Instant::now();
             let ended = self.serve(&mut connection).await;
@@ -326,7 +356,7 @@ impl Subscriber {
                 Ended::Lost(error) => {
                     self.state.set_broken(&error);
                     tracing::warn!(
-                        redis = %self.settings.address, %error,
+                        redis = %self.settings.target.address(), %error,
                         "lost the Redis connection; sessions stay, reconnecting"
                     );
                     // A connection that lived a while: try again at once.
@@ -351,7 +381,10 @@ impl Subscriber {
     /// all.
     async fn connect(&self) -> Result<(Connection, usize), BackendError> {
         let limit = self.settings.command_timeout;
-        let pubsub = timeout(limit, self.settings.client.get_async_pubsub())
+        let server = self.settings.target.current().ok_or_else(|| {
+            BackendError::Unavailable("the primary is not known yet (asking Sentinel)".into())
+        })?;
+        let pubsub = timeout(limit, server.client.get_async_pubsub())
             .await
             .map_err(|_| BackendError::Timeout(limit))?
             .map_err(command_error)?;
@@ -368,8 +401,11 @@ impl Subscriber {
         // (redis-rs does not surface errors in SUBSCRIBE replies), and the
         // sink worker turns that into a failed connection.
         connection.send(SinkOp::Ping);
-        let mut channels = 1;
-        connection.send(SinkOp::Subscribe(self.settings.names.cluster().to_string()));
+        let mut channels = 0;
+        if self.settings.listen_cluster {
+            connection.send(SinkOp::Subscribe(self.settings.names.cluster().to_string()));
+            channels += 1;
+        }
         for channel in self.wanted.wanted() {
             connection.send(SinkOp::Subscribe(channel.to_string()));
             channels += 1;
@@ -390,11 +426,15 @@ impl Subscriber {
     /// date meanwhile. `Err` when the backend is stopping.
     async fn idle(&mut self, delay: Duration) -> Result<(), ()> {
         let deadline = Instant::now() + delay;
+        let mut moved = self.settings.target.watch();
+        moved.mark_unchanged();
         loop {
             let next_linger = self.wanted.next_deadline();
             tokio::select! {
                 _ = self.cancel.cancelled() => return Err(()),
                 _ = sleep_until(deadline) => return Ok(()),
+                // A new primary: try it at once.
+                Ok(()) = moved.changed() => return Ok(()),
                 command = self.commands.recv() => match command {
                     Some(command) => { self.on_command(command); }
                     None => return Err(()),
@@ -414,6 +454,8 @@ impl Subscriber {
         let every = self.settings.health_interval;
         let mut health = tokio::time::interval_at(Instant::now() + every, every);
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut moved = self.settings.target.watch();
+        moved.mark_unchanged();
         loop {
             let next_linger = self.wanted.next_deadline();
             tokio::select! {
@@ -432,6 +474,11 @@ impl Subscriber {
                     }
                 }
                 ended = &mut connection.worker => return Ended::Lost(worker_error(ended)),
+                Ok(()) = moved.changed() => {
+                    return Ended::Lost(BackendError::Unavailable(
+                        "the primary moved (Sentinel failover); reconnecting to the new one".into(),
+                    ));
+                }
                 command = self.commands.recv() => match command {
                     Some(command) => {
                         if let Some(change) = self.on_command(command) {

@@ -1,0 +1,93 @@
+//! The settings of the Redis Cluster backend: seed nodes, and every other
+//! knob as for one Redis.
+//!
+//! As in the sharded mode, the knobs are a [`RedisOptions`] (its `url` is
+//! replaced by the seeds), so a setting added there applies here too.
+
+use crate::backend::channels::ChannelNames;
+use crate::backend::redis::{RedisOptions, redact};
+use crate::error::BackendError;
+
+/// Settings of the Redis Cluster backend.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Some nodes of the cluster (primaries or replicas): the rest is
+    /// learnt from them (`CLUSTER SLOTS`). Their credentials and TLS apply
+    /// to every node.
+    pub seeds: Vec<String>,
+    /// Everything else (its `url` is not used). `pool_size` does not apply:
+    /// the cluster connection multiplexes one connection per node.
+    pub redis: RedisOptions,
+}
+
+impl ClusterOptions {
+    /// Defaults ([`RedisOptions::new`]) for the seed nodes `seeds`.
+    pub fn new<S: Into<String>>(seeds: impl IntoIterator<Item = S>) -> Self {
+        let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
+        let redis = RedisOptions::new(seeds.first().cloned().unwrap_or_default());
+        ClusterOptions { seeds, redis }
+    }
+
+    /// Checks every seed URL and the shared settings; returns the channel
+    /// naming.
+    pub fn validate(&self) -> Result<ChannelNames, BackendError> {
+        let Some(first) = self.seeds.first() else {
+            return Err(BackendError::InvalidOptions(
+                "the cluster mode needs at least one seed node URL".into(),
+            ));
+        };
+        let mut names = None;
+        for url in &self.seeds {
+            let seed = RedisOptions {
+                url: url.clone(),
+                ..self.redis.clone()
+            };
+            names = Some(seed.validate()?);
+            if url
+                .trim_end_matches('/')
+                .rsplit_once('/')
+                .is_some_and(|(head, db)| {
+                    head.contains("://") && !head.ends_with('/') && !db.is_empty() && db != "0"
+                })
+            {
+                return Err(BackendError::InvalidOptions(format!(
+                    "{}: a Redis Cluster has database 0 only",
+                    redact(url)
+                )));
+            }
+        }
+        names.ok_or_else(|| BackendError::InvalidUrl(redact(first)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_are_checked() {
+        assert!(
+            ClusterOptions::new(["redis://a:7000", "redis://b:7001"])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            ClusterOptions::new(Vec::<String>::new())
+                .validate()
+                .is_err()
+        );
+        assert!(matches!(
+            ClusterOptions::new(["http://a:7000"]).validate(),
+            Err(BackendError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            ClusterOptions::new(["redis://a:7000/2"]).validate(),
+            Err(BackendError::InvalidOptions(_))
+        ));
+        assert!(
+            ClusterOptions::new(["redis://u:p@a:7000/0"])
+                .validate()
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! The settings of the Sentinel backend: the Sentinels, the name of the
+//! primary they watch, and every other knob as for one Redis.
+
+use crate::backend::channels::ChannelNames;
+use crate::backend::redis::{RedisOptions, redact};
+use crate::error::BackendError;
+
+/// Settings of the Sentinel backend.
+#[derive(Debug, Clone)]
+pub struct SentinelOptions {
+    /// The Sentinels (`redis://[user:password@]host:26379`), asked in turn.
+    /// The primary is connected to with the first one's credentials, TLS
+    /// and database, at the address Sentinel names.
+    pub sentinels: Vec<String>,
+    /// The name the Sentinels know the primary by (`sentinel monitor NAME ...`).
+    pub master: String,
+    /// Everything else (its `url` is not used). `health_interval` is also
+    /// how often the Sentinels are asked where the primary is.
+    pub redis: RedisOptions,
+}
+
+impl SentinelOptions {
+    /// Defaults ([`RedisOptions::new`]) for the primary `master` watched
+    /// by `sentinels`.
+    pub fn new<S: Into<String>>(
+        sentinels: impl IntoIterator<Item = S>,
+        master: impl Into<String>,
+    ) -> Self {
+        let sentinels: Vec<String> = sentinels.into_iter().map(Into::into).collect();
+        let redis = RedisOptions::new(sentinels.first().cloned().unwrap_or_default());
+        SentinelOptions {
+            sentinels,
+            master: master.into(),
+            redis,
+        }
+    }
+
+    /// Checks the Sentinel URLs, the name and the shared settings; returns
+    /// the channel naming.
+    pub fn validate(&self) -> Result<ChannelNames, BackendError> {
+        if self.master.trim().is_empty() {
+            return Err(BackendError::InvalidOptions(
+                "the sentinel mode needs the primary's name (--redis-sentinel-master)".into(),
+            ));
+        }
+        let mut names = None;
+        for url in &self.sentinels {
+            let sentinel = RedisOptions {
+                url: url.clone(),
+                ..self.redis.clone()
+            };
+            names = Some(sentinel.validate().map_err(|e| match e {
+                BackendError::InvalidUrl(_) => {
+                    BackendError::InvalidUrl(format!("{}: not a Sentinel URL", redact(url)))
+                }
+                other => other,
+            })?);
+        }
+        names.ok_or_else(|| {
+            BackendError::InvalidOptions("the sentinel mode needs at least one Sentinel URL".into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinels_and_the_name_are_checked() {
+        assert!(
+            SentinelOptions::new(["redis://s:26379"], "mymaster")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            SentinelOptions::new(["redis://s:26379"], " ")
+                .validate()
+                .is_err()
+        );
+        assert!(
+            SentinelOptions::new(Vec::<String>::new(), "m")
+                .validate()
+                .is_err()
+        );
+        assert!(matches!(
+            SentinelOptions::new(["tcp://s:26379"], "m").validate(),
+            Err(BackendError::InvalidUrl(_))
+        ));
+    }
+}
