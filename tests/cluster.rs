@@ -54,6 +54,7 @@ async fn sharded_pub_sub_delivers_across_nodes_in_order_over_one_connection_per_
         queue_len: 8 * N,
         // 1,000 more clients from loopback below.
         max_connections_per_ip: 0,
+        history: groupcast::history::HistoryPolicy::parse(["logs-*=100:1h"]).unwrap(),
         ..Config::default()
     };
     let nodes = three_nodes_on(|| options.clone(), |b| b.config(config.clone())).await;
@@ -236,6 +237,35 @@ async fn sharded_pub_sub_delivers_across_nodes_in_order_over_one_connection_per_
         .send("to the binary")
         .unwrap();
     assert_eq!(on_binary.recv_text().await, "to the binary");
+
+    // History on a cluster: a group in each primary's slots keeps its
+    // messages (the append script's keys are in the channel's slot and it
+    // SPUBLISHes); a late joiner on another node gets them, then live.
+    for (i, group) in [
+        group_where("logs", |s| s <= 5460),
+        group_where("logs", |s| (5461..=10922).contains(&s)),
+        group_where("logs", |s| s >= 10923),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for n in 1..=5u64 {
+            let sent = nodes[0]
+                .hub
+                .to(group.as_str())
+                .publish(format!("{i}:{n}"))
+                .await
+                .expect("publish with history");
+            assert_eq!(sent.position.map(|p| p.offset), Some(n), "{group}");
+        }
+        let mut late = Client::connect(&format!("{}?history=5", nodes[2].ws_url(group))).await;
+        for n in 1..=5 {
+            assert_eq!(late.recv_text().await, format!("{i}:{n}"), "{group}");
+        }
+        wait_subscribed(&[&nodes[2]], &format!("group:{group}")).await;
+        nodes[1].hub.to(group.as_str()).send("live").unwrap();
+        assert_eq!(late.recv_text().await, "live", "{group}");
+    }
 }
 
 /// Reads numbered messages from `client` until the text `end`.

@@ -58,8 +58,8 @@ use super::{
 };
 use crate::backoff::Backoff;
 use crate::error::BackendError;
-use crate::history::HistoryLimits;
 use crate::group::GroupName;
+use crate::history::HistoryLimits;
 
 impl IntoBackend for ClusterOptions {
     /// Validates the options and starts the backend's tasks. Returns at

@@ -26,10 +26,10 @@ use super::target::{Server, Target};
 use crate::backend::channels::ChannelNames;
 use crate::backend::subscriptions::Subscriptions;
 use crate::backend::{BackendContext, Channel, ConnectionStatus, PublishAck};
-use crate::history::HistoryLimits;
 use crate::backoff::Backoff;
 use crate::error::BackendError;
 use crate::group::GroupName;
+use crate::history::HistoryLimits;
 
 /// One Redis server's subscriber, publisher and pool. See the module docs.
 pub(crate) struct RedisLink {
@@ -127,7 +127,11 @@ impl RedisLink {
             wanted: Subscriptions::new(options.unsubscribe_linger),
             last_epoch: None,
         };
-        let history = Arc::new(RedisHistory::new(pool.clone(), start.names.clone(), "PUBLISH"));
+        let history = Arc::new(RedisHistory::new(
+            pool.clone(),
+            start.names.clone(),
+            "PUBLISH",
+        ));
         let publisher = Publisher {
             pool: pool.clone(),
             queue: publishes_rx,

@@ -63,8 +63,8 @@ use super::{
     IntoBackend, NodeInfo, PublishAck,
 };
 use crate::error::BackendError;
-use crate::history::HistoryLimits;
 use crate::group::GroupName;
+use crate::history::HistoryLimits;
 
 impl IntoBackend for RedisOptions {
     /// Validates the options and starts the backend's tasks. Returns at

@@ -114,9 +114,14 @@ impl Presence {
     /// presence has one to load. Failures are logged, not fatal: only
     /// those publishers need it.
     async fn load_function(&self) {
-        let Some(library) = &self.function else { return };
+        let Some(library) = &self.function else {
+            return;
+        };
         match super::function::load(&self.pool, library).await {
-            Ok(()) => tracing::debug!("loaded the Redis Function {}", super::function::FUNCTION_NAME),
+            Ok(()) => tracing::debug!(
+                "loaded the Redis Function {}",
+                super::function::FUNCTION_NAME
+            ),
             Err(error) => tracing::warn!(
                 %error,
                 "cannot load the Redis Function {} (FCALL publishing with history); needs Redis 7 and FUNCTION LOAD rights",

@@ -205,9 +205,7 @@ impl Publisher {
         }
         let replies: Vec<redis::Value> = self
             .pool
-            .run(|mut conn| async move {
-                pipe.query_async(&mut conn).await.map_err(command_error)
-            })
+            .run(|mut conn| async move { pipe.query_async(&mut conn).await.map_err(command_error) })
             .await?;
         // Only the appends' replies are kept, in order.
         let mut replies = replies.into_iter();

@@ -38,8 +38,8 @@ use super::{
     IntoBackend, NodeInfo, PublishAck,
 };
 use crate::error::BackendError;
-use crate::history::HistoryLimits;
 use crate::group::GroupName;
+use crate::history::HistoryLimits;
 
 impl IntoBackend for SentinelOptions {
     /// Validates the options and starts the tasks. Returns at once; the
@@ -97,7 +97,10 @@ impl SentinelBackend {
                 &options.redis.presence_key,
                 options.redis.presence_ttl,
             )
-            .with_function(super::redis::function::library_for(&context.history, &names)),
+            .with_function(super::redis::function::library_for(
+                &context.history,
+                &names,
+            )),
         );
         let leases = Arc::new(RedisLeases::new(
             link.pool.clone(),

@@ -51,8 +51,8 @@ use super::{
     IntoBackend, NodeInfo, PublishAck,
 };
 use crate::error::BackendError;
-use crate::history::HistoryLimits;
 use crate::group::GroupName;
+use crate::history::HistoryLimits;
 
 impl IntoBackend for ShardedOptions {
     /// Validates the options and starts one link per shard. Returns at
@@ -177,7 +177,8 @@ impl Backend for ShardedBackend {
         limits: HistoryLimits,
         payload: Bytes,
     ) -> PublishAck {
-        self.link_of(group).publish_with_history(group, limits, payload)
+        self.link_of(group)
+            .publish_with_history(group, limits, payload)
     }
 
     fn history<'a>(
