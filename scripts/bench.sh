@@ -30,6 +30,11 @@
 #          1 broadcast per second: p99
 #   churn  2000 joins+leaves/s over 1000 groups for 60 s, then a publish to
 #          each group, PUBSUB CHANNELS, RSS
+#   modes  W2 traffic (1000 groups x 10 clients, 2000 msgs/s through node B's
+#          API = 20k deliveries/s) through single, sharded x3 and cluster x3
+#          (local redis-server processes): PUBLISH/SPUBLISH calls and CPU of
+#          each Redis instance, server CPU per delivery; then what classic
+#          PUBLISH costs on the same cluster (CLUSTER INFO publish counters)
 #   hist   history: W1 with history off (PUBLISH) and on (FCALL
 #          groupcast_publish, --history '*=1000:1h') alternating, server CPU
 #          per delivery; Redis CPU per publish off/on (10 groups, 2000
@@ -40,7 +45,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-ONLY=${ONLY:-w1,w1max,w2,w2iso,w3,stall,scale,churn,hist}
+ONLY=${ONLY:-w1,w1max,w2,w2iso,w3,stall,scale,churn,hist,modes}
 OUT=${OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
 W1_RATES=${W1_RATES:-25 50 100 150 200 300}
 W2_RATES=${W2_RATES:-2000 4000 6000 8000 12000}
@@ -126,7 +131,9 @@ start_node() {
         groupcast|baseline)
             local bin=$GC
             [ "$kind" = baseline ] && bin=${GC_BASELINE:?set GC_BASELINE for the baseline kind}
-            "$bin" --listen "127.0.0.1:$NODE_PORT" --redis-url "$REDIS_URL" \
+            local redis_args=(--redis-url "$REDIS_URL")
+            [ -n "${NODE_ARGS_OVERRIDE:-}" ] && redis_args=()
+            "$bin" --listen "127.0.0.1:$NODE_PORT" "${redis_args[@]}" \
                 --client-messages none --log warn --node-id "$name" \
                 --max-connections 0 --max-connections-per-ip 0 "$@" \
                 >"$OUT/logs/node-$name.log" 2>&1 &
@@ -417,6 +424,73 @@ for n in range(1, 1001):
     stop "$ONE_PID"
 fi
 
+if want modes; then
+    # proc_cpu_us PID: a process's CPU time so far (user + system), in µs.
+    proc_cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000000 / hz }' "/proc/$1/stat"; }
+    # calls of a command on the Redis at PORT since its last CONFIG RESETSTAT.
+    calls_on() { redis-cli -p "$1" INFO commandstats | tr -d '\r' | sed -n "s/^cmdstat_$2:calls=\([0-9]*\).*/\1/p"; }
+    # Three independent instances (sharded) and a three-primary cluster.
+    declare -a SH_PORTS SH_PIDS CL_PORTS CL_PIDS
+    for i in 0 1 2; do
+        p=$(free_port)
+        redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/logs/shard-$i.log" 2>&1 &
+        SH_PIDS+=($!); STARTED+=($!); SH_PORTS+=("$p"); wait_port "$p"
+    done
+    for i in 0 1 2; do
+        # The cluster bus is port + 10000: keep both below the ephemeral range.
+        p=$((17000 + RANDOM % 2000))
+        d=$(mktemp -d)
+        redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "$d/nodes.conf" \
+            --cluster-node-timeout 5000 --dir "$d" --save '' --appendonly no >"$OUT/logs/cluster-$i.log" 2>&1 &
+        CL_PIDS+=($!); STARTED+=($!); CL_PORTS+=("$p"); wait_port "$p"
+    done
+    redis-cli --cluster create "127.0.0.1:${CL_PORTS[0]}" "127.0.0.1:${CL_PORTS[1]}" "127.0.0.1:${CL_PORTS[2]}" \
+        --cluster-replicas 0 --cluster-yes >"$OUT/logs/cluster-create.log" 2>&1
+    for _ in $(seq 100); do redis-cli -p "${CL_PORTS[0]}" CLUSTER INFO | grep -q cluster_state:ok && break; sleep 0.2; done
+    sharded_urls="redis://127.0.0.1:${SH_PORTS[0]},redis://127.0.0.1:${SH_PORTS[1]},redis://127.0.0.1:${SH_PORTS[2]}"
+    cluster_urls="redis://127.0.0.1:${CL_PORTS[0]},redis://127.0.0.1:${CL_PORTS[1]},redis://127.0.0.1:${CL_PORTS[2]}"
+    for run in $(seq "$RUNS"); do
+        for mode in single sharded cluster; do
+            case $mode in
+                single)  ports=("$REDIS_PORT"); pids=("$REDIS_PID"); cmd=publish; margs=() ;;
+                sharded) ports=("${SH_PORTS[@]}"); pids=("${SH_PIDS[@]}"); cmd=publish
+                         margs=(--redis-mode sharded --redis-url "$sharded_urls") ;;
+                cluster) ports=("${CL_PORTS[@]}"); pids=("${CL_PIDS[@]}"); cmd=spublish
+                         margs=(--redis-mode cluster --redis-url "$cluster_urls") ;;
+            esac
+            # Two nodes; start_node passes the single Redis URL first, and
+            # a mode's own --redis-url flags are added to it, so give the
+            # single URL only in single mode.
+            if [ "$mode" = single ]; then start_pair groupcast; else
+                NODE_ARGS_OVERRIDE=1 start_pair groupcast "${margs[@]}"; fi
+            read -r port_a port_b <<<"$PAIR_PORTS"
+            for p in "${ports[@]}"; do redis-cli -p "$p" CONFIG RESETSTAT >/dev/null; done
+            cpu0=(); for pid in "${pids[@]}"; do cpu0+=("$(proc_cpu_us "$pid")"); done
+            bench "w2-$mode-r$run" "${PAIR_URLS[@]}" --clients 10000 --groups 1000 \
+                --publish "http://127.0.0.1:$port_b" --rate 2000 --duration 10s --settle 3s \
+                --measure-pid "$PAIR_PIDS" || true
+            line="  $mode:"
+            for i in "${!ports[@]}"; do
+                c=$(calls_on "${ports[$i]}" "$cmd")
+                cpu=$(( $(proc_cpu_us "${pids[$i]}") - cpu0[i] ))
+                line="$line redis $i: ${c:-0} ${cmd^^}, $((cpu / 1000)) ms CPU;"
+            done
+            log "$line"
+            stop_pair
+        done
+    done
+    # Classic PUBLISH on the same cluster: every message goes to every node.
+    for p in "${CL_PORTS[@]}"; do redis-cli -p "$p" CONFIG RESETSTAT >/dev/null; done
+    before=(); for p in "${CL_PORTS[@]}"; do before+=("$(redis-cli -p "$p" CLUSTER INFO | tr -d '\r' | sed -n 's/^cluster_stats_messages_publish_received:\([0-9]*\)/\1/p')"); done
+    timeout 120 redis-benchmark -p "${CL_PORTS[0]}" -n 20000 -c 4 -q PUBLISH group:classic "$(printf 'x%.0s' $(seq 64))" >/dev/null 2>&1
+    line="classic PUBLISH of 20,000 messages to one node of the cluster:"
+    for i in "${!CL_PORTS[@]}"; do
+        after=$(redis-cli -p "${CL_PORTS[$i]}" CLUSTER INFO | tr -d '\r' | sed -n 's/^cluster_stats_messages_publish_received:\([0-9]*\)/\1/p')
+        line="$line node $i received $(( ${after:-0} - ${before[$i]:-0} )) over the cluster bus;"
+    done
+    log "$line"
+fi
+
 python3 - "$OUT/json" <<'EOF' | tee -a "$OUT/summary.txt"
 import glob, json, os, re, statistics, sys
 from collections import defaultdict
@@ -428,7 +502,7 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         runs[(s["workload"], s["kind"], "max_rate msgs/s")].append(s["max_rate"])
         runs[(s["workload"], s["kind"], "max_rate p99<50ms")].append(s.get("max_rate_p99_50ms", 0))
         continue
-    m = re.match(r"(w1|w3-[a-z0-9-]+?|stall\d(?:drop)?|w1max|w2max)-?(groupcast|baseline|reference|history|redis-off|redis-on)?(?:-r\d+)(-rate\d+)?$", label)
+    m = re.match(r"(w1|w2|w3-[a-z0-9-]+?|stall\d(?:drop)?|w1max|w2max)-?(groupcast|baseline|reference|history|redis-off|redis-on|single|sharded|cluster)?(?:-r\d+)(-rate\d+)?$", label)
     if not m:
         continue
     key = m.group(1) if m.group(1).startswith("w3-") else f"{m.group(1)}-{m.group(2)}{m.group(3) or ''}"
