@@ -77,8 +77,14 @@ impl IntoBackend for RedisOptions {
     }
 }
 
-/// The started single-Redis backend. See the module docs.
+/// A backend on one Redis server at a time: the single-Redis backend, and
+/// the Sentinel backend (the same on a link whose server the Sentinels
+/// name; `backend/sentinel/`). See the module docs.
 pub struct RedisBackend {
+    /// `"redis"` or `"sentinel"`, for `status()`.
+    kind: &'static str,
+    /// The link's role in `status().connections`: `redis`, `primary`.
+    role: &'static str,
     options: RedisOptions,
     names: ChannelNames,
     link: RedisLink,
@@ -136,7 +142,29 @@ impl RedisBackend {
                     .instrument(span),
             ),
         );
-        Ok(RedisBackend {
+        Ok(RedisBackend::assemble(
+            ("redis", "redis"),
+            options,
+            names,
+            (link, presence, leases),
+            cancel,
+            tasks,
+        ))
+    }
+
+    /// A backend of started parts: a link, the presence and the leases on
+    /// its pool, the token that stops `tasks`.
+    pub(crate) fn assemble(
+        (kind, role): (&'static str, &'static str),
+        options: RedisOptions,
+        names: ChannelNames,
+        (link, presence, leases): (RedisLink, Arc<Presence>, Arc<RedisLeases>),
+        cancel: CancellationToken,
+        tasks: Vec<JoinHandle<()>>,
+    ) -> Self {
+        RedisBackend {
+            kind,
+            role,
             options,
             names,
             link,
@@ -145,7 +173,7 @@ impl RedisBackend {
             cancel,
             shut_down: AtomicBool::new(false),
             tasks: Mutex::new(tasks),
-        })
+        }
     }
 }
 
@@ -196,9 +224,9 @@ impl Backend for RedisBackend {
     fn status(&self) -> BackendStatus {
         let link = self.link.state.snapshot();
         BackendStatus {
-            kind: "redis",
+            kind: self.kind,
             connected: link.connected,
-            connections: vec![self.link.connection_status("redis", &link)],
+            connections: vec![self.link.connection_status(self.role, &link)],
             subscriptions: link.subscribed,
             last_error: link.last_error,
         }
@@ -233,7 +261,7 @@ impl Backend for RedisBackend {
             }
             self.link.pool.close();
             self.link.state.set_broken(&BackendError::Closed);
-            tracing::info!("Redis backend stopped");
+            tracing::info!(mode = self.kind, "Redis backend stopped");
         })
     }
 }
