@@ -304,12 +304,22 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 /// Like [`wait_until`] for an async condition.
-pub async fn wait_until_async<F, Fut>(what: &str, mut condition: F)
+pub async fn wait_until_async<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    wait_until_async_within(what, WAIT, condition).await;
+}
+
+/// Like [`wait_until_async`], with its own limit: for what this suite does
+/// not control the speed of (Docker's port proxy passing on a close).
+pub async fn wait_until_async_within<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     while !condition().await {
         assert!(
             tokio::time::Instant::now() < deadline,
