@@ -426,7 +426,13 @@ async fn a_killed_node_costs_the_other_nodes_clients_nothing() {
     common::wait_until_async_within(
         "Redis drops the killed node's subscription",
         Duration::from_secs(60),
-        || async { redis.numsub("group:seq").await == 2 },
+        || async {
+            let n = redis.numsub("group:seq").await;
+            if n != 2 {
+                eprintln!("group:seq has {n} subscribers");
+            }
+            n == 2
+        },
     )
     .await;
 }

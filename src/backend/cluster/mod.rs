@@ -162,6 +162,7 @@ impl ClusterBackend {
             cancel: cancel.clone(),
             wake_presence: wake_presence.clone(),
             wanted: Subscriptions::new(redis.unsubscribe_linger),
+            last_epoch: None,
         };
         let publisher = Publisher {
             pool: pool.clone(),

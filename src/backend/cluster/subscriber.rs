@@ -34,7 +34,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::{AsyncConnectionConfig, ConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc};
@@ -47,9 +46,10 @@ use super::slot::slot;
 use super::topology::{NodeAddr, SlotMap, node_info, read_slot_map};
 use crate::backend::channels::ChannelNames;
 use crate::backend::redis::errors::is_server_error;
+use crate::backend::redis::subscriber::inbound_of;
 use crate::backend::redis::subscriber::{Command, LinkState};
 use crate::backend::subscriptions::{Change, Subscriptions};
-use crate::backend::{Channel, ConnectionStatus, Inbound, Inbox};
+use crate::backend::{ConnectionStatus, Inbox};
 use crate::backoff::Backoff;
 use crate::error::BackendError;
 
@@ -102,6 +102,8 @@ pub(crate) struct ClusterSubscriber {
     pub cancel: CancellationToken,
     pub wake_presence: Arc<Notify>,
     pub wanted: Subscriptions,
+    /// The epoch of the last positioned message (shared, not re-allocated).
+    pub last_epoch: Option<Arc<str>>,
 }
 
 /// What a primary's connection task tells the subscriber.
@@ -547,29 +549,15 @@ impl ClusterSubscriber {
         }
     }
 
-    fn deliver(&self, message: &redis::Msg) {
-        let name = message.get_channel_name();
-        let channel = match self.wanted.group_of(name) {
-            Some(group) => Channel::Group(group.clone()),
-            None => match self.settings.names.parse(name) {
-                Some(channel) => channel,
-                None => {
-                    tracing::debug!(channel = name, "ignored a message on an unknown channel");
-                    return;
-                }
-            },
-        };
-        let bytes = message.get_payload_bytes();
-        let mut epochs = None;
-        let inbound = match super::super::redis::history::split_positioned(bytes, &mut epochs) {
-            Some((position, payload)) => Inbound {
-                channel,
-                payload: Bytes::copy_from_slice(payload),
-                position: Some(position),
-            },
-            None => Inbound::new(channel, Bytes::copy_from_slice(bytes)),
-        };
-        (self.inbox)(inbound);
+    fn deliver(&mut self, message: &redis::Msg) {
+        if let Some(inbound) = inbound_of(
+            message,
+            &self.wanted,
+            &self.settings.names,
+            &mut self.last_epoch,
+        ) {
+            (self.inbox)(inbound);
+        }
     }
 }
 

@@ -513,31 +513,49 @@ impl Subscriber {
     /// Hands one message to the hub's inbox. The hub decodes it: envelope
     /// or raw payload, and counts what it cannot read.
     fn deliver(&mut self, message: &Msg) {
-        let name = message.get_channel_name();
-        let channel = match self.wanted.group_of(name) {
-            Some(group) => Channel::Group(group.clone()),
-            // The cluster channel; or a group just unsubscribed with a
-            // message already on its way: the registry has no members for
-            // it, so delivering is harmless.
-            None => match self.settings.names.parse(name) {
-                Some(channel) => channel,
-                None => {
-                    tracing::debug!(channel = name, "ignored a message on an unknown channel");
-                    return;
-                }
-            },
-        };
-        let bytes = message.get_payload_bytes();
-        let inbound = match split_positioned(bytes, &mut self.last_epoch) {
-            Some((position, payload)) => Inbound {
-                channel,
-                payload: Bytes::copy_from_slice(payload),
-                position: Some(position),
-            },
-            None => Inbound::new(channel, Bytes::copy_from_slice(bytes)),
-        };
-        (self.inbox)(inbound);
+        if let Some(inbound) = inbound_of(
+            message,
+            &self.wanted,
+            &self.settings.names,
+            &mut self.last_epoch,
+        ) {
+            (self.inbox)(inbound);
+        }
     }
+}
+
+/// A message read on a subscriber connection as the inbox takes it: which
+/// channel (the cluster channel; a wanted group; or a group just
+/// unsubscribed with a message already on its way — the registry has no
+/// members for it, so delivering is harmless), and the history position a
+/// positioned publish carries. `None` for an unknown channel. Shared by the
+/// single-server and the cluster subscriber.
+pub(crate) fn inbound_of(
+    message: &Msg,
+    wanted: &Subscriptions,
+    names: &ChannelNames,
+    epochs: &mut Option<Arc<str>>,
+) -> Option<Inbound> {
+    let name = message.get_channel_name();
+    let channel = match wanted.group_of(name) {
+        Some(group) => Channel::Group(group.clone()),
+        None => match names.parse(name) {
+            Some(channel) => channel,
+            None => {
+                tracing::debug!(channel = name, "ignored a message on an unknown channel");
+                return None;
+            }
+        },
+    };
+    let bytes = message.get_payload_bytes();
+    Some(match split_positioned(bytes, epochs) {
+        Some((position, payload)) => Inbound {
+            channel,
+            payload: Bytes::copy_from_slice(payload),
+            position: Some(position),
+        },
+        None => Inbound::new(channel, Bytes::copy_from_slice(bytes)),
+    })
 }
 
 /// Sends the subscriber connection's commands one at a time. Returns why
