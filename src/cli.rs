@@ -294,14 +294,20 @@ pub struct Cli {
     )]
     pub queue_full: QueueFullPolicy,
 
-    /// Per-connection socket read buffer, in bytes (every idle connection
-    /// pays for all of it; frames larger than it still work).
+    /// The most bytes read from a client socket at once (at most 16384; a
+    /// stack buffer, not kept per connection; larger frames still work).
     #[arg(long, env = "GROUPCAST_READ_BUFFER_SIZE", default_value_t = Config::default().read_buffer_size)]
     pub read_buffer_size: usize,
 
-    /// Per-connection socket write buffer, in bytes.
-    #[arg(long, env = "GROUPCAST_WRITE_BUFFER_SIZE", default_value_t = Config::default().write_buffer_size)]
-    pub write_buffer_size: usize,
+    /// permessage-deflate for clients that offer it (browsers do): each
+    /// broadcast is compressed once and the same bytes go to every member
+    /// that negotiated it.
+    #[arg(long, env = "GROUPCAST_COMPRESSION")]
+    pub compression: bool,
+
+    /// With --compression, messages shorter than this (bytes) go uncompressed.
+    #[arg(long, env = "GROUPCAST_COMPRESSION_THRESHOLD", default_value_t = Config::default().compression_threshold)]
+    pub compression_threshold: usize,
 
     /// Most WebSocket connections on this node; beyond it upgrades get HTTP
     /// 503 `node_full`. Each is a file descriptor: stay well under
@@ -409,7 +415,8 @@ impl Cli {
             queue_len: self.queue_len,
             queue_full: self.queue_full,
             read_buffer_size: self.read_buffer_size,
-            write_buffer_size: self.write_buffer_size,
+            compression: self.compression,
+            compression_threshold: self.compression_threshold,
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             max_inbound_rate: self.max_inbound_rate,

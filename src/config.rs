@@ -142,16 +142,21 @@ pub struct Config {
     pub queue_len: usize,
     /// What to do when a session's queue is full.
     pub queue_full: QueueFullPolicy,
-    /// Socket read buffer per connection, in bytes (tungstenite's default
-    /// is 128 KiB; most connections only ever receive pongs). tungstenite
-    /// allocates and zero-fills all of it when a connection starts reading,
-    /// so it is paid by every idle connection: the 1 KiB default keeps an
-    /// idle connection under 6 KiB of RSS (see BENCHMARKS.md, W3). Larger
-    /// client messages still work: the buffer grows to fit a frame, and is
-    /// filled in reads of at most this size.
+    /// The most bytes read from a client's socket at once (at most 16 KiB).
+    /// No read buffer is kept per connection: a read goes to a buffer on
+    /// the stack, and only a frame that is not complete yet is kept (see
+    /// `wire::reader`). Larger client messages still work: they are read
+    /// in several reads.
     pub read_buffer_size: usize,
-    /// Bytes written to the socket buffer before a write is forced.
-    pub write_buffer_size: usize,
+    /// permessage-deflate (RFC 7692) for the clients that offer it. Off by
+    /// default. A broadcast is compressed once, and the same compressed
+    /// frame goes to every member that negotiated it; the others get the
+    /// plain frame. What clients send compressed is inflated up to
+    /// `max_message_size` (beyond: closed with 1009).
+    pub compression: bool,
+    /// With `compression`, messages shorter than this many bytes go
+    /// uncompressed (compressing them gains little or nothing).
+    pub compression_threshold: usize,
     /// Most WebSocket connections this node holds (upgrades in flight
     /// included); beyond it an upgrade is refused with HTTP 503
     /// `node_full`. Each connection is a file descriptor: keep this well
@@ -193,8 +198,9 @@ impl Default for Config {
             max_message_size: 64 * 1024,
             queue_len: 256,
             queue_full: QueueFullPolicy::Close,
-            read_buffer_size: 1024,
-            write_buffer_size: 8 * 1024,
+            read_buffer_size: 4 * 1024,
+            compression: false,
+            compression_threshold: 128,
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             max_inbound_rate: 100,
@@ -213,6 +219,8 @@ pub enum ConfigError {
     PingNotBeforePong { ping: Duration, pong: Duration },
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("{name} must be at most {max}")]
+    TooLarge { name: &'static str, max: usize },
 }
 
 impl Config {
@@ -235,6 +243,15 @@ impl Config {
         }
         if self.ping_period.is_zero() {
             return Err(ConfigError::Zero("ping period"));
+        }
+        if self.read_buffer_size == 0 {
+            return Err(ConfigError::Zero("read buffer size"));
+        }
+        if self.read_buffer_size > crate::server::MAX_READ_CHUNK {
+            return Err(ConfigError::TooLarge {
+                name: "read buffer size",
+                max: crate::server::MAX_READ_CHUNK,
+            });
         }
         Ok(())
     }

@@ -57,6 +57,9 @@ pub enum SessionError {
     WriteTimeout(std::time::Duration),
     #[error("reading from the client failed: {0}")]
     Read(String),
+    /// The client broke the WebSocket protocol (closed with 1002).
+    #[error("the client broke the WebSocket protocol: {0}")]
+    Protocol(String),
     #[error("writing to the client failed: {0}")]
     Write(String),
     /// The connection's token expired and was not refreshed.
@@ -71,4 +74,25 @@ pub enum SessionError {
     /// The client sent messages faster than the configured rate.
     #[error("rate limit exceeded: more than {rate} messages/s")]
     RateLimited { rate: u32 },
+}
+
+impl SessionError {
+    /// The close code the client is sent for this error, if the socket can
+    /// still take one.
+    pub fn close_code(&self) -> Option<u16> {
+        use crate::outbound::close_code;
+        match self {
+            SessionError::MessageTooBig { .. } => Some(close_code::TOO_BIG),
+            SessionError::InvalidUtf8 => Some(close_code::INVALID_PAYLOAD),
+            SessionError::Protocol(_) => Some(close_code::PROTOCOL_ERROR),
+            SessionError::TokenExpired => Some(close_code::TOKEN_EXPIRED),
+            SessionError::PublishNotAllowed => Some(close_code::POLICY),
+            SessionError::RefreshRejected(_) => Some(close_code::REFRESH_REJECTED),
+            SessionError::RateLimited { .. } => Some(close_code::POLICY),
+            SessionError::PongTimeout(_)
+            | SessionError::WriteTimeout(_)
+            | SessionError::Read(_)
+            | SessionError::Write(_) => None,
+        }
+    }
 }

@@ -655,7 +655,7 @@ impl Delivery {
         let m = &self.metrics;
         m.messages_out.inc_by(fanout.delivered as u64);
         m.bytes_out
-            .inc_by((fanout.delivered * message.message.len()) as u64);
+            .inc_by((fanout.delivered * message.message().len()) as u64);
         if fanout.overflowed > 0 {
             m.queue_full_closes.inc_by(fanout.overflowed as u64);
             tracing::warn!(
@@ -688,11 +688,7 @@ impl Delivery {
         if let (Some(position), Target::Group(group)) = (&position, &broadcast.target) {
             self.check_continuity(group, position);
         }
-        let queued = Queued {
-            message,
-            stamp: position.map(|p| Stamp::new(p.offset, p.epoch)),
-            protocol: false,
-        };
+        let queued = Queued::new(message, position.map(|p| Stamp::new(p.offset, p.epoch)));
         self.deliver(&broadcast, &queued, &|_| true);
     }
 

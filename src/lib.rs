@@ -44,6 +44,7 @@ pub mod resume;
 mod selection;
 pub mod server;
 mod session;
+pub mod wire;
 pub mod workers;
 
 pub use backend::{IntoBackend, Position};

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 /// UTF-8 text over shared bytes: what a text frame carries, and what text
 /// handlers are given (the frame's own bytes, no copy). Derefs to `str`.
-pub use axum::extract::ws::Utf8Bytes;
+pub use tungstenite::Utf8Bytes;
 
 /// One WebSocket data frame, ready to be fanned out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,13 +73,6 @@ impl Message {
         match self {
             Message::Text(t) => Some(t.as_str()),
             Message::Binary(_) => None,
-        }
-    }
-
-    pub(crate) fn into_ws(self) -> axum::extract::ws::Message {
-        match self {
-            Message::Text(t) => axum::extract::ws::Message::Text(t),
-            Message::Binary(b) => axum::extract::ws::Message::Binary(b),
         }
     }
 }

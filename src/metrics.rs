@@ -38,6 +38,9 @@ pub struct Metrics {
     pub write_timeouts: Counter,
     /// Messages dropped by the drop-oldest policy.
     pub queue_drops: Counter,
+    /// Compressed client messages that inflated past `max_message_size`
+    /// (decompression bombs, or just too large), closed with 1009.
+    pub inflate_too_big: Counter,
     /// Messages received from the bus (Redis), envelopes and raw.
     pub bus_received: Counter,
     /// Messages from the bus that could not be decoded (dropped).
@@ -123,6 +126,11 @@ impl Metrics {
             write_timeouts: metric!(
                 "write_timeouts",
                 "Sessions dropped because a write took longer than the write timeout",
+                Counter
+            ),
+            inflate_too_big: metric!(
+                "inflate_too_big",
+                "Compressed client messages that inflated past max_message_size (closed with 1009)",
                 Counter
             ),
             queue_drops: metric!(

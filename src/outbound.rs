@@ -13,13 +13,14 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::ws::Utf8Bytes;
-
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::config::QueueFullPolicy;
 use crate::message::Message;
+use crate::protocol::Protocol;
+use crate::wire::{OpCode, deflate, frame};
 
 /// A WebSocket close code and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The server is going away (shutdown, drain).
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol (RFC 6455).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text frame was not valid UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
     /// A policy was violated.
@@ -81,72 +84,152 @@ pub(crate) enum Pushed {
     Closed,
 }
 
-/// A message's place in its group's history, shared by every member's
-/// queue (one allocation per message, not per member).
-#[derive(Debug)]
+/// A message's place in its group's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Stamp {
     pub offset: u64,
     pub epoch: Arc<str>,
-    /// The message as a `groupcast.v1` frame, built by the first writer
-    /// that needs it and reused by every other.
-    pub v1_frame: OnceLock<Utf8Bytes>,
 }
 
 impl Stamp {
-    pub(crate) fn new(offset: u64, epoch: Arc<str>) -> Arc<Self> {
-        Arc::new(Stamp {
-            offset,
-            epoch,
-            v1_frame: OnceLock::new(),
-        })
+    pub(crate) fn new(offset: u64, epoch: Arc<str>) -> Self {
+        Stamp { offset, epoch }
     }
 }
 
-/// One message in a session's queue, with what the writer may need to know
-/// about it besides its bytes.
+/// One message in sessions' queues, shared by every member it goes to
+/// (one allocation per message, however many members): the message, what
+/// the writer may need to know about it besides its bytes, and its frames
+/// as each kind of member gets them, each built by the first writer that
+/// needs it and reused by every other.
 #[derive(Debug, Clone)]
-pub(crate) struct Queued {
-    pub message: Message,
+pub(crate) struct Queued(Arc<Outgoing>);
+
+#[derive(Debug)]
+struct Outgoing {
+    message: Message,
     /// Its history position, when its group keeps history. A client that
     /// speaks `groupcast.v1` is sent it; every other client gets the plain
     /// frame.
-    pub stamp: Option<Arc<Stamp>>,
+    stamp: Option<Stamp>,
     /// Already a `groupcast.v1` protocol frame (welcome, reset): sent as
     /// it is, never wrapped.
-    pub protocol: bool,
+    protocol: bool,
+    frames: Frames,
+}
+
+/// The WebSocket frames of one message: plain (raw clients) and as a
+/// `groupcast.v1` message frame, each uncompressed and compressed
+/// (`None` when compressing does not make it smaller).
+#[derive(Debug, Default)]
+struct Frames {
+    raw: OnceLock<Bytes>,
+    raw_deflated: OnceLock<Option<Bytes>>,
+    v1: OnceLock<Bytes>,
+    v1_deflated: OnceLock<Option<Bytes>>,
 }
 
 impl Queued {
+    pub(crate) fn new(message: Message, stamp: Option<Stamp>) -> Self {
+        Queued(Arc::new(Outgoing {
+            message,
+            stamp,
+            protocol: false,
+            frames: Frames::default(),
+        }))
+    }
+
     /// A protocol frame (JSON text), sent as it is.
     pub(crate) fn protocol(text: String) -> Self {
-        Queued {
+        Queued(Arc::new(Outgoing {
             message: Message::text(text),
             stamp: None,
             protocol: true,
-        }
+            frames: Frames::default(),
+        }))
+    }
+
+    pub(crate) fn message(&self) -> &Message {
+        &self.0.message
+    }
+
+    pub(crate) fn stamp(&self) -> Option<&Stamp> {
+        self.0.stamp.as_ref()
+    }
+
+    /// Whether this is a `groupcast.v1` protocol frame of its own.
+    pub(crate) fn is_protocol(&self) -> bool {
+        self.0.protocol
     }
 
     /// The history offset, if any.
     pub(crate) fn offset(&self) -> Option<u64> {
-        self.stamp.as_ref().map(|s| s.offset)
+        self.0.stamp.as_ref().map(|s| s.offset)
+    }
+
+    /// The frame a member speaking `protocol` is sent: built once per
+    /// message and kind, then shared. With `compress_from` (the member
+    /// negotiated permessage-deflate), a payload of at least that many
+    /// bytes goes compressed — compressed once, too.
+    pub(crate) fn frame(&self, protocol: Protocol, compress_from: Option<usize>) -> Bytes {
+        let outgoing = &*self.0;
+        let v1 = protocol == Protocol::V1 && !outgoing.protocol;
+        let (plain, deflated) = if v1 {
+            (&outgoing.frames.v1, &outgoing.frames.v1_deflated)
+        } else {
+            (&outgoing.frames.raw, &outgoing.frames.raw_deflated)
+        };
+        let plain = plain.get_or_init(|| {
+            if v1 {
+                let position = outgoing.stamp.as_ref().map(|s| (s.offset, &*s.epoch));
+                let text = crate::protocol::message_frame(&outgoing.message, position);
+                frame::encode(OpCode::Text, false, text.as_bytes())
+            } else {
+                match &outgoing.message {
+                    Message::Text(text) => frame::encode(OpCode::Text, false, text.as_bytes()),
+                    Message::Binary(data) => frame::encode(OpCode::Binary, false, data),
+                }
+            }
+        });
+        let Some(threshold) = compress_from else {
+            return plain.clone();
+        };
+        let deflated = deflated.get_or_init(|| {
+            let opcode = if plain[0] & 0x0F == OpCode::Binary as u8 {
+                OpCode::Binary
+            } else {
+                OpCode::Text
+            };
+            let payload = &plain[header_len(plain)..];
+            if payload.len() < threshold {
+                return None;
+            }
+            deflate::compress(payload).map(|compressed| frame::encode(opcode, true, &compressed))
+        });
+        deflated.as_ref().unwrap_or(plain).clone()
+    }
+}
+
+/// The header length of a frame built by [`frame::encode`].
+fn header_len(frame: &[u8]) -> usize {
+    match frame.get(1).map(|b| b & 0x7F) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
     }
 }
 
 impl From<Message> for Queued {
     fn from(message: Message) -> Self {
-        Queued {
-            message,
-            stamp: None,
-            protocol: false,
-        }
+        Queued::new(message, None)
     }
 }
 
 impl PartialEq for Queued {
     fn eq(&self, other: &Self) -> bool {
-        self.message == other.message
+        self.message() == other.message()
             && self.offset() == other.offset()
-            && self.protocol == other.protocol
+            && self.is_protocol() == other.is_protocol()
     }
 }
 
@@ -157,8 +240,6 @@ struct State {
     close: Option<CloseReason>,
     /// Whether `close` is final (no push is accepted after it).
     closing: bool,
-    /// The reader asked for a ping to be sent (keepalive).
-    ping: bool,
     /// Catching up: pushes queue as usual, but the writer waits until
     /// [`Outbound::release`] puts the backlog in front of them.
     held: bool,
@@ -173,8 +254,6 @@ pub(crate) struct Outbound {
 
 /// What the writer takes out of the queue in one go.
 pub(crate) struct Batch {
-    /// Send a ping first.
-    pub ping: bool,
     pub frames: Vec<Queued>,
     pub close: Option<CloseReason>,
 }
@@ -250,20 +329,6 @@ impl Outbound {
         true
     }
 
-    /// Asks the writer to send a ping. The session's reader keeps the ping
-    /// timer, so the writer waits on one thing only — its queue — and a
-    /// busy session does not poll a timer for every message it sends.
-    pub(crate) fn request_ping(&self) {
-        {
-            let mut state = self.state.lock();
-            if state.closing || state.ping {
-                return;
-            }
-            state.ping = true;
-        }
-        self.ready.notify_one();
-    }
-
     pub(crate) fn is_closing(&self) -> bool {
         self.state.lock().closing
     }
@@ -290,11 +355,11 @@ impl Outbound {
             let newest = front
                 .iter()
                 .rev()
-                .find_map(|q| q.stamp.as_ref().map(|s| (s.offset, s.epoch.clone())))
+                .find_map(|q| q.stamp().map(|s| (s.offset, s.epoch.clone())))
                 .or(seen.map(|(epoch, offset)| (offset, epoch)));
             let live = std::mem::take(&mut state.frames);
             let mut frames: VecDeque<Queued> = front.into();
-            frames.extend(live.into_iter().filter(|q| match (&newest, &q.stamp) {
+            frames.extend(live.into_iter().filter(|q| match (&newest, q.stamp()) {
                 (Some((offset, epoch)), Some(stamp)) => {
                     stamp.epoch != *epoch || stamp.offset > *offset
                 }
@@ -305,18 +370,32 @@ impl Outbound {
         self.ready.notify_one();
     }
 
+    /// Takes what can be written now, without waiting: the queue (unless
+    /// held) and the close. For a connection that is failing.
+    pub(crate) fn take(&self) -> Batch {
+        let mut state = self.state.lock();
+        let frames = if state.held {
+            Vec::new()
+        } else {
+            std::mem::take(&mut state.frames).into()
+        };
+        Batch {
+            frames,
+            close: state.close.take(),
+        }
+    }
+
     /// Waits until there is something to write, then takes all of it.
     pub(crate) async fn next_batch(&self) -> Batch {
         loop {
             {
                 let mut state = self.state.lock();
-                let writable = !state.held && (!state.frames.is_empty() || state.ping);
+                let writable = !state.held && !state.frames.is_empty();
                 if writable || state.close.is_some() {
                     // Swap the queue out so the lock is held for O(1); the
                     // empty deque left behind allocates nothing.
                     let frames = std::mem::take(&mut state.frames);
                     return Batch {
-                        ping: std::mem::take(&mut state.ping),
                         frames: frames.into(),
                         close: state.close.take(),
                     };
@@ -338,23 +417,7 @@ mod tests {
     }
 
     fn texts(batch: &Batch) -> Vec<Message> {
-        batch.frames.iter().map(|q| q.message.clone()).collect()
-    }
-
-    #[tokio::test]
-    async fn a_ping_request_wakes_the_writer_once() {
-        let q = Outbound::new(4, QueueFullPolicy::Close, false);
-        q.request_ping();
-        q.request_ping();
-        assert_eq!(q.push(queued("a")), Pushed::Queued);
-        let batch = q.next_batch().await;
-        assert!(batch.ping);
-        assert_eq!(batch.frames.len(), 1);
-        assert!(q.close(CloseReason::new(1000, "bye")));
-        q.request_ping(); // closing: no more pings
-        let batch = q.next_batch().await;
-        assert!(!batch.ping);
-        assert!(batch.close.is_some());
+        batch.frames.iter().map(|q| q.message().clone()).collect()
     }
 
     #[tokio::test]
@@ -429,11 +492,10 @@ mod tests {
     }
 
     fn stamped(offset: u64, epoch: &Arc<str>) -> Queued {
-        Queued {
-            message: Message::text(format!("m{offset}")),
-            stamp: Some(Stamp::new(offset, epoch.clone())),
-            protocol: false,
-        }
+        Queued::new(
+            Message::text(format!("m{offset}")),
+            Some(Stamp::new(offset, epoch.clone())),
+        )
     }
 
     #[tokio::test]
@@ -451,7 +513,7 @@ mod tests {
         let batch = q.next_batch().await;
         let offsets: Vec<_> = batch.frames.iter().map(Queued::offset).collect();
         assert_eq!(offsets, [None, Some(1), Some(2), Some(3), Some(4), Some(5)]);
-        assert!(batch.frames[0].protocol);
+        assert!(batch.frames[0].is_protocol());
     }
 
     #[tokio::test]
@@ -461,5 +523,45 @@ mod tests {
         assert!(q.close(CloseReason::new(1001, "bye")));
         let batch = q.next_batch().await;
         assert_eq!(batch.close.map(|c| c.code), Some(1001));
+    }
+
+    #[test]
+    fn a_frame_is_built_once_and_shared_by_every_member() {
+        let queued = Queued::from(Message::text("hello"));
+        let member = queued.clone(); // what fan-out pushes
+        let first = queued.frame(Protocol::Raw, None);
+        let second = member.frame(Protocol::Raw, None);
+        assert_eq!(&first[..], b"\x81\x05hello");
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "the same bytes, not a copy"
+        );
+    }
+
+    #[test]
+    fn v1_members_get_the_json_frame_and_compressed_members_the_deflated_one() {
+        let line = "2026-12-01T10:00:00Z INFO compiling groupcast v0.2.0 (/src) ".repeat(4);
+        let queued = Queued::new(
+            Message::text(line.clone()),
+            Some(Stamp::new(7, "e1".into())),
+        );
+        let v1 = queued.frame(Protocol::V1, None);
+        assert!(
+            std::str::from_utf8(&v1[4..])
+                .unwrap()
+                .contains(r#""offset":7"#)
+        );
+        let deflated = queued.frame(Protocol::Raw, Some(64));
+        assert_eq!(deflated[0], 0xC1, "FIN + RSV1 + text");
+        assert!(deflated.len() < line.len() / 2);
+        assert_eq!(
+            deflated.as_ptr(),
+            queued.frame(Protocol::Raw, Some(64)).as_ptr(),
+            "compressed once"
+        );
+        // Below the threshold: plain.
+        let short = Queued::from(Message::text("short"));
+        assert_eq!(short.frame(Protocol::Raw, Some(64))[0], 0x81);
     }
 }

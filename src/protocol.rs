@@ -83,24 +83,9 @@ impl Welcome {
     }
 }
 
-/// `queued` as this session's protocol wants it.
-pub(crate) fn encode(protocol: Protocol, queued: &Queued) -> Message {
-    if protocol == Protocol::Raw || queued.protocol {
-        return queued.message.clone();
-    }
-    match &queued.stamp {
-        // Once per message, whatever the number of members.
-        Some(stamp) => Message::Text(
-            stamp
-                .v1_frame
-                .get_or_init(|| message_frame(&queued.message, Some((stamp.offset, &stamp.epoch))))
-                .clone(),
-        ),
-        None => Message::Text(message_frame(&queued.message, None)),
-    }
-}
-
-fn message_frame(message: &Message, position: Option<(u64, &str)>) -> Utf8Bytes {
+/// A message as a `groupcast.v1` message frame (JSON text), with its
+/// position when it has one.
+pub(crate) fn message_frame(message: &Message, position: Option<(u64, &str)>) -> Utf8Bytes {
     let (data, binary) = match message {
         Message::Text(text) => (std::borrow::Cow::Borrowed(text.as_str()), false),
         Message::Binary(bytes) => (
@@ -147,28 +132,30 @@ mod tests {
 
     #[test]
     fn positioned_messages_carry_offset_and_epoch() {
-        let queued = Queued {
-            message: Message::text("hello \"you\""),
-            stamp: Some(Stamp::new(7, Arc::from("e1"))),
-            protocol: false,
-        };
-        let frame = encode(Protocol::V1, &queued);
-        let json: serde_json::Value = serde_json::from_str(frame.as_text().unwrap()).unwrap();
+        let queued = Queued::new(
+            Message::text("hello \"you\""),
+            Some(Stamp::new(7, Arc::from("e1"))),
+        );
+        let frame = sent(Protocol::V1, &queued);
+        let json: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"type":"message","offset":7,"epoch":"e1","data":"hello \"you\""})
         );
-        assert_eq!(
-            encode(Protocol::Raw, &queued),
-            Message::text("hello \"you\"")
-        );
+        assert_eq!(sent(Protocol::Raw, &queued), "hello \"you\"");
+    }
+
+    /// The payload of the (short, text) frame a member speaking `protocol` gets.
+    fn sent(protocol: Protocol, queued: &Queued) -> String {
+        let frame = queued.frame(protocol, None);
+        String::from_utf8(frame[2..].to_vec()).unwrap()
     }
 
     #[test]
     fn binary_data_is_base64_and_says_so() {
         let queued = Queued::from(Message::binary(vec![0u8, 255, 1]));
-        let frame = encode(Protocol::V1, &queued);
-        let json: serde_json::Value = serde_json::from_str(frame.as_text().unwrap()).unwrap();
+        let frame = sent(Protocol::V1, &queued);
+        let json: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"type":"message","data":"AP8B","binary":true})
@@ -188,8 +175,8 @@ mod tests {
             recovered: None,
         }
         .frame();
-        let frame = encode(Protocol::V1, &welcome);
-        let json: serde_json::Value = serde_json::from_str(frame.as_text().unwrap()).unwrap();
+        let frame = sent(Protocol::V1, &welcome);
+        let json: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(json["type"], "welcome");
         assert!(json.get("recovered").is_none());
     }

@@ -266,11 +266,9 @@ impl Hub {
             .filter_map(|entry| {
                 let channel = Channel::Group(session.group().clone());
                 let (broadcast, message, _) = decode(channel, entry.payload.clone()).ok()?;
-                broadcast.admits(session).then(|| Queued {
-                    message,
-                    stamp: Some(Stamp::new(entry.offset, epoch.clone())),
-                    protocol: false,
-                })
+                broadcast
+                    .admits(session)
+                    .then(|| Queued::new(message, Some(Stamp::new(entry.offset, epoch.clone()))))
             })
             .collect()
     }

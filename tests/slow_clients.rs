@@ -85,14 +85,13 @@ async fn tiny_buffer_client(server: &TestServer, group: &str) -> (Client, Socket
     (Client { ws }, local)
 }
 
-/// The slow-consumer setup: a small queue, small socket buffers, 64 KiB
+/// The slow-consumer setup: a small queue, small reads, 64 KiB
 /// frames. `write_timeout` is long so that the blocked writer is still
 /// waiting when the test starts to read.
 fn slow_consumer_config(policy: QueueFullPolicy) -> Config {
     Config {
         queue_len: 8,
         queue_full: policy,
-        write_buffer_size: 4096,
         read_buffer_size: 4096,
         write_timeout: Duration::from_secs(30),
         ..Config::default()

@@ -16,13 +16,16 @@
 //! sessions simply have no remote address).
 
 mod api;
+mod connection;
 mod demo;
 mod listen;
 mod ops;
+mod upgrade;
 mod ws;
 
 #[doc(hidden)]
 pub use api::parse_publish;
+pub use connection::MAX_READ_CHUNK;
 pub use listen::{ServeOptions, serve};
 
 use std::sync::Arc;

@@ -1,0 +1,349 @@
+//! One WebSocket connection's socket: one task that writes the session's
+//! queue and reads the client's frames.
+//!
+//! Why one task and not a reader and a writer? An idle connection then
+//! costs one small future and no buffer at all: frames to send are shared
+//! bytes built once per broadcast (`outbound::Queued::frame`), written with
+//! one vectored write per batch, and what the client sends is read into a
+//! stack buffer and handed to the [`FrameReader`], which keeps bytes only
+//! while a frame is incomplete.
+//!
+//! Order on the wire is the order of this loop: a batch of the queue, a
+//! pong or a ping between batches, the close last. A slow socket blocks
+//! only this task: fan-out never waits for it (it pushes into the queue),
+//! and a write that does not finish within `write_timeout` ends the
+//! connection.
+
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, sleep_until, timeout};
+
+use crate::error::SessionError;
+use crate::outbound::{Batch, close_code};
+use crate::protocol::Offsets;
+use crate::wire::{FrameReader, Incoming, ReadError, frame};
+use crate::{Hub, Session};
+
+/// After sending a close frame, how long to wait for the client's reply.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The most bytes read from a socket at once (`Config::read_buffer_size`
+/// is capped to it): the read buffer lives on the stack, for one read.
+pub const MAX_READ_CHUNK: usize = 16 * 1024;
+
+/// The most frames handed to one `writev` (the kernel's `IOV_MAX` is 1024).
+const MAX_SLICES: usize = 128;
+
+/// What a connection was negotiated with, and what it hands its data
+/// messages (text, binary) and pongs to.
+pub(crate) struct Connection<'a, S> {
+    pub hub: &'a Hub,
+    pub session: &'a Session,
+    pub io: S,
+    pub reader: FrameReader,
+    /// permessage-deflate is on: messages of at least this size go compressed.
+    pub compress_from: Option<usize>,
+}
+
+/// What woke the loop.
+enum Event {
+    Batch(Batch),
+    Read(io::Result<usize>),
+    Timer,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
+    /// Runs the connection until it closes. `on_message` gets every data
+    /// message and pong; its error closes the connection with that error's
+    /// close code, like the reader's own errors.
+    pub async fn run(
+        mut self,
+        mut on_message: impl FnMut(Incoming) -> Result<(), SessionError>,
+    ) -> Result<(), SessionError> {
+        let hub = self.hub;
+        let session = self.session;
+        let config = hub.config();
+        let write_timeout = config.write_timeout;
+        let chunk = config.read_buffer_size.clamp(1, MAX_READ_CHUNK);
+        let mut offsets = Offsets::default();
+        let mut last_heard = Instant::now();
+        let mut next_ping = last_heard + config.ping_period;
+        // One timer for pings, the pong wait and the token's expiry, reset
+        // only when it fires (or a refresh brings the expiry forward): a
+        // busy connection does not touch the timer wheel per message.
+        let timer = sleep_until(self.wake_at(next_ping, last_heard));
+        let mut timer = pin!(timer);
+        loop {
+            let event = tokio::select! {
+                biased;
+                batch = session.outbound().next_batch() => Event::Batch(batch),
+                read = poll_fn(|cx| poll_read_into(&mut self.io, cx, &mut self.reader, chunk)) => Event::Read(read),
+                () = &mut timer => Event::Timer,
+            };
+            match event {
+                Event::Batch(batch) => {
+                    let closing = batch.close.is_some();
+                    let frames = self.frames_of(batch, &mut offsets);
+                    self.write(&frames, write_timeout).await?;
+                    if closing {
+                        self.await_close_reply().await;
+                        return Ok(());
+                    }
+                }
+                Event::Read(Ok(0)) => return Ok(()), // the client went away
+                Event::Read(Ok(_)) => {
+                    last_heard = Instant::now();
+                    loop {
+                        let incoming = match self.reader.read() {
+                            Ok(Some(incoming)) => incoming,
+                            Ok(None) => break,
+                            Err(error) => {
+                                let error = self.read_error(error);
+                                return self.fail(error).await;
+                            }
+                        };
+                        match incoming {
+                            Incoming::Ping(payload) => {
+                                // Seen by `on_message` too (pings count
+                                // against the client's rate).
+                                if let Err(error) = on_message(Incoming::Ping(payload.clone())) {
+                                    return self.fail(error).await;
+                                }
+                                self.write(&[frame::pong(&payload)], write_timeout).await?;
+                            }
+                            Incoming::Close(close) => {
+                                // Echo the client's code (RFC 6455 section
+                                // 5.5.1), or 1002 for one it may not send.
+                                let code = close.map(|c| {
+                                    if c.code_is_allowed() {
+                                        c.code
+                                    } else {
+                                        close_code::PROTOCOL_ERROR
+                                    }
+                                });
+                                let _ = self.write(&[frame::close(code, "")], write_timeout).await;
+                                return Ok(());
+                            }
+                            other => {
+                                if let Err(error) = on_message(other) {
+                                    return self.fail(error).await;
+                                }
+                            }
+                        }
+                    }
+                    // A refresh may have brought the expiry forward.
+                    let wake = self.wake_at(next_ping, last_heard);
+                    if wake < timer.deadline() {
+                        timer.as_mut().reset(wake);
+                    }
+                }
+                Event::Read(Err(error)) => return Err(SessionError::Read(error.to_string())),
+                Event::Timer => {
+                    let now = Instant::now();
+                    let expiry = session.claims().time_left().map(|left| now + left);
+                    if expiry.is_some_and(|at| at <= now) {
+                        hub.metrics().count_auth_rejection("token_expired");
+                        return self.fail(SessionError::TokenExpired).await;
+                    }
+                    if last_heard + config.pong_wait <= now {
+                        return Err(SessionError::PongTimeout(config.pong_wait));
+                    }
+                    if next_ping <= now {
+                        self.write(&[frame::ping()], write_timeout).await?;
+                        next_ping = now + config.ping_period;
+                    }
+                    timer.as_mut().reset(self.wake_at(next_ping, last_heard));
+                }
+            }
+        }
+    }
+
+    /// When the timer must fire next: the next ping, the end of the pong
+    /// wait, or the token's expiry, whichever is first.
+    fn wake_at(&self, next_ping: Instant, last_heard: Instant) -> Instant {
+        let config = self.hub.config();
+        let pong_deadline = last_heard + config.pong_wait;
+        let mut wake = next_ping.min(pong_deadline);
+        if let Some(left) = self.session.claims().time_left() {
+            wake = wake.min(Instant::now() + left);
+        }
+        wake
+    }
+
+    /// The frames of a batch, in order: each message as this member gets
+    /// it (shared bytes, not copied), repeats of the backlog skipped, then
+    /// the close.
+    fn frames_of(&self, batch: Batch, offsets: &mut Offsets) -> Vec<Bytes> {
+        let protocol = self.session.protocol();
+        let mut frames = Vec::with_capacity(batch.frames.len() + 1);
+        for queued in &batch.frames {
+            if queued.stamp().is_some_and(|stamp| !offsets.is_new(stamp)) {
+                continue; // the backlog already had it
+            }
+            frames.push(queued.frame(protocol, self.compress_from));
+        }
+        if let Some(close) = batch.close {
+            frames.push(frame::close(Some(close.code), &close.reason));
+        }
+        frames
+    }
+
+    /// Writes `frames` with as few vectored writes as the socket allows,
+    /// failing past `limit`.
+    async fn write(&mut self, frames: &[Bytes], limit: Duration) -> Result<(), SessionError> {
+        let mut sent = Progress::default();
+        let io = &mut self.io;
+        let result = within(
+            limit,
+            poll_fn(|cx| poll_write_frames(io, cx, frames, &mut sent)),
+        )
+        .await;
+        if matches!(result, Err(SessionError::WriteTimeout(_))) {
+            self.hub.metrics().write_timeouts.inc();
+        }
+        result
+    }
+
+    /// Ends the connection for `error`: the frames queued so far, then a
+    /// close frame with the error's code, if it has one.
+    async fn fail(&mut self, error: SessionError) -> Result<(), SessionError> {
+        if let Some(code) = error.close_code() {
+            self.session.close(code, error.to_string());
+            let mut offsets = Offsets::default();
+            let batch = self.session.outbound().take();
+            let frames = self.frames_of(batch, &mut offsets);
+            let write_timeout = self.hub.config().write_timeout;
+            let _ = self.write(&frames, write_timeout).await;
+        }
+        Err(error)
+    }
+
+    fn read_error(&self, error: ReadError) -> SessionError {
+        let hub = self.hub;
+        match error {
+            ReadError::TooBig { .. }
+            | ReadError::Inflate(crate::wire::deflate::InflateError::TooBig { .. }) => {
+                let limit = hub.config().max_message_size;
+                if matches!(error, ReadError::Inflate(_)) {
+                    hub.metrics().inflate_too_big.inc();
+                }
+                hub.count_limit(&crate::limits::LimitRejection::MessageSize { limit });
+                SessionError::MessageTooBig { limit }
+            }
+            ReadError::InvalidUtf8 => SessionError::InvalidUtf8,
+            other => SessionError::Protocol(other.to_string()),
+        }
+    }
+
+    /// After our close frame: give the client a moment to answer it, so
+    /// that it sees a clean close, then let the connection go.
+    async fn await_close_reply(&mut self) {
+        let reply = async {
+            loop {
+                let read = poll_fn(|cx| {
+                    poll_read_into(&mut self.io, cx, &mut self.reader, MAX_READ_CHUNK)
+                })
+                .await;
+                if !matches!(read, Ok(n) if n > 0) {
+                    return;
+                }
+                loop {
+                    match self.reader.read() {
+                        Ok(Some(Incoming::Close(_))) | Err(_) => return,
+                        Ok(Some(_)) => {} // data after our close is dropped
+                        Ok(None) => break,
+                    }
+                }
+            }
+        };
+        let _ = timeout(CLOSE_GRACE, reply).await;
+    }
+}
+
+/// Reads what the socket has (at most `chunk` bytes) into a stack buffer
+/// and feeds it to the reader. Nothing is allocated while the socket has
+/// nothing to read. `Ok(0)`: the client closed its side.
+fn poll_read_into<S: AsyncRead + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    reader: &mut FrameReader,
+    chunk: usize,
+) -> Poll<io::Result<usize>> {
+    let mut buffer = [0u8; MAX_READ_CHUNK];
+    let mut buf = ReadBuf::new(&mut buffer[..chunk.min(MAX_READ_CHUNK)]);
+    ready!(Pin::new(io).poll_read(cx, &mut buf))?;
+    let read = buf.filled();
+    reader.feed(read);
+    Poll::Ready(Ok(read.len()))
+}
+
+/// How far a write of several frames got.
+#[derive(Default)]
+struct Progress {
+    /// Frames written entirely.
+    frames: usize,
+    /// Bytes of the next frame written.
+    offset: usize,
+}
+
+/// Writes `frames` from where `sent` stands, up to [`MAX_SLICES`] per
+/// vectored write, until all are written or the socket is full.
+fn poll_write_frames<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    frames: &[Bytes],
+    sent: &mut Progress,
+) -> Poll<Result<(), SessionError>> {
+    let write_error = |error: io::Error| SessionError::Write(error.to_string());
+    while sent.frames < frames.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let pending = &frames[sent.frames..];
+        let count = pending.len().min(MAX_SLICES);
+        for (slice, (i, frame)) in slices.iter_mut().zip(pending.iter().enumerate()) {
+            let start = if i == 0 { sent.offset } else { 0 };
+            *slice = IoSlice::new(&frame[start..]);
+        }
+        let written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))
+            .map_err(write_error)?;
+        if written == 0 {
+            return Poll::Ready(Err(write_error(io::ErrorKind::WriteZero.into())));
+        }
+        // Advance past what the kernel took.
+        let mut left = written;
+        while left > 0 && sent.frames < frames.len() {
+            let rest = frames[sent.frames].len() - sent.offset;
+            if left >= rest {
+                left -= rest;
+                sent.frames += 1;
+                sent.offset = 0;
+            } else {
+                sent.offset += left;
+                left = 0;
+            }
+        }
+    }
+    Pin::new(&mut *io).poll_flush(cx).map_err(write_error)
+}
+
+/// Runs a write to the client, failing it if it takes longer than
+/// `limit`. Almost every write completes on its first poll (the socket's
+/// send buffer has room), so the timer — an insertion into and a removal
+/// from the runtime's timer wheel — is only armed when it does not.
+async fn within(
+    limit: Duration,
+    write: impl Future<Output = Result<(), SessionError>>,
+) -> Result<(), SessionError> {
+    let mut write = pin!(write);
+    match futures_util::poll!(write.as_mut()) {
+        Poll::Ready(result) => result,
+        Poll::Pending => timeout(limit, write)
+            .await
+            .map_err(|_| SessionError::WriteTimeout(limit))?,
+    }
+}

@@ -1,0 +1,199 @@
+//! permessage-deflate (RFC 7692), negotiated so that a broadcast is
+//! compressed once.
+//!
+//! With `server_no_context_takeover` every message the server sends is a
+//! deflate stream of its own, independent of what that socket was sent
+//! before; so the compressed bytes of one broadcast are the same for every
+//! member, and are built once (see `outbound::Queued::frame`). With
+//! `client_no_context_takeover` (which a server may ask for even when the
+//! client did not offer it, RFC 7692 section 7.1.1.1) the client does the
+//! same, so no connection keeps a 32 KiB inflate window while idle.
+
+use std::cell::RefCell;
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+/// The extension as groupcast accepts it, in the 101 response.
+pub const RESPONSE: &str =
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+/// The end of a sync-flushed deflate stream, removed before sending and put
+/// back before inflating (RFC 7692 section 7.2.1).
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Whether the client's `Sec-WebSocket-Extensions` offers permessage-deflate
+/// in a form groupcast can accept: any offer of it whose parameters we can
+/// honour (we always compress without context takeover, and with the full
+/// 15-bit window, so `server_max_window_bits` below 15 cannot be honoured).
+pub fn accepts(offers: &str) -> bool {
+    offers.split(',').any(|offer| {
+        let mut parts = offer.split(';').map(str::trim);
+        if !parts
+            .next()
+            .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"))
+        {
+            return false;
+        }
+        parts.all(|param| {
+            let (name, value) = match param.split_once('=') {
+                Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
+                None => (param, None),
+            };
+            match name.to_ascii_lowercase().as_str() {
+                "server_no_context_takeover" | "client_no_context_takeover" => value.is_none(),
+                // We do not limit the client's window: its choice is fine.
+                "client_max_window_bits" => {
+                    value.is_none_or(|bits| bits.parse::<u8>().is_ok_and(|b| (8..=15).contains(&b)))
+                }
+                "server_max_window_bits" => value == Some("15"),
+                _ => false,
+            }
+        })
+    })
+}
+
+thread_local! {
+    /// One compressor per thread, reset for every message: its state is
+    /// hundreds of KiB, far too much to allocate per broadcast.
+    static COMPRESSOR: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
+}
+
+/// `payload` compressed as one message with no context (the tail removed),
+/// or `None` if compressing failed or did not make it smaller.
+pub fn compress(payload: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|compressor| {
+        let mut compressor = compressor.borrow_mut();
+        compressor.reset();
+        let mut out = Vec::with_capacity(payload.len() / 2 + 64);
+        let mut input = payload;
+        loop {
+            let before_in = compressor.total_in();
+            compressor
+                .compress_vec(input, &mut out, FlushCompress::Sync)
+                .ok()?;
+            let consumed = (compressor.total_in() - before_in) as usize;
+            input = &input[consumed..];
+            // Done when all input is in and the flush fitted (room left).
+            if input.is_empty() && out.len() < out.capacity() {
+                break;
+            }
+            out.reserve(out.capacity().max(64));
+        }
+        if out.ends_with(&TAIL) {
+            out.truncate(out.len() - TAIL.len());
+        }
+        (out.len() < payload.len()).then_some(out)
+    })
+}
+
+/// Why a compressed message could not be inflated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InflateError {
+    /// The message inflates to more than the limit (a decompression bomb,
+    /// or just too large): stopped at the limit, never allocated past it.
+    #[error("the message inflates to more than {limit} bytes")]
+    TooBig { limit: usize },
+    #[error("the compressed message is not valid deflate data: {0}")]
+    Corrupt(String),
+}
+
+/// Inflates one client message (sent without context takeover), producing
+/// at most `limit` bytes.
+pub fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
+    let mut inflater = Decompress::new(false);
+    let mut out = Vec::with_capacity((compressed.len() * 4).clamp(64, limit.max(64)));
+    for (chunk, last) in [(compressed, false), (&TAIL[..], true)] {
+        let mut input = chunk;
+        loop {
+            if out.len() == out.capacity() {
+                if out.len() >= limit {
+                    // Full at the limit with input or output left: too big
+                    // (one more byte of room tells which, below).
+                    out.reserve_exact(1);
+                } else {
+                    out.reserve_exact(out.capacity().min(limit - out.len()).max(64));
+                }
+            }
+            let before_in = inflater.total_in();
+            let before_out = inflater.total_out();
+            let status = inflater
+                .decompress_vec(input, &mut out, FlushDecompress::Sync)
+                .map_err(|error| InflateError::Corrupt(error.to_string()))?;
+            if out.len() > limit {
+                return Err(InflateError::TooBig { limit });
+            }
+            let consumed = (inflater.total_in() - before_in) as usize;
+            input = &input[consumed..];
+            let produced = inflater.total_out() - before_out;
+            if matches!(status, Status::StreamEnd) {
+                // A final block: what follows (our tail) is not needed.
+                return Ok(out);
+            }
+            if input.is_empty() && out.len() < out.capacity() {
+                break;
+            }
+            if consumed == 0 && produced == 0 && out.len() < out.capacity() {
+                return Err(InflateError::Corrupt("no progress".into()));
+            }
+        }
+        if last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_compressed_inflates_back() {
+        let line =
+            "2026-12-01T10:00:00Z INFO task/42 step 3 of 9: compiling crate foo v1.2.3 ".repeat(3);
+        let compressed = compress(line.as_bytes()).expect("text compresses");
+        assert!(compressed.len() < line.len() / 2);
+        assert_eq!(inflate(&compressed, 1 << 20).unwrap(), line.as_bytes());
+    }
+
+    #[test]
+    fn incompressible_payloads_are_sent_plain() {
+        let noise: Vec<u8> = (0..64u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        assert_eq!(compress(&noise), None);
+    }
+
+    #[test]
+    fn a_decompression_bomb_stops_at_the_limit() {
+        let zeros = vec![0u8; 10 << 20];
+        let bomb = compress(&zeros).unwrap();
+        assert!(bomb.len() < (10 << 20) / 100, "a bomb: {} bytes", bomb.len());
+        assert_eq!(
+            inflate(&bomb, 64 * 1024),
+            Err(InflateError::TooBig { limit: 64 * 1024 })
+        );
+        assert_eq!(inflate(&bomb, 10 << 20).unwrap().len(), 10 << 20);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(matches!(
+            inflate(&[0xff; 32], 1024),
+            Err(InflateError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn offers_are_accepted_only_when_they_can_be_honoured() {
+        assert!(accepts("permessage-deflate; client_max_window_bits"));
+        assert!(accepts("x-webkit-deflate-frame, permessage-deflate"));
+        assert!(accepts(
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
+        ));
+        assert!(!accepts("permessage-deflate; server_max_window_bits=10"));
+        assert!(!accepts("permessage-deflate; unknown_param"));
+        assert!(!accepts("x-webkit-deflate-frame"));
+        assert!(!accepts(""));
+    }
+}
