@@ -38,6 +38,9 @@ pub struct Metrics {
     pub write_timeouts: Counter,
     /// Messages dropped by the drop-oldest policy.
     pub queue_drops: Counter,
+    /// Messages compressed for permessage-deflate members: once per
+    /// message, however many members receive it compressed.
+    pub messages_compressed: Counter,
     /// Compressed client messages that inflated past `max_message_size`
     /// (decompression bombs, or just too large), closed with 1009.
     pub inflate_too_big: Counter,
@@ -126,6 +129,11 @@ impl Metrics {
             write_timeouts: metric!(
                 "write_timeouts",
                 "Sessions dropped because a write took longer than the write timeout",
+                Counter
+            ),
+            messages_compressed: metric!(
+                "messages_compressed",
+                "Messages compressed for permessage-deflate clients (once per message, whatever the number of members)",
                 Counter
             ),
             inflate_too_big: metric!(

@@ -15,6 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
 use crate::config::QueueFullPolicy;
@@ -168,10 +169,10 @@ impl Queued {
     }
 
     /// The frame a member speaking `protocol` is sent: built once per
-    /// message and kind, then shared. With `compress_from` (the member
-    /// negotiated permessage-deflate), a payload of at least that many
-    /// bytes goes compressed — compressed once, too.
-    pub(crate) fn frame(&self, protocol: Protocol, compress_from: Option<usize>) -> Bytes {
+    /// message and kind, then shared. With `compression` (the member
+    /// negotiated permessage-deflate), a payload of at least its threshold
+    /// goes compressed — compressed once, too.
+    pub(crate) fn frame(&self, protocol: Protocol, compression: Option<&Compression>) -> Bytes {
         let outgoing = &*self.0;
         let v1 = protocol == Protocol::V1 && !outgoing.protocol;
         let (plain, deflated) = if v1 {
@@ -191,7 +192,7 @@ impl Queued {
                 }
             }
         });
-        let Some(threshold) = compress_from else {
+        let Some(compression) = compression else {
             return plain.clone();
         };
         let deflated = deflated.get_or_init(|| {
@@ -201,13 +202,22 @@ impl Queued {
                 OpCode::Text
             };
             let payload = &plain[header_len(plain)..];
-            if payload.len() < threshold {
+            if payload.len() < compression.threshold {
                 return None;
             }
+            compression.compressed.inc();
             deflate::compress(payload).map(|compressed| frame::encode(opcode, true, &compressed))
         });
         deflated.as_ref().unwrap_or(plain).clone()
     }
+}
+
+/// How a member that negotiated permessage-deflate gets its frames.
+pub(crate) struct Compression {
+    /// Shorter payloads go uncompressed.
+    pub threshold: usize,
+    /// Counts each message compressed (once, whatever the members).
+    pub compressed: Counter,
 }
 
 /// The header length of a frame built by [`frame::encode`].
@@ -552,16 +562,21 @@ mod tests {
                 .unwrap()
                 .contains(r#""offset":7"#)
         );
-        let deflated = queued.frame(Protocol::Raw, Some(64));
+        let compression = Compression {
+            threshold: 64,
+            compressed: Counter::default(),
+        };
+        let deflated = queued.frame(Protocol::Raw, Some(&compression));
         assert_eq!(deflated[0], 0xC1, "FIN + RSV1 + text");
         assert!(deflated.len() < line.len() / 2);
         assert_eq!(
             deflated.as_ptr(),
-            queued.frame(Protocol::Raw, Some(64)).as_ptr(),
+            queued.frame(Protocol::Raw, Some(&compression)).as_ptr(),
             "compressed once"
         );
+        assert_eq!(compression.compressed.get(), 1);
         // Below the threshold: plain.
         let short = Queued::from(Message::text("short"));
-        assert_eq!(short.frame(Protocol::Raw, Some(64))[0], 0x81);
+        assert_eq!(short.frame(Protocol::Raw, Some(&compression))[0], 0x81);
     }
 }

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::error::SessionError;
-use crate::outbound::{Batch, close_code};
+use crate::outbound::{Batch, Compression, close_code};
 use crate::protocol::Offsets;
 use crate::wire::{FrameReader, Incoming, ReadError, frame};
 use crate::{Hub, Session};
@@ -47,8 +47,8 @@ pub(crate) struct Connection<'a, S> {
     pub session: &'a Session,
     pub io: S,
     pub reader: FrameReader,
-    /// permessage-deflate is on: messages of at least this size go compressed.
-    pub compress_from: Option<usize>,
+    /// permessage-deflate is on for this connection.
+    pub compression: Option<Compression>,
 }
 
 /// What woke the loop.
@@ -186,7 +186,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             if queued.stamp().is_some_and(|stamp| !offsets.is_new(stamp)) {
                 continue; // the backlog already had it
             }
-            frames.push(queued.frame(protocol, self.compress_from));
+            frames.push(queued.frame(protocol, self.compression.as_ref()));
         }
         if let Some(close) = batch.close {
             frames.push(frame::close(Some(close.code), &close.reason));

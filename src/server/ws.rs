@@ -25,7 +25,7 @@ use crate::config::ClientMessages;
 use crate::error::SessionError;
 use crate::group::GroupName;
 use crate::limits::{ConnectionPermit, LimitRejection, TokenBucket};
-use crate::outbound::close_code;
+use crate::outbound::{Compression, close_code};
 use crate::protocol::{self, Protocol};
 use crate::resume::Replay;
 use crate::wire::{FrameReader, Incoming, Limits, Role, frame};
@@ -236,7 +236,10 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
         session: &session,
         io,
         reader,
-        compress_from: negotiated.deflate.then_some(config.compression_threshold),
+        compression: negotiated.deflate.then(|| Compression {
+            threshold: config.compression_threshold,
+            compressed: hub.metrics().messages_compressed.clone(),
+        }),
     };
     let mut inbox = Inbox::new(&hub);
     if let Err(error) = connection
