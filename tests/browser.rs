@@ -216,3 +216,85 @@ async fn the_js_client_is_served_as_a_module() {
     assert_eq!(body, file);
     assert!(body.contains("export class GroupcastClient"));
 }
+
+/// With `--compression`, Chromium negotiates permessage-deflate (it offers
+/// it on every WebSocket), and two pages receive every text exactly, while
+/// each message is compressed once for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_negotiates_compression_and_reads_every_compressed_message() {
+    use common::browser::wait_for_script;
+    let hub = Hub::builder()
+        .config(groupcast::Config {
+            compression: true,
+            ..groupcast::Config::default()
+        })
+        .build()
+        .unwrap();
+    let server = TestServer::start(hub).await;
+    let driver = Chromedriver::start().await;
+    let browser = driver.browser().await;
+    let first = browser.window().await.unwrap();
+    let second = browser.new_window(true).await.unwrap().handle;
+    let open = format!(
+        "window.got = {{ messages: [], extensions: null }};
+         const ws = new WebSocket('ws://{}/ws/logs');
+         ws.onopen = () => {{ window.got.extensions = ws.extensions; }};
+         ws.onmessage = (event) => window.got.messages.push(event.data);",
+        server.addr
+    );
+    for window in [&first, &second] {
+        browser.switch_to_window(window.clone()).await.unwrap();
+        browser.goto(&server.http_url("/healthz")).await.unwrap();
+        browser.execute(&open, vec![]).await.unwrap();
+    }
+    let logs = GroupName::new("logs").unwrap();
+    wait_until("both pages joined", || server.hub.member_count(&logs) == 2).await;
+
+    let lines: Vec<String> = (0..40)
+        .map(|n| {
+            format!(
+                "2026-12-01T10:00:{n:02}Z INFO task/7 step {n}: Compiling crate-{n} v1.0.{n} \
+                 (registry+https://github.com/rust-lang/crates.io-index) — ünïcödé ✓ {}",
+                "=".repeat(n * 7)
+            )
+        })
+        .collect();
+    for line in &lines {
+        server.hub.to("logs").send(line.as_str()).unwrap();
+    }
+    for window in [&first, &second] {
+        browser.switch_to_window(window.clone()).await.unwrap();
+        let got = wait_for_script(
+            &browser,
+            "every message on the page",
+            "return window.got;",
+            |got| {
+                got["messages"]
+                    .as_array()
+                    .is_some_and(|m| m.len() >= lines.len())
+            },
+        )
+        .await;
+        let extensions = got["extensions"].as_str().unwrap_or_default();
+        assert!(
+            extensions.contains("permessage-deflate"),
+            "negotiated: {extensions:?}"
+        );
+        let messages: Vec<&str> = got["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            messages,
+            lines.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(
+        server.hub.metrics().messages_compressed.get(),
+        lines.len() as u64,
+        "each message compressed once for both pages"
+    );
+    browser.close().await.expect("end the browser session");
+}

@@ -46,7 +46,10 @@ impl DeflateClient {
         // The answer's head, byte by byte: nothing of the frames after it.
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
-            let byte = timeout(WAIT, stream.read_u8()).await.expect("a 101").unwrap();
+            let byte = timeout(WAIT, stream.read_u8())
+                .await
+                .expect("a 101")
+                .unwrap();
             head.push(byte);
         }
         let head = String::from_utf8(head).unwrap();
@@ -139,7 +142,10 @@ fn log_line(n: usize) -> String {
 
 async fn members_of(server: &TestServer, group: &str, count: usize) {
     let name = GroupName::new(group).unwrap();
-    wait_until("every member joined", || server.hub.member_count(&name) == count).await;
+    wait_until("every member joined", || {
+        server.hub.member_count(&name) == count
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -201,9 +207,12 @@ async fn without_the_setting_no_client_gets_compression() {
 #[tokio::test]
 async fn an_offer_the_server_cannot_honour_is_declined_not_failed() {
     let server = TestServer::start(compressing_hub()).await;
-    let mut client =
-        DeflateClient::connect(&server, "narrow", "permessage-deflate; server_max_window_bits=9")
-            .await;
+    let mut client = DeflateClient::connect(
+        &server,
+        "narrow",
+        "permessage-deflate; server_max_window_bits=9",
+    )
+    .await;
     assert_eq!(client.extensions, None);
     members_of(&server, "narrow", 1).await;
     server.hub.to("narrow").send(log_line(2).as_str()).unwrap();
@@ -220,7 +229,11 @@ async fn what_a_client_sends_compressed_is_inflated_for_the_group() {
     let compressed = deflate::compress(line.as_bytes()).unwrap();
     sender.send_frame(0xC1, &compressed).await;
     assert_eq!(plain.recv_text().await, line);
-    assert_eq!(sender.next_text().await, line, "forwarded to the sender too");
+    assert_eq!(
+        sender.next_text().await,
+        line,
+        "forwarded to the sender too"
+    );
 }
 
 #[tokio::test]
