@@ -220,7 +220,9 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
         on_connect(&hub, &session);
     }
     if held {
-        hub.catch_up(&session, &replay).await;
+        // Boxed: the catch-up's state (history reads) is large, and would
+        // otherwise stay part of every connection's future, idle or not.
+        Box::pin(hub.catch_up(&session, &replay)).await;
     }
 
     let config = hub.config();
@@ -229,8 +231,10 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
         max_frame_size: config.max_message_size,
     };
     let mut reader = FrameReader::new(Role::Server, limits).with_deflate(negotiated.deflate);
-    // What the client sent right behind its upgrade request.
+    // What the client sent right behind its upgrade request; then the
+    // bytes go (they may hold on to HTTP's whole read buffer).
     reader.feed(&leftover);
+    drop(leftover);
     let connection = Connection {
         hub: &hub,
         session: &session,
