@@ -505,7 +505,7 @@ async fn upgrade_prebuilt(
         let id = node.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUE_LEN);
         node.join(&group, id, tx);
-        let _ = connection(parts.io.into_inner(), &parts.read_buf, rx, deflate).await;
+        let _ = connection(parts.io.into_inner(), parts.read_buf, rx, deflate).await;
         node.leave(&group, id);
     });
     response.body(Body::empty()).expect("valid response")
@@ -516,12 +516,15 @@ async fn upgrade_prebuilt(
 /// 1013) when the fan-out dropped this socket for a full queue.
 async fn connection(
     mut stream: TcpStream,
-    already_read: &[u8],
+    already_read: Bytes,
     mut rx: mpsc::Receiver<Bytes>,
     deflate: Option<u32>,
 ) -> io::Result<()> {
     let mut reader = CloseWatch::default();
-    if reader.feed(already_read) {
+    let closed = reader.feed(&already_read);
+    // A slice of hyper's read buffer: keeping it would keep that alive.
+    drop(already_read);
+    if closed {
         return write_all(&mut stream, &[close_frame(1000, "")]).await;
     }
     let mut batch = Vec::new();
