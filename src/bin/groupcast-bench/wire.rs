@@ -173,7 +173,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
         let mut in_message = false;
         let mut rsv1 = false;
         loop {
-            let (fin, opcode, frame_rsv1, len, header) = loop {
+            let Header {
+                fin,
+                opcode,
+                rsv1: frame_rsv1,
+                len,
+                size: header,
+            } = loop {
                 if let Some(h) = parse_header(&self.buf)? {
                     break h;
                 }
@@ -277,9 +283,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
     }
 }
 
-/// (fin, opcode, rsv1, payload length, header length) of the frame at the
-/// start of `buf`, or `None` if its header is not all there yet.
-fn parse_header(buf: &[u8]) -> anyhow::Result<Option<(bool, u8, bool, u64, usize)>> {
+/// A frame's header.
+struct Header {
+    fin: bool,
+    opcode: u8,
+    rsv1: bool,
+    /// Payload length.
+    len: u64,
+    /// Header length.
+    size: usize,
+}
+
+/// The header of the frame at the start of `buf`, or `None` if it is not
+/// all there yet.
+fn parse_header(buf: &[u8]) -> anyhow::Result<Option<Header>> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -290,13 +307,13 @@ fn parse_header(buf: &[u8]) -> anyhow::Result<Option<(bool, u8, bool, u64, usize
         126 | 127 => return Ok(None),
         n => (n as u64, 2),
     };
-    Ok(Some((
-        buf[0] & 0x80 != 0,
-        buf[0] & 0x0f,
-        buf[0] & 0x40 != 0,
+    Ok(Some(Header {
+        fin: buf[0] & 0x80 != 0,
+        opcode: buf[0] & 0x0f,
+        rsv1: buf[0] & 0x40 != 0,
         len,
-        header,
-    )))
+        size: header,
+    }))
 }
 
 /// A masked client frame (control frames only: payload < 126 bytes).
