@@ -401,8 +401,12 @@ if want deflate; then
                 --publish "$REDIS_URL" --rate "$W1_RATE" --duration 20s --payload-kind log \
                 --compression --measure-pid "$PAIR_PIDS" || true
             if [ -f "$OUT/json/deflate-$variant-r$run.json" ]; then
-                python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(f"  compression accepted by {s[\"compression_accepted\"]} of {s[\"connect\"][\"connected\"]} clients; wire {s[\"wire_bytes\"]} B")' \
-                    "$OUT/json/deflate-$variant-r$run.json" | tee -a "$OUT/summary.txt" >&2
+                python3 - "$OUT/json/deflate-$variant-r$run.json" <<'PY' | tee -a "$OUT/summary.txt" >&2
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"  compression accepted by {s['compression_accepted']} of {s['connect']['connected']} clients; "
+      f"{s['wire_bytes']} wire bytes, {s['wire_bytes_per_delivery']} per delivery")
+PY
             fi
             stop_pair
         done
