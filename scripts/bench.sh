@@ -394,7 +394,7 @@ if want deflate; then
             esac
             if ! start_pair "$kind" "${extra[@]}"; then
                 log "deflate-$variant-r$run: SKIPPED: $kind ${extra[*]} did not start" \
-                    "($(tail -2 "$OUT/logs/node-$kind-a.log" | tr '\n' ' '))"
+                    "($(grep -m1 -i error "$OUT/logs/node-$kind-a.log" || tail -1 "$OUT/logs/node-$kind-a.log"))"
                 continue
             fi
             bench "deflate-$variant-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1 \

@@ -81,9 +81,12 @@ pub struct RawWs<S> {
     /// The current message (fragments joined, inflated).
     pub message: Vec<u8>,
     compressed: Vec<u8>,
-    /// `Some` when the server accepted permessage-deflate; (inflater, reset
-    /// it before each message: server_no_context_takeover).
-    inflate: Option<(flate2::Decompress, bool)>,
+    /// `Some` when the server accepted permessage-deflate. Never reset: a
+    /// message compressed without context takeover refers to nothing
+    /// before it and ends on a byte boundary (sync flush), so one inflater
+    /// reads both kinds, and a reset per message would cost more than the
+    /// inflating (it rebuilds the decoder's tables).
+    inflate: Option<flate2::Decompress>,
     /// Bytes read before the first frame (the HTTP response).
     pub handshake_bytes: u64,
 }
@@ -146,8 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
                 params.next() == Some("permessage-deflate") && inflate.is_none(),
                 "server answered an extension not offered: {ext}"
             );
-            let reset = params.any(|p| p == "server_no_context_takeover");
-            inflate = Some((flate2::Decompress::new(false), reset));
+            inflate = Some(flate2::Decompress::new(false));
         }
         buf.advance(end);
         Ok(RawWs {
@@ -251,12 +253,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
     /// RFC 7692: append `00 00 ff ff`, raw inflate into `self.message`,
     /// at most [`MAX_MESSAGE`] bytes.
     fn inflate_message(&mut self) -> anyhow::Result<()> {
-        let Some((inflater, reset)) = &mut self.inflate else {
+        let Some(inflater) = &mut self.inflate else {
             bail!("RSV1 frame without permessage-deflate");
         };
-        if *reset {
-            inflater.reset(false);
-        }
         self.compressed.extend_from_slice(&[0, 0, 0xff, 0xff]);
         let input = &self.compressed[..];
         let mut pos = 0;
