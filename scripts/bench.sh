@@ -5,6 +5,18 @@
 # each, several runs, prints medians and spread, and stops everything it
 # started. Every step is bounded in time (`timeout`).
 #
+# Kinds (KINDS, default "groupcast reference prebuilt"; alternated within each
+# run of w1, w1max, w2, w3 and scale):
+#   groupcast  target/release/groupcast (GC=...)
+#   baseline   another groupcast binary (GC_BASELINE=...)
+#   reference  examples/reference.rs --mode tungstenite: axum WebSockets, one
+#              Redis SUBSCRIBE connection, a bounded queue per socket
+#   prebuilt   examples/reference.rs --mode prebuilt: each broadcast's frame
+#              built once, one task and one write_vectored per socket, no
+#              per-socket buffers (--deflate per-socket in `deflate`)
+# Binaries: GC, BENCH and REF override the paths; by default they are under
+# $CARGO_TARGET_DIR (or target/)/release.
+#
 #   scripts/bench.sh                      # everything, 3 runs
 #   ONLY=w1,w3 RUNS=5 scripts/bench.sh    # some workloads
 #   NO_BUILD=1 scripts/bench.sh           # use the binaries already built
@@ -12,6 +24,8 @@
 #                                         # A/B a change (W1 at another rate)
 #   GC_BASELINE=/path/to/old/groupcast KINDS="groupcast baseline reference" ONLY=w1 scripts/bench.sh
 #                                         # A/B in one run, alternating with the reference
+#   CARGO_TARGET_DIR=/work/target-x ONLY=w3 RUNS=1 NO_BUILD=1 scripts/bench.sh
+#                                         # binaries from another target dir
 #
 # Workloads (names for ONLY):
 #   w1     fan-out: 2 nodes, 1 group, 2000 clients, 64 B via Redis PUBLISH,
@@ -22,12 +36,12 @@
 #   w2iso  1000 groups whose members are all on node A, published through
 #          node B's HTTP API: PUBLISHes counted in Redis, bus messages on A/B
 #   w3     10000 idle clients over 1000 groups on one node: RSS per connection
-#          (groupcast default, groupcast with the old 4 KiB read buffer,
-#          reference)
+#          (groupcast, reference, prebuilt; with W3_RB4096=1 also groupcast
+#          and reference with the old 4 KiB read buffer)
 #   stall  w1 with and without one client that never reads (closed with
 #          1013, or kept with drop-oldest)
 #   scale  one node, as many clients as the fd limit allows, one group,
-#          1 broadcast per second: p99
+#          1 broadcast per second: p99; each kind of KINDS in turn
 #   churn  2000 joins+leaves/s over 1000 groups for 60 s, then a publish to
 #          each group, PUBSUB CHANNELS, RSS
 #   modes  W2 traffic (1000 groups x 10 clients, 2000 msgs/s through node B's
@@ -40,22 +54,32 @@
 #          per delivery; Redis CPU per publish off/on (10 groups, 2000
 #          msgs/s); catch-up of a client resuming 10,000 missed messages;
 #          Redis memory per 1,000 retained 64-byte messages
+#   deflate W1 with ~200-byte task-log-like text lines (--payload-kind log)
+#          and clients offering permessage-deflate (--compression),
+#          alternating: groupcast as is, groupcast compressing
+#          ($GC_COMPRESSION_ARGS, default --compression; a binary without
+#          that flag is reported and skipped), prebuilt --deflate
+#          per-socket (compresses every message for every socket), prebuilt
+#          without compression: wire bytes and server CPU per delivery
 # Results: $OUT/json/*.json (one bench summary each), $OUT/logs, $OUT/summary.txt
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-ONLY=${ONLY:-w1,w1max,w2,w2iso,w3,stall,scale,churn,hist,modes}
+ONLY=${ONLY:-w1,w1max,w2,w2iso,w3,stall,scale,churn,hist,modes,deflate}
 OUT=${OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
 W1_RATES=${W1_RATES:-25 50 100 150 200 300}
 W2_RATES=${W2_RATES:-2000 4000 6000 8000 12000}
 STEP_DURATION=${STEP_DURATION:-8s}
 W1_RATE=${W1_RATE:-20}
-KINDS=${KINDS:-groupcast reference}
+KINDS=${KINDS:-groupcast reference prebuilt}
 SOURCES=127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
-GC=${GC:-target/release/groupcast}
-BENCH=target/release/groupcast-bench
-REF=target/release/examples/reference
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+GC=${GC:-$TARGET_DIR/release/groupcast}
+BENCH=${BENCH:-$TARGET_DIR/release/groupcast-bench}
+REF=${REF:-$TARGET_DIR/release/examples/reference}
+CATCHUP=${CATCHUP:-$TARGET_DIR/release/examples/catchup}
+GC_COMPRESSION_ARGS=${GC_COMPRESSION_ARGS:---compression}
 mkdir -p "$OUT/json" "$OUT/logs"
 
 if [ -z "${NO_BUILD:-}" ]; then
@@ -93,9 +117,13 @@ for _ in range(200):
 '
 }
 
-wait_port() { # port: up to 10 s
+wait_port() { # port [pid]: up to 10 s; fails at once if the process pid ended
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
+            echo "process $2 exited before listening on port $1" >&2
+            return 1
+        fi
         sleep 0.1
     done
     echo "nothing listens on port $1" >&2
@@ -138,23 +166,26 @@ start_node() {
                 --max-connections 0 --max-connections-per-ip 0 "$@" \
                 >"$OUT/logs/node-$name.log" 2>&1 &
             ;;
-        reference)
-            "$REF" --listen "127.0.0.1:$NODE_PORT" --redis-url "$REDIS_URL" "$@" \
+        reference|prebuilt)
+            local mode=tungstenite
+            [ "$kind" = prebuilt ] && mode=prebuilt
+            "$REF" --listen "127.0.0.1:$NODE_PORT" --redis-url "$REDIS_URL" --mode "$mode" "$@" \
                 >"$OUT/logs/node-$name.log" 2>&1 &
             ;;
+        *) echo "unknown kind $kind" >&2; return 1 ;;
     esac
     NODE_PID=$!
     STARTED+=("$NODE_PID")
-    wait_port "$NODE_PORT" || { tail -5 "$OUT/logs/node-$name.log" >&2; return 1; }
+    wait_port "$NODE_PORT" "$NODE_PID" || { tail -5 "$OUT/logs/node-$name.log" >&2; return 1; }
 }
 
 # start_pair KIND [extra args] -> PAIR_PIDS "pid1,pid2", PAIR_URLS "--url a --url b", PAIR_PORTS
 start_pair() {
     local kind=$1
     shift
-    start_node "$kind" "$kind-a" "$@"
+    start_node "$kind" "$kind-a" "$@" || return 1
     local p1=$NODE_PID port1=$NODE_PORT
-    start_node "$kind" "$kind-b" "$@"
+    start_node "$kind" "$kind-b" "$@" || { stop "$p1"; return 1; }
     PAIR_PIDS="$p1,$NODE_PID"
     PAIR_PORTS="$port1 $NODE_PORT"
     PAIR_URLS=(--url "ws://127.0.0.1:$port1" --url "ws://127.0.0.1:$NODE_PORT")
@@ -183,6 +214,7 @@ lat = s.get("latency_us") or {}
 print(f"  delivered/s {s['deliveries_per_sec']:.0f} loss {s['loss']} dups {s['dups']} "
       f"ooo {s['out_of_order']} p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} µs "
       f"cpu/delivery {s.get('server_cpu_us_per_delivery')} µs "
+      f"wire/delivery {s.get('wire_bytes_per_delivery')} B "
       f"rss/conn {s.get('server_rss_per_connection_bytes')} B ended_early {s['ended_early']}")
 EOF
 }
@@ -278,12 +310,12 @@ fi
 
 if want w3; then
     for run in $(seq "$RUNS"); do
-        for variant in groupcast groupcast-rb4096 reference reference-rb4096; do
+        variants="groupcast reference prebuilt"
+        [ -n "${W3_RB4096:-}" ] && variants="$variants groupcast-rb4096 reference-rb4096"
+        for variant in $variants; do
             case $variant in
-                groupcast) start_node groupcast w3 ;;
-                groupcast-rb4096) start_node groupcast w3 --read-buffer-size 4096 ;;
-                reference) start_node reference w3 ;;
-                reference-rb4096) start_node reference w3 --read-buffer-size 4096 ;;
+                *-rb4096) start_node "${variant%-rb4096}" w3 --read-buffer-size 4096 ;;
+                *) start_node "$variant" w3 ;;
             esac
             sleep 1
             bench "w3-$variant-r$run" --url "ws://127.0.0.1:$NODE_PORT" --clients 10000 \
@@ -329,11 +361,56 @@ if want scale; then
     # Both the node and the bench are limited to `ulimit -Hn` descriptors.
     hard=$(ulimit -Hn)
     clients=$((hard - 200))
-    start_node groupcast scale
-    bench "scale-groupcast" --url "ws://127.0.0.1:$NODE_PORT" --clients "$clients" --groups 1 \
-        --publish "$REDIS_URL" --rate 1 --duration 10s --settle 3s --drain 10s \
-        --connect-concurrency 500 --measure-pid "$NODE_PID" || true
-    stop "$NODE_PID"
+    for run in $(seq "$RUNS"); do
+        for kind in $KINDS; do
+            start_node "$kind" "scale-$kind"
+            bench "scale-$kind-r$run" --url "ws://127.0.0.1:$NODE_PORT" --clients "$clients" --groups 1 \
+                --publish "$REDIS_URL" --rate 1 --duration 10s --settle 3s --drain 10s \
+                --connect-concurrency 500 --measure-pid "$NODE_PID" || true
+            stop "$NODE_PID"
+            sleep 2 # let the previous run's sockets leave TIME_WAIT's way
+        done
+    done
+fi
+
+if want deflate; then
+    # W1 (2 nodes, 1 group, 2000 clients, W1_RATE msgs/s) with ~200-byte
+    # log lines; every client offers permessage-deflate and inflates what
+    # comes compressed. Variants, alternating within each run:
+    #   groupcast               as is (declines the extension unless it
+    #                           compresses by default)
+    #   groupcast-compression   with $GC_COMPRESSION_ARGS: compressed once
+    #                           per broadcast
+    #   prebuilt-per-socket     prebuilt reference, every message compressed
+    #                           again for every socket
+    #   prebuilt                prebuilt reference, no compression
+    for run in $(seq "$RUNS"); do
+        for variant in groupcast groupcast-compression prebuilt-per-socket prebuilt; do
+            case $variant in
+                groupcast) kind=groupcast; extra=() ;;
+                groupcast-compression) kind=groupcast; read -r -a extra <<<"$GC_COMPRESSION_ARGS" ;;
+                prebuilt-per-socket) kind=prebuilt; extra=(--deflate per-socket) ;;
+                prebuilt) kind=prebuilt; extra=() ;;
+            esac
+            if ! start_pair "$kind" "${extra[@]}"; then
+                log "deflate-$variant-r$run: SKIPPED: $kind ${extra[*]} did not start" \
+                    "($(grep -m1 -i error "$OUT/logs/node-$kind-a.log" || tail -1 "$OUT/logs/node-$kind-a.log"))"
+                continue
+            fi
+            bench "deflate-$variant-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1 \
+                --publish "$REDIS_URL" --rate "$W1_RATE" --duration 20s --payload-kind log \
+                --compression --measure-pid "$PAIR_PIDS" || true
+            if [ -f "$OUT/json/deflate-$variant-r$run.json" ]; then
+                python3 - "$OUT/json/deflate-$variant-r$run.json" <<'PY' | tee -a "$OUT/summary.txt" >&2
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"  compression accepted by {s['compression_accepted']} of {s['connect']['connected']} clients; "
+      f"{s['wire_bytes']} wire bytes, {s['wire_bytes_per_delivery']} per delivery")
+PY
+            fi
+            stop_pair
+        done
+    done
 fi
 
 if want churn; then
@@ -415,7 +492,7 @@ for n in range(1, 1001):
     EPOCH=$(rcli HGET 'groupcast:history-meta:{group:catchup}' e)
     for run in $(seq "$RUNS"); do
         log "run catchup-r$run: a groupcast.v1 client resumes 10,000 missed messages"
-        timeout 180 target/release/examples/catchup --url "ws://127.0.0.1:$ONE_PORT/ws/catchup" \
+        timeout 180 "$CATCHUP" --url "ws://127.0.0.1:$ONE_PORT/ws/catchup" \
             --since 0 --epoch "$EPOCH" --count 10000 | tee "$OUT/json/catchup-r$run.txt" | tee -a "$OUT/summary.txt" >&2 || log "  FAILED"
     done
     stream=$(rcli MEMORY USAGE 'groupcast:history:{group:mem}' SAMPLES 0)
@@ -502,24 +579,27 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         runs[(s["workload"], s["kind"], "max_rate msgs/s")].append(s["max_rate"])
         runs[(s["workload"], s["kind"], "max_rate p99<50ms")].append(s.get("max_rate_p99_50ms", 0))
         continue
-    m = re.match(r"(w1|w2|w3-[a-z0-9-]+?|stall\d(?:drop)?|w1max|w2max)-?(groupcast|baseline|reference|history|redis-off|redis-on|single|sharded|cluster)?(?:-r\d+)(-rate\d+)?$", label)
+    # WORKLOAD-VARIANT-rRUN[-rateN]: w1-prebuilt-r2, w3-reference-rb4096-r1,
+    # deflate-prebuilt-per-socket-r3, w1max-groupcast-r1-rate50, ...
+    m = re.match(r"(w1max|w2max|w1|w2|w3|stall\d(?:drop)?|scale|deflate|redis)-(.+?)-r\d+(-rate\d+)?$", label)
     if not m:
         continue
-    key = m.group(1) if m.group(1).startswith("w3-") else f"{m.group(1)}-{m.group(2)}{m.group(3) or ''}"
+    key = f"{m.group(1)}-{m.group(2)}{m.group(3) or ''}"
     lat = s.get("latency_us") or {}
     for metric, value in [
         ("cpu us/delivery", s.get("server_cpu_us_per_delivery")),
         ("deliveries/s", s.get("deliveries_per_sec")),
         ("p50 us", lat.get("p50")), ("p99 us", lat.get("p99")), ("p999 us", lat.get("p999")),
         ("loss", s.get("loss")),
-        ("rss/conn B", s.get("server_rss_per_connection_bytes") if key.startswith("w3") else None),
+        ("wire B/delivery", s.get("wire_bytes_per_delivery")),
+        ("rss/conn B", s.get("server_rss_per_connection_bytes") if key.startswith(("w3", "scale")) else None),
         ("load1", s.get("load1_after")),
     ]:
         if value is not None:
             runs[(key, "", metric)].append(value)
-print(f"{'workload':<24} {'kind':<10} {'metric':<18} {'median':>10} {'min':>10} {'max':>10}  n")
+print(f"{'workload':<32} {'kind':<10} {'metric':<18} {'median':>10} {'min':>10} {'max':>10}  n")
 for (w, k, metric), values in sorted(runs.items()):
-    print(f"{w:<24} {k:<10} {metric:<18} {statistics.median(values):>10.4g} "
+    print(f"{w:<32} {k:<10} {metric:<18} {statistics.median(values):>10.4g} "
           f"{min(values):>10.4g} {max(values):>10.4g}  {len(values)}")
 EOF
 log "done: $OUT"

@@ -76,6 +76,18 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
 
+    /// What follows the stamp in each payload: `padded` (to --payload
+    /// bytes) or `log` (a ~200-byte task-log-like text line, for
+    /// compression; --payload is then ignored).
+    #[arg(long, value_enum, default_value = "padded")]
+    pub payload_kind: crate::payload::PayloadKind,
+
+    /// Clients offer `permessage-deflate; client_no_context_takeover` and
+    /// inflate compressed messages (the bench's own WebSocket client, not
+    /// tungstenite's). Without it clients offer no extension.
+    #[arg(long)]
+    pub compression: bool,
+
     /// Loopback source addresses, used round-robin, so that more than one
     /// address's worth of ephemeral ports can be used.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]

@@ -10,7 +10,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::payload::Tally;
+use crate::wire::{Counted, Event, RawWs};
 
 /// The bench's clock: µs since it started (shared by publishers and
 /// receivers, so latency needs no clock sync).
@@ -86,6 +87,8 @@ pub struct Shared {
     pub dropped: AtomicU64,
     pub connect_times: Mutex<Histogram<u64>>,
     pub stop: CancellationToken,
+    /// `--compression`: offer permessage-deflate and read with [`RawWs`].
+    pub compression: bool,
 }
 
 /// What one client reports at the end.
@@ -98,6 +101,11 @@ pub struct Outcome {
     /// Set when the server closed or the connection failed before the end.
     pub ended_early: Option<String>,
     pub tally: Tally,
+    /// Bytes read from the socket after the handshake (frame headers
+    /// included; compressed bytes when compressed).
+    pub wire_bytes: u64,
+    /// The server accepted permessage-deflate (`--compression`).
+    pub compressed: bool,
 }
 
 /// Resolves `ws://host:port` to a socket address.
@@ -123,6 +131,13 @@ pub async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// A connected client: tungstenite's (the default) or, with
+/// `--compression`, the bench's own ([`RawWs`]).
+enum Conn {
+    Tungstenite(Box<Ws>),
+    Raw(Box<RawWs<TcpStream>>),
+}
+
 /// Connects, then reads until `shared.stop` (or the connection ends).
 pub async fn run(target: Target, shared: Arc<Shared>) -> Outcome {
     let mut outcome = Outcome {
@@ -130,7 +145,7 @@ pub async fn run(target: Target, shared: Arc<Shared>) -> Outcome {
         stalled: target.stalled,
         ..Outcome::default()
     };
-    let ws = {
+    let conn = {
         let Ok(_permit) = shared.connect_gate.acquire().await else {
             outcome.connect_error = Some("connect gate closed".into());
             return outcome;
@@ -140,12 +155,23 @@ pub async fn run(target: Target, shared: Arc<Shared>) -> Outcome {
             return outcome;
         }
         let started = Instant::now();
-        match tokio::time::timeout(Duration::from_secs(10), connect(&target)).await {
-            Ok(Ok(ws)) => {
+        let connecting = async {
+            anyhow::Ok(if shared.compression {
+                let stream = tcp_connect(&target).await?;
+                let ws = RawWs::connect(stream, &target.url)
+                    .await
+                    .with_context(|| format!("WebSocket handshake with {}", target.url))?;
+                Conn::Raw(Box::new(ws))
+            } else {
+                Conn::Tungstenite(Box::new(connect(&target).await?))
+            })
+        };
+        match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+            Ok(Ok(conn)) => {
                 let us = started.elapsed().as_micros() as u64;
                 shared.connect_times.lock().saturating_record(us.max(1));
                 shared.connected.fetch_add(1, Ordering::Relaxed);
-                ws
+                conn
             }
             Ok(Err(error)) => {
                 shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -163,10 +189,22 @@ pub async fn run(target: Target, shared: Arc<Shared>) -> Outcome {
     if target.stalled {
         // Never read: the server's queue for this client fills up.
         shared.stop.cancelled().await;
-        drop(ws);
+        drop(conn);
         return outcome;
     }
-    let mut ws = ws;
+    match conn {
+        Conn::Tungstenite(ws) => read_tungstenite(*ws, &target, &shared, &mut outcome).await,
+        Conn::Raw(ws) => read_raw(*ws, &target, &shared, &mut outcome).await,
+    }
+    if outcome.ended_early.is_some() {
+        shared.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    outcome
+}
+
+async fn read_tungstenite(mut ws: Ws, target: &Target, shared: &Shared, outcome: &mut Outcome) {
+    // What the handshake read (the HTTP response) is not frames.
+    let handshake = ws.get_ref().read_bytes();
     loop {
         let next = tokio::select! {
             biased;
@@ -197,13 +235,45 @@ pub async fn run(target: Target, shared: Arc<Shared>) -> Outcome {
             record(now_us().saturating_sub(stamp.sent_us));
         }
     }
-    if outcome.ended_early.is_some() {
-        shared.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-    outcome
+    outcome.wire_bytes = ws.get_ref().read_bytes() - handshake;
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+async fn read_raw(
+    mut ws: RawWs<TcpStream>,
+    target: &Target,
+    shared: &Shared,
+    outcome: &mut Outcome,
+) {
+    outcome.compressed = ws.compressed();
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => break,
+            next = ws.next() => next,
+        };
+        match next {
+            Ok(Event::Data) => {
+                if let Some(stamp) = outcome.tally.frame(&ws.message, target.group) {
+                    record(now_us().saturating_sub(stamp.sent_us));
+                }
+            }
+            Ok(Event::Close(close)) => {
+                outcome.ended_early = Some(match close {
+                    Some((code, reason)) => format!("closed by server: {code} {reason}"),
+                    None => "closed by server".into(),
+                });
+                break;
+            }
+            Err(error) => {
+                outcome.ended_early = Some(format!("read error: {error:#}"));
+                break;
+            }
+        }
+    }
+    outcome.wire_bytes = ws.stream.read_bytes() - ws.handshake_bytes;
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<Counted<TcpStream>>;
 
 /// Lets the kernel pick the source port at `connect` rather than at `bind`
 /// (Linux `IP_BIND_ADDRESS_NO_PORT`). A `bind` to port 0 must find a port
@@ -233,7 +303,7 @@ fn bind_address_no_port(socket: &TcpSocket) {
     let _ = socket;
 }
 
-async fn connect(target: &Target) -> anyhow::Result<Ws> {
+async fn tcp_connect(target: &Target) -> anyhow::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     bind_address_no_port(&socket);
     socket
@@ -248,6 +318,11 @@ async fn connect(target: &Target) -> anyhow::Result<Ws> {
         .await
         .with_context(|| format!("TCP connect to {}", target.addr))?;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn connect(target: &Target) -> anyhow::Result<Ws> {
+    let stream = Counted::new(tcp_connect(target).await?);
     let config = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0);

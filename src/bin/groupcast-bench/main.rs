@@ -3,11 +3,16 @@
 //! See `groupcast-bench --help` and BENCHMARKS.md. Private to this binary:
 //! nothing here is part of the library's API.
 
+// serde_json's `json!` of the summary (about 50 keys) recurses deeper than
+// the default limit.
+#![recursion_limit = "256"]
+
 mod args;
 mod clients;
 mod payload;
 mod procfs;
 mod publish;
+mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -83,6 +88,7 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
         dropped: AtomicU64::new(0),
         connect_times: Mutex::new(clients::new_histogram()),
         stop: CancellationToken::new(),
+        compression: args.compression,
     });
     let progress = Arc::new(Progress {
         phase: AtomicU8::new(0),
@@ -180,6 +186,7 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
                 rate: args.rate / args.publishers as f64,
                 duration: args.duration,
                 payload_len: args.payload,
+                payload_kind: args.payload_kind,
                 sent_total: progress.sent.clone(),
             };
             jobs.push(tokio::spawn(publish::run(job, conn)));
@@ -312,10 +319,13 @@ fn summarize(args: &Args, m: &Measured) -> Value {
     let mut totals = Totals::default();
     let mut connect_errors: Vec<&str> = Vec::new();
     let mut ended_early: Vec<&str> = Vec::new();
+    let (mut wire_bytes, mut compressed) = (0u64, 0u64);
     for o in &receivers {
         if o.connected {
             members[o.group as usize] += 1;
             o.tally.add_to(&mut totals);
+            wire_bytes += o.wire_bytes;
+            compressed += o.compressed as u64;
         }
         if let Some(e) = &o.connect_error {
             connect_errors.push(e);
@@ -379,6 +389,9 @@ fn summarize(args: &Args, m: &Measured) -> Value {
         "publishers": args.publishers,
         "duration_s": args.duration.as_secs_f64(),
         "payload": args.payload,
+        "payload_kind": format!("{:?}", args.payload_kind).to_lowercase(),
+        "compression": args.compression,
+        "compression_accepted": compressed,
         "source_addrs": args.source_addrs.len(),
         "connect": {
             "connected": connected,
@@ -418,6 +431,10 @@ fn summarize(args: &Args, m: &Measured) -> Value {
         "ended_early": ended_early.len(),
         "ended_early_first": ended_early.first(),
         "deliveries_per_sec": round3(totals.delivered as f64 / publish_secs),
+        "wire_bytes": wire_bytes,
+        "wire_bytes_per_delivery": if totals.delivered > 0 {
+            json!(round3(wire_bytes as f64 / totals.delivered as f64))
+        } else { Value::Null },
         "latency_us": percentiles(&latency),
         "bench_rss_kib": bench_rss,
         "bench_hwm_kib": bench_hwm,
@@ -486,6 +503,19 @@ fn print_human(s: &Value) {
         get("out_of_order"),
         get("invalid"),
         get("misrouted"),
+    );
+    println!(
+        "  wire        {} bytes read by the clients after the handshakes, {} per delivery{}",
+        get("wire_bytes"),
+        get("wire_bytes_per_delivery"),
+        if s["compression"].as_bool() == Some(true) {
+            format!(
+                " (compression offered, accepted by {} clients)",
+                get("compression_accepted")
+            )
+        } else {
+            String::new()
+        },
     );
     let ch = &s["churn"];
     if !ch.is_null() {

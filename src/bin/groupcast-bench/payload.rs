@@ -4,7 +4,8 @@
 //! published): `GCB1`, then fixed-width lowercase hex fields — publisher id
 //! (4), group index (8), sequence number within (publisher, group) (16),
 //! send time in µs since the bench started (16) — then `.` padding up to
-//! the requested size.
+//! the requested size. With `--payload-kind log` the stamp is followed by
+//! a task-log-like text line instead of padding (see [`encode_log`]).
 
 /// The first four bytes of every bench payload.
 pub const MAGIC: &[u8; 4] = b"GCB1";
@@ -31,6 +32,82 @@ pub fn encode(stamp: &Stamp, len: usize, out: &mut Vec<u8>) {
     put_hex(out, stamp.seq, 16);
     put_hex(out, stamp.sent_us, 16);
     out.resize(len.max(HEADER_LEN), b'.');
+}
+
+/// What follows the stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PayloadKind {
+    /// `.` padding up to --payload bytes.
+    Padded,
+    /// A task-log-like text line (timestamp, level, task id, a message
+    /// that varies per line), about 200 bytes in all; --payload is ignored.
+    Log,
+}
+
+/// Encodes a payload of `kind` (`len`: the padded size).
+pub fn encode_kind(kind: PayloadKind, stamp: &Stamp, len: usize, out: &mut Vec<u8>) {
+    match kind {
+        PayloadKind::Padded => encode(stamp, len, out),
+        PayloadKind::Log => encode_log(stamp, out),
+    }
+}
+
+/// The stamp, then a log line like
+/// ` 2026-12-01T10:00:12.345678Z INFO  task=build-0003-0000 step=2/9 Compiling serde_json v1.0.127 (lib) [412 ms]`:
+/// the time is the send time, everything else varies with the sequence
+/// number (a hash of it, so consecutive lines differ like real ones).
+pub fn encode_log(stamp: &Stamp, out: &mut Vec<u8>) {
+    use std::io::Write;
+    const LEVELS: [&str; 8] = [
+        "INFO ", "INFO ", "INFO ", "DEBUG", "INFO ", "WARN ", "INFO ", "DEBUG",
+    ];
+    const CRATES: [&str; 8] = [
+        "serde_json",
+        "tokio",
+        "hyper-util",
+        "regex-automata",
+        "proc-macro2",
+        "rustls",
+        "tracing-subscriber",
+        "aho-corasick",
+    ];
+    const VERBS: [&str; 4] = ["Compiling", "Checking", "Downloaded", "Running"];
+    encode(stamp, HEADER_LEN, out);
+    let h = splitmix(stamp.seq ^ ((stamp.group as u64) << 32) ^ stamp.publisher as u64);
+    let us = stamp.sent_us;
+    let (secs, micros) = (us / 1_000_000, us % 1_000_000);
+    let _ = write!(
+        out,
+        " 2026-12-01T10:{:02}:{:02}.{micros:06}Z {} task=build-{:04x}-{:04x} step={}/{} \
+         {} {} v{}.{}.{} (lib{}) [{} ms] worker=ci-runner-{:02} commit={:08x}",
+        (secs / 60) % 60,
+        secs % 60,
+        LEVELS[(h & 7) as usize],
+        stamp.group,
+        stamp.publisher,
+        1 + (h >> 3) % 9,
+        10 + (h >> 7) % 5,
+        VERBS[((h >> 11) & 3) as usize],
+        CRATES[((h >> 13) & 7) as usize],
+        (h >> 16) % 3,
+        (h >> 18) % 40,
+        (h >> 24) % 300,
+        if (h >> 33) & 1 == 0 {
+            ""
+        } else {
+            ", build script"
+        },
+        (h >> 34) % 5000,
+        (h >> 46) % 32,
+        splitmix(h) as u32,
+    );
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Reads a payload; `None` when it is not one of ours.
@@ -192,6 +269,32 @@ mod tests {
         encode(&stamp, 10, &mut out);
         assert_eq!(out.len(), HEADER_LEN);
         assert_eq!(decode(&out), Some(stamp));
+    }
+
+    #[test]
+    fn log_lines_carry_the_stamp_and_vary() {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        let stamp = |seq| Stamp {
+            publisher: 1,
+            group: 2,
+            seq,
+            sent_us: 3_723_000_001,
+        };
+        encode_log(&stamp(7), &mut a);
+        encode_log(&stamp(8), &mut b);
+        assert_eq!(decode(&a), Some(stamp(7)));
+        assert_eq!(decode(&b), Some(stamp(8)));
+        assert_ne!(a[HEADER_LEN..], b[HEADER_LEN..]);
+        for line in [&a, &b] {
+            let text = std::str::from_utf8(line).unwrap();
+            assert!(
+                (150..=260).contains(&line.len()),
+                "{} B: {text}",
+                line.len()
+            );
+            assert!(text.contains("T10:02:03.000001Z"), "{text}");
+        }
     }
 
     #[test]

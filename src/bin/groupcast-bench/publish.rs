@@ -57,6 +57,7 @@ pub struct Job {
     pub rate: f64,
     pub duration: Duration,
     pub payload_len: usize,
+    pub payload_kind: payload::PayloadKind,
     /// Messages sent by all publishers (progress).
     pub sent_total: Arc<AtomicU64>,
 }
@@ -139,7 +140,7 @@ pub async fn run(job: Job, conn: ConnHandle) -> Report {
                 sent_us: now_us(),
             };
             seqs[g] += 1;
-            payload::encode(&stamp, job.payload_len, &mut buf);
+            payload::encode_kind(job.payload_kind, &stamp, job.payload_len, &mut buf);
             batch.push((g, buf.clone()));
         }
         scheduled += n;
