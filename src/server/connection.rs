@@ -63,7 +63,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     /// message and pong; its error closes the connection with that error's
     /// close code, like the reader's own errors.
     pub async fn run(
-        mut self,
+        &mut self,
         mut on_message: impl FnMut(Incoming) -> Result<(), SessionError>,
     ) -> Result<(), SessionError> {
         let hub = self.hub;
@@ -105,7 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                             Ok(None) => break,
                             Err(error) => {
                                 let error = self.read_error(error);
-                                return self.fail(error).await;
+                                return Box::pin(self.fail(error)).await;
                             }
                         };
                         match incoming {
@@ -113,7 +113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                                 // Seen by `on_message` too (pings count
                                 // against the client's rate).
                                 if let Err(error) = on_message(Incoming::Ping(payload.clone())) {
-                                    return self.fail(error).await;
+                                    return Box::pin(self.fail(error)).await;
                                 }
                                 self.write(&[frame::pong(&payload)], write_timeout).await?;
                             }
@@ -132,7 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                             }
                             other => {
                                 if let Err(error) = on_message(other) {
-                                    return self.fail(error).await;
+                                    return Box::pin(self.fail(error)).await;
                                 }
                             }
                         }
@@ -149,7 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     let expiry = session.claims().time_left().map(|left| now + left);
                     if expiry.is_some_and(|at| at <= now) {
                         hub.metrics().count_auth_rejection("token_expired");
-                        return self.fail(SessionError::TokenExpired).await;
+                        return Box::pin(self.fail(SessionError::TokenExpired)).await;
                     }
                     if last_heard + config.pong_wait <= now {
                         return Err(SessionError::PongTimeout(config.pong_wait));
@@ -211,7 +211,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     }
 
     /// Ends the connection for `error`: the frames queued so far, then a
-    /// close frame with the error's code, if it has one.
+    /// close frame with the error's code, if it has one. (Called boxed:
+    /// a rare path whose state should not be part of every connection.)
     async fn fail(&mut self, error: SessionError) -> Result<(), SessionError> {
         if let Some(code) = error.close_code() {
             self.session.close(code, error.to_string());

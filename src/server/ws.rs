@@ -225,23 +225,13 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
         Box::pin(hub.catch_up(&session, &replay)).await;
     }
 
-    let config = hub.config();
-    let limits = Limits {
-        max_message_size: config.max_message_size,
-        max_frame_size: config.max_message_size,
-    };
-    let mut reader = FrameReader::new(Role::Server, limits).with_deflate(negotiated.deflate);
-    // What the client sent right behind its upgrade request; then the
-    // bytes go (they may hold on to HTTP's whole read buffer).
-    reader.feed(&leftover);
-    drop(leftover);
-    let connection = Connection {
+    let mut connection = Connection {
         hub: &hub,
         session: &session,
         io,
-        reader,
+        reader: reader_for(&hub, leftover, negotiated),
         compression: negotiated.deflate.then(|| Compression {
-            threshold: config.compression_threshold,
+            threshold: hub.config().compression_threshold,
             compressed: hub.metrics().messages_compressed.clone(),
         }),
     };
@@ -252,6 +242,20 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
     {
         report(&hub, &session, &error);
     }
+}
+
+/// The reader of a connection's frames, fed what the client sent right
+/// behind its upgrade request. The bytes are dropped here: they may hold
+/// on to HTTP's whole read buffer.
+fn reader_for(hub: &Hub, leftover: Bytes, negotiated: Negotiated) -> FrameReader {
+    let config = hub.config();
+    let limits = Limits {
+        max_message_size: config.max_message_size,
+        max_frame_size: config.max_message_size,
+    };
+    let mut reader = FrameReader::new(Role::Server, limits).with_deflate(negotiated.deflate);
+    reader.feed(&leftover);
+    reader
 }
 
 /// A connection's membership in the hub, ended on drop: the session leaves
