@@ -168,7 +168,11 @@ mod tests {
     fn a_decompression_bomb_stops_at_the_limit() {
         let zeros = vec![0u8; 10 << 20];
         let bomb = compress(&zeros).unwrap();
-        assert!(bomb.len() < (10 << 20) / 100, "a bomb: {} bytes", bomb.len());
+        assert!(
+            bomb.len() < (10 << 20) / 100,
+            "a bomb: {} bytes",
+            bomb.len()
+        );
         assert_eq!(
             inflate(&bomb, 64 * 1024),
             Err(InflateError::TooBig { limit: 64 * 1024 })
