@@ -194,9 +194,10 @@ pub fn theirs(input: &[u8], role: Role, limits: Limits) -> Outcome {
             Message::Ping(data) => Got::Ping(data.to_vec()),
             Message::Pong(data) => Got::Pong(data.to_vec()),
             Message::Close(None) => Got::Close(None),
-            Message::Close(Some(frame)) => {
-                Got::Close(Some((u16::from(frame.code), frame.reason.as_str().to_owned())))
-            }
+            Message::Close(Some(frame)) => Got::Close(Some((
+                u16::from(frame.code),
+                frame.reason.as_str().to_owned(),
+            ))),
             Message::Frame(_) => panic!("tungstenite returned a raw frame"),
         });
     };
@@ -243,9 +244,15 @@ pub fn same_as_tungstenite_server(input: &[u8], limits: Limits, seed: u64) -> Ou
     let whole = ours(input, wire::Role::Server, limits, false, || usize::MAX);
     assert_eq!(after_close(&whole), expected, "all at once, vs tungstenite");
     let chunked = ours(input, wire::Role::Server, limits, false, chunks(seed));
-    assert_eq!(chunked.outcome, whole.outcome, "in chunks (seed {seed}), vs all at once");
+    assert_eq!(
+        chunked.outcome, whole.outcome,
+        "in chunks (seed {seed}), vs all at once"
+    );
     if chunked.outcome.end == End::Open {
-        assert_eq!(chunked.buffered, whole.buffered, "what is kept depends on chunks");
+        assert_eq!(
+            chunked.buffered, whole.buffered,
+            "what is kept depends on chunks"
+        );
     }
     chunked
 }
@@ -364,9 +371,8 @@ pub fn sent_from(data: &[u8]) -> Vec<Sent> {
             2 => Sent::Ping,
             3 => Sent::Pong(payload),
             _ => {
-                let code = (kind & 0x80 != 0).then(|| {
-                    u16::from_be_bytes([payload.first().copied().unwrap_or(3), kind])
-                });
+                let code = (kind & 0x80 != 0)
+                    .then(|| u16::from_be_bytes([payload.first().copied().unwrap_or(3), kind]));
                 Sent::Close(code, String::from_utf8_lossy(&payload).into_owned())
             }
         });

@@ -202,7 +202,10 @@ fn frames_seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     let compressed = groupcast::wire::deflate::compress(b"hello hello hello hello").unwrap();
     vec![
-        ("text", with(0x05, &[client_frame(0x81, "héllo".as_bytes())])),
+        (
+            "text",
+            with(0x05, &[client_frame(0x81, "héllo".as_bytes())]),
+        ),
         (
             "fragments-and-pings",
             with(
@@ -216,27 +219,36 @@ fn frames_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 ],
             ),
         ),
-        (
-            "binary-126",
-            with(0x41, &[client_frame(0x82, &[7u8; 126])]),
-        ),
+        ("binary-126", with(0x41, &[client_frame(0x82, &[7u8; 126])])),
         (
             "close-with-reason",
-            with(0x03, &[client_frame(0x88, b"\x03\xe8bye"), client_frame(0x81, b"late")]),
+            with(
+                0x03,
+                &[
+                    client_frame(0x88, b"\x03\xe8bye"),
+                    client_frame(0x81, b"late"),
+                ],
+            ),
         ),
-        ("bad-close-code", with(0x07, &[client_frame(0x88, b"\x03\xedx")])),
+        (
+            "bad-close-code",
+            with(0x07, &[client_frame(0x88, b"\x03\xedx")]),
+        ),
         ("invalid-utf8", with(0x09, &[client_frame(0x81, b"ok\xff")])),
         (
             "too-big",
-            with(0x00, &[client_frame(0x82, &[1u8; 65]), client_frame(0x89, b"")]),
+            with(
+                0x00,
+                &[client_frame(0x82, &[1u8; 65]), client_frame(0x89, b"")],
+            ),
         ),
         ("unmasked", vec![0x01, 0x81, 0x02, b'h', b'i']),
         ("reserved-opcode", with(0x11, &[client_frame(0x83, b"x")])),
+        ("compressed", with(0x01, &[client_frame(0xC1, &compressed)])),
         (
-            "compressed",
-            with(0x01, &[client_frame(0xC1, &compressed)]),
+            "non-minimal-length",
+            vec![0x02, 0x82, 0x80 | 126, 0, 1, 0, 0, 0, 0, b'x'],
         ),
-        ("non-minimal-length", vec![0x02, 0x82, 0x80 | 126, 0, 1, 0, 0, 0, 0, b'x']),
     ]
 }
 

@@ -99,22 +99,33 @@ fn hand_frame(first: u8, width: usize, len: u64, mask: Option<[u8; 4]>, payload:
     out
 }
 
-/// Exactly `len` bytes of UTF-8 with 1- to 4-byte characters.
+/// Exactly `len` bytes of UTF-8 with 1- to 4-byte characters (a long one
+/// repeats a random kilobyte: generating is slow in a debug build).
 fn text(rng: &mut StdRng, len: usize) -> String {
+    if len > 4096 {
+        let block = text(rng, 1024);
+        let mut out = block.repeat(len / 1024 - 1);
+        out.push_str(&text(rng, len - out.len()));
+        return out;
+    }
     let mut out = String::with_capacity(len);
     while out.len() < len {
         let c = *['a', 'Z', ' ', 'é', '€', '😀', '\u{7f}', '\u{10ffff}']
             .choose(rng)
             .unwrap();
-        out.push(if out.len() + c.len_utf8() <= len { c } else { 'x' });
+        out.push(if out.len() + c.len_utf8() <= len {
+            c
+        } else {
+            'x'
+        });
     }
     out
 }
 
 fn binary(rng: &mut StdRng, len: usize) -> Vec<u8> {
-    let mut out = vec![0; len];
+    let mut out = vec![0; len.min(4096)];
     rng.fill(&mut out[..]);
-    out
+    out.iter().copied().cycle().take(len).collect()
 }
 
 /// A length that is interesting under `limits`: the frame length encoding
@@ -124,12 +135,19 @@ fn length(rng: &mut StdRng, limits: Limits) -> usize {
         return rng.random_range(0..40);
     }
     let mut candidates = vec![0, 1, 2, 3, 4, 5, 124, 125, 126, 127, 128, 200];
-    if rng.random_bool(0.15) {
-        candidates.extend([65_534, 65_535, 65_536, 65_537]);
-    }
-    for limit in [limits.max_message_size, limits.max_frame_size] {
-        if limit <= 70_000 {
-            candidates.extend([limit - 1, limit, limit + 1]);
+    // Large ones rarely: they cost time in a debug build.
+    if rng.random_bool(0.1) {
+        candidates = vec![65_534, 65_535, 65_536, 65_537];
+        for limit in [limits.max_message_size, limits.max_frame_size] {
+            if limit <= 70_000 {
+                candidates.extend([limit - 1, limit, limit + 1]);
+            }
+        }
+    } else {
+        for limit in [limits.max_message_size, limits.max_frame_size] {
+            if limit <= 1000 {
+                candidates.extend([limit - 1, limit, limit + 1]);
+            }
         }
     }
     *candidates.choose(rng).unwrap()
@@ -189,7 +207,9 @@ fn data_message(
     let pieces = pieces(rng, payload);
     let last = pieces.len() - 1;
     let too_big = payload.len() > limits.max_message_size
-        || pieces.iter().any(|piece| piece.len() > limits.max_frame_size);
+        || pieces
+            .iter()
+            .any(|piece| piece.len() > limits.max_frame_size);
     // Which of the pings are read before the failure: up to tungstenite.
     let mut unknown = Vec::new();
     let expected = if too_big { &mut unknown } else { expected };
@@ -238,7 +258,7 @@ fn invalid_utf8(rng: &mut StdRng) -> Vec<u8> {
         data.extend_from_slice(&c[..rng.random_range(1..4)]);
     } else {
         let mut at = rng.random_range(0..=data.len());
-        while !std::str::from_utf8(&data[..at]).is_ok() {
+        while std::str::from_utf8(&data[..at]).is_err() {
             at -= 1;
         }
         let tail = data.split_off(at);
@@ -252,7 +272,8 @@ fn invalid_utf8(rng: &mut StdRng) -> Vec<u8> {
 /// failure).
 fn close_payload(rng: &mut StdRng) -> (Vec<u8>, Result<Got, u16>) {
     let codes = [
-        1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999, // allowed
+        1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000,
+        4999, // allowed
         0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535, // not allowed
     ];
     let code: u16 = *codes.choose(rng).unwrap();
@@ -297,7 +318,9 @@ fn fault(rng: &mut StdRng, limits: Limits, out: &mut Vec<u8>, expected: &mut Vec
         }
         2 => {
             // A reserved opcode.
-            let op = *[3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF].choose(rng).unwrap();
+            let op = *[3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF]
+                .choose(rng)
+                .unwrap();
             out.extend(client_frame(rng, true, 0, op, &small));
             1002
         }
@@ -313,7 +336,11 @@ fn fault(rng: &mut StdRng, limits: Limits, out: &mut Vec<u8>, expected: &mut Vec
             let op = *[PING, PONG, CLOSE].choose(rng).unwrap();
             let big = binary(rng, len);
             out.extend(client_frame(rng, true, 0, op, &big));
-            if len > limits.max_frame_size { 1009 } else { 1002 }
+            if len > limits.max_frame_size {
+                1009
+            } else {
+                1002
+            }
         }
         5 => {
             // A continuation without a message.
@@ -458,7 +485,11 @@ fn case(rng: &mut StdRng) -> Case {
             }
         }
     }
-    if expected.last().is_some_and(|got| matches!(got, Got::Close(_))) && end == Some(End::Open) {
+    if expected
+        .last()
+        .is_some_and(|got| matches!(got, Got::Close(_)))
+        && end == Some(End::Open)
+    {
         if rng.random_bool(0.3) {
             // Anything after a close is refused, once it is a whole frame.
             bytes.extend(client_frame(rng, true, 0, TEXT, b"late"));
@@ -548,7 +579,10 @@ fn what_tungstenite_clients_write_we_read_identically() {
         End::Failed(1007),
         End::Failed(1009),
     ] {
-        assert!(ends.get(&end).copied().unwrap_or(0) >= 100, "{end:?}: {ends:?}");
+        assert!(
+            ends.get(&end).copied().unwrap_or(0) >= 100,
+            "{end:?}: {ends:?}"
+        );
     }
     assert!(truncations >= 100, "{truncations} truncated cases");
 }
@@ -613,7 +647,10 @@ fn messages_a_tungstenite_client_sends_are_read_as_sent() {
                         code: CloseCode::from(code),
                         reason: Utf8Bytes::from(reason.clone()),
                     };
-                    (Message::Close(Some(frame)), Got::Close(Some((code, reason))))
+                    (
+                        Message::Close(Some(frame)),
+                        Got::Close(Some((code, reason))),
+                    )
                 }
             };
             let close = matches!(message, Message::Close(_));
@@ -644,7 +681,7 @@ fn what_we_write_tungstenite_clients_read_back_identically() {
         let mut messages = Vec::new();
         for _ in 0..rng.random_range(0..8) {
             let mut len = length(&mut rng, limits);
-            if rng.random_bool(0.01) {
+            if seed % 100 == 0 && messages.is_empty() {
                 len = 1 << 20;
             }
             messages.push(match rng.random_range(0..5) {
@@ -665,7 +702,12 @@ fn what_we_write_tungstenite_clients_read_back_identically() {
 #[test]
 fn a_close_reason_too_long_is_cut_to_whole_characters() {
     // 125 bytes of payload at most: 2 of code, 123 of reason.
-    for reason in ["é".repeat(62), "€".repeat(42), "😀".repeat(31), "a".repeat(200)] {
+    for reason in [
+        "é".repeat(62),
+        "€".repeat(42),
+        "😀".repeat(31),
+        "a".repeat(200),
+    ] {
         let sent = Sent::Close(Some(1000), reason.clone());
         let Got::Close(Some((1000, cut))) = sent.expected() else {
             panic!("a close")
@@ -699,8 +741,8 @@ fn inflate_with_flate2(compressed: &[u8]) -> Vec<u8> {
 fn compressed_frames_we_write_inflate_back_to_the_original() {
     let mut rng = StdRng::seed_from_u64(99);
     let mut compressed_some = 0;
-    for _ in 0..200 {
-        let len = *[0, 10, 125, 126, 1000, 65_535, 65_536, 300_000]
+    for _ in 0..120 {
+        let len = *[0, 10, 125, 126, 1000, 65_535, 65_536, 200_000]
             .choose(&mut rng)
             .unwrap();
         // Compressible text: words repeated.
@@ -715,7 +757,11 @@ fn compressed_frames_we_write_inflate_back_to_the_original() {
             (Op::Binary, 0xC2)
         };
         let Some(compressed) = deflate::compress(original.as_bytes()) else {
-            assert!(original.len() < 64, "{} bytes did not compress", original.len());
+            assert!(
+                original.len() < 64,
+                "{} bytes did not compress",
+                original.len()
+            );
             continue;
         };
         compressed_some += 1;
@@ -734,7 +780,7 @@ fn compressed_frames_we_write_inflate_back_to_the_original() {
         let payload = &frame[cursor.position() as usize..];
         assert_eq!(inflate_with_flate2(payload), original.as_bytes());
     }
-    assert!(compressed_some > 100, "{compressed_some} compressed");
+    assert!(compressed_some > 60, "{compressed_some} compressed");
 }
 
 // ----- reading compressed frames -------------------------------------------------
@@ -806,7 +852,10 @@ fn compressed_client_messages_read_as_the_original() {
         let mut read = read_all(&mut reader, &bytes).unwrap();
         let message = read.pop().unwrap();
         assert_eq!(read.len(), last, "the pings");
-        assert!(read.iter().all(|m| *m == Incoming::Ping(Bytes::from_static(b"p"))));
+        assert!(
+            read.iter()
+                .all(|m| *m == Incoming::Ping(Bytes::from_static(b"p")))
+        );
         match message {
             Incoming::Text(got) => {
                 assert!(is_text);
@@ -933,7 +982,7 @@ fn corrupt_deflate_data_is_an_error_not_a_panic() {
     let mut errors = 0;
     for i in 0..500 {
         let mut data = if i % 2 == 0 {
-        let len = rng.random_range(0..200);
+            let len = rng.random_range(0..200);
             binary(&mut rng, len)
         } else {
             deflate_with_flate2(text(&mut rng, 300).as_bytes())
