@@ -343,11 +343,15 @@ pub fn tungstenite_client_reads_back(messages: &[Sent], seed: u64) {
 
 /// Messages derived from fuzz input: a kind byte, a length byte (251-255:
 /// 125, 126, 65535, 65536, 70000), the payload taken from the input that
-/// follows (cycled to the length).
+/// follows (cycled to the length). Text is the payload made UTF-8 (lossy);
+/// a close has a code (the next byte and the kind byte) when the kind
+/// byte's top bit is set.
 pub fn sent_from(data: &[u8]) -> Vec<Sent> {
     let mut out = Vec::new();
     let mut at = 0;
-    while at + 2 <= data.len() && out.len() < 64 {
+    let mut total = 0;
+    // At most 64 messages, 256 KiB in all: a fuzz run stays fast.
+    while at + 2 <= data.len() && out.len() < 64 && total < 256 * 1024 {
         let (kind, len) = (data[at], data[at + 1]);
         at += 2;
         let len = match len {
@@ -365,6 +369,7 @@ pub fn sent_from(data: &[u8]) -> Vec<Sent> {
             source.iter().copied().cycle().take(len).collect()
         };
         at += len.min(source.len());
+        total += len;
         out.push(match kind % 5 {
             0 => Sent::Text(String::from_utf8_lossy(&payload).into_owned()),
             1 => Sent::Binary(payload),
