@@ -173,7 +173,10 @@ impl Write for Stream<'_> {
 /// tungstenite's `WebSocket` in `role` on `input`, with the same limits,
 /// reading until it fails or the input runs out.
 pub fn theirs(input: &[u8], role: Role, limits: Limits) -> Outcome {
+    // A small read buffer: it only sets how much is read at once (the
+    // default 128 KiB, zeroed per instance, slows the fuzz target).
     let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
         .max_message_size(Some(limits.max_message_size))
         .max_frame_size(Some(limits.max_frame_size));
     let mut socket = WebSocket::from_raw_socket(Stream(Cursor::new(input)), role, Some(config));
