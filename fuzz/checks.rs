@@ -14,7 +14,11 @@ use groupcast::auth::http::client_token;
 use groupcast::auth::refresh::{RefreshRequest, parse_refresh};
 use groupcast::envelope::{self, Decoded, Envelope, FrameKind};
 use groupcast::group::MAX_GROUP_LEN;
+use groupcast::wire::{Limits, ReadError, Role};
 use groupcast::{GroupName, GroupNameError, Message};
+
+#[path = "wire.rs"]
+pub mod wire;
 
 /// The envelope decoder, on any bytes from a `group:*` channel.
 ///
@@ -204,4 +208,50 @@ fn publish(rest: &str, headers: &HeaderMap, body: &[u8]) {
             assert!(!code.is_empty());
         }
     }
+}
+
+/// The limits the `frames` target reads with, picked by its first byte.
+const FRAME_LIMITS: [Limits; 4] = [
+    Limits {
+        max_message_size: 64,
+        max_frame_size: 32,
+    },
+    Limits {
+        max_message_size: 300,
+        max_frame_size: 300,
+    },
+    Limits {
+        max_message_size: 65_536,
+        max_frame_size: 65_536,
+    },
+    Limits {
+        max_message_size: 1 << 20,
+        max_frame_size: 1 << 24,
+    },
+];
+
+/// Our WebSocket frames against tungstenite's (`wire.rs`). The input is a
+/// config byte (limits: the low 2 bits; the chunking seed: the rest) and
+/// then the bytes a client sends:
+///
+/// * our reader — all at once and fed in chunks — and tungstenite's server
+///   read the same messages and end the same way (no error, or an error of
+///   the same class), and nothing panics;
+/// * with permessage-deflate negotiated our reader reads the same, unless
+///   it refused a frame's reserved bits without it (RSV1 means
+///   "compressed" then), and does not panic on any compressed frame;
+/// * messages derived from the same bytes, written by `wire::frame`, are
+///   read back exactly by tungstenite's client.
+pub fn frames(data: &[u8]) {
+    let (config, input) = data
+        .split_first()
+        .map_or((0, data), |(config, input)| (*config, input));
+    let limits = FRAME_LIMITS[usize::from(config & 3)];
+    let seed = u64::from(config >> 2);
+    let plain = wire::same_as_tungstenite_server(input, limits, seed);
+    let deflated = wire::ours(input, Role::Server, limits, true, wire::chunks(seed));
+    if plain.error != Some(ReadError::Protocol("reserved bits are set")) {
+        assert_eq!(deflated.outcome, plain.outcome, "with deflate negotiated");
+    }
+    wire::tungstenite_client_reads_back(&wire::sent_from(input), seed);
 }

@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-"envelope request"}
+targets=${FUZZ_TARGETS:-"envelope request frames"}
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "==> installing cargo-fuzz (crates.io)"

@@ -70,6 +70,11 @@ fn request_inputs_pass_the_request_checks() {
     replay("request", checks::request);
 }
 
+#[test]
+fn frames_inputs_pass_the_frames_checks() {
+    replay("frames", checks::frames);
+}
+
 // ----- the seed corpus ------------------------------------------------------------
 
 fn envelope_seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -168,11 +173,94 @@ fn request_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// A masked client frame (key `1 2 3 4`), with the shortest length.
+fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [1, 2, 3, 4];
+    let mut out = vec![first];
+    match payload.len() {
+        len @ 0..126 => out.push(0x80 | len as u8),
+        len @ 126..65_536 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+/// `frames` inputs: a config byte (limits, chunking), then client frames.
+fn frames_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let with = |config: u8, frames: &[Vec<u8>]| {
+        let mut out = vec![config];
+        out.extend(frames.concat());
+        out
+    };
+    let compressed = groupcast::wire::deflate::compress(b"hello hello hello hello").unwrap();
+    vec![
+        (
+            "text",
+            with(0x05, &[client_frame(0x81, "héllo".as_bytes())]),
+        ),
+        (
+            "fragments-and-pings",
+            with(
+                0x22,
+                &[
+                    client_frame(0x01, &"é".as_bytes()[..1]),
+                    client_frame(0x89, b"ping"),
+                    client_frame(0x00, &"é".as_bytes()[1..]),
+                    client_frame(0x8A, b""),
+                    client_frame(0x80, b"!"),
+                ],
+            ),
+        ),
+        ("binary-126", with(0x41, &[client_frame(0x82, &[7u8; 126])])),
+        (
+            "close-with-reason",
+            with(
+                0x03,
+                &[
+                    client_frame(0x88, b"\x03\xe8bye"),
+                    client_frame(0x81, b"late"),
+                ],
+            ),
+        ),
+        (
+            "bad-close-code",
+            with(0x07, &[client_frame(0x88, b"\x03\xedx")]),
+        ),
+        ("invalid-utf8", with(0x09, &[client_frame(0x81, b"ok\xff")])),
+        (
+            "too-big",
+            with(
+                0x00,
+                &[client_frame(0x82, &[1u8; 65]), client_frame(0x89, b"")],
+            ),
+        ),
+        ("unmasked", vec![0x01, 0x81, 0x02, b'h', b'i']),
+        ("reserved-opcode", with(0x11, &[client_frame(0x83, b"x")])),
+        ("compressed", with(0x01, &[client_frame(0xC1, &compressed)])),
+        (
+            "non-minimal-length",
+            vec![0x02, 0x82, 0x80 | 126, 0, 1, 0, 0, 0, 0, b'x'],
+        ),
+    ]
+}
+
 /// Writes the seed corpus into `fuzz/seeds/`.
 #[test]
 #[ignore = "writes fuzz/seeds/; run by hand when the seeds change"]
 fn write_seeds() {
-    for (target, seeds) in [("envelope", envelope_seeds()), ("request", request_seeds())] {
+    for (target, seeds) in [
+        ("envelope", envelope_seeds()),
+        ("request", request_seeds()),
+        ("frames", frames_seeds()),
+    ] {
         let dir = fuzz_dir().join("seeds").join(target);
         std::fs::create_dir_all(&dir).unwrap();
         for (name, bytes) in seeds {

@@ -11,6 +11,14 @@
 //! in the same order, so that both fail on the same input with the same
 //! kind of error: the differential tests (`tests/wire_differential.rs`)
 //! and the fuzz target `frames` hold this reader to tungstenite's.
+//!
+//! Where it differs on purpose: after a close, tungstenite's server reads
+//! nothing more (it ends the connection), and this reader refuses any byte
+//! that follows (1002, RFC 6455 section 5.5.1); the server stops reading at
+//! a close anyway. A close code a peer may not send is returned as sent
+//! (see [`CloseFrame::code_is_allowed`]), where tungstenite rewrites the
+//! frame to 1002. And RSV1 is "compressed" when permessage-deflate was
+//! negotiated, which tungstenite cannot read.
 
 use std::io::Cursor;
 
@@ -119,6 +127,8 @@ pub struct FrameReader {
     partial: Option<Partial>,
     /// A close was read: nothing may follow.
     closed: bool,
+    /// The error the reader failed with: returned again by every read.
+    failed: Option<ReadError>,
 }
 
 impl FrameReader {
@@ -131,6 +141,7 @@ impl FrameReader {
             header: None,
             partial: None,
             closed: false,
+            failed: None,
         }
     }
 
@@ -140,9 +151,11 @@ impl FrameReader {
         self
     }
 
-    /// Adds bytes read from the socket.
+    /// Adds bytes read from the socket (dropped once the reader failed).
     pub fn feed(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(bytes);
+        }
     }
 
     /// How many bytes wait for the rest of their frame.
@@ -154,6 +167,21 @@ impl FrameReader {
     /// hold one. After an error the connection must be failed: the reader
     /// keeps returning errors.
     pub fn read(&mut self) -> Result<Option<Incoming>, ReadError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let read = self.read_message();
+        if let Err(error) = &read {
+            // Whatever follows the bad frame is not read: it may be the
+            // rest of a frame refused before its payload, or anything.
+            self.failed = Some(error.clone());
+            self.buf = BytesMut::new();
+            self.partial = None;
+        }
+        read
+    }
+
+    fn read_message(&mut self) -> Result<Option<Incoming>, ReadError> {
         loop {
             let Some(payload) = self.next_frame_payload()? else {
                 if self.buf.is_empty() {
@@ -457,6 +485,21 @@ mod tests {
         let bomb = deflate::compress(&[b'a'; 1000]).unwrap();
         reader.feed(&masked(0xC2, &bomb));
         assert_eq!(reader.read().unwrap_err().close_code(), 1009);
+    }
+
+    #[test]
+    fn after_an_error_every_read_fails_the_same() {
+        // A frame over the limit is refused at its header: its payload is
+        // never read as frames (here: a ping inside a 65-byte binary).
+        let mut payload = masked(0x89, b"inside");
+        payload.resize(65, 0);
+        let mut reader = FrameReader::new(Role::Server, LIMITS);
+        reader.feed(&masked(0x82, &payload));
+        let error = reader.read().unwrap_err();
+        assert_eq!(error.close_code(), 1009);
+        reader.feed(&masked(0x81, b"more"));
+        assert_eq!(reader.read(), Err(error));
+        assert_eq!(reader.buffered(), 0);
     }
 
     #[test]
