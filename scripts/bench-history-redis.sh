@@ -4,10 +4,12 @@
 # against a plain PUBLISH, on an idle redis-server on loopback, with
 # redis-benchmark (4 clients, N calls each run), RUNS runs alternating.
 # Prints INFO commandstats' usec_per_call for EVALSHA, the XADD inside it,
-# and PUBLISH.
+# and PUBLISH; fails if any call of the script failed (an error reply is a
+# different, cheaper path and measures nothing useful).
 #
 #   scripts/bench-history-redis.sh            # RUNS=3 N=40000
 #   REV=<commit> scripts/bench-history-redis.sh   # the script of another commit
+#   VERBOSE=1 scripts/bench-history-redis.sh  # also every command the script ran
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -18,7 +20,7 @@ if [ -n "${REV:-}" ]; then source_text=$(git show "$REV:$src"); else source_text
 append=$(printf '%s\n' "$source_text" | sed -n '/^pub(crate) const APPEND_FN: &str = r"/,/^";/p' | sed '1d;$d')
 [ -n "$append" ] || { echo "APPEND_FN not found in $src" >&2; exit 1; }
 script="$append
-return append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
+return append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/log" 2>&1 &
@@ -33,8 +35,16 @@ for run in $(seq "$RUNS"); do
     cli FLUSHALL >/dev/null; cli CONFIG RESETSTAT >/dev/null
     timeout 120 redis-benchmark -p "$port" -n "$N" -c 4 -q EVALSHA "$sha" 2 \
         'groupcast:history:{group:bench}' 'groupcast:history-meta:{group:bench}' group:bench \
-        "$payload" 1000 3600000 epoch1 >/dev/null 2>&1
+        "$payload" 1000 3600000 epoch1 PUBLISH >/dev/null 2>&1
     stats=$(cli INFO commandstats | tr -d '\r')
+    failed=$(sed -n 's/^cmdstat_evalsha:.*failed_calls=\([0-9]*\).*/\1/p' <<<"$stats")
+    if [ "${failed:-1}" != 0 ]; then
+        echo "the script failed ${failed:-?} times:" >&2
+        cli EVALSHA "$sha" 2 'groupcast:history:{group:bench}' 'groupcast:history-meta:{group:bench}' \
+            group:bench "$payload" 1000 3600000 epoch1 PUBLISH >&2
+        exit 1
+    fi
+    [ -z "${VERBOSE:-}" ] || grep '^cmdstat_' <<<"$stats" | grep -v 'config\|flushall\|script' >&2
     eval_us=$(sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p' <<<"$stats")
     xadd_us=$(sed -n 's/^cmdstat_xadd:.*usec_per_call=\([0-9.]*\).*/\1/p' <<<"$stats")
     cli CONFIG RESETSTAT >/dev/null
