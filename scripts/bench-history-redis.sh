@@ -34,13 +34,13 @@ echo "redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), $(nproc) co
 for run in $(seq "$RUNS"); do
     cli FLUSHALL >/dev/null; cli CONFIG RESETSTAT >/dev/null
     timeout 120 redis-benchmark -p "$port" -n "$N" -c 4 -q EVALSHA "$sha" 2 \
-        'groupcast:history:{group:bench}' 'groupcast:history-meta:{group:bench}' group:bench \
+        'groupcast:history:{group:bench}' 'groupcast:history-epoch:{group:bench}' group:bench \
         "$payload" 1000 3600000 epoch1 PUBLISH >/dev/null 2>&1
     stats=$(cli INFO commandstats | tr -d '\r')
     failed=$(sed -n 's/^cmdstat_evalsha:.*failed_calls=\([0-9]*\).*/\1/p' <<<"$stats")
     if [ "${failed:-1}" != 0 ]; then
         echo "the script failed ${failed:-?} times:" >&2
-        cli EVALSHA "$sha" 2 'groupcast:history:{group:bench}' 'groupcast:history-meta:{group:bench}' \
+        cli EVALSHA "$sha" 2 'groupcast:history:{group:bench}' 'groupcast:history-epoch:{group:bench}' \
             group:bench "$payload" 1000 3600000 epoch1 PUBLISH >&2
         exit 1
     fi
