@@ -35,7 +35,7 @@
 //! the string cannot reuse (`GETEX` on a hash is `WRONGTYPE`, and older
 //! nodes still running in a rolling upgrade `HGET` it). When the epoch key
 //! is missing but the stream goes on, the append and the reads take the
-//! epoch from that hash ([`LEGACY_META_PREFIX`]), and the append copies it
+//! epoch from that hash, and the append copies it
 //! into the epoch key: a rolling upgrade keeps every group's epoch, and
 //! old and new nodes publish under the same one. The hash is left to expire
 //! by its TTL (no node renews it once every node is upgraded); only that
@@ -238,10 +238,11 @@ pub(crate) fn keys_of(channel: &str) -> (String, String) {
 /// Key prefixes of the streams and their epoch keys.
 pub(crate) const STREAM_PREFIX: &str = "groupcast:history:";
 pub(crate) const META_PREFIX: &str = "groupcast:history-epoch:";
-/// The meta hash (field `e`: the epoch) of nodes before the epoch key, read
-/// only when the epoch key is missing (written into the scripts, whose
-/// `string.sub(meta, 25)` is the `{channel}` after [`META_PREFIX`]).
-pub(crate) const LEGACY_META_PREFIX: &str = "groupcast:history-meta:";
+// The meta hash (field `e`: the epoch) of nodes before the epoch key,
+// `groupcast:history-meta:{channel}`, is read only when the epoch key is
+// missing; its name is written into the scripts, where
+// `string.sub(meta, 25)` is the `{channel}` after META_PREFIX (a test checks
+// both).
 
 /// One stream entry, `[id, [field, value, ...]]`, as a history entry.
 fn entry(value: redis::Value) -> Option<HistoryEntry> {
@@ -295,6 +296,7 @@ mod tests {
 
     #[test]
     fn the_scripts_find_the_legacy_meta_by_the_prefixes() {
+        const LEGACY_META_PREFIX: &str = "groupcast:history-meta:";
         let legacy = format!("'{LEGACY_META_PREFIX}' .. string.sub(");
         assert!(APPEND_FN.contains(&legacy), "{APPEND_FN}");
         assert!(READ.contains(&legacy), "{READ}");
