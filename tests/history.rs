@@ -389,6 +389,21 @@ async fn the_epoch_key_survives_an_upgrade_from_the_meta_hash_and_its_loss_is_a_
     let restarted = sent.position.unwrap();
     assert_eq!(restarted.offset, 1);
     assert_ne!(restarted.epoch, renewed.epoch, "the stream was lost");
+    // A new epoch is told to the hash too, for nodes of the earlier version
+    // still running in a rolling upgrade, with the same TTL.
+    let told: Option<String> = redis::cmd("HGET")
+        .arg(legacy)
+        .arg("e")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(told.as_deref(), Some(&*restarted.epoch));
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(legacy)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=3_600_000).contains(&ttl), "{legacy}: PTTL {ttl}");
     let (_, page) = http::get_json(&b.http_url("/api/groups/layout/old/history")).await;
     assert_eq!(page["epoch"], &*restarted.epoch, "{page}");
     assert_eq!(

@@ -36,10 +36,13 @@
 //! nodes still running in a rolling upgrade `HGET` it). When the epoch key
 //! is missing but the stream goes on, the append and the reads take the
 //! epoch from that hash, and the append copies it
-//! into the epoch key: a rolling upgrade keeps every group's epoch, and
-//! old and new nodes publish under the same one. The hash is left to expire
-//! by its TTL (no node renews it once every node is upgraded); only that
-//! rare path reads it, so it costs the append nothing.
+//! into the epoch key; an append that starts an epoch writes it into the
+//! hash too. So a rolling upgrade keeps every group's epoch, and old and
+//! new nodes publish under the same one, also for groups whose epoch starts
+//! during the upgrade. Once every node is upgraded nothing renews the hash:
+//! it expires with the group's TTL. Both happen only on the rare path (no
+//! epoch key, or a new epoch), so they cost the append nothing; a later
+//! version can drop them.
 
 use std::sync::Arc;
 
@@ -67,11 +70,12 @@ local function append(stream, meta, channel, payload, size, ttl_ms, fresh_epoch,
   -- No epoch (the first publish, or the history expired), or a stream that
   -- starts over under a known epoch (it was deleted): a new epoch.
   if (not epoch) or id == '0-1' then
+    -- The meta hash of nodes of an earlier version (a rolling upgrade).
+    local legacy = 'groupcast:history-meta:' .. string.sub(meta, 25)
     epoch = false
     if id ~= '0-1' then
-      -- A stream that goes on without an epoch key: a node of an earlier
-      -- version keeps its epoch in the meta hash (an upgrade).
-      epoch = redis.call('HGET', 'groupcast:history-meta:' .. string.sub(meta, 25), 'e')
+      -- A stream that goes on without an epoch key: its epoch may be there.
+      epoch = redis.call('HGET', legacy, 'e')
     end
     if not epoch then
       epoch = fresh_epoch
@@ -79,6 +83,10 @@ local function append(stream, meta, channel, payload, size, ttl_ms, fresh_epoch,
         local t = redis.call('TIME')
         epoch = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
       end
+      -- Told to the hash too, so that nodes of the earlier version still
+      -- running publish under the same epoch (they renew its TTL).
+      redis.call('HSET', legacy, 'e', epoch)
+      redis.call('PEXPIRE', legacy, ttl_ms)
     end
     redis.call('SET', meta, epoch, 'PX', ttl_ms)
   end
@@ -300,6 +308,7 @@ mod tests {
         let legacy = format!("'{LEGACY_META_PREFIX}' .. string.sub(");
         assert!(APPEND_FN.contains(&legacy), "{APPEND_FN}");
         assert!(READ.contains(&legacy), "{READ}");
+        assert_eq!(META_PREFIX.len(), 24);
         let cut = format!(", {})", META_PREFIX.len() + 1);
         assert!(APPEND_FN.contains(&format!("string.sub(meta{cut}")));
         assert!(READ.contains(&format!("string.sub(KEYS[2]{cut}")));
