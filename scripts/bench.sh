@@ -489,14 +489,14 @@ for n in range(1, 1001):
     args = ["FCALL", "groupcast_publish", "1", "mem", body]
     print("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args), end="")
 ' | rcli --pipe >/dev/null
-    EPOCH=$(rcli HGET 'groupcast:history-meta:{group:catchup}' e)
+    EPOCH=$(rcli GET 'groupcast:history-epoch:{group:catchup}')
     for run in $(seq "$RUNS"); do
         log "run catchup-r$run: a groupcast.v1 client resumes 10,000 missed messages"
         timeout 180 "$CATCHUP" --url "ws://127.0.0.1:$ONE_PORT/ws/catchup" \
             --since 0 --epoch "$EPOCH" --count 10000 | tee "$OUT/json/catchup-r$run.txt" | tee -a "$OUT/summary.txt" >&2 || log "  FAILED"
     done
     stream=$(rcli MEMORY USAGE 'groupcast:history:{group:mem}' SAMPLES 0)
-    meta=$(rcli MEMORY USAGE 'groupcast:history-meta:{group:mem}' SAMPLES 0)
+    meta=$(rcli MEMORY USAGE 'groupcast:history-epoch:{group:mem}' SAMPLES 0)
     log "memory: 1,000 retained 64-byte messages: stream $stream B + meta $meta B = $(( (stream + meta) )) B ($(( (stream + meta) / 1000 )) B per message)"
     stop "$ONE_PID"
 fi

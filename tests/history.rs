@@ -313,6 +313,105 @@ async fn an_epoch_from_before_a_redis_restart_without_persistence_is_not_recover
     assert_eq!(frame["offset"], sent.position.unwrap().offset);
 }
 
+/// The keys behind a group's history: a stream and an epoch string, both
+/// with the group's TTL renewed by every publish. A group whose epoch an
+/// earlier version kept in the meta hash (`groupcast:history-meta:`, field
+/// `e`) keeps it across the upgrade; losing the epoch key or the stream
+/// starts a new epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_epoch_key_survives_an_upgrade_from_the_meta_hash_and_its_loss_is_a_new_epoch() {
+    let redis = TestRedis::shared();
+    let (a, b) = two_nodes(redis, &["layout/*=100:1h"]).await;
+    let mut conn = redis.client().await;
+    let stream = "groupcast:history:{group:layout/old}";
+    let epoch_key = "groupcast:history-epoch:{group:layout/old}";
+    let legacy = "groupcast:history-meta:{group:layout/old}";
+    // What an earlier version left: entries 0-1..0-3 and the meta hash.
+    for n in 1..=3 {
+        let _: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg(format!("0-{n}"))
+            .arg("d")
+            .arg(format!("m{n}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _: i64 = redis::cmd("HSET")
+        .arg(legacy)
+        .arg("e")
+        .arg("oldepoch")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (_, page) = http::get_json(&b.http_url("/api/groups/layout/old/history")).await;
+    assert_eq!(page["epoch"], "oldepoch", "{page}");
+    assert_eq!(page["offset"], 3, "{page}");
+    let sent = a.hub.to("layout/old").publish("m4").await.unwrap();
+    let position = sent.position.unwrap();
+    assert_eq!((position.offset, &*position.epoch), (4, "oldepoch"));
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(epoch_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some("oldepoch"),
+        "copied into the epoch key"
+    );
+    for key in [stream, epoch_key] {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((1..=3_600_000).contains(&ttl), "{key}: PTTL {ttl}");
+    }
+    // The epoch key and the hash gone, the stream still there: a new epoch.
+    let _: i64 = redis::cmd("DEL")
+        .arg(epoch_key)
+        .arg(legacy)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sent = a.hub.to("layout/old").publish("m5").await.unwrap();
+    let renewed = sent.position.unwrap();
+    assert_eq!(renewed.offset, 5);
+    assert_ne!(&*renewed.epoch, "oldepoch", "the epoch key was lost");
+    // The stream gone, the epoch key still there: a new epoch from 1.
+    let _: i64 = redis::cmd("DEL")
+        .arg(stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sent = a.hub.to("layout/old").publish("m6").await.unwrap();
+    let restarted = sent.position.unwrap();
+    assert_eq!(restarted.offset, 1);
+    assert_ne!(restarted.epoch, renewed.epoch, "the stream was lost");
+    // A new epoch is told to the hash too, for nodes of the earlier version
+    // still running in a rolling upgrade, with the same TTL.
+    let told: Option<String> = redis::cmd("HGET")
+        .arg(legacy)
+        .arg("e")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(told.as_deref(), Some(&*restarted.epoch));
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(legacy)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=3_600_000).contains(&ttl), "{legacy}: PTTL {ttl}");
+    let (_, page) = http::get_json(&b.http_url("/api/groups/layout/old/history")).await;
+    assert_eq!(page["epoch"], &*restarted.epoch, "{page}");
+    assert_eq!(
+        page["messages"],
+        serde_json::json!([{"offset": 1, "data": "m6"}])
+    );
+}
+
 // ----- expiry, API -----------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,10 +65,9 @@ redis.register_function('{FUNCTION_NAME}', function(keys, args)
     redis.call('PUBLISH', channel, payload)
     return 0
   end
-  local t = redis.call('TIME')
-  local fresh = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
+  -- No fresh epoch: the append makes one from TIME only when it needs one.
   return append({stream} .. '{{' .. channel .. '}}', {meta} .. '{{' .. channel .. '}}',
-    channel, payload, size, ttl_ms, fresh, 'PUBLISH')
+    channel, payload, size, ttl_ms, nil, 'PUBLISH')
 end)
 "#,
         prefix = lua_string(names.group_prefix()),

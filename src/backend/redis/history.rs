@@ -5,11 +5,11 @@
 //! braces are a Redis Cluster hash tag):
 //!
 //! ```text
-//! groupcast:history:{group:<g>}        stream: entry id 0-<offset>, field d = payload
-//! groupcast:history-meta:{group:<g>}   hash:   e = epoch
+//! groupcast:history:{group:<g>}         stream: entry id 0-<offset>, field d = payload
+//! groupcast:history-epoch:{group:<g>}   string: the epoch
 //! ```
 //!
-//! The append ([`APPEND_FN`]) runs atomically: it starts a new epoch when the meta or the
+//! The append ([`APPEND_FN`]) runs atomically: it starts a new epoch when the epoch key or the
 //! stream is gone (Redis restarted without persistence, the history
 //! expired, someone deleted it), takes the next offset, `XADD`s with exact
 //! `MAXLEN` trimming, renews both TTLs (so the TTL measures inactivity) and
@@ -25,6 +25,24 @@
 //! Because the append and the publish are one script, no member sees a
 //! message history lacks, or the reverse, and Redis runs scripts one at a
 //! time, so every subscriber sees the offsets in order.
+//!
+//! The append costs Redis four calls: `GETEX meta PX <ttl>` (reads the
+//! epoch and renews its TTL in one), `XADD`, `PEXPIRE stream`, `PUBLISH`;
+//! a new epoch adds a `SET meta <epoch> PX <ttl>`.
+//!
+//! **Upgrading from the meta hash.** Nodes before the epoch key kept the
+//! epoch in a hash `groupcast:history-meta:{group:<g>}` (field `e`), a name
+//! the string cannot reuse (`GETEX` on a hash is `WRONGTYPE`, and older
+//! nodes still running in a rolling upgrade `HGET` it). When the epoch key
+//! is missing but the stream goes on, the append and the reads take the
+//! epoch from that hash, and the append copies it
+//! into the epoch key; an append that starts an epoch writes it into the
+//! hash too. So a rolling upgrade keeps every group's epoch, and old and
+//! new nodes publish under the same one, also for groups whose epoch starts
+//! during the upgrade. Once every node is upgraded nothing renews the hash:
+//! it expires with the group's TTL. Both happen only on the rare path (no
+//! epoch key, or a new epoch), so they cost the append nothing; a later
+//! version can drop them.
 
 use std::sync::Arc;
 
@@ -42,21 +60,40 @@ use crate::history::HistoryLimits;
 /// The append-and-publish step, as a Lua function shared by the script
 /// the nodes run ([`append_script_source`]) and the Redis Function that lets others
 /// publish with history (`function.rs`). Returns `{offset, epoch}`.
+/// `fresh_epoch` is the epoch to start when one is needed; `nil` (the
+/// Function) makes one from Redis's `TIME`, only then.
 pub(crate) const APPEND_FN: &str = r"
 local function append(stream, meta, channel, payload, size, ttl_ms, fresh_epoch, publish)
-  local epoch = redis.call('HGET', meta, 'e')
+  -- One call reads the epoch and renews its TTL.
+  local epoch = redis.call('GETEX', meta, 'PX', ttl_ms)
   local id = redis.call('XADD', stream, 'MAXLEN', size, '0-*', 'd', payload)
-  local offset = tonumber(string.sub(id, 3))
-  -- No meta (the first publish, or the history expired), or a stream that
+  -- No epoch (the first publish, or the history expired), or a stream that
   -- starts over under a known epoch (it was deleted): a new epoch.
-  if (not epoch) or offset == 1 then
-    epoch = fresh_epoch
-    redis.call('HSET', meta, 'e', epoch)
+  if (not epoch) or id == '0-1' then
+    -- The meta hash of nodes of an earlier version (a rolling upgrade).
+    local legacy = 'groupcast:history-meta:' .. string.sub(meta, 25)
+    epoch = false
+    if id ~= '0-1' then
+      -- A stream that goes on without an epoch key: its epoch may be there.
+      epoch = redis.call('HGET', legacy, 'e')
+    end
+    if not epoch then
+      epoch = fresh_epoch
+      if not epoch then
+        local t = redis.call('TIME')
+        epoch = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
+      end
+      -- Told to the hash too, so that nodes of the earlier version still
+      -- running publish under the same epoch (they renew its TTL).
+      redis.call('HSET', legacy, 'e', epoch)
+      redis.call('PEXPIRE', legacy, ttl_ms)
+    end
+    redis.call('SET', meta, epoch, 'PX', ttl_ms)
   end
   redis.call('PEXPIRE', stream, ttl_ms)
-  redis.call('PEXPIRE', meta, ttl_ms)
+  local offset = string.sub(id, 3)
   redis.call(publish, channel, '\193GH' .. offset .. ':' .. epoch .. ':' .. payload)
-  return {offset, epoch}
+  return {tonumber(offset), epoch}
 end
 ";
 
@@ -72,7 +109,11 @@ pub(crate) fn append_script_source() -> String {
 /// limit]`; returns `{epoch or nil, top, entries}`, entries oldest first
 /// for 'after' and newest first for 'last'.
 const READ: &str = r"
-local epoch = redis.call('HGET', KEYS[2], 'e')
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  -- As the append does: the meta hash of a node of an earlier version.
+  epoch = redis.call('HGET', 'groupcast:history-meta:' .. string.sub(KEYS[2], 25), 'e')
+end
 if not epoch then return {false, 0, {}} end
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local top = 0
@@ -202,9 +243,14 @@ pub(crate) fn keys_of(channel: &str) -> (String, String) {
     )
 }
 
-/// Key prefixes of the streams and their meta records.
+/// Key prefixes of the streams and their epoch keys.
 pub(crate) const STREAM_PREFIX: &str = "groupcast:history:";
-pub(crate) const META_PREFIX: &str = "groupcast:history-meta:";
+pub(crate) const META_PREFIX: &str = "groupcast:history-epoch:";
+// The meta hash (field `e`: the epoch) of nodes before the epoch key,
+// `groupcast:history-meta:{channel}`, is read only when the epoch key is
+// missing; its name is written into the scripts, where
+// `string.sub(meta, 25)` is the `{channel}` after META_PREFIX (a test checks
+// both).
 
 /// One stream entry, `[id, [field, value, ...]]`, as a history entry.
 fn entry(value: redis::Value) -> Option<HistoryEntry> {
@@ -255,6 +301,21 @@ pub(crate) fn split_positioned<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scripts_find_the_legacy_meta_by_the_prefixes() {
+        const LEGACY_META_PREFIX: &str = "groupcast:history-meta:";
+        let legacy = format!("'{LEGACY_META_PREFIX}' .. string.sub(");
+        assert!(APPEND_FN.contains(&legacy), "{APPEND_FN}");
+        assert!(READ.contains(&legacy), "{READ}");
+        assert_eq!(META_PREFIX.len(), 24);
+        let cut = format!(", {})", META_PREFIX.len() + 1);
+        assert!(APPEND_FN.contains(&format!("string.sub(meta{cut}")));
+        assert!(READ.contains(&format!("string.sub(KEYS[2]{cut}")));
+        let (stream, meta) = keys_of("group:a");
+        assert_eq!(stream, "groupcast:history:{group:a}");
+        assert_eq!(&meta[META_PREFIX.len()..], "{group:a}");
+    }
 
     #[test]
     fn positioned_publishes_split_into_position_and_payload() {
