@@ -33,6 +33,8 @@
 #   w1max  same, stepping the rate: highest with no loss (and, separately,
 #          highest that also had p99 < 50 ms)
 #   w2     2 nodes, 1000 groups x 10 clients, round-robin: highest such rates
+#   w2fix  the same at W2_RATE (2000) msgs/s = 20k deliveries/s: server CPU
+#          per delivery, latency
 #   w2iso  1000 groups whose members are all on node A, published through
 #          node B's HTTP API: PUBLISHes counted in Redis, bus messages on A/B
 #   w3     10000 idle clients over 1000 groups on one node: RSS per connection
@@ -66,7 +68,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-ONLY=${ONLY:-w1,w1max,w2,w2iso,w3,stall,scale,churn,hist,modes,deflate}
+ONLY=${ONLY:-w1,w1max,w2,w2fix,w2iso,w3,stall,scale,churn,hist,modes,deflate}
 OUT=${OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
 W1_RATES=${W1_RATES:-25 50 100 150 200 300}
 W2_RATES=${W2_RATES:-2000 4000 6000 8000 12000}
@@ -269,6 +271,21 @@ if want w1; then
             start_pair "$kind"
             bench "w1-$kind-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1 \
                 --publish "$REDIS_URL" --rate "$W1_RATE" --duration 20s --measure-pid "$PAIR_PIDS" || true
+            stop_pair
+        done
+    done
+fi
+
+if want w2fix; then
+    # W2 at a fixed rate: 1000 groups x 10 clients on 2 nodes, W2_RATE
+    # msgs/s round-robin over the groups via Redis PUBLISH (2000 msgs/s =
+    # 20k deliveries/s): server CPU per delivery, latency.
+    for run in $(seq "$RUNS"); do
+        for kind in $KINDS; do
+            start_pair "$kind"
+            bench "w2fix-$kind-r$run" "${PAIR_URLS[@]}" --clients 10000 --groups 1000 \
+                --publish "$REDIS_URL" --rate "${W2_RATE:-2000}" --duration 20s --settle 3s \
+                --measure-pid "$PAIR_PIDS" || true
             stop_pair
         done
     done
