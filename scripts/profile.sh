@@ -6,7 +6,8 @@
 # prints the top of the flat profile and of the profile by caller.
 #
 #   scripts/profile.sh                     # groupcast, 20 msgs/s (40k deliveries/s)
-#   KIND=reference scripts/profile.sh      # the featureless reference
+#   KIND=reference scripts/profile.sh      # the featureless tungstenite reference
+#   KIND=prebuilt scripts/profile.sh       # the featureless pre-built-frames reference
 #   RATE=100 SECONDS_=15 scripts/profile.sh
 # Output: target/profile/<kind>/{perf.data,flat.txt,callers.txt,bench.txt}
 set -euo pipefail
@@ -38,7 +39,9 @@ for name in a b; do
       --client-messages none --log warn --node-id "prof-$name" \
       --max-connections 0 --max-connections-per-ip 0 >"$OUT/node-$name.log" 2>&1 &
   else
-    target/release/examples/reference --listen "127.0.0.1:$p" \
+    mode=tungstenite
+    [ "$KIND" = prebuilt ] && mode=prebuilt
+    target/release/examples/reference --listen "127.0.0.1:$p" --mode "$mode" \
       --redis-url "redis://127.0.0.1:$rp" >"$OUT/node-$name.log" 2>&1 &
   fi
   pids+=($!)
@@ -59,9 +62,13 @@ perf record -e cpu-clock -F 999 -g -p "${node_pids[0]}" -o "$OUT/perf.data" -- s
 wait "$bench"
 perf report -i "$OUT/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.8 2>/dev/null \
   | grep -v '^$' | grep -E '^ +[0-9]' >"$OUT/flat.txt" || true
+perf report -i "$OUT/perf.data" --stdio --no-children --sort dso --percent-limit 0.5 2>/dev/null \
+  | grep -v '^$' | grep -E '^ +[0-9]' >"$OUT/dso.txt" || true
 perf report -i "$OUT/perf.data" --stdio --children --sort symbol --percent-limit 4 -g none 2>/dev/null \
   | grep -E '^ +[0-9]' >"$OUT/callers.txt" || true
 echo "== $KIND at $RATE msgs/s: $(tail -1 "$OUT/bench.txt" | python3 -c 'import json,sys; s=json.load(sys.stdin); print("deliveries/s", s["deliveries_per_sec"], "cpu µs/delivery", s["server_cpu_us_per_delivery"], "p99 µs", s["latency_us"]["p99"])')"
+echo "== by DSO (the kernel's share is [kernel.kallsyms]): $OUT/dso.txt"
+cat "$OUT/dso.txt"
 echo "== flat profile (self time, top 25): $OUT/flat.txt"
 head -25 "$OUT/flat.txt"
 echo "== inclusive (children), >= 4 %: $OUT/callers.txt"

@@ -11,12 +11,14 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::Notify;
 
 use crate::config::QueueFullPolicy;
 use crate::message::Message;
@@ -243,6 +245,10 @@ impl PartialEq for Queued {
     }
 }
 
+/// A queue's buffer (and a connection's batch) larger than this many
+/// messages is given back after a burst rather than kept for the next.
+pub(crate) const SPARE_CAPACITY: usize = 32;
+
 #[derive(Default)]
 struct State {
     frames: VecDeque<Queued>,
@@ -257,7 +263,13 @@ struct State {
 
 pub(crate) struct Outbound {
     state: Mutex<State>,
-    ready: Notify,
+    /// The connection's task, woken when there is something to write
+    /// (one consumer: an `AtomicWaker`, cheaper than a `Notify`).
+    ready: AtomicWaker,
+    /// Set (under the lock) whenever something may have become writable:
+    /// the connection looks at it without the lock, so a wake-up that finds
+    /// the queue empty — after every batch — costs no lock.
+    maybe_ready: AtomicBool,
     capacity: usize,
     policy: QueueFullPolicy,
 }
@@ -275,7 +287,8 @@ impl Outbound {
                 held,
                 ..State::default()
             }),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
+            maybe_ready: AtomicBool::new(false),
             capacity: capacity.max(1),
             policy,
         }
@@ -286,7 +299,7 @@ impl Outbound {
         // Only a push into an empty queue wakes the writer: a non-empty
         // queue means an earlier push already did, and the writer has not
         // taken the batch yet (taking empties the queue). This saves a
-        // `Notify` round per message when a burst queues up.
+        // wake-up per message when a burst queues up.
         let (outcome, wake) = {
             let mut state = self.state.lock();
             if state.closing {
@@ -318,7 +331,8 @@ impl Outbound {
             }
         };
         if wake {
-            self.ready.notify_one();
+            self.maybe_ready.store(true, Ordering::SeqCst);
+            self.ready.wake();
         }
         outcome
     }
@@ -335,7 +349,8 @@ impl Outbound {
             state.closing = true;
             state.close = Some(reason);
         }
-        self.ready.notify_one();
+        self.maybe_ready.store(true, Ordering::SeqCst);
+        self.ready.wake();
         true
     }
 
@@ -377,44 +392,71 @@ impl Outbound {
             }));
             state.frames = frames;
         }
-        self.ready.notify_one();
+        self.maybe_ready.store(true, Ordering::SeqCst);
+        self.ready.wake();
     }
 
     /// Takes what can be written now, without waiting: the queue (unless
     /// held) and the close. For a connection that is failing.
     pub(crate) fn take(&self) -> Batch {
+        let mut frames = Vec::new();
+        let close = Self::drain(&mut self.state.lock(), &mut frames);
+        Batch { frames, close }
+    }
+
+    /// Moves what is queued (unless held) into `frames` and takes the
+    /// close, if there is anything to write; `None` for "nothing yet".
+    fn take_batch(&self, frames: &mut Vec<Queued>) -> Option<Option<CloseReason>> {
+        if !self.maybe_ready.load(Ordering::SeqCst) {
+            return None;
+        }
         let mut state = self.state.lock();
-        let frames = if state.held {
-            Vec::new()
-        } else {
-            std::mem::take(&mut state.frames).into()
-        };
-        Batch {
-            frames,
-            close: state.close.take(),
+        // Cleared under the lock: a push after this sets it again.
+        self.maybe_ready.store(false, Ordering::SeqCst);
+        let writable = !state.held && !state.frames.is_empty();
+        if !writable && state.close.is_none() {
+            return None;
+        }
+        Some(Self::drain(&mut state, frames))
+    }
+
+    fn drain(state: &mut State, frames: &mut Vec<Queued>) -> Option<CloseReason> {
+        if !state.held {
+            // Moved out under the lock (pointer copies); the deque keeps its
+            // buffer for the next burst, unless a burst made it large.
+            frames.extend(state.frames.drain(..));
+            if state.frames.capacity() > SPARE_CAPACITY {
+                state.frames = VecDeque::new();
+            }
+        }
+        state.close.take()
+    }
+
+    /// Polls for a batch: moves what is queued into `frames` and gives the
+    /// close, if any; pending (the task registered to be woken) while there
+    /// is nothing to write.
+    pub(crate) fn poll_batch(
+        &self,
+        cx: &mut Context<'_>,
+        frames: &mut Vec<Queued>,
+    ) -> Poll<Option<CloseReason>> {
+        if let Some(close) = self.take_batch(frames) {
+            return Poll::Ready(close);
+        }
+        // Registered before the second look: a push in between wakes us.
+        self.ready.register(cx.waker());
+        match self.take_batch(frames) {
+            Some(close) => Poll::Ready(close),
+            None => Poll::Pending,
         }
     }
 
     /// Waits until there is something to write, then takes all of it.
+    #[cfg(test)]
     pub(crate) async fn next_batch(&self) -> Batch {
-        loop {
-            {
-                let mut state = self.state.lock();
-                let writable = !state.held && !state.frames.is_empty();
-                if writable || state.close.is_some() {
-                    // Swap the queue out so the lock is held for O(1); the
-                    // empty deque left behind allocates nothing.
-                    let frames = std::mem::take(&mut state.frames);
-                    return Batch {
-                        frames: frames.into(),
-                        close: state.close.take(),
-                    };
-                }
-            }
-            // `notify_one` stores a permit when nobody waits, so a push
-            // between the check above and this await is not lost.
-            self.ready.notified().await;
-        }
+        let mut frames = Vec::new();
+        let close = std::future::poll_fn(|cx| self.poll_batch(cx, &mut frames)).await;
+        Batch { frames, close }
     }
 }
 

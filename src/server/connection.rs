@@ -16,6 +16,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -25,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::error::SessionError;
-use crate::outbound::{Batch, Compression, close_code};
+use crate::outbound::{Batch, CloseReason, Compression, Queued, SPARE_CAPACITY, close_code};
 use crate::protocol::Offsets;
 use crate::wire::{FrameReader, Incoming, ReadError, frame};
 use crate::{Hub, Session};
@@ -43,22 +44,48 @@ const MAX_SLICES: usize = 128;
 /// What a connection was negotiated with, and what it hands its data
 /// messages (text, binary) and pongs to.
 pub(crate) struct Connection<'a, S> {
-    pub hub: &'a Hub,
-    pub session: &'a Session,
-    pub io: S,
-    pub reader: FrameReader,
+    hub: &'a Hub,
+    session: &'a Session,
+    io: S,
+    reader: FrameReader,
     /// permessage-deflate is on for this connection.
-    pub compression: Option<Compression>,
+    compression: Option<Compression>,
+    /// The batch being written and its frames: kept between batches (a
+    /// burst does not allocate), given back after a large one.
+    batch: Vec<Queued>,
+    wire: Vec<Bytes>,
+    /// The last history offset sent, to skip repeats of the backlog.
+    offsets: Offsets,
 }
 
 /// What woke the loop.
 enum Event {
-    Batch(Batch),
+    /// `Connection::batch` holds what to write, with the close if any.
+    Batch(Option<CloseReason>),
     Read(io::Result<usize>),
     Timer,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
+    pub fn new(
+        hub: &'a Hub,
+        session: &'a Session,
+        io: S,
+        reader: FrameReader,
+        compression: Option<Compression>,
+    ) -> Self {
+        Connection {
+            hub,
+            session,
+            io,
+            reader,
+            compression,
+            batch: Vec::new(),
+            wire: Vec::new(),
+            offsets: Offsets::default(),
+        }
+    }
+
     /// Runs the connection until it closes. `on_message` gets every data
     /// message and pong; its error closes the connection with that error's
     /// close code, like the reader's own errors.
@@ -71,7 +98,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         let config = hub.config();
         let write_timeout = config.write_timeout;
         let chunk = config.read_buffer_size.clamp(1, MAX_READ_CHUNK);
-        let mut offsets = Offsets::default();
         let mut last_heard = Instant::now();
         let mut next_ping = last_heard + config.ping_period;
         // One timer for pings, the pong wait and the token's expiry, reset
@@ -82,15 +108,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         loop {
             let event = tokio::select! {
                 biased;
-                batch = session.outbound().next_batch() => Event::Batch(batch),
+                close = poll_fn(|cx| session.outbound().poll_batch(cx, &mut self.batch)) => Event::Batch(close),
                 read = poll_fn(|cx| poll_read_into(&mut self.io, cx, &mut self.reader, chunk)) => Event::Read(read),
                 () = &mut timer => Event::Timer,
             };
             match event {
-                Event::Batch(batch) => {
-                    let closing = batch.close.is_some();
-                    let frames = self.frames_of(batch, &mut offsets);
-                    self.write(&frames, write_timeout).await?;
+                Event::Batch(close) => {
+                    let closing = close.is_some();
+                    let mut batch = std::mem::take(&mut self.batch);
+                    let mut wire = std::mem::take(&mut self.wire);
+                    self.frames_of(&batch, close, &mut wire);
+                    let written = self.write(&wire, write_timeout).await;
+                    batch.clear();
+                    wire.clear();
+                    if batch.capacity() <= SPARE_CAPACITY {
+                        self.batch = batch;
+                        self.wire = wire;
+                    }
+                    written?;
                     if closing {
                         self.await_close_reply().await;
                         return Ok(());
@@ -179,19 +214,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     /// The frames of a batch, in order: each message as this member gets
     /// it (shared bytes, not copied), repeats of the backlog skipped, then
     /// the close.
-    fn frames_of(&self, batch: Batch, offsets: &mut Offsets) -> Vec<Bytes> {
+    fn frames_of(&mut self, batch: &[Queued], close: Option<CloseReason>, frames: &mut Vec<Bytes>) {
         let protocol = self.session.protocol();
-        let mut frames = Vec::with_capacity(batch.frames.len() + 1);
-        for queued in &batch.frames {
-            if queued.stamp().is_some_and(|stamp| !offsets.is_new(stamp)) {
+        for queued in batch {
+            if queued
+                .stamp()
+                .is_some_and(|stamp| !self.offsets.is_new(stamp))
+            {
                 continue; // the backlog already had it
             }
             frames.push(queued.frame(protocol, self.compression.as_ref()));
         }
-        if let Some(close) = batch.close {
+        if let Some(close) = close {
             frames.push(frame::close(Some(close.code), &close.reason));
         }
-        frames
     }
 
     /// Writes `frames` with as few vectored writes as the socket allows,
@@ -216,9 +252,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     async fn fail(&mut self, error: SessionError) -> Result<(), SessionError> {
         if let Some(code) = error.close_code() {
             self.session.close(code, error.to_string());
-            let mut offsets = Offsets::default();
-            let batch = self.session.outbound().take();
-            let frames = self.frames_of(batch, &mut offsets);
+            let Batch {
+                frames: batch,
+                close,
+            } = self.session.outbound().take();
+            let mut frames = Vec::new();
+            self.frames_of(&batch, close, &mut frames);
             let write_timeout = self.hub.config().write_timeout;
             let _ = self.write(&frames, write_timeout).await;
         }
@@ -269,15 +308,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 
 /// Reads what the socket has (at most `chunk` bytes) into a stack buffer
 /// and feeds it to the reader. Nothing is allocated while the socket has
-/// nothing to read. `Ok(0)`: the client closed its side.
+/// nothing to read, and nothing is zeroed either: this runs on every wake
+/// of the connection, and a socket that is not readable answers from its
+/// readiness flags without a system call. `Ok(0)`: the client closed its
+/// side.
 fn poll_read_into<S: AsyncRead + Unpin>(
     io: &mut S,
     cx: &mut Context<'_>,
     reader: &mut FrameReader,
     chunk: usize,
 ) -> Poll<io::Result<usize>> {
-    let mut buffer = [0u8; MAX_READ_CHUNK];
-    let mut buf = ReadBuf::new(&mut buffer[..chunk.min(MAX_READ_CHUNK)]);
+    let mut buffer = [MaybeUninit::<u8>::uninit(); MAX_READ_CHUNK];
+    let mut buf = ReadBuf::uninit(&mut buffer[..chunk.min(MAX_READ_CHUNK)]);
     ready!(Pin::new(io).poll_read(cx, &mut buf))?;
     let read = buf.filled();
     reader.feed(read);

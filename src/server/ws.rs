@@ -225,16 +225,19 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
         Box::pin(hub.catch_up(&session, &replay)).await;
     }
 
-    let mut connection = Connection {
-        hub: &hub,
-        session: &session,
+    // Built in one expression: no moved-from local stays part of the
+    // connection's future.
+    let mut connection = Connection::new(
+        &hub,
+        &session,
         io,
-        reader: reader_for(&hub, leftover, negotiated),
-        compression: negotiated.deflate.then(|| Compression {
+        reader_for(&hub, leftover, negotiated),
+        negotiated.deflate.then(|| Compression {
             threshold: hub.config().compression_threshold,
             compressed: hub.metrics().messages_compressed.clone(),
         }),
-    };
+    );
+
     let mut inbox = Inbox::new(&hub);
     if let Err(error) = connection
         .run(|incoming| inbox.on_message(&hub, &session, incoming))
