@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::api::ApiError;
 use super::connection::Connection;
@@ -157,23 +157,13 @@ struct Joining {
 }
 
 /// Runs one connection from join to leave.
+///
+/// The arguments are used in place, not moved into locals: everything
+/// alive here lives as long as the connection, in every connection's
+/// future (see BENCHMARKS.md, W3).
 async fn serve(
     hub: Hub,
     socket: Socket,
-    leftover: Bytes,
-    negotiated: Negotiated,
-    joining: Joining,
-    permit: ConnectionPermit,
-) {
-    match socket {
-        Socket::Tcp(tcp) => serve_on(hub, tcp, leftover, negotiated, joining, permit).await,
-        Socket::Other(io) => serve_on(hub, io, leftover, negotiated, joining, permit).await,
-    }
-}
-
-async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
-    hub: Hub,
-    mut io: S,
     leftover: Bytes,
     negotiated: Negotiated,
     joining: Joining,
@@ -183,28 +173,14 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
         Some(chosen) if chosen == protocol::V1 => Protocol::V1,
         _ => Protocol::Raw,
     };
-    let Joining {
-        group,
-        remote,
-        claims,
-        replay,
-    } = joining;
     // A v1 client's first frame is its welcome, and a backlog goes before
     // the live messages: both need the queue held until they are in.
-    let held = protocol == Protocol::V1 || replay.wants_backlog();
-    let session = match hub.join(group, remote, claims, protocol, held) {
+    let held = protocol == Protocol::V1 || joining.replay.wants_backlog();
+    let remote = joining.remote;
+    let session = match hub.join(joining.group, remote, joining.claims, protocol, held) {
         Ok(session) => session,
         Err(error) => {
-            // Another upgrade took the last group slot since this one was
-            // admitted (the same answer, as a close frame), or the node is
-            // shutting down.
-            let close = match error {
-                HubError::Limit(limit) => {
-                    frame::close(Some(close_code::TRY_AGAIN_LATER), &limit.to_string())
-                }
-                _ => frame::close(Some(close_code::GOING_AWAY), "server shutting down"),
-            };
-            let _ = tokio::time::timeout(hub.config().write_timeout, io.write_all(&close)).await;
+            Box::pin(refuse(&hub, socket, error)).await;
             return;
         }
     };
@@ -222,7 +198,7 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
     if held {
         // Boxed: the catch-up's state (history reads) is large, and would
         // otherwise stay part of every connection's future, idle or not.
-        Box::pin(hub.catch_up(&session, &replay)).await;
+        Box::pin(hub.catch_up(&session, &joining.replay)).await;
     }
 
     // Built in one expression: no moved-from local stays part of the
@@ -230,7 +206,7 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
     let mut connection = Connection::new(
         &hub,
         &session,
-        io,
+        socket,
         reader_for(&hub, leftover, negotiated),
         negotiated.deflate.then(|| Compression {
             threshold: hub.config().compression_threshold,
@@ -245,6 +221,18 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
     {
         report(&hub, &session, &error);
     }
+}
+
+/// Another upgrade took the last group slot since this one was admitted
+/// (the same answer, as a close frame), or the node is shutting down.
+async fn refuse(hub: &Hub, mut socket: Socket, error: HubError) {
+    let close = match error {
+        HubError::Limit(limit) => {
+            frame::close(Some(close_code::TRY_AGAIN_LATER), &limit.to_string())
+        }
+        _ => frame::close(Some(close_code::GOING_AWAY), "server shutting down"),
+    };
+    let _ = tokio::time::timeout(hub.config().write_timeout, socket.write_all(&close)).await;
 }
 
 /// The reader of a connection's frames, fed what the client sent right
