@@ -7,8 +7,11 @@
 //!
 //! The pieces, in the order data flows through them:
 //!
-//! * [`server`] — axum: upgrades `/ws/<group>`, runs one reader and one
-//!   writer task per connection, serves the HTTP API.
+//! * [`server`] — axum: upgrades `/ws/<group>`, runs one task per
+//!   connection (writes shared frames, reads client frames), serves the
+//!   HTTP API.
+//! * [`wire`] — WebSocket frames built once per broadcast, client frames
+//!   read strictly, permessage-deflate compressed once.
 //! * [`Hub`] — the façade: handlers, membership, sending
 //!   (`hub.to(group).except(id).send(msg)`, see [`Selection`]).
 //! * `registry` — this node's group → sessions map; fan-out pushes into
