@@ -57,6 +57,10 @@ pub enum SessionError {
     WriteTimeout(std::time::Duration),
     #[error("reading from the client failed: {0}")]
     Read(String),
+    /// A compressed client message is not valid deflate data (closed with
+    /// 1007, invalid payload).
+    #[error("the client sent a compressed message that does not inflate: {0}")]
+    BadCompression(String),
     /// The client broke the WebSocket protocol (closed with 1002).
     #[error("the client broke the WebSocket protocol: {0}")]
     Protocol(String),
@@ -83,7 +87,9 @@ impl SessionError {
         use crate::outbound::close_code;
         match self {
             SessionError::MessageTooBig { .. } => Some(close_code::TOO_BIG),
-            SessionError::InvalidUtf8 => Some(close_code::INVALID_PAYLOAD),
+            SessionError::InvalidUtf8 | SessionError::BadCompression(_) => {
+                Some(close_code::INVALID_PAYLOAD)
+            }
             SessionError::Protocol(_) => Some(close_code::PROTOCOL_ERROR),
             SessionError::TokenExpired => Some(close_code::TOKEN_EXPIRED),
             SessionError::PublishNotAllowed => Some(close_code::POLICY),

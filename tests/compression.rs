@@ -267,3 +267,15 @@ async fn a_decompression_bomb_is_closed_with_1009_and_counted() {
     .await
     .expect("the session left");
 }
+
+#[tokio::test]
+async fn a_compressed_message_that_does_not_inflate_is_closed_with_1007() {
+    let server = TestServer::start(compressing_hub()).await;
+    let mut sender = DeflateClient::connect(&server, "corrupt", "permessage-deflate").await;
+    members_of(&server, "corrupt", 1).await;
+    sender.send_frame(0xC1, &[0xff; 32]).await;
+    match sender.next().await {
+        Incoming::Close(Some(close)) => assert_eq!(close.code, 1007),
+        other => panic!("expected a close, got {other:?}"),
+    }
+}

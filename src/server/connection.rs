@@ -264,20 +264,27 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         Err(error)
     }
 
+    /// The session's error for what the reader refused, closed with the
+    /// code the reader gives it (`ReadError::close_code`), counted.
     fn read_error(&self, error: ReadError) -> SessionError {
+        use crate::wire::deflate::InflateError;
         let hub = self.hub;
+        let too_big = |hub: &Hub| {
+            let limit = hub.config().max_message_size;
+            hub.count_limit(&crate::limits::LimitRejection::MessageSize { limit });
+            SessionError::MessageTooBig { limit }
+        };
         match error {
-            ReadError::TooBig { .. }
-            | ReadError::Inflate(crate::wire::deflate::InflateError::TooBig { .. }) => {
-                let limit = hub.config().max_message_size;
-                if matches!(error, ReadError::Inflate(_)) {
-                    hub.metrics().inflate_too_big.inc();
-                }
-                hub.count_limit(&crate::limits::LimitRejection::MessageSize { limit });
-                SessionError::MessageTooBig { limit }
+            ReadError::TooBig { .. } => too_big(hub),
+            ReadError::Inflate(InflateError::TooBig { .. }) => {
+                hub.metrics().inflate_too_big.inc();
+                too_big(hub)
+            }
+            ReadError::Inflate(InflateError::Corrupt(reason)) => {
+                SessionError::BadCompression(reason)
             }
             ReadError::InvalidUtf8 => SessionError::InvalidUtf8,
-            other => SessionError::Protocol(other.to_string()),
+            ReadError::Protocol(reason) => SessionError::Protocol(reason.to_string()),
         }
     }
 
