@@ -53,14 +53,16 @@ async fn cluster_view(node: &NodeProcess) -> Vec<String> {
 }
 
 /// Reads text frames until `marker`; panics if the connection ends first.
-async fn collect_until(mut client: Client, marker: &str, who: String) -> Vec<String> {
+/// Hands the client back with what it read, so that it stays a member
+/// for as long as the caller keeps it.
+async fn collect_until(mut client: Client, marker: &str, who: String) -> (Client, Vec<String>) {
     let mut got = Vec::new();
     loop {
         let frame = tokio::time::timeout(WAIT, client.ws.next())
             .await
             .unwrap_or_else(|_| panic!("{who}: nothing for {WAIT:?} (after {} frames)", got.len()));
         match frame {
-            Some(Ok(Ws::Text(text))) if text.as_str() == marker => return got,
+            Some(Ok(Ws::Text(text))) if text.as_str() == marker => return (client, got),
             Some(Ok(Ws::Text(text))) => got.push(text.to_string()),
             Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
             other => panic!(
@@ -405,11 +407,15 @@ async fn a_killed_node_costs_the_other_nodes_clients_nothing() {
     common::redis::publish(&mut conn, "group:seq", "end").await;
 
     // Every client of A and B: both sequences, whole and in order.
+    // The clients stay connected (and their nodes subscribed) until the
+    // subscription check at the end.
     let all: Vec<u64> = (0..N).collect();
+    let mut still_members = Vec::new();
     for reader in readers {
-        let got = reader.await.unwrap();
+        let (client, got) = reader.await.unwrap();
         assert_eq!(numbers(&got, "r:"), all, "from Redis");
         assert_eq!(numbers(&got, "a:"), all, "through A's API");
+        still_members.push(client);
     }
 
     // The view dropped C once its last heartbeat expired (TTL 1 s; the
@@ -422,7 +428,10 @@ async fn a_killed_node_costs_the_other_nodes_clients_nothing() {
     );
     // Redis lets go of the dead node's subscription too (it sees the
     // connection close through Docker's port proxy: not at once, and on a
-    // loaded machine more than the usual 10 s have been seen).
+    // loaded machine more than the usual 10 s have been seen). A and B
+    // keep theirs meanwhile: their clients are still connected (were they
+    // gone, A and B would unsubscribe once the linger ended and the count
+    // would pass 2 on its way to 0).
     common::wait_until_async_within(
         "Redis drops the killed node's subscription",
         Duration::from_secs(60),
@@ -435,6 +444,7 @@ async fn a_killed_node_costs_the_other_nodes_clients_nothing() {
         },
     )
     .await;
+    drop(still_members);
 }
 
 // ----- a rolling restart ---------------------------------------------------------
@@ -756,8 +766,8 @@ async fn what_redis_outages_cost_is_counted() {
     let (status, _) = http::post_text(&a.url("/api/groups/outage/messages"), "end").await;
     assert_eq!(status, 200);
 
-    let local = local.await.unwrap();
-    let remote = remote.await.unwrap();
+    let (_, local) = local.await.unwrap();
+    let (_, remote) = remote.await.unwrap();
     let local: Vec<u64> = local.iter().map(|m| m.parse().unwrap()).collect();
     let remote: Vec<u64> = remote.iter().map(|m| m.parse().unwrap()).collect();
     // The publishing node's own member: everything, in order, on the same
