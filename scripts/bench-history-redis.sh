@@ -45,8 +45,18 @@ for k, v in [("{APPEND_FN}", "\0A"), ("{rules}", "\0R"), ("{FUNCTION_NAME}", "gr
 print(lib)' <(printf '%s\n' "$source_text") <(show src/backend/redis/function.rs))
 append=$(printf '%s\n' "$source_text" | sed -n '/^pub(crate) const APPEND_FN: &str = r"/,/^";/p' | sed '1d;$d')
 [ -n "$append" ] || { echo "APPEND_FN not found in $src" >&2; exit 1; }
-script="$append
+# The call as append_script_source() writes it: since the epoch is made in
+# Redis and the publish command is in the script, 4 arguments; before, 6
+# (a fresh epoch and PUBLISH as arguments).
+if grep -q "ARGV\[6\]" <<<"$source_text"; then
+    script="$append
 return append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])"
+    append_args=(1000 3600000 epoch1 PUBLISH)
+else
+    script="$append
+return append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'PUBLISH')"
+    append_args=(1000 3600000)
+fi
 dir=$(mktemp -d)
 pid=
 stop_redis() { [ -z "$pid" ] || { redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=; }; }
@@ -69,7 +79,7 @@ meta='groupcast:history-epoch:{group:bench}'
 bench() {
     local n=$1
     case $2 in
-        append) set -- EVALSHA "$sha" 2 "$stream" "$meta" group:bench "$payload" 1000 3600000 epoch1 PUBLISH ;;
+        append) set -- EVALSHA "$sha" 2 "$stream" "$meta" group:bench "$payload" "${append_args[@]}" ;;
         fcall) set -- FCALL groupcast_publish 1 bench "$payload" ;;
         publish) set -- PUBLISH group:bench "$payload" ;;
     esac
@@ -82,7 +92,7 @@ check() {
     if [ "${failed:-1}" != 0 ]; then
         echo "$1 failed ${failed:-?} times:" >&2
         case $1 in
-            evalsha) cli EVALSHA "$sha" 2 "$stream" "$meta" group:bench "$payload" 1000 3600000 epoch1 PUBLISH >&2 ;;
+            evalsha) cli EVALSHA "$sha" 2 "$stream" "$meta" group:bench "$payload" "${append_args[@]}" >&2 ;;
             fcall) cli FCALL groupcast_publish 1 bench "$payload" >&2 ;;
         esac
         exit 1

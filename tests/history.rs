@@ -412,6 +412,69 @@ async fn the_epoch_key_survives_an_upgrade_from_the_meta_hash_and_its_loss_is_a_
     );
 }
 
+/// Over Redis a group's history is exactly its last `size` messages for
+/// every reader (`?history=`, the API, a resume), although the stream is
+/// trimmed exactly only at every `min(16, size)`th offset and so holds a
+/// few more entries in between; it never holds more than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_history_reads_exactly_the_last_size_messages_between_trims() {
+    let redis = TestRedis::shared();
+    let (a, b) = two_nodes(redis, &["steps/*=10:1h"]).await;
+    let conn = redis.client().await;
+    let stream = "groupcast:history:{group:steps/log}";
+    let xlen = |mut conn: redis::aio::MultiplexedConnection| async move {
+        let n: u64 = redis::cmd("XLEN")
+            .arg(stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        n
+    };
+    // Trimmed to 10 at offset 20; 21..25 appended since.
+    publish_numbered(&a, "steps/log", 1, 25).await;
+    assert_eq!(xlen(conn.clone()).await, 15, "entries 11..25 are stored");
+
+    // A late joiner gets the last 10, not the 15 stored.
+    let mut late = Client::connect(&format!("{}?history=500", b.ws_url("steps/log"))).await;
+    for n in 16..=25 {
+        assert_eq!(late.recv_text().await, format!("m{n}"));
+    }
+    // The API: the last 10, also when asked from an older offset.
+    for since in ["", "?since=3", "?since=12"] {
+        let (status, page) =
+            http::get_json(&b.http_url(&format!("/api/groups/steps/log/history{since}"))).await;
+        assert_eq!(status, 200, "{page}");
+        let offsets: Vec<u64> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(offsets, (16..=25).collect::<Vec<_>>(), "since {since:?}");
+    }
+    let (_, page) = http::get_json(&b.http_url("/api/groups/steps/log/history")).await;
+    let epoch = page["epoch"].as_str().unwrap().to_string();
+    // Offset 14 is stored but no longer in the last 10: not recovered.
+    let mut client = v1(&format!("{}?since=14&epoch={epoch}", b.ws_url("steps/log"))).await;
+    let welcome = next_json(&mut client).await;
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+    assert_eq!(welcome["offset"], 25);
+    // From 15 on, 16..25 is the whole of what was missed: recovered.
+    let mut client = v1(&format!("{}?since=15&epoch={epoch}", b.ws_url("steps/log"))).await;
+    let welcome = next_json(&mut client).await;
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    assert_eq!(messages(&mut client, 10).await, numbered(16, 25));
+
+    // However long it runs, the stream holds at most size + 9 entries
+    // (size 10 trims every 10th offset).
+    publish_numbered(&a, "steps/log", 26, 1_007).await;
+    let stored = xlen(conn.clone()).await;
+    assert!((10..=19).contains(&stored), "{stored} entries stored");
+    let (_, page) = http::get_json(&a.http_url("/api/groups/steps/log/history")).await;
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(10));
+    assert_eq!(page["messages"][0]["offset"], 998);
+}
+
 // ----- expiry, API -----------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

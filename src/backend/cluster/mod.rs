@@ -138,7 +138,12 @@ impl ClusterBackend {
         ));
         let leases = Arc::new(RedisLeases::new(pool.clone(), redis.lease_prefix.clone()));
         // The append SPUBLISHes: a script may publish to its keys' slot.
-        let history = Arc::new(RedisHistory::new(pool.clone(), names.clone(), "SPUBLISH"));
+        let history = Arc::new(RedisHistory::new(
+            pool.clone(),
+            names.clone(),
+            context.history.clone(),
+            "SPUBLISH",
+        ));
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (publishes, publishes_rx) = PublishQueue::new(
             redis.publish_queue_len,

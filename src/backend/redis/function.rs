@@ -65,9 +65,8 @@ redis.register_function('{FUNCTION_NAME}', function(keys, args)
     redis.call('PUBLISH', channel, payload)
     return 0
   end
-  -- No fresh epoch: the append makes one from TIME only when it needs one.
   return append({stream} .. '{{' .. channel .. '}}', {meta} .. '{{' .. channel .. '}}',
-    channel, payload, size, ttl_ms, nil, 'PUBLISH')
+    channel, payload, size, ttl_ms, 'PUBLISH')
 end)
 "#,
         prefix = lua_string(names.group_prefix()),

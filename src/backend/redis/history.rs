@@ -11,8 +11,8 @@
 //!
 //! The append ([`APPEND_FN`]) runs atomically: it starts a new epoch when the epoch key or the
 //! stream is gone (Redis restarted without persistence, the history
-//! expired, someone deleted it), takes the next offset, `XADD`s with exact
-//! `MAXLEN` trimming, renews both TTLs (so the TTL measures inactivity) and
+//! expired, someone deleted it), takes the next offset, `XADD`s, trims
+//! (below), renews both TTLs (so the TTL measures inactivity) and
 //! `PUBLISH`es the payload behind a small header carrying offset and epoch:
 //!
 //! ```text
@@ -28,7 +28,23 @@
 //!
 //! The append costs Redis four calls: `GETEX meta PX <ttl>` (reads the
 //! epoch and renews its TTL in one), `XADD`, `PEXPIRE stream`, `PUBLISH`;
-//! a new epoch adds a `SET meta <epoch> PX <ttl>`.
+//! every `min(16, size)`th offset adds an `XTRIM`, a new epoch a
+//! `SET meta <epoch> PX <ttl>`.
+//!
+//! **Exact history, trimmed in steps.** A group keeps exactly its last
+//! `size` messages: every read is bounded to the offsets above
+//! `top - size` ([`READ`]), so `?history=N`, a resume and the API see
+//! exactly what an exactly trimmed stream would hold, and an offset at or
+//! below `top - size` is not recovered. The stream itself is trimmed
+//! exactly to `size`, but only when the new offset is a multiple of
+//! `min(16, size)`, so it holds at most 15 entries (and never more than
+//! `size`) beyond what is read. The reason is Redis's cost: an exact
+//! `MAXLEN` on every `XADD` marks one entry deleted in the stream's oldest
+//! node and walks there over every entry deleted before it (twice: the
+//! trim, then the new first id), about a third of all the instructions of
+//! the append on Redis 7.0 with the default 100 entries per node. One
+//! `XTRIM` of 16 entries walks once for all of them (`BENCHMARKS.md`,
+//! "Exact history, trimmed in steps").
 //!
 //! **Upgrading from the meta hash.** Nodes before the epoch key kept the
 //! epoch in a hash `groupcast:history-meta:{group:<g>}` (field `e`), a name
@@ -52,21 +68,31 @@ use super::errors::command_error;
 use super::pool::RedisPool;
 use crate::backend::Position;
 use crate::backend::channels::ChannelNames;
-use crate::backend::history::{HistoryEntry, HistoryPage, HistoryQuery, MAX_PAGE, new_epoch};
+use crate::backend::history::{HistoryEntry, HistoryPage, HistoryQuery, MAX_PAGE};
 use crate::error::BackendError;
 use crate::group::GroupName;
-use crate::history::HistoryLimits;
+use crate::history::{HistoryLimits, HistoryPolicy};
 
 /// The append-and-publish step, as a Lua function shared by the script
 /// the nodes run ([`append_script_source`]) and the Redis Function that lets others
-/// publish with history (`function.rs`). Returns `{offset, epoch}`.
-/// `fresh_epoch` is the epoch to start when one is needed; `nil` (the
-/// Function) makes one from Redis's `TIME`, only then.
+/// publish with history (`function.rs`). Returns `{offset, epoch}`. A new
+/// epoch is made from Redis's `TIME` (seconds and microseconds in hex),
+/// only when one starts: a group's epochs differ because Redis runs one
+/// script at a time and its clock moves on.
 pub(crate) const APPEND_FN: &str = r"
-local function append(stream, meta, channel, payload, size, ttl_ms, fresh_epoch, publish)
+local function append(stream, meta, channel, payload, size, ttl_ms, publish)
   -- One call reads the epoch and renews its TTL.
   local epoch = redis.call('GETEX', meta, 'PX', ttl_ms)
-  local id = redis.call('XADD', stream, 'MAXLEN', size, '0-*', 'd', payload)
+  local id = redis.call('XADD', stream, '0-*', 'd', payload)
+  local offset = string.sub(id, 3)
+  local n = tonumber(offset)
+  -- Exactly `size` left after every min(16, size)th offset; reads see
+  -- only the last `size` (see the module docs).
+  local every = tonumber(size)
+  if every > 16 then every = 16 end
+  if n % every == 0 then
+    redis.call('XTRIM', stream, 'MAXLEN', size)
+  end
   -- No epoch (the first publish, or the history expired), or a stream that
   -- starts over under a known epoch (it was deleted): a new epoch.
   if (not epoch) or id == '0-1' then
@@ -78,11 +104,8 @@ local function append(stream, meta, channel, payload, size, ttl_ms, fresh_epoch,
       epoch = redis.call('HGET', legacy, 'e')
     end
     if not epoch then
-      epoch = fresh_epoch
-      if not epoch then
-        local t = redis.call('TIME')
-        epoch = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
-      end
+      local t = redis.call('TIME')
+      epoch = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
       -- Told to the hash too, so that nodes of the earlier version still
       -- running publish under the same epoch (they renew its TTL).
       redis.call('HSET', legacy, 'e', epoch)
@@ -91,23 +114,26 @@ local function append(stream, meta, channel, payload, size, ttl_ms, fresh_epoch,
     redis.call('SET', meta, epoch, 'PX', ttl_ms)
   end
   redis.call('PEXPIRE', stream, ttl_ms)
-  local offset = string.sub(id, 3)
   redis.call(publish, channel, '\193GH' .. offset .. ':' .. epoch .. ':' .. payload)
-  return {tonumber(offset), epoch}
+  return {n, epoch}
 end
 ";
 
-/// `KEYS = [stream, meta]`, `ARGV = [channel, payload, size, ttl_ms,
-/// fresh_epoch, PUBLISH or SPUBLISH]`; returns `{offset, epoch}`.
-pub(crate) fn append_script_source() -> String {
+/// `KEYS = [stream, meta]`, `ARGV = [channel, payload, size, ttl_ms]`;
+/// returns `{offset, epoch}`. `publish` (`PUBLISH`, or `SPUBLISH` on a
+/// cluster) is written into the script: every argument costs Redis a
+/// little on every call.
+pub(crate) fn append_script_source(publish: &str) -> String {
     format!(
-        "{APPEND_FN}\nreturn append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])"
+        "{APPEND_FN}\nreturn append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], '{publish}')"
     )
 }
 
-/// `KEYS = [stream, meta]`, `ARGV = ['last', n]` or `['after', offset,
-/// limit]`; returns `{epoch or nil, top, entries}`, entries oldest first
-/// for 'after' and newest first for 'last'.
+/// `KEYS = [stream, meta]`, `ARGV = [size, 'last', n]` or `[size,
+/// 'after', offset, limit]`; returns `{epoch or nil, top, entries}`,
+/// entries oldest first for 'after' and newest first for 'last'. Only the
+/// offsets above `top - size` are read: the stream may hold up to 15
+/// more (module docs). `size` 0: no bound.
 const READ: &str = r"
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -118,35 +144,48 @@ if not epoch then return {false, 0, {}} end
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local top = 0
 if newest[1] then top = tonumber(string.sub(newest[1][1], 3)) end
+local size = tonumber(ARGV[1])
 local entries
-if ARGV[1] == 'after' then
-  entries = redis.call('XRANGE', KEYS[1], '(0-' .. ARGV[2], '+', 'COUNT', ARGV[3])
+if ARGV[2] == 'after' then
+  local after = ARGV[3]
+  if size > 0 and tonumber(after) < top - size then
+    after = string.format('%d', top - size)
+  end
+  entries = redis.call('XRANGE', KEYS[1], '(0-' .. after, '+', 'COUNT', ARGV[4])
 else
-  entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[2])
+  local n = tonumber(ARGV[3])
+  if size > 0 and n > size then n = size end
+  entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', n)
 end
 return {epoch, top, entries}";
 
 /// The history keys and scripts of one backend.
 pub(crate) struct RedisHistory {
     pool: RedisPool,
+    /// Each group's size, which bounds the reads (module docs).
+    policy: HistoryPolicy,
     names: ChannelNames,
     append: redis::Script,
     append_source: String,
     read: redis::Script,
-    /// `PUBLISH`, or `SPUBLISH` on a Redis Cluster.
-    publish: &'static str,
 }
 
 impl RedisHistory {
-    pub(crate) fn new(pool: RedisPool, names: ChannelNames, publish: &'static str) -> Self {
-        let append_source = append_script_source();
+    pub(crate) fn new(
+        pool: RedisPool,
+        names: ChannelNames,
+        policy: HistoryPolicy,
+        // `PUBLISH`, or `SPUBLISH` on a Redis Cluster.
+        publish: &'static str,
+    ) -> Self {
+        let append_source = append_script_source(publish);
         RedisHistory {
             pool,
+            policy,
             names,
             append: redis::Script::new(&append_source),
             append_source,
             read: redis::Script::new(READ),
-            publish,
         }
     }
 
@@ -184,9 +223,7 @@ impl RedisHistory {
                 .arg(channel)
                 .arg(payload)
                 .arg(limits.size)
-                .arg(ttl_ms)
-                .arg(new_epoch())
-                .arg(self.publish);
+                .arg(ttl_ms);
             return;
         }
         let mut call = self.append.prepare_invoke();
@@ -195,9 +232,7 @@ impl RedisHistory {
             .arg(channel)
             .arg(payload)
             .arg(limits.size)
-            .arg(ttl_ms)
-            .arg(new_epoch())
-            .arg(self.publish);
+            .arg(ttl_ms);
         pipe.invoke_script(&call);
     }
 
@@ -208,8 +243,9 @@ impl RedisHistory {
         query: HistoryQuery,
     ) -> Result<HistoryPage, BackendError> {
         let (stream, meta) = self.keys(group);
+        let size = self.policy.for_group(group).map_or(0, |limits| limits.size);
         let mut call = self.read.prepare_invoke();
-        call.key(stream).key(meta);
+        call.key(stream).key(meta).arg(size);
         match query {
             HistoryQuery::Last(n) => call.arg("last").arg(n.min(MAX_PAGE)),
             HistoryQuery::After { offset, limit } => {

@@ -130,6 +130,7 @@ impl RedisLink {
         let history = Arc::new(RedisHistory::new(
             pool.clone(),
             start.names.clone(),
+            start.context.history.clone(),
             "PUBLISH",
         ));
         let publisher = Publisher {
