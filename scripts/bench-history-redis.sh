@@ -14,6 +14,12 @@
 #   VERBOSE=1 scripts/bench-history-redis.sh  # also every command the script ran
 #   IR=1 scripts/bench-history-redis.sh       # instructions per call instead
 #   REDIS_ARGS='--stream-node-max-entries 16' scripts/bench-history-redis.sh
+#   PIN=0 scripts/bench-history-redis.sh      # Redis and redis-benchmark not pinned
+#
+# With 2 or more cores, Redis runs on the last core and redis-benchmark on
+# the first (taskset), so that the load generator never preempts Redis in
+# the middle of a command: usec_per_call is wall time, and a preempted
+# command counts the other process's time as its own. PIN=0 turns it off.
 #
 # IR=1 runs redis-server under valgrind (cachegrind, no cache simulation)
 # twice per kind, with IR_N1 and IR_N2 calls (default 1000 and 5000: both
@@ -24,6 +30,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
+cores=$(nproc)
+if [ "${PIN:-1}" != 0 ] && [ "$cores" -ge 2 ] && command -v taskset >/dev/null; then
+    on_redis_core=(taskset -c "$((cores - 1))")
+    on_bench_core=(taskset -c 0)
+else
+    on_redis_core=()
+    on_bench_core=()
+fi
 N=${N:-40000}
 command -v redis-benchmark >/dev/null || { echo "needs redis-benchmark (apt-get install -y redis-tools)" >&2; exit 1; }
 [ -z "${IR:-}" ] || command -v valgrind >/dev/null || { echo "IR=1 needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
@@ -65,7 +79,7 @@ trap 'stop_redis; rm -rf "$dir"' EXIT
 start_redis() {
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     # shellcheck disable=SC2086
-    "$@" redis-server ${REDIS_ARGS:-} --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/log" 2>&1 &
+    "${on_redis_core[@]}" "$@" redis-server ${REDIS_ARGS:-} --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
     sha=$(cli SCRIPT LOAD "$script")
@@ -83,7 +97,7 @@ bench() {
         fcall) set -- FCALL groupcast_publish 1 bench "$payload" ;;
         publish) set -- PUBLISH group:bench "$payload" ;;
     esac
-    timeout 600 redis-benchmark -p "$port" -n "$n" -c 4 -q "$@" >/dev/null 2>&1
+    "${on_bench_core[@]}" timeout 600 redis-benchmark -p "$port" -n "$n" -c 4 -q "$@" >/dev/null 2>&1
 }
 # check CMD: fails if any call of CMD (evalsha, fcall) failed since the last RESETSTAT.
 check() {
@@ -98,7 +112,7 @@ check() {
         exit 1
     fi
 }
-echo "redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), $(nproc) cores, 64-byte payload, MAXLEN 1000${REDIS_ARGS:+, $REDIS_ARGS}${REV:+, source of $REV}"
+echo "redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), $cores cores${on_redis_core[*]:+ (Redis on core $((cores - 1)), redis-benchmark on core 0)}, 64-byte payload, MAXLEN 1000${REDIS_ARGS:+, $REDIS_ARGS}${REV:+, source of $REV}"
 
 if [ -n "${IR:-}" ]; then
     N1=${IR_N1:-1000}

@@ -493,7 +493,7 @@ PY
         done
     done
     # Catch-up and memory, on one node.
-    start_node groupcast hist-one --history 'catchup=10000:1h' --history 'mem=1000:1h'
+    start_node groupcast hist-one --history 'catchup=10000:1h' --history 'mem*=1000:1h'
     ONE_PID=$NODE_PID ONE_PORT=$NODE_PORT
     for _ in $(seq 50); do rcli FUNCTION LIST | grep -q groupcast_publish && break; sleep 0.1; done
     python3 -c '
@@ -501,10 +501,13 @@ for n in range(1, 10001):
     body = "m%05d" % n + "x" * 58
     args = ["FCALL", "groupcast_publish", "1", "catchup", body]
     print("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args), end="")
-for n in range(1, 1001):
-    body = "m%05d" % n + "x" * 58
-    args = ["FCALL", "groupcast_publish", "1", "mem", body]
-    print("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args), end="")
+# mem: 1,000 messages, all retained; memmax: 1,023, the stream trimmed to
+# 1,000 at offset 1,008 and holding 1,015 entries, the most it holds.
+for group, count in (("mem", 1000), ("memmax", 1023)):
+    for n in range(1, count + 1):
+        body = "m%05d" % n + "x" * 58
+        args = ["FCALL", "groupcast_publish", "1", group, body]
+        print("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args), end="")
 ' | rcli --pipe >/dev/null
     EPOCH=$(rcli GET 'groupcast:history-epoch:{group:catchup}')
     for run in $(seq "$RUNS"); do
@@ -515,6 +518,8 @@ for n in range(1, 1001):
     stream=$(rcli MEMORY USAGE 'groupcast:history:{group:mem}' SAMPLES 0)
     meta=$(rcli MEMORY USAGE 'groupcast:history-epoch:{group:mem}' SAMPLES 0)
     log "memory: 1,000 retained 64-byte messages: stream $stream B + meta $meta B = $(( (stream + meta) )) B ($(( (stream + meta) / 1000 )) B per message)"
+    most=$(rcli MEMORY USAGE 'groupcast:history:{group:memmax}' SAMPLES 0)
+    log "memory: the most a size-1,000 stream holds ($(rcli XLEN 'groupcast:history:{group:memmax}') entries, just before a trim): stream $most B"
     stop "$ONE_PID"
 fi
 
