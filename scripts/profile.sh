@@ -9,7 +9,9 @@
 #   KIND=reference scripts/profile.sh      # the featureless tungstenite reference
 #   KIND=prebuilt scripts/profile.sh       # the featureless pre-built-frames reference
 #   RATE=100 SECONDS_=15 scripts/profile.sh
+#   SYSCALLS=1 scripts/profile.sh          # count node A's system calls instead
 # Output: target/profile/<kind>/{perf.data,flat.txt,callers.txt,bench.txt}
+# (with SYSCALLS=1: syscalls.txt, each call per delivery of node A)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIND=${KIND:-groupcast}
@@ -58,6 +60,19 @@ timeout $((SECONDS_ + 120)) target/release/groupcast-bench --quiet "${urls[@]}" 
   --measure-pid "${node_pids[0]},${node_pids[1]}" >"$OUT/bench.txt" 2>&1 &
 bench=$!
 sleep 6
+if [ -n "${SYSCALLS:-}" ]; then
+  calls=writev,write,sendto,sendmsg,read,readv,recvfrom,recvmsg,epoll_wait,epoll_pwait,epoll_ctl,futex,sched_yield,accept4,close
+  events=$(tr , '\n' <<<"$calls" | sed 's/^/syscalls:sys_enter_/' | paste -sd,)
+  perf stat -x, -e "$events" -p "${node_pids[0]}" -o "$OUT/perf-stat.csv" -- sleep $((SECONDS_ - 2)) 2>/dev/null
+  wait "$bench"
+  # Node A's share of the deliveries: its 1,000 members (half the clients).
+  deliveries=$(( RATE * (SECONDS_ - 2) * 1000 ))
+  awk -F, -v d="$deliveries" '$1 ~ /^[0-9]+$/ && $1 > 0 { sub("syscalls:sys_enter_", "", $3); printf "%-12s %10d  %.3f per delivery\n", $3, $1, $1 / d }' \
+    "$OUT/perf-stat.csv" | sort -k2 -nr >"$OUT/syscalls.txt"
+  echo "== $KIND: node A's system calls over $((SECONDS_ - 2)) s (~$deliveries deliveries): $OUT/syscalls.txt"
+  cat "$OUT/syscalls.txt"
+  exit 0
+fi
 perf record -e cpu-clock -F 999 -g -p "${node_pids[0]}" -o "$OUT/perf.data" -- sleep $((SECONDS_ - 2)) 2>"$OUT/perf-record.log"
 wait "$bench"
 perf report -i "$OUT/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.8 2>/dev/null \

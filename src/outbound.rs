@@ -173,8 +173,11 @@ impl Queued {
     /// The frame a member speaking `protocol` is sent: built once per
     /// message and kind, then shared. With `compression` (the member
     /// negotiated permessage-deflate), a payload of at least its threshold
-    /// goes compressed — compressed once, too.
-    pub(crate) fn frame(&self, protocol: Protocol, compression: Option<&Compression>) -> Bytes {
+    /// goes compressed — compressed once, too. Lent, not cloned: a writer
+    /// holds the message while it writes, and a clone would be one more
+    /// atomic increment and decrement per delivery on a counter that every
+    /// member's writer touches, from every core.
+    pub(crate) fn frame(&self, protocol: Protocol, compression: Option<&Compression>) -> &Bytes {
         let outgoing = &*self.0;
         let v1 = protocol == Protocol::V1 && !outgoing.protocol;
         let (plain, deflated) = if v1 {
@@ -195,7 +198,7 @@ impl Queued {
             }
         });
         let Some(compression) = compression else {
-            return plain.clone();
+            return plain;
         };
         let deflated = deflated.get_or_init(|| {
             let opcode = if plain[0] & 0x0F == OpCode::Binary as u8 {
@@ -210,7 +213,7 @@ impl Queued {
             compression.compressed.inc();
             deflate::compress(payload).map(|compressed| frame::encode(opcode, true, &compressed))
         });
-        deflated.as_ref().unwrap_or(plain).clone()
+        deflated.as_ref().unwrap_or(plain)
     }
 }
 

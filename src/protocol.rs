@@ -113,11 +113,16 @@ pub(crate) struct Offsets {
 impl Offsets {
     /// Whether `stamp` is news to this session (not a repeat).
     pub(crate) fn is_new(&mut self, stamp: &crate::outbound::Stamp) -> bool {
-        if let Some((epoch, last)) = &self.last
+        if let Some((epoch, last)) = &mut self.last
             && **epoch == *stamp.epoch
-            && stamp.offset <= *last
         {
-            return false;
+            if stamp.offset <= *last {
+                return false;
+            }
+            // The same epoch: no clone of it (every member's writer would
+            // touch its shared count once per message).
+            *last = stamp.offset;
+            return true;
         }
         self.last = Some((stamp.epoch.clone(), stamp.offset));
         true

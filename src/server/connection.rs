@@ -22,6 +22,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -50,10 +51,9 @@ pub(crate) struct Connection<'a, S> {
     reader: FrameReader,
     /// permessage-deflate is on for this connection.
     compression: Option<Compression>,
-    /// The batch being written and its frames: kept between batches (a
-    /// burst does not allocate), given back after a large one.
+    /// The batch being written: kept between batches (a burst does not
+    /// allocate), given back after a large one.
     batch: Vec<Queued>,
-    wire: Vec<Bytes>,
     /// The last history offset sent, to skip repeats of the backlog.
     offsets: Offsets,
 }
@@ -81,7 +81,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             reader,
             compression,
             batch: Vec::new(),
-            wire: Vec::new(),
             offsets: Offsets::default(),
         }
     }
@@ -116,14 +115,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 Event::Batch(close) => {
                     let closing = close.is_some();
                     let mut batch = std::mem::take(&mut self.batch);
-                    let mut wire = std::mem::take(&mut self.wire);
-                    self.frames_of(&batch, close, &mut wire);
-                    let written = self.write(&wire, write_timeout).await;
+                    let written = self.write_batch(&mut batch, close, write_timeout).await;
                     batch.clear();
-                    wire.clear();
                     if batch.capacity() <= SPARE_CAPACITY {
                         self.batch = batch;
-                        self.wire = wire;
                     }
                     written?;
                     if closing {
@@ -211,39 +206,34 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         wake
     }
 
-    /// The frames of a batch, in order: each message as this member gets
-    /// it (shared bytes, not copied), repeats of the backlog skipped, then
-    /// the close.
-    fn frames_of(&mut self, batch: &[Queued], close: Option<CloseReason>, frames: &mut Vec<Bytes>) {
-        let protocol = self.session.protocol();
-        for queued in batch {
-            if queued
-                .stamp()
-                .is_some_and(|stamp| !self.offsets.is_new(stamp))
-            {
-                continue; // the backlog already had it
-            }
-            frames.push(queued.frame(protocol, self.compression.as_ref()));
+    /// Writes a batch, in order: each message as this member gets it (the
+    /// shared bytes themselves, lent by the message), repeats of the
+    /// backlog skipped, then the close. Nothing is copied or collected:
+    /// the frames are read from `batch` while the slices are built.
+    async fn write_batch(
+        &mut self,
+        batch: &mut Vec<Queued>,
+        close: Option<CloseReason>,
+        limit: Duration,
+    ) -> Result<(), SessionError> {
+        let offsets = &mut self.offsets;
+        if batch.iter().any(|queued| queued.stamp().is_some()) {
+            // The backlog already had these.
+            batch.retain(|queued| queued.stamp().is_none_or(|stamp| offsets.is_new(stamp)));
         }
-        if let Some(close) = close {
-            frames.push(frame::close(Some(close.code), &close.reason));
-        }
+        let close = close.map(|close| frame::close(Some(close.code), &close.reason));
+        let frames = BatchFrames {
+            batch: batch.as_slice(),
+            protocol: self.session.protocol(),
+            compression: self.compression.as_ref(),
+            close: close.as_ref(),
+        };
+        write_frames(&mut self.io, self.hub, &frames, limit).await
     }
 
-    /// Writes `frames` with as few vectored writes as the socket allows,
-    /// failing past `limit`.
+    /// Writes `frames` (control frames) within `limit`.
     async fn write(&mut self, frames: &[Bytes], limit: Duration) -> Result<(), SessionError> {
-        let mut sent = Progress::default();
-        let io = &mut self.io;
-        let result = within(
-            limit,
-            poll_fn(|cx| poll_write_frames(io, cx, frames, &mut sent)),
-        )
-        .await;
-        if matches!(result, Err(SessionError::WriteTimeout(_))) {
-            self.hub.metrics().write_timeouts.inc();
-        }
-        result
+        write_frames(&mut self.io, self.hub, frames, limit).await
     }
 
     /// Ends the connection for `error`: the frames queued so far, then a
@@ -253,13 +243,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         if let Some(code) = error.close_code() {
             self.session.close(code, error.to_string());
             let Batch {
-                frames: batch,
+                frames: mut batch,
                 close,
             } = self.session.outbound().take();
-            let mut frames = Vec::new();
-            self.frames_of(&batch, close, &mut frames);
             let write_timeout = self.hub.config().write_timeout;
-            let _ = self.write(&frames, write_timeout).await;
+            let _ = self.write_batch(&mut batch, close, write_timeout).await;
         }
         Err(error)
     }
@@ -333,6 +321,65 @@ fn poll_read_into<S: AsyncRead + Unpin>(
     Poll::Ready(Ok(read.len()))
 }
 
+/// The frames of one write, read in place.
+trait Frames {
+    fn count(&self) -> usize;
+    fn frame(&self, index: usize) -> &[u8];
+}
+
+/// Control frames, built for the write.
+impl Frames for [Bytes] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn frame(&self, index: usize) -> &[u8] {
+        &self[index]
+    }
+}
+
+/// A batch's frames as one member gets them, then the close, if any.
+struct BatchFrames<'a> {
+    batch: &'a [Queued],
+    protocol: crate::protocol::Protocol,
+    compression: Option<&'a Compression>,
+    close: Option<&'a Bytes>,
+}
+
+impl Frames for BatchFrames<'_> {
+    fn count(&self) -> usize {
+        self.batch.len() + usize::from(self.close.is_some())
+    }
+
+    fn frame(&self, index: usize) -> &[u8] {
+        match self.batch.get(index) {
+            Some(queued) => queued.frame(self.protocol, self.compression),
+            // `count` admits one index past the batch only with a close.
+            None => self.close.map_or(&[], |close| &close[..]),
+        }
+    }
+}
+
+/// Writes `frames` with as few vectored writes as the socket allows,
+/// failing past `limit` (counted).
+async fn write_frames<S: AsyncWrite + Unpin, F: Frames + ?Sized>(
+    io: &mut S,
+    hub: &Hub,
+    frames: &F,
+    limit: Duration,
+) -> Result<(), SessionError> {
+    let mut sent = Progress::default();
+    let result = within(
+        limit,
+        poll_fn(|cx| poll_write_frames(io, cx, frames, &mut sent)),
+    )
+    .await;
+    if matches!(result, Err(SessionError::WriteTimeout(_))) {
+        hub.metrics().write_timeouts.inc();
+    }
+    result
+}
+
 /// How far a write of several frames got.
 #[derive(Default)]
 struct Progress {
@@ -343,31 +390,37 @@ struct Progress {
 }
 
 /// Writes `frames` from where `sent` stands, up to [`MAX_SLICES`] per
-/// vectored write, until all are written or the socket is full.
-fn poll_write_frames<S: AsyncWrite + Unpin>(
+/// vectored write (one frame: a plain write), until all are written or
+/// the socket is full.
+fn poll_write_frames<S: AsyncWrite + Unpin, F: Frames + ?Sized>(
     io: &mut S,
     cx: &mut Context<'_>,
-    frames: &[Bytes],
+    frames: &F,
     sent: &mut Progress,
 ) -> Poll<Result<(), SessionError>> {
     let write_error = |error: io::Error| SessionError::Write(error.to_string());
-    while sent.frames < frames.len() {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let pending = &frames[sent.frames..];
-        let count = pending.len().min(MAX_SLICES);
-        for (slice, (i, frame)) in slices.iter_mut().zip(pending.iter().enumerate()) {
-            let start = if i == 0 { sent.offset } else { 0 };
-            *slice = IoSlice::new(&frame[start..]);
+    let total = frames.count();
+    while sent.frames < total {
+        let count = (total - sent.frames).min(MAX_SLICES);
+        let first = &frames.frame(sent.frames)[sent.offset..];
+        let written = if count == 1 {
+            ready!(Pin::new(&mut *io).poll_write(cx, first))
+        } else {
+            let mut slices: SmallVec<[IoSlice<'_>; 16]> = SmallVec::with_capacity(count);
+            slices.push(IoSlice::new(first));
+            for index in sent.frames + 1..sent.frames + count {
+                slices.push(IoSlice::new(frames.frame(index)));
+            }
+            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))
         }
-        let written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))
-            .map_err(write_error)?;
+        .map_err(write_error)?;
         if written == 0 {
             return Poll::Ready(Err(write_error(io::ErrorKind::WriteZero.into())));
         }
         // Advance past what the kernel took.
         let mut left = written;
-        while left > 0 && sent.frames < frames.len() {
-            let rest = frames[sent.frames].len() - sent.offset;
+        while left > 0 && sent.frames < total {
+            let rest = frames.frame(sent.frames).len() - sent.offset;
             if left >= rest {
                 left -= rest;
                 sent.frames += 1;
