@@ -217,10 +217,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         limit: Duration,
     ) -> Result<(), SessionError> {
         let offsets = &mut self.offsets;
-        if batch.iter().any(|queued| queued.stamp().is_some()) {
-            // The backlog already had these.
-            batch.retain(|queued| queued.stamp().is_none_or(|stamp| offsets.is_new(stamp)));
-        }
+        // Repeats of what the backlog already sent go.
+        batch.retain(|queued| queued.stamp().is_none_or(|stamp| offsets.is_new(stamp)));
         let close = close.map(|close| frame::close(Some(close.code), &close.reason));
         let frames = BatchFrames {
             batch: batch.as_slice(),
