@@ -216,6 +216,7 @@ lat = s.get("latency_us") or {}
 print(f"  delivered/s {s['deliveries_per_sec']:.0f} loss {s['loss']} dups {s['dups']} "
       f"ooo {s['out_of_order']} p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} µs "
       f"cpu/delivery {s.get('server_cpu_us_per_delivery')} µs "
+      f"(user {s.get('server_user_us_per_delivery')}) "
       f"wire/delivery {s.get('wire_bytes_per_delivery')} B "
       f"rss/conn {s.get('server_rss_per_connection_bytes')} B ended_early {s['ended_early']}")
 EOF
@@ -603,13 +604,14 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         continue
     # WORKLOAD-VARIANT-rRUN[-rateN]: w1-prebuilt-r2, w3-reference-rb4096-r1,
     # deflate-prebuilt-per-socket-r3, w1max-groupcast-r1-rate50, ...
-    m = re.match(r"(w1max|w2max|w1|w2|w3|stall\d(?:drop)?|scale|deflate|redis)-(.+?)-r\d+(-rate\d+)?$", label)
+    m = re.match(r"(w1max|w2max|w2fix|w1|w2|w3|stall\d(?:drop)?|scale|deflate|redis)-(.+?)-r\d+(-rate\d+)?$", label)
     if not m:
         continue
     key = f"{m.group(1)}-{m.group(2)}{m.group(3) or ''}"
     lat = s.get("latency_us") or {}
     for metric, value in [
         ("cpu us/delivery", s.get("server_cpu_us_per_delivery")),
+        ("user us/delivery", s.get("server_user_us_per_delivery")),
         ("deliveries/s", s.get("deliveries_per_sec")),
         ("p50 us", lat.get("p50")), ("p99 us", lat.get("p99")), ("p999 us", lat.get("p999")),
         ("loss", s.get("loss")),

@@ -360,12 +360,14 @@ fn summarize(args: &Args, m: &Measured) -> Value {
 
     let all_connections = connected + stalled_connected as u64;
     let mut servers = Vec::new();
-    let (mut cpu_total, mut rss_delta_total) = (0u64, 0i64);
+    let (mut cpu_total, mut user_total, mut rss_delta_total) = (0u64, 0u64, 0i64);
     for (i, pid) in args.measure_pid.iter().enumerate() {
         let (b, c, a) = (m.before[i], m.connected_sample[i], m.after[i]);
         let cpu = a.cpu_us.saturating_sub(c.cpu_us);
+        let user = a.user_us.saturating_sub(c.user_us);
         let rss_delta = c.rss_kib as i64 - b.rss_kib as i64;
         cpu_total += cpu;
+        user_total += user;
         rss_delta_total += rss_delta;
         servers.push(json!({
             "pid": pid,
@@ -373,6 +375,7 @@ fn summarize(args: &Args, m: &Measured) -> Value {
             "rss_connected_kib": c.rss_kib,
             "rss_after_kib": a.rss_kib,
             "cpu_us_window": cpu,
+            "user_us_window": user,
             "cpu_us_connect": c.cpu_us.saturating_sub(b.cpu_us),
             "cpu_utilization": round3(cpu as f64 / 1e6 / m.window.as_secs_f64()),
         }));
@@ -442,6 +445,10 @@ fn summarize(args: &Args, m: &Measured) -> Value {
         "servers": servers,
         "server_cpu_us_per_delivery": if measured && totals.delivered > 0 {
             json!(round3(cpu_total as f64 / totals.delivered as f64))
+        } else { Value::Null },
+        // The servers' own code's share of it (utime); the rest is the kernel's.
+        "server_user_us_per_delivery": if measured && totals.delivered > 0 {
+            json!(round3(user_total as f64 / totals.delivered as f64))
         } else { Value::Null },
         "server_cpu_utilization": if measured {
             json!(round3(cpu_total as f64 / 1e6 / m.window.as_secs_f64()))

@@ -8,6 +8,8 @@ use anyhow::{Context, bail};
 pub struct ProcSample {
     /// utime + stime, in µs.
     pub cpu_us: u64,
+    /// utime alone (the process's own code; the rest is the kernel's), in µs.
+    pub user_us: u64,
     /// VmRSS, in KiB.
     pub rss_kib: u64,
 }
@@ -18,15 +20,16 @@ fn clock_ticks_per_sec() -> u64 {
     if ticks > 0 { ticks as u64 } else { 100 }
 }
 
-/// utime + stime (µs) from the text of `/proc/PID/stat`.
-pub fn parse_stat_cpu_us(stat: &str, ticks_per_sec: u64) -> Option<u64> {
+/// (utime + stime, utime) in µs, from the text of `/proc/PID/stat`.
+pub fn parse_stat_cpu_us(stat: &str, ticks_per_sec: u64) -> Option<(u64, u64)> {
     // The command name (field 2) may contain spaces: split after its ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
     // Fields after ')' start at field 3 (state); utime is 14, stime 15.
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) * 1_000_000 / ticks_per_sec)
+    let us = |ticks: u64| ticks * 1_000_000 / ticks_per_sec;
+    Some((us(utime + stime), us(utime)))
 }
 
 /// A `Key:   123 kB` line of `/proc/PID/status`, in KiB.
@@ -42,9 +45,11 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
         .with_context(|| format!("cannot read /proc/{pid}/stat (is PID {pid} running?)"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let (cpu_us, user_us) = parse_stat_cpu_us(&stat, clock_ticks_per_sec())
+        .with_context(|| format!("cannot parse /proc/{pid}/stat"))?;
     Ok(ProcSample {
-        cpu_us: parse_stat_cpu_us(&stat, clock_ticks_per_sec())
-            .with_context(|| format!("cannot parse /proc/{pid}/stat"))?,
+        cpu_us,
+        user_us,
         rss_kib: parse_status_kib(&status, "VmRSS").unwrap_or(0),
     })
 }
@@ -103,7 +108,7 @@ mod tests {
     fn parses_stat_and_status() {
         let stat = "1234 (tokio (rt) x) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 \
                     3 0 100 1000 200 18446744073709551615";
-        assert_eq!(parse_stat_cpu_us(stat, 100), Some(3_000_000));
+        assert_eq!(parse_stat_cpu_us(stat, 100), Some((3_000_000, 2_500_000)));
         let status = "Name:\tgroupcast\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
         assert_eq!(parse_status_kib(status, "VmRSS"), Some(1024));
         assert_eq!(parse_status_kib(status, "VmHWM"), Some(2048));
