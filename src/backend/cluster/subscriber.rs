@@ -31,6 +31,7 @@
 //! once the cluster has promoted a replica.
 
 use std::collections::HashMap;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -167,10 +168,14 @@ impl ClusterSubscriber {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut map_failures = 0u32;
+        // Made once, not per round (each `cancelled()` made in the loop
+        // would enter and leave its Notify's list of waiters per event).
+        let cancel = self.cancel.clone();
+        let mut cancelled = pin!(cancel.cancelled());
         loop {
             let next_linger = self.wanted.next_deadline();
             tokio::select! {
-                _ = self.cancel.cancelled() => return,
+                () = &mut cancelled => return,
                 command = self.commands.recv() => match command {
                     Some(command) => {
                         if let Some(change) = self.on_command(command) {

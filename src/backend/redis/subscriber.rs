@@ -25,6 +25,7 @@
 //! node report it — in `status()`, `/readyz`, metrics and logs.
 
 use std::collections::BTreeSet;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -456,10 +457,18 @@ impl Subscriber {
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut moved = self.settings.target.watch();
         moved.mark_unchanged();
+        // Made once, not per round: each `cancelled()` or `changed()` made
+        // in the loop would enter itself in its Notify's list of waiters
+        // and leave it again (a lock each way) for every message read.
+        // Fused: a failover's watch that ends (its sender gone) stays
+        // pending instead of being polled again after it finished.
+        let cancel = self.cancel.clone();
+        let mut cancelled = pin!(cancel.cancelled());
+        let mut moved = pin!(moved.changed().fuse());
         loop {
             let next_linger = self.wanted.next_deadline();
             tokio::select! {
-                _ = self.cancel.cancelled() => return Ended::Stopped,
+                () = &mut cancelled => return Ended::Stopped,
                 message = connection.stream.next() => {
                     let Some(message) = message else { return Ended::Lost(connection_closed()) };
                     self.deliver(&message);
@@ -474,7 +483,7 @@ impl Subscriber {
                     }
                 }
                 ended = &mut connection.worker => return Ended::Lost(worker_error(ended)),
-                Ok(()) = moved.changed() => {
+                Ok(()) = &mut moved => {
                     return Ended::Lost(BackendError::Unavailable(
                         "the primary moved (Sentinel failover); reconnecting to the new one".into(),
                     ));
