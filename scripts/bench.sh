@@ -102,35 +102,8 @@ trap cleanup EXIT INT TERM
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/summary.txt" >&2; }
 
-# A free port below the ephemeral range (32768-60999 here), which the bench's
-# thousands of client sockets use up.
-free_port() {
-    python3 -c '
-import random, socket
-for _ in range(200):
-    port = random.randrange(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port)); print(port); break
-    except OSError:
-        pass
-    finally:
-        s.close()
-'
-}
-
-wait_port() { # port [pid]: up to 10 s; fails at once if the process pid ended
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
-            echo "process $2 exited before listening on port $1" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
+# free_port, wait_port
+source scripts/lib/ports.sh
 
 stop() { # pid...
     for pid in "$@"; do kill "$pid" 2>/dev/null || true; done

@@ -47,8 +47,9 @@ mkdir -p "$OUT"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 trap cleanup EXIT INT TERM
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+# free_port, wait_port; a node under valgrind takes a while to listen.
+source scripts/lib/ports.sh
+export WAIT_PORT_TRIES=300
 
 # node PORT REDIS_PORT [wrapper...]: one node of KIND (exec: $! is the node).
 node() {
@@ -67,17 +68,17 @@ run() {
   # Called in $(...): a subshell, with its own processes to clean up.
   trap cleanup EXIT
   local seconds=$1 name=$2 rp pa pb a
-  rp=$(port)
+  rp=$(free_port)
   redis-server --port "$rp" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis-$name.log" 2>&1 &
   pids+=($!)
   wait_port "$rp"
-  pa=$(port); pb=$(port)
+  pa=$(free_port); pb=$(free_port)
   node "$pa" "$rp" valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="$OUT/$name.out" \
     >"$OUT/node-a-$name.log" 2>&1 &
   a=$!; pids+=($a)
   node "$pb" "$rp" >"$OUT/node-b-$name.log" 2>&1 &
   pids+=($!)
-  wait_port "$pa"; wait_port "$pb"
+  wait_port "$pa" "$a"; wait_port "$pb"
   echo "[$(date +%T)] $KIND, $seconds s at $RATE msgs/s ($CLIENTS clients, $NGROUPS groups)" >&2
   target/release/groupcast-bench --quiet --url "ws://127.0.0.1:$pa" --url "ws://127.0.0.1:$pb" \
     --clients "$CLIENTS" --groups "$NGROUPS" --publish "redis://127.0.0.1:$rp" --rate "$RATE" \

@@ -33,17 +33,17 @@ cargo build --release --bin groupcast --bin groupcast-bench --example reference
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# free_port, wait_port
+source scripts/lib/ports.sh
 
-rp=$(port)
+rp=$(free_port)
 redis-server --port "$rp" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
 pids+=($!)
 wait_port "$rp"
 urls=()
 node_pids=()
 for name in a b; do
-  p=$(port)
+  p=$(free_port)
   if [ "$KIND" = groupcast ]; then
     target/release/groupcast --listen "127.0.0.1:$p" --redis-url "redis://127.0.0.1:$rp" \
       --client-messages none --log warn --node-id "prof-$name" \

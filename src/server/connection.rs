@@ -400,15 +400,15 @@ fn poll_write_frames<S: AsyncWrite + Unpin, F: Frames + ?Sized>(
     let total = frames.count();
     while sent.frames < total {
         let count = (total - sent.frames).min(MAX_SLICES);
-        let first = &frames.frame(sent.frames)[sent.offset..];
-        let written = if count == 1 {
-            ready!(Pin::new(&mut *io).poll_write(cx, first))
+        // Each frame looked up once: the slices say how far a write got.
+        let mut slices: SmallVec<[IoSlice<'_>; 16]> = SmallVec::with_capacity(count);
+        slices.push(IoSlice::new(&frames.frame(sent.frames)[sent.offset..]));
+        for index in sent.frames + 1..sent.frames + count {
+            slices.push(IoSlice::new(frames.frame(index)));
+        }
+        let written = if let [only] = &slices[..] {
+            ready!(Pin::new(&mut *io).poll_write(cx, only))
         } else {
-            let mut slices: SmallVec<[IoSlice<'_>; 16]> = SmallVec::with_capacity(count);
-            slices.push(IoSlice::new(first));
-            for index in sent.frames + 1..sent.frames + count {
-                slices.push(IoSlice::new(frames.frame(index)));
-            }
             ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))
         }
         .map_err(write_error)?;
@@ -417,16 +417,14 @@ fn poll_write_frames<S: AsyncWrite + Unpin, F: Frames + ?Sized>(
         }
         // Advance past what the kernel took.
         let mut left = written;
-        while left > 0 && sent.frames < total {
-            let rest = frames.frame(sent.frames).len() - sent.offset;
-            if left >= rest {
-                left -= rest;
-                sent.frames += 1;
-                sent.offset = 0;
-            } else {
+        for slice in &slices {
+            if left < slice.len() {
                 sent.offset += left;
-                left = 0;
+                break;
             }
+            left -= slice.len();
+            sent.frames += 1;
+            sent.offset = 0;
         }
     }
     Pin::new(&mut *io).poll_flush(cx).map_err(write_error)

@@ -464,7 +464,7 @@ impl Subscriber {
         // pending instead of being polled again after it finished.
         let cancel = self.cancel.clone();
         let mut cancelled = pin!(cancel.cancelled());
-        let mut moved = pin!(moved.changed().fuse());
+        let mut failover = pin!(moved.changed().fuse());
         loop {
             let next_linger = self.wanted.next_deadline();
             tokio::select! {
@@ -483,7 +483,7 @@ impl Subscriber {
                     }
                 }
                 ended = &mut connection.worker => return Ended::Lost(worker_error(ended)),
-                Ok(()) = &mut moved => {
+                Ok(()) = &mut failover => {
                     return Ended::Lost(BackendError::Unavailable(
                         "the primary moved (Sentinel failover); reconnecting to the new one".into(),
                     ));
