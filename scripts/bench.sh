@@ -6,7 +6,9 @@
 # started. Every step is bounded in time (`timeout`).
 #
 # Kinds (KINDS, default "groupcast reference prebuilt"; alternated within each
-# run of w1, w1max, w2, w3 and scale):
+# run of w1, w1max, w2, w2fix, w3 and scale, and each run starts one kind
+# further along the list — run 1 a b c, run 2 b c a, run 3 c a b — so that
+# no kind is always the one that runs first after a change of workload):
 #   groupcast  target/release/groupcast (GC=...)
 #   baseline   another groupcast binary (GC_BASELINE=...)
 #   reference  examples/reference.rs --mode tungstenite: axum WebSockets, one
@@ -75,6 +77,15 @@ W2_RATES=${W2_RATES:-2000 4000 6000 8000 12000}
 STEP_DURATION=${STEP_DURATION:-8s}
 W1_RATE=${W1_RATE:-20}
 KINDS=${KINDS:-groupcast reference prebuilt}
+# kinds_of RUN: KINDS rotated by RUN - 1 (see "Kinds" above).
+kinds_of() {
+    local -a kinds
+    read -r -a kinds <<<"$KINDS"
+    local n=${#kinds[@]} i
+    for ((i = 0; i < n; i++)); do
+        printf '%s ' "${kinds[(i + $1 - 1) % n]}"
+    done
+}
 SOURCES=127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 GC=${GC:-$TARGET_DIR/release/groupcast}
@@ -241,7 +252,7 @@ log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 
 if want w1; then
     for run in $(seq "$RUNS"); do
-        for kind in $KINDS; do
+        for kind in $(kinds_of "$run"); do
             start_pair "$kind"
             bench "w1-$kind-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1 \
                 --publish "$REDIS_URL" --rate "$W1_RATE" --duration 20s --measure-pid "$PAIR_PIDS" || true
@@ -255,7 +266,7 @@ if want w2fix; then
     # msgs/s round-robin over the groups via Redis PUBLISH (2000 msgs/s =
     # 20k deliveries/s): server CPU per delivery, latency.
     for run in $(seq "$RUNS"); do
-        for kind in $KINDS; do
+        for kind in $(kinds_of "$run"); do
             start_pair "$kind"
             bench "w2fix-$kind-r$run" "${PAIR_URLS[@]}" --clients 10000 --groups 1000 \
                 --publish "$REDIS_URL" --rate "${W2_RATE:-2000}" --duration 20s --settle 3s \
@@ -267,7 +278,7 @@ fi
 
 if want w1max; then
     for run in $(seq "$RUNS"); do
-        for kind in $KINDS; do
+        for kind in $(kinds_of "$run"); do
             step_search w1max "$kind" "$run" 2000 1 $W1_RATES
         done
     done
@@ -275,7 +286,7 @@ fi
 
 if want w2; then
     for run in $(seq "$RUNS"); do
-        for kind in $KINDS; do
+        for kind in $(kinds_of "$run"); do
             step_search w2max "$kind" "$run" 10000 1000 $W2_RATES
         done
     done
@@ -353,7 +364,7 @@ if want scale; then
     hard=$(ulimit -Hn)
     clients=$((hard - 200))
     for run in $(seq "$RUNS"); do
-        for kind in $KINDS; do
+        for kind in $(kinds_of "$run"); do
             start_node "$kind" "scale-$kind"
             bench "scale-$kind-r$run" --url "ws://127.0.0.1:$NODE_PORT" --clients "$clients" --groups 1 \
                 --publish "$REDIS_URL" --rate 1 --duration 10s --settle 3s --drain 10s \
