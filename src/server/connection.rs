@@ -137,11 +137,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 {
                     return Poll::Ready(Event::Read(read));
                 }
-                if timer_gate.should_poll(cx, timer.is_elapsed()) {
-                    if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Event::Timer);
-                    }
-                    timer_gate.polled(cx);
+                if timer_gate
+                    .poll(cx, timer.is_elapsed(), |cx| timer.as_mut().poll(cx))
+                    .is_ready()
+                {
+                    return Poll::Ready(Event::Timer);
                 }
                 Poll::Pending
             })

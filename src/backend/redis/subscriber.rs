@@ -27,7 +27,6 @@
 use std::collections::BTreeSet;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,7 +36,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use redis::{Msg, RedisError};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -51,7 +50,10 @@ use crate::backoff::Backoff;
 use crate::error::BackendError;
 use crate::group::GroupName;
 use crate::metrics::Metrics;
-use crate::poll_gate::PollGate;
+
+/// How many already-received messages the subscriber delivers in a row
+/// before it looks at commands and timers again.
+const MAX_DRAIN: usize = 256;
 
 // ----- what status() reports ------------------------------------------------
 
@@ -293,17 +295,6 @@ impl From<Change> for SinkOp {
     }
 }
 
-/// What woke the subscriber's loop (`Subscriber::serve`).
-enum Event {
-    Stopped,
-    WorkerEnded(Result<BackendError, tokio::task::JoinError>),
-    Failover,
-    Command(Option<Command>),
-    Health,
-    Linger,
-    Message(Option<Msg>),
-}
-
 /// How a connection's life ended.
 enum Ended {
     /// The backend is stopping.
@@ -460,126 +451,57 @@ impl Subscriber {
 
     /// Reads messages, applies commands, pings, ends lingers — until the
     /// connection fails or the backend stops.
-    ///
-    /// One wake per message under light load, so what a wake costs is
-    /// what a message costs: the sources that are rarely ready (the stop,
-    /// the worker's end, a failover, commands, the health ping, a linger)
-    /// are polled only when they may be ready (crate::poll_gate), and the
-    /// stream is polled last.
     async fn serve(&mut self, connection: &mut Connection) -> Ended {
         let every = self.settings.health_interval;
-        let health = sleep_until(Instant::now() + every);
-        let mut health = pin!(health);
-        let linger = sleep_until(Instant::now());
-        let mut linger = pin!(linger);
-        let mut linger_armed = false;
+        let mut health = tokio::time::interval_at(Instant::now() + every, every);
+        health.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut moved = self.settings.target.watch();
         moved.mark_unchanged();
-        // Asked whether a failover happened, while `failover` (which
-        // borrows `moved`) waits for one.
-        let moved_probe = moved.clone();
-        let cancel = self.cancel.clone();
         // Made once, not per round: each `cancelled()` or `changed()` made
         // in the loop would enter itself in its Notify's list of waiters
         // and leave it again (a lock each way) for every message read.
         // Fused: a failover's watch that ends (its sender gone) stays
         // pending instead of being polled again after it finished.
+        let cancel = self.cancel.clone();
         let mut cancelled = pin!(cancel.cancelled());
         let mut failover = pin!(moved.changed().fuse());
-        let mut gates: [PollGate; 6] = Default::default();
-        let [
-            cancel_gate,
-            worker_gate,
-            failover_gate,
-            commands_gate,
-            health_gate,
-            linger_gate,
-        ] = &mut gates;
         loop {
-            // A linger to end: the timer follows the earliest.
-            match self.wanted.next_deadline() {
-                Some(at) if !linger_armed || at != linger.deadline() => {
-                    linger.as_mut().reset(at);
-                    linger_armed = true;
-                    linger_gate.rearm();
-                }
-                Some(_) => {}
-                None => linger_armed = false,
-            }
-            let event = std::future::poll_fn(|cx| {
-                if cancel_gate.should_poll(cx, cancel.is_cancelled()) {
-                    if cancelled.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Event::Stopped);
+            let next_linger = self.wanted.next_deadline();
+            tokio::select! {
+                () = &mut cancelled => return Ended::Stopped,
+                message = connection.stream.next() => {
+                    let Some(message) = message else { return Ended::Lost(connection_closed()) };
+                    self.deliver(&message);
+                    // Deliver what is already here before going round the
+                    // select again: cheaper under load, same order.
+                    for _ in 0..MAX_DRAIN {
+                        match connection.stream.next().now_or_never() {
+                            Some(Some(message)) => self.deliver(&message),
+                            Some(None) => return Ended::Lost(connection_closed()),
+                            None => break,
+                        }
                     }
-                    cancel_gate.polled(cx);
                 }
-                if worker_gate.should_poll(cx, connection.worker.is_finished()) {
-                    if let Poll::Ready(ended) = connection.worker.poll_unpin(cx) {
-                        return Poll::Ready(Event::WorkerEnded(ended));
-                    }
-                    worker_gate.polled(cx);
-                }
-                // `Err`: the watch's sender is gone, no failover will come.
-                let maybe_moved = moved_probe.has_changed().unwrap_or(false);
-                if failover_gate.should_poll(cx, maybe_moved) {
-                    if let Poll::Ready(Ok(())) = failover.as_mut().poll(cx) {
-                        return Poll::Ready(Event::Failover);
-                    }
-                    failover_gate.polled(cx);
-                }
-                // A command, or all senders gone (the backend stopping).
-                let maybe_command = !self.commands.is_empty() || self.commands.is_closed();
-                if commands_gate.should_poll(cx, maybe_command) {
-                    if let Poll::Ready(command) = self.commands.poll_recv(cx) {
-                        return Poll::Ready(Event::Command(command));
-                    }
-                    commands_gate.polled(cx);
-                }
-                if health_gate.should_poll(cx, health.is_elapsed()) {
-                    if health.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Event::Health);
-                    }
-                    health_gate.polled(cx);
-                }
-                if linger_armed && linger_gate.should_poll(cx, linger.is_elapsed()) {
-                    if linger.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Event::Linger);
-                    }
-                    linger_gate.polled(cx);
-                }
-                connection.stream.poll_next_unpin(cx).map(Event::Message)
-            })
-            .await;
-            match event {
-                Event::Stopped => return Ended::Stopped,
-                Event::WorkerEnded(ended) => return Ended::Lost(worker_error(ended)),
-                Event::Failover => {
+                ended = &mut connection.worker => return Ended::Lost(worker_error(ended)),
+                Ok(()) = &mut failover => {
                     return Ended::Lost(BackendError::Unavailable(
                         "the primary moved (Sentinel failover); reconnecting to the new one".into(),
                     ));
                 }
-                Event::Command(Some(command)) => {
-                    if let Some(change) = self.on_command(command) {
-                        connection.send(change.into());
+                command = self.commands.recv() => match command {
+                    Some(command) => {
+                        if let Some(change) = self.on_command(command) {
+                            connection.send(change.into());
+                        }
                     }
-                }
-                Event::Command(None) => return Ended::Stopped,
-                Event::Health => {
-                    connection.send(SinkOp::Ping);
-                    health.as_mut().reset(Instant::now() + every);
-                    health_gate.rearm();
-                }
-                Event::Linger => {
+                    None => return Ended::Stopped,
+                },
+                _ = health.tick() => connection.send(SinkOp::Ping),
+                _ = sleep_until(next_linger.unwrap_or_else(Instant::now)), if next_linger.is_some() => {
                     for change in self.wanted.expire() {
                         connection.send(change.into());
                     }
-                    linger_armed = false;
                 }
-                Event::Message(None) => return Ended::Lost(connection_closed()),
-                // The next message is read on the next round: a round
-                // costs little more than the read itself, and the
-                // runtime's budget makes a long burst yield now and then.
-                Event::Message(Some(message)) => self.deliver(&message),
             }
         }
     }
