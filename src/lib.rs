@@ -41,7 +41,6 @@ pub mod memory;
 mod message;
 pub mod metrics;
 mod outbound;
-mod poll_gate;
 pub mod protocol;
 mod registry;
 pub mod resume;
