@@ -359,6 +359,13 @@ impl Hub {
         Ok(session)
     }
 
+    /// A session's history read, made while subscribed to `group`, found
+    /// it at `top` (in `epoch`): the point this node's live stream of the
+    /// group must continue from, if nothing arrived live yet.
+    pub(crate) fn history_read_at(&self, group: &GroupName, epoch: Option<&str>, top: u64) {
+        self.inner.delivery.read_at(group, epoch, top);
+    }
+
     /// Removes a session; the backend unsubscribes when its group empties.
     pub(crate) fn leave(&self, session: &Session) {
         if self.inner.registry.leave(session) {
@@ -639,10 +646,17 @@ struct Delivery {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     node_id: String,
-    /// The last offset this node received per history group, to see its
-    /// live stream skip (messages lost while the backend reconnected).
-    offsets: parking_lot::Mutex<std::collections::HashMap<GroupName, (Arc<str>, u64)>>,
+    /// Where this node's live stream of each history group stands: the
+    /// last offset received (or the top a session's history read found,
+    /// before the first), to see the stream skip (messages lost while the
+    /// backend reconnected).
+    offsets: parking_lot::Mutex<std::collections::HashMap<GroupName, StreamPoint>>,
 }
+
+/// A point in a group's history: its epoch (`None`: no history was stored
+/// yet, so the first epoch to come starts after `offset`, which is 0) and
+/// an offset in it.
+type StreamPoint = (Option<Arc<str>>, u64);
 
 impl Delivery {
     fn deliver(
@@ -701,11 +715,15 @@ impl Delivery {
     fn check_continuity(&self, group: &GroupName, position: &crate::backend::Position) {
         let broken = {
             let mut offsets = self.offsets.lock();
-            let previous = offsets.insert(group.clone(), (position.epoch.clone(), position.offset));
+            let previous = offsets.insert(
+                group.clone(),
+                (Some(position.epoch.clone()), position.offset),
+            );
             match previous {
                 None => false,
                 Some((epoch, last)) => {
-                    epoch != position.epoch || position.offset > last.saturating_add(1)
+                    epoch.is_some_and(|epoch| epoch != position.epoch)
+                        || position.offset > last.saturating_add(1)
                 }
             }
         };
@@ -730,6 +748,21 @@ impl Delivery {
     /// Forgets `group`'s last offset (its subscription starts over).
     fn forget(&self, group: &GroupName) {
         self.offsets.lock().remove(group);
+    }
+
+    /// A session read `group`'s history while this node was subscribed,
+    /// and found it at `top` (in `epoch`). If nothing has arrived live
+    /// since the subscription began, that is where the live stream stands:
+    /// every later message must reach this node, so the first one that
+    /// skips past `top + 1` is a gap like any other. Without this, a
+    /// subscription lost before a group's first live message would lose
+    /// the messages published meanwhile unseen: there would be no last
+    /// offset to compare the next one with.
+    fn read_at(&self, group: &GroupName, epoch: Option<&str>, top: u64) {
+        self.offsets
+            .lock()
+            .entry(group.clone())
+            .or_insert_with(|| (epoch.map(Arc::from), top));
     }
 
     fn invalid(&self, channel: &Channel, error: &dyn std::fmt::Display) {

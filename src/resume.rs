@@ -157,6 +157,7 @@ impl Hub {
         if let Some(limits) = limits {
             match self.read_backlog(session, replay, limits.size).await {
                 Ok((page, entries, recovered)) => {
+                    self.history_read_at(group, page.epoch.as_deref(), page.top);
                     welcome.epoch = page.epoch.as_deref().map(str::to_owned);
                     welcome.offset = Some(page.top);
                     if let Some(flag) = welcome.recovered.as_mut() {

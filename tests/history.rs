@@ -644,6 +644,91 @@ async fn resuming_client(
     (got, resumes)
 }
 
+/// A node that has received nothing of a group live since it subscribed
+/// still knows where its stream stands: the top its session's history read
+/// found. So when its subscription drops before the first live message,
+/// the messages published meanwhile are a gap, repaired by a resume, and
+/// not lost unseen. (Each try takes a fresh group, so that the node has
+/// received nothing of it live; a try shows something only when the node
+/// missed messages, that is when its subscriber was still reconnecting as
+/// they were published: bounded.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_lost_before_the_first_live_message_is_a_gap_too() {
+    use futures_util::StreamExt;
+    let redis = TestRedis::start().await;
+    let (a, b) = two_nodes(&redis, &["early-*=100:1h"]).await;
+    let mut conn = redis.client().await;
+    for attempt in 1..=10 {
+        let group = format!("early-{attempt}");
+        publish_numbered(&a, &group, 1, 1).await;
+        let mut client = v1(&format!("{}?history=10", b.ws_url(&group))).await;
+        let welcome = next_json(&mut client).await;
+        assert_eq!(welcome["offset"], 1, "{welcome}");
+        let epoch = welcome["epoch"].as_str().expect("an epoch").to_string();
+        assert_eq!(messages(&mut client, 1).await, numbered(1, 1));
+
+        let gaps = b.hub.metrics().history_gaps.get();
+        let connects = b.hub.metrics().bus_connects.get();
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut conn)
+            .await
+            .expect("CLIENT KILL");
+        publish_numbered(&a, &group, 2, 4).await;
+        wait_until_async("B resubscribed", || async {
+            b.hub.metrics().bus_connects.get() > connects
+                && redis.numsub(&format!("group:{group}")).await == 1
+        })
+        .await;
+        publish_numbered(&a, &group, 5, 5).await;
+
+        // Whatever B saw, the client gets m2..m5 once each, in order:
+        // live, or through a resume from the last offset it got.
+        let mut got = Vec::new();
+        let mut resumed = false;
+        while got.len() < 4 {
+            let frame = tokio::time::timeout(Duration::from_secs(10), client.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("try {attempt}: stuck after {got:?}"));
+            match frame {
+                Some(Ok(Ws::Text(text))) => {
+                    let json: Value = serde_json::from_str(&text).expect("a JSON frame");
+                    match json["type"].as_str() {
+                        Some("message") => got.push((
+                            json["offset"].as_u64().expect("an offset"),
+                            json["data"].as_str().expect("text data").to_string(),
+                        )),
+                        Some("welcome") => assert_eq!(json["recovered"], true, "{json}"),
+                        _ => panic!("unexpected frame {json}"),
+                    }
+                }
+                Some(Ok(Ws::Close(close))) => {
+                    let close = close.expect("a close code");
+                    assert_eq!(u16::from(close.code), 4010, "{close:?}");
+                    assert!(!resumed, "one resume is enough: {got:?}");
+                    resumed = true;
+                    let last = got.last().map_or(1, |(offset, _)| *offset);
+                    client = v1(&format!("{}?since={last}&epoch={epoch}", b.ws_url(&group))).await;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("try {attempt}: the connection ended: {other:?}"),
+            }
+        }
+        assert_eq!(
+            got,
+            numbered(2, 5),
+            "try {attempt}: everything once, in order"
+        );
+        if b.hub.metrics().history_gaps.get() > gaps {
+            assert!(resumed, "B saw the gap and the client resumed");
+            return;
+        }
+    }
+    panic!("in 10 tries B never missed a message while it resubscribed");
+}
+
 /// Three spawned nodes restarted one at a time (SIGTERM → drain → 1001 →
 /// exit → start again) while a fourth, in-process node publishes 1,000
 /// numbered messages to a history group: every resuming `groupcast.v1`
