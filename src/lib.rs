@@ -41,6 +41,7 @@ pub mod memory;
 mod message;
 pub mod metrics;
 mod outbound;
+mod poll_gate;
 pub mod protocol;
 mod registry;
 pub mod resume;

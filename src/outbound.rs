@@ -279,7 +279,7 @@ pub(crate) struct Outbound {
 
 /// What the writer takes out of the queue in one go.
 pub(crate) struct Batch {
-    pub frames: Vec<Queued>,
+    pub frames: VecDeque<Queued>,
     pub close: Option<CloseReason>,
 }
 
@@ -402,14 +402,14 @@ impl Outbound {
     /// Takes what can be written now, without waiting: the queue (unless
     /// held) and the close. For a connection that is failing.
     pub(crate) fn take(&self) -> Batch {
-        let mut frames = Vec::new();
+        let mut frames = VecDeque::new();
         let close = Self::drain(&mut self.state.lock(), &mut frames);
         Batch { frames, close }
     }
 
     /// Moves what is queued (unless held) into `frames` and takes the
     /// close, if there is anything to write; `None` for "nothing yet".
-    fn take_batch(&self, frames: &mut Vec<Queued>) -> Option<Option<CloseReason>> {
+    fn take_batch(&self, frames: &mut VecDeque<Queued>) -> Option<Option<CloseReason>> {
         if !self.maybe_ready.load(Ordering::SeqCst) {
             return None;
         }
@@ -423,25 +423,28 @@ impl Outbound {
         Some(Self::drain(&mut state, frames))
     }
 
-    fn drain(state: &mut State, frames: &mut Vec<Queued>) -> Option<CloseReason> {
+    /// Hands the queued messages (unless held) to `frames`, which the
+    /// writer gives empty: the two deques trade places under the lock, so
+    /// taking a batch moves no message and frees nothing, and the queue
+    /// goes on with the writer's spare buffer.
+    fn drain(state: &mut State, frames: &mut VecDeque<Queued>) -> Option<CloseReason> {
         if !state.held {
-            // Moved out under the lock (pointer copies); the deque keeps its
-            // buffer for the next burst, unless a burst made it large.
-            frames.extend(state.frames.drain(..));
-            if state.frames.capacity() > SPARE_CAPACITY {
-                state.frames = VecDeque::new();
+            if frames.is_empty() {
+                std::mem::swap(&mut state.frames, frames);
+            } else {
+                frames.append(&mut state.frames);
             }
         }
         state.close.take()
     }
 
-    /// Polls for a batch: moves what is queued into `frames` and gives the
-    /// close, if any; pending (the task registered to be woken) while there
-    /// is nothing to write.
+    /// Polls for a batch: moves what is queued into `frames` (empty, with
+    /// a buffer the queue may keep) and gives the close, if any; pending
+    /// (the task registered to be woken) while there is nothing to write.
     pub(crate) fn poll_batch(
         &self,
         cx: &mut Context<'_>,
-        frames: &mut Vec<Queued>,
+        frames: &mut VecDeque<Queued>,
     ) -> Poll<Option<CloseReason>> {
         if let Some(close) = self.take_batch(frames) {
             return Poll::Ready(close);
@@ -457,7 +460,7 @@ impl Outbound {
     /// Waits until there is something to write, then takes all of it.
     #[cfg(test)]
     pub(crate) async fn next_batch(&self) -> Batch {
-        let mut frames = Vec::new();
+        let mut frames = VecDeque::new();
         let close = std::future::poll_fn(|cx| self.poll_batch(cx, &mut frames)).await;
         Batch { frames, close }
     }

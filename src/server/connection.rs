@@ -14,6 +14,7 @@
 //! and a write that does not finish within `write_timeout` ends the
 //! connection.
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
@@ -22,12 +23,12 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::error::SessionError;
 use crate::outbound::{Batch, CloseReason, Compression, Queued, SPARE_CAPACITY, close_code};
+use crate::poll_gate::PollGate;
 use crate::protocol::Offsets;
 use crate::wire::{FrameReader, Incoming, ReadError, frame};
 use crate::{Hub, Session};
@@ -39,8 +40,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// is capped to it): the read buffer lives on the stack, for one read.
 pub const MAX_READ_CHUNK: usize = 16 * 1024;
 
-/// The most frames handed to one `writev` (the kernel's `IOV_MAX` is 1024).
-const MAX_SLICES: usize = 128;
+/// The most frames handed to one `writev` (the kernel's `IOV_MAX` is
+/// 1024): the slices live on the stack, for one write.
+const MAX_SLICES: usize = 64;
 
 /// What a connection was negotiated with, and what it hands its data
 /// messages (text, binary) and pongs to.
@@ -51,17 +53,30 @@ pub(crate) struct Connection<'a, S> {
     reader: FrameReader,
     /// permessage-deflate is on for this connection.
     compression: Option<Compression>,
-    /// The batch being written: kept between batches (a burst does not
-    /// allocate), given back after a large one.
-    batch: Vec<Queued>,
+    /// The batch being written, traded with the queue's deque for the
+    /// next one (`Outbound::poll_batch`): two buffers go round, and one
+    /// that a burst made large is given back after its write.
+    batch: VecDeque<Queued>,
+    /// The close frame of the batch being written, if it ends with one.
+    close: Option<Bytes>,
+    /// How far the batch's write got, when the socket could not take it
+    /// all at once.
+    sent: Progress,
     /// The last history offset sent, to skip repeats of the backlog.
     offsets: Offsets,
 }
 
 /// What woke the loop.
 enum Event {
-    /// `Connection::batch` holds what to write, with the close if any.
-    Batch(Option<CloseReason>),
+    /// A batch was taken from the queue and written at once (almost
+    /// always: the socket's send buffer has room); `true` if it ended with
+    /// the close.
+    Written(Result<(), SessionError>, bool),
+    /// A batch was taken, and the socket took only part of it: the rest
+    /// is written, within the write timeout, from where `sent` stands.
+    Stalled {
+        closing: bool,
+    },
     Read(io::Result<usize>),
     Timer,
 }
@@ -80,7 +95,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             io,
             reader,
             compression,
-            batch: Vec::new(),
+            batch: VecDeque::new(),
+            close: None,
+            sent: Progress::default(),
             offsets: Offsets::default(),
         }
     }
@@ -104,22 +121,43 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         // busy connection does not touch the timer wheel per message.
         let timer = sleep_until(self.wake_at(next_ping, last_heard));
         let mut timer = pin!(timer);
+        // Polled only when it may have fired (crate::poll_gate): not once
+        // per delivery.
+        let mut timer_gate = PollGate::default();
         loop {
-            let event = tokio::select! {
-                biased;
-                close = poll_fn(|cx| session.outbound().poll_batch(cx, &mut self.batch)) => Event::Batch(close),
-                read = poll_fn(|cx| poll_read_into(&mut self.io, cx, &mut self.reader, chunk)) => Event::Read(read),
-                () = &mut timer => Event::Timer,
-            };
+            // One poll function for the three sources, in this order: the
+            // queue first (what to write wins over what to read), then the
+            // socket, then the timer. A batch is written right here, inside
+            // the same poll, so a delivery costs no future of its own.
+            let event = poll_fn(|cx| {
+                if let Poll::Ready(close) = session.outbound().poll_batch(cx, &mut self.batch) {
+                    return Poll::Ready(self.start_batch(cx, close));
+                }
+                if let Poll::Ready(read) = poll_read_into(&mut self.io, cx, &mut self.reader, chunk)
+                {
+                    return Poll::Ready(Event::Read(read));
+                }
+                if timer_gate
+                    .poll(cx, timer.is_elapsed(), |cx| timer.as_mut().poll(cx))
+                    .is_ready()
+                {
+                    return Poll::Ready(Event::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
             match event {
-                Event::Batch(close) => {
-                    let closing = close.is_some();
-                    let mut batch = std::mem::take(&mut self.batch);
-                    let written = self.write_batch(&mut batch, close, write_timeout).await;
-                    batch.clear();
-                    if batch.capacity() <= SPARE_CAPACITY {
-                        self.batch = batch;
+                Event::Written(written, closing) => {
+                    self.end_batch();
+                    written?;
+                    if closing {
+                        self.await_close_reply().await;
+                        return Ok(());
                     }
+                }
+                Event::Stalled { closing } => {
+                    let written = self.finish_batch(write_timeout).await;
+                    self.end_batch();
                     written?;
                     if closing {
                         self.await_close_reply().await;
@@ -171,6 +209,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                     let wake = self.wake_at(next_ping, last_heard);
                     if wake < timer.deadline() {
                         timer.as_mut().reset(wake);
+                        timer_gate.rearm();
                     }
                 }
                 Event::Read(Err(error)) => return Err(SessionError::Read(error.to_string())),
@@ -189,6 +228,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                         next_ping = now + config.ping_period;
                     }
                     timer.as_mut().reset(self.wake_at(next_ping, last_heard));
+                    timer_gate.rearm();
                 }
             }
         }
@@ -206,27 +246,97 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         wake
     }
 
-    /// Writes a batch, in order: each message as this member gets it (the
-    /// shared bytes themselves, lent by the message), repeats of the
-    /// backlog skipped, then the close. Nothing is copied or collected:
-    /// the frames are read from `batch` while the slices are built.
+    /// Starts writing the batch just taken (with the close, if `close`),
+    /// in order: each message as this member gets it (the shared bytes
+    /// themselves, lent by the message), repeats of the backlog skipped,
+    /// then the close. Nothing is copied or collected: the frames are read
+    /// from the batch as the write's slices are built.
+    fn start_batch(&mut self, cx: &mut Context<'_>, close: Option<CloseReason>) -> Event {
+        let closing = close.is_some();
+        let offsets = &mut self.offsets;
+        // Repeats of what the backlog already sent go. (A batch of
+        // unpositioned messages, raw groups', is not touched.)
+        if self.batch.iter().any(|queued| queued.stamp().is_some()) {
+            self.batch
+                .retain(|queued| queued.stamp().is_none_or(|stamp| offsets.is_new(stamp)));
+        }
+        self.close = close.map(|close| frame::close(Some(close.code), &close.reason));
+        self.sent = Progress::default();
+        let frames = BatchFrames {
+            batch: &self.batch,
+            protocol: self.session.protocol(),
+            compression: self.compression.as_ref(),
+            close: self.close.as_ref(),
+        };
+        match poll_write_frames(&mut self.io, cx, &frames, &mut self.sent) {
+            Poll::Ready(written) => Event::Written(written, closing),
+            Poll::Pending => Event::Stalled { closing },
+        }
+    }
+
+    /// Writes the rest of a batch that the socket did not take at once,
+    /// failing past `limit` (counted).
+    async fn finish_batch(&mut self, limit: Duration) -> Result<(), SessionError> {
+        let Connection {
+            io,
+            batch,
+            close,
+            sent,
+            session,
+            compression,
+            hub,
+            ..
+        } = self;
+        let frames = BatchFrames {
+            batch,
+            protocol: session.protocol(),
+            compression: compression.as_ref(),
+            close: close.as_ref(),
+        };
+        let written = timeout(
+            limit,
+            poll_fn(|cx| poll_write_frames(io, cx, &frames, sent)),
+        )
+        .await
+        .unwrap_or(Err(SessionError::WriteTimeout(limit)));
+        if matches!(written, Err(SessionError::WriteTimeout(_))) {
+            hub.metrics().write_timeouts.inc();
+        }
+        written
+    }
+
+    /// After a batch's write: its messages go (the deque is kept for the
+    /// next batch, unless a burst made it large).
+    fn end_batch(&mut self) {
+        self.batch.clear();
+        if self.batch.capacity() > SPARE_CAPACITY {
+            self.batch = VecDeque::new();
+        }
+        self.close = None;
+    }
+
+    /// Writes `batch` (then `close`) within `limit`: for a connection that
+    /// is failing, outside the loop.
     async fn write_batch(
         &mut self,
-        batch: &mut Vec<Queued>,
+        batch: VecDeque<Queued>,
         close: Option<CloseReason>,
         limit: Duration,
     ) -> Result<(), SessionError> {
-        let offsets = &mut self.offsets;
-        // Repeats of what the backlog already sent go.
-        batch.retain(|queued| queued.stamp().is_none_or(|stamp| offsets.is_new(stamp)));
-        let close = close.map(|close| frame::close(Some(close.code), &close.reason));
-        let frames = BatchFrames {
-            batch: batch.as_slice(),
-            protocol: self.session.protocol(),
-            compression: self.compression.as_ref(),
-            close: close.as_ref(),
+        self.end_batch();
+        self.batch = batch;
+        let mut close = close;
+        let written = poll_fn(|cx| match self.start_batch(cx, close.take()) {
+            Event::Written(written, _) => Poll::Ready(Some(written)),
+            _ => Poll::Ready(None),
+        })
+        .await;
+        let written = match written {
+            Some(written) => written,
+            None => self.finish_batch(limit).await,
         };
-        write_frames(&mut self.io, self.hub, &frames, limit).await
+        self.end_batch();
+        written
     }
 
     /// Writes `frames` (control frames) within `limit`.
@@ -241,11 +351,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         if let Some(code) = error.close_code() {
             self.session.close(code, error.to_string());
             let Batch {
-                frames: mut batch,
+                frames: batch,
                 close,
             } = self.session.outbound().take();
             let write_timeout = self.hub.config().write_timeout;
-            let _ = self.write_batch(&mut batch, close, write_timeout).await;
+            let _ = self.write_batch(batch, close, write_timeout).await;
         }
         Err(error)
     }
@@ -338,7 +448,7 @@ impl Frames for [Bytes] {
 
 /// A batch's frames as one member gets them, then the close, if any.
 struct BatchFrames<'a> {
-    batch: &'a [Queued],
+    batch: &'a VecDeque<Queued>,
     protocol: crate::protocol::Protocol,
     compression: Option<&'a Compression>,
     close: Option<&'a Bytes>,
@@ -400,34 +510,53 @@ fn poll_write_frames<S: AsyncWrite + Unpin, F: Frames + ?Sized>(
     let total = frames.count();
     while sent.frames < total {
         let count = (total - sent.frames).min(MAX_SLICES);
-        // Each frame looked up once: the slices say how far a write got.
-        let mut slices: SmallVec<[IoSlice<'_>; 16]> = SmallVec::with_capacity(count);
-        slices.push(IoSlice::new(&frames.frame(sent.frames)[sent.offset..]));
-        for index in sent.frames + 1..sent.frames + count {
-            slices.push(IoSlice::new(frames.frame(index)));
-        }
-        let written = if let [only] = &slices[..] {
-            ready!(Pin::new(&mut *io).poll_write(cx, only))
+        let first = &frames.frame(sent.frames)[sent.offset..];
+        let written = if count == 1 {
+            // The usual case (a message at a time): no slices to build.
+            ready!(Pin::new(&mut *io).poll_write(cx, first))
         } else {
-            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))
+            // Each frame looked up once: the slices say how far it got.
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            slices[0] = IoSlice::new(first);
+            for (slot, index) in slices[1..count].iter_mut().zip(sent.frames + 1..) {
+                *slot = IoSlice::new(frames.frame(index));
+            }
+            let slices = &slices[..count];
+            let written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, slices));
+            if let Ok(written) = written {
+                advance(sent, slices, written);
+            }
+            written
         }
         .map_err(write_error)?;
         if written == 0 {
             return Poll::Ready(Err(write_error(io::ErrorKind::WriteZero.into())));
         }
-        // Advance past what the kernel took.
-        let mut left = written;
-        for slice in &slices {
-            if left < slice.len() {
-                sent.offset += left;
-                break;
+        if count == 1 {
+            if written < first.len() {
+                sent.offset += written;
+            } else {
+                sent.frames += 1;
+                sent.offset = 0;
             }
-            left -= slice.len();
-            sent.frames += 1;
-            sent.offset = 0;
         }
     }
     Pin::new(&mut *io).poll_flush(cx).map_err(write_error)
+}
+
+/// Moves `sent` past the `written` bytes of `slices` (which start where
+/// `sent` stands).
+fn advance(sent: &mut Progress, slices: &[IoSlice<'_>], written: usize) {
+    let mut left = written;
+    for slice in slices {
+        if left < slice.len() {
+            sent.offset += left;
+            return;
+        }
+        left -= slice.len();
+        sent.frames += 1;
+        sent.offset = 0;
+    }
 }
 
 /// Runs a write to the client, failing it if it takes longer than
