@@ -662,6 +662,18 @@ struct Resumed {
     told_to_resume: usize,
 }
 
+/// Cuts every node's subscriber connection (Redis closes them at once;
+/// the nodes reconnect and resubscribe on their own).
+async fn cut_subscriber_connections(conn: &mut redis::aio::MultiplexedConnection) {
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(conn)
+        .await
+        .expect("CLIENT KILL");
+}
+
 /// A node that has received nothing of a group live since it subscribed
 /// still knows where its stream stands: the top its session's history read
 /// found. So when its subscription drops before the first live message,
@@ -687,13 +699,7 @@ async fn a_subscription_lost_before_the_first_live_message_is_a_gap_too() {
 
         let gaps = b.hub.metrics().history_gaps.get();
         let connects = b.hub.metrics().bus_connects.get();
-        let _: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query_async(&mut conn)
-            .await
-            .expect("CLIENT KILL");
+        cut_subscriber_connections(&mut conn).await;
         publish_numbered(&a, &group, 2, 4).await;
         wait_until_async("B resubscribed", || async {
             b.hub.metrics().bus_connects.get() > connects
@@ -919,13 +925,7 @@ async fn a_gap_in_a_nodes_live_stream_is_repaired_by_resuming() {
         cuts += 1;
         assert!(cuts <= 30, "30 cuts and B never saw its stream skip twice");
         let connects = b.hub.metrics().bus_connects.get();
-        let _: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query_async(&mut conn)
-            .await
-            .expect("CLIENT KILL");
+        cut_subscriber_connections(&mut conn).await;
         wait_until_async("B reconnected", || async {
             b.hub.metrics().bus_connects.get() > connects
         })
