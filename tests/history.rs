@@ -89,12 +89,17 @@ async fn messages(client: &mut Client, n: usize) -> Vec<(u64, String)> {
     while got.len() < n {
         let frame = next_json(client).await;
         assert_eq!(frame["type"], "message", "{frame}");
-        got.push((
-            frame["offset"].as_u64().expect("an offset"),
-            frame["data"].as_str().expect("text data").to_string(),
-        ));
+        got.push(entry(&frame));
     }
     got
+}
+
+/// A message frame's `(offset, data)`.
+fn entry(frame: &Value) -> (u64, String) {
+    (
+        frame["offset"].as_u64().expect("an offset"),
+        frame["data"].as_str().expect("text data").to_string(),
+    )
 }
 
 fn numbered(from: u64, to: u64) -> Vec<(u64, String)> {
@@ -634,9 +639,8 @@ async fn resuming_client(
                     }
                 }
                 Some("message") => {
-                    let offset = json["offset"].as_u64().expect("an offset");
                     epoch = json["epoch"].as_str().map(str::to_string);
-                    got.push((offset, json["data"].as_str().unwrap_or("").to_string()));
+                    got.push(entry(&json));
                     if got.len() as u64 == total {
                         break;
                     }
@@ -720,10 +724,7 @@ async fn a_subscription_lost_before_the_first_live_message_is_a_gap_too() {
                 Some(Ok(Ws::Text(text))) => {
                     let json: Value = serde_json::from_str(&text).expect("a JSON frame");
                     match json["type"].as_str() {
-                        Some("message") => got.push((
-                            json["offset"].as_u64().expect("an offset"),
-                            json["data"].as_str().expect("text data").to_string(),
-                        )),
+                        Some("message") => got.push(entry(&json)),
                         Some("welcome") => assert_eq!(json["recovered"], true, "{json}"),
                         _ => panic!("unexpected frame {json}"),
                     }
