@@ -255,3 +255,47 @@ pub fn frames(data: &[u8]) {
     }
     wire::tungstenite_client_reads_back(&wire::sent_from(input), seed);
 }
+
+/// permessage-deflate (`wire::deflate`), on any bytes: the first two
+/// choose the size of the first output buffer, the rest is a message.
+///
+/// * Whether a message is sent compressed does not depend on the buffers.
+/// * What we compress is smaller, and inflates to the message exactly,
+///   both by an inflater that shares no code with ours (zune-inflate) and
+///   by ours, whatever the buffers' first sizes (the compressor once lost
+///   the end of messages that outgrew its first buffer).
+/// * Any bytes, inflated, give a message within the limit or an error,
+///   never a panic and never more than the limit.
+pub fn deflate(data: &[u8]) {
+    use groupcast::wire::deflate;
+    let (capacity, message) = match data {
+        [low, high, rest @ ..] => (usize::from(u16::from_le_bytes([*low, *high])), rest),
+        _ => (1, data),
+    };
+    // With room for any output from the start, no call ever fills the
+    // buffer: the reference for whether the message compresses at all.
+    let roomy = deflate::compress_with(message, message.len() * 2 + 1024);
+    let compressed = deflate::compress_with(message, capacity);
+    assert_eq!(
+        compressed.is_some(),
+        roomy.is_some(),
+        "compressed with a first buffer of {capacity} bytes, or with room for all"
+    );
+    if let Some(compressed) = compressed {
+        assert!(compressed.len() < message.len(), "compressed is smaller");
+        // The tail the sender removed, then a final empty stored block.
+        let mut stream = compressed.clone();
+        stream.extend_from_slice(&[0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff]);
+        let theirs = zune_inflate::DeflateDecoder::new(&stream)
+            .decode_deflate()
+            .expect("another inflater reads what we compressed");
+        assert_eq!(theirs, message, "another inflater's reading");
+        let ours = deflate::inflate_with(&compressed, message.len(), capacity)
+            .expect("our inflater reads what we compressed");
+        assert_eq!(ours, message, "our inflater's reading");
+    }
+    let limit = capacity % 4096 + 1;
+    if let Ok(inflated) = deflate::inflate_with(message, limit, capacity) {
+        assert!(inflated.len() <= limit, "inflated past the limit");
+    }
+}

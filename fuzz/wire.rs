@@ -223,6 +223,24 @@ pub fn after_close(ours: &Ours) -> Outcome {
     outcome
 }
 
+/// tungstenite's server on `input`, held to failing fast on invalid text.
+///
+/// tungstenite checks a frame's UTF-8 when the frame is complete; our reader
+/// checks it as the frame arrives (RFC 6455 section 8.1, Autobahn 6.4.x),
+/// so where the input ends inside a text frame that already holds invalid
+/// bytes, ours fails with 1007 and tungstenite is still waiting. Then the
+/// frame is completed for tungstenite with zeros (any completion of
+/// invalid text is invalid), and it must fail with 1007 at the same point.
+pub fn theirs_failing_fast(input: &[u8], limits: Limits, ours: &Outcome) -> Outcome {
+    let expected = theirs(input, Role::Server, limits);
+    if ours.end != End::Failed(1007) || expected.end != End::Open {
+        return expected;
+    }
+    let mut completed = input.to_vec();
+    completed.resize(input.len() + limits.max_frame_size.min(1 << 20) + 14, 0);
+    theirs(&completed, Role::Server, limits)
+}
+
 /// Chunk sizes from a seed (xorshift): 1 byte up to 4 KiB, some all at once.
 pub fn chunks(seed: u64) -> impl FnMut() -> usize {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -243,8 +261,8 @@ pub fn chunks(seed: u64) -> impl FnMut() -> usize {
 /// once and in chunks from `seed` — and checks that all three agree.
 /// Returns our chunked run.
 pub fn same_as_tungstenite_server(input: &[u8], limits: Limits, seed: u64) -> Ours {
-    let expected = theirs(input, Role::Server, limits);
     let whole = ours(input, wire::Role::Server, limits, false, || usize::MAX);
+    let expected = theirs_failing_fast(input, limits, &whole.outcome);
     assert_eq!(after_close(&whole), expected, "all at once, vs tungstenite");
     let chunked = ours(input, wire::Role::Server, limits, false, chunks(seed));
     assert_eq!(

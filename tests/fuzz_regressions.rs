@@ -75,6 +75,11 @@ fn frames_inputs_pass_the_frames_checks() {
     replay("frames", checks::frames);
 }
 
+#[test]
+fn deflate_inputs_pass_the_deflate_checks() {
+    replay("deflate", checks::deflate);
+}
+
 // ----- the seed corpus ------------------------------------------------------------
 
 fn envelope_seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -252,6 +257,57 @@ fn frames_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// `deflate` inputs: two bytes of first buffer size, then a message.
+fn deflate_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let with = |capacity: u16, message: &[u8]| {
+        let mut out = capacity.to_le_bytes().to_vec();
+        out.extend_from_slice(message);
+        out
+    };
+    let log =
+        "2026-12-01T10:00:00Z INFO task/42 step 3 of 9: compiling crate foo v1.2.3\n".repeat(40);
+    // Runs and noise, like a slice of a bitmap or a PDF: compresses to
+    // most of its size. The compressor's buffers only fill up mid-message
+    // past 64 KiB of input (its block size), hence the length.
+    let half_compressible = |seed: u64, len: usize, noise: u64| {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        let mut out = Vec::new();
+        while out.len() < len {
+            if next() % 100 < noise {
+                out.push(next() as u8);
+            } else {
+                let byte = next() as u8;
+                let run = (next() % 8) as usize;
+                out.extend(std::iter::repeat_n(byte, run));
+            }
+        }
+        out.truncate(len);
+        out
+    };
+    let half = half_compressible(1, 3000, 60);
+    // Autobahn 12.2.9's size; this one came back 3,368 bytes short.
+    let large = half_compressible(90 * 7 + 65_536, 65_536, 90);
+    vec![
+        ("empty", with(0, b"")),
+        ("log-lines-one-byte-buffer", with(1, log.as_bytes())),
+        ("log-lines-default-buffer", with(1_600, log.as_bytes())),
+        ("half-compressible-small-buffer", with(700, &half)),
+        ("half-compressible-one-byte-buffer", with(1, &half)),
+        ("half-compressible-64k", with(32_832, &large)),
+        ("not-deflate", with(64, &[0xff; 40])),
+        (
+            "stored-block",
+            with(8, &[0x01, 0x03, 0x00, 0xfc, 0xff, b'a', b'b', b'c']),
+        ),
+    ]
+}
+
 /// Writes the seed corpus into `fuzz/seeds/`.
 #[test]
 #[ignore = "writes fuzz/seeds/; run by hand when the seeds change"]
@@ -260,6 +316,7 @@ fn write_seeds() {
         ("envelope", envelope_seeds()),
         ("request", request_seeds()),
         ("frames", frames_seeds()),
+        ("deflate", deflate_seeds()),
     ] {
         let dir = fuzz_dir().join("seeds").join(target);
         std::fs::create_dir_all(&dir).unwrap();

@@ -61,27 +61,53 @@ thread_local! {
 /// `payload` compressed as one message with no context (the tail removed),
 /// or `None` if compressing failed or did not make it smaller.
 pub fn compress(payload: &[u8]) -> Option<Vec<u8>> {
+    compress_with(payload, payload.len() / 2 + 64)
+}
+
+/// [`compress`] starting from an output buffer of `initial_capacity` bytes
+/// (grown as needed). Public so that the property tests and the fuzz target
+/// can try every buffer size; the result does not depend on it.
+#[doc(hidden)]
+pub fn compress_with(payload: &[u8], initial_capacity: usize) -> Option<Vec<u8>> {
     COMPRESSOR.with(|compressor| {
         let mut compressor = compressor.borrow_mut();
         compressor.reset();
-        let mut out = Vec::with_capacity(payload.len() / 2 + 64);
+        let mut out = Vec::with_capacity(initial_capacity.max(1));
         let mut input = payload;
+        // miniz_oxide stops a call early in two ways. When `out` fills up,
+        // it keeps the block that did not fit; and the next call then only
+        // copies that block out and returns, without compressing what it
+        // still holds (up to 258 bytes of lookahead) or ending the flush.
+        // So a call that leaves room in `out` proves the sync flush
+        // complete only when the call before it left room too: after a
+        // call that filled `out`, one more call is always made. (Stopping
+        // at the first call with room lost the tail of messages whose
+        // compressed size outgrew the first buffer: Autobahn 12.2.9 and
+        // 12.5.x.) That extra call may add an empty stored block when the
+        // flush had in fact completed: valid deflate, five bytes.
+        let mut previous_filled = false;
         loop {
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(64));
+            }
             let before_in = compressor.total_in();
             compressor
                 .compress_vec(input, &mut out, FlushCompress::Sync)
                 .ok()?;
-            let consumed = (compressor.total_in() - before_in) as usize;
-            input = &input[consumed..];
-            // Done when all input is in and the flush fitted (room left).
-            if input.is_empty() && out.len() < out.capacity() {
+            let consumed = usize::try_from(compressor.total_in() - before_in).ok()?;
+            input = input.get(consumed..)?;
+            let filled = out.len() == out.capacity();
+            if input.is_empty() && !filled && !previous_filled {
                 break;
             }
-            out.reserve(out.capacity().max(64));
+            previous_filled = filled;
         }
-        if out.ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
+        // A complete sync flush ends with the tail; anything else is not a
+        // message a peer could inflate, so it goes uncompressed.
+        if !out.ends_with(&TAIL) {
+            return None;
         }
+        out.truncate(out.len() - TAIL.len());
         (out.len() < payload.len()).then_some(out)
     })
 }
@@ -100,47 +126,66 @@ pub enum InflateError {
 /// Inflates one client message (sent without context takeover), producing
 /// at most `limit` bytes.
 pub fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
+    inflate_with(compressed, limit, compressed.len().saturating_mul(4))
+}
+
+/// [`inflate`] starting from an output buffer of `initial_capacity` bytes
+/// (grown as needed, never past `limit` + 1). Public for the property tests
+/// and the fuzz target; the result does not depend on it.
+#[doc(hidden)]
+pub fn inflate_with(
+    compressed: &[u8],
+    limit: usize,
+    initial_capacity: usize,
+) -> Result<Vec<u8>, InflateError> {
     let mut inflater = Decompress::new(false);
-    let mut out = Vec::with_capacity((compressed.len() * 4).clamp(64, limit.max(64)));
-    for (chunk, last) in [(compressed, false), (&TAIL[..], true)] {
-        let mut input = chunk;
-        loop {
-            if out.len() == out.capacity() {
-                if out.len() >= limit {
-                    // Full at the limit with input or output left: too big
-                    // (one more byte of room tells which, below).
-                    out.reserve_exact(1);
-                } else {
-                    out.reserve_exact(out.capacity().min(limit - out.len()).max(64));
-                }
+    let mut out = Vec::with_capacity(initial_capacity.clamp(1, limit.max(1)));
+    let mut input = compressed;
+    let mut tail_fed = false;
+    loop {
+        if out.len() == out.capacity() {
+            if out.len() >= limit {
+                // Full at the limit with input or output left: too big
+                // (one more byte of room tells which, below).
+                out.reserve_exact(1);
+            } else {
+                out.reserve_exact(out.capacity().min(limit - out.len()).max(64));
             }
-            let before_in = inflater.total_in();
-            let before_out = inflater.total_out();
-            let status = inflater
-                .decompress_vec(input, &mut out, FlushDecompress::Sync)
-                .map_err(|error| InflateError::Corrupt(error.to_string()))?;
-            if out.len() > limit {
-                return Err(InflateError::TooBig { limit });
-            }
-            let consumed = (inflater.total_in() - before_in) as usize;
-            input = &input[consumed..];
-            let produced = inflater.total_out() - before_out;
-            if matches!(status, Status::StreamEnd) {
-                // A final block: what follows (our tail) is not needed.
-                return Ok(out);
-            }
-            if input.is_empty() && out.len() < out.capacity() {
-                break;
-            }
-            if consumed == 0 && produced == 0 && out.len() < out.capacity() {
+        }
+        let before_in = inflater.total_in();
+        let before_out = inflater.total_out();
+        let status = inflater
+            .decompress_vec(input, &mut out, FlushDecompress::Sync)
+            .map_err(|error| InflateError::Corrupt(error.to_string()))?;
+        if out.len() > limit {
+            return Err(InflateError::TooBig { limit });
+        }
+        let consumed = usize::try_from(inflater.total_in() - before_in).unwrap_or(usize::MAX);
+        input = input.get(consumed..).unwrap_or_default();
+        let produced = inflater.total_out() - before_out;
+        if matches!(status, Status::StreamEnd) {
+            // A final block: what follows (our tail) is not needed.
+            return Ok(out);
+        }
+        let room = out.len() < out.capacity();
+        if !input.is_empty() {
+            if consumed == 0 && produced == 0 && room {
                 return Err(InflateError::Corrupt("no progress".into()));
             }
+            continue;
         }
-        if last {
-            break;
+        if !tail_fed {
+            input = &TAIL;
+            tail_fed = true;
+            continue;
+        }
+        // All input is in, the tail too. Like the compressor, miniz_oxide
+        // may return early (after copying out what did not fit before),
+        // so it is done only when a call with room gives nothing more.
+        if produced == 0 && room {
+            return Ok(out);
         }
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -186,6 +231,133 @@ mod tests {
             inflate(&[0xff; 32], 1024),
             Err(InflateError::Corrupt(_))
         ));
+    }
+
+    /// Bytes that compress to somewhere between a tenth and nine tenths of
+    /// their size, like slices of a bitmap or a PDF: runs of one byte mixed
+    /// with noise, `noise` percent of them. Deterministic for a seed.
+    fn half_compressible(seed: u64, len: usize, noise: u64) -> Vec<u8> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            if next() % 100 < noise {
+                out.push(next() as u8);
+            } else {
+                let byte = next() as u8;
+                let run = (next() % 8) as usize;
+                out.extend(std::iter::repeat_n(byte, run));
+            }
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// A message as a peer inflates it: the tail put back, then a final
+    /// empty stored block, read by an inflater that shares no code with ours.
+    fn independently_inflated(compressed: &[u8]) -> Vec<u8> {
+        let mut stream = compressed.to_vec();
+        stream.extend_from_slice(&TAIL);
+        stream.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
+        zune_inflate::DeflateDecoder::new(&stream)
+            .decode_deflate()
+            .expect("an independent inflater reads what we compressed")
+    }
+
+    /// Autobahn 12.2.9 and 12.5.x: 64 KiB and 128 KiB messages that
+    /// compress to more than the first output buffer came back shorter
+    /// (61,548 of 65,536 bytes): the compressor stopped before its flush
+    /// was complete.
+    #[test]
+    fn messages_that_outgrow_the_first_buffer_are_compressed_whole() {
+        for noise in [60, 80, 90] {
+            for len in [65_536, 131_072, 262_144] {
+                let payload = half_compressible(noise * 7 + len as u64, len, noise);
+                let compressed = compress(&payload).expect("compressible: sent compressed");
+                assert_eq!(
+                    independently_inflated(&compressed).len(),
+                    len,
+                    "noise {noise}%, {len} bytes"
+                );
+                assert_eq!(independently_inflated(&compressed), payload);
+                assert_eq!(inflate(&compressed, len).unwrap(), payload);
+            }
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Arbitrary bytes, or bytes of some structure (runs and noise):
+        /// random bytes alone never compress, and then nothing is tested.
+        fn payloads() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..4096),
+                (any::<u64>(), 0usize..300_000, 0u64..=100)
+                    .prop_map(|(seed, len, noise)| half_compressible(seed, len, noise)),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(96))]
+
+            /// Whatever the input and the first buffer's size, what we
+            /// compress inflates, by another implementation, to the input.
+            /// (The bytes may differ by an empty block: see `compress_with`.)
+            #[test]
+            fn compressed_messages_inflate_to_the_input_whatever_the_buffer(
+                payload in payloads(),
+                capacity in prop_oneof![1usize..512, 0usize..400_000],
+            ) {
+                if let Some(compressed) = compress_with(&payload, capacity) {
+                    prop_assert!(compressed.len() < payload.len());
+                    prop_assert_eq!(&independently_inflated(&compressed), &payload);
+                }
+            }
+
+            /// A compressible message is sent compressed, whatever the
+            /// first buffer's size: the compressor never gives up midway.
+            #[test]
+            fn compressible_messages_are_sent_compressed_whatever_the_buffer(
+                seed in any::<u64>(),
+                len in 1024usize..300_000,
+                noise in 0u64..=80,
+                capacity in prop_oneof![1usize..512, 0usize..400_000],
+            ) {
+                let payload = half_compressible(seed, len, noise);
+                let compressed = compress_with(&payload, capacity);
+                prop_assert!(compressed.is_some(), "{len} bytes, {noise}% noise: not compressed");
+                prop_assert_eq!(&independently_inflated(&compressed.unwrap_or_default()), &payload);
+            }
+
+            /// Our inflater reads every message whole, whatever its first
+            /// buffer, and stops at the limit.
+            #[test]
+            fn inflated_messages_are_whole_whatever_the_buffer(
+                payload in payloads(),
+                capacity in prop_oneof![1usize..512, 0usize..400_000],
+                limit_cut in 0usize..64,
+            ) {
+                let Some(compressed) = compress(&payload) else { return Ok(()) };
+                prop_assert_eq!(
+                    &inflate_with(&compressed, payload.len(), capacity).unwrap(),
+                    &payload
+                );
+                if limit_cut > 0 && payload.len() >= limit_cut {
+                    let limit = payload.len() - limit_cut;
+                    prop_assert_eq!(
+                        inflate_with(&compressed, limit, capacity),
+                        Err(InflateError::TooBig { limit })
+                    );
+                }
+            }
+        }
     }
 
     #[test]

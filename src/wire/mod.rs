@@ -10,7 +10,8 @@
 //! compresses a broadcast once for every member that negotiated it.
 //! [`reader`] reads what clients send, with tungstenite's header parser
 //! and tungstenite's rules, holding a buffer only while a frame is
-//! incomplete.
+//! incomplete, and checks text as UTF-8 while it arrives ([`utf8`]), so
+//! that invalid text fails fast, inside its frame.
 //!
 //! Public so that tests, fuzz targets and the load tool use the very code
 //! the server runs.
@@ -18,6 +19,7 @@
 pub mod deflate;
 pub mod frame;
 pub mod reader;
+pub mod utf8;
 
 pub use frame::OpCode;
 pub use reader::{CloseFrame, FrameReader, Incoming, Limits, ReadError, Role};

@@ -29,6 +29,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 use super::deflate::{self, InflateError};
 use super::frame::MAX_CONTROL_PAYLOAD;
+use super::utf8::Utf8Stream;
 
 /// Which end of the connection reads: a server requires masked frames, a
 /// client requires unmasked ones (RFC 6455 section 5.1).
@@ -108,8 +109,16 @@ struct Partial {
     text: bool,
     compressed: bool,
     data: BytesMut,
-    /// How much of `data` is known to be valid UTF-8 (text only; the rest
-    /// is at most an incomplete character, completed by the next fragment).
+}
+
+/// The frame being read: its header, once parsed, and how much of its
+/// payload was already unmasked and checked as UTF-8 (text only, see
+/// [`FrameReader::checks_utf8`]).
+#[derive(Debug)]
+struct Pending {
+    header: FrameHeader,
+    len: usize,
+    checks_utf8: bool,
     checked: usize,
 }
 
@@ -122,9 +131,12 @@ pub struct FrameReader {
     deflate: bool,
     /// Bytes of frames not complete yet; empty (no allocation) otherwise.
     buf: BytesMut,
-    /// The header of the frame being read, once parsed.
-    header: Option<(FrameHeader, usize)>,
+    /// The frame being read, once its header is parsed.
+    pending: Option<Pending>,
     partial: Option<Partial>,
+    /// The UTF-8 check of the uncompressed text message being read, fed as
+    /// its bytes arrive (so that invalid text fails inside a frame).
+    utf8: Utf8Stream,
     /// A close was read: nothing may follow.
     closed: bool,
     /// The error the reader failed with: returned again by every read.
@@ -138,8 +150,9 @@ impl FrameReader {
             limits,
             deflate: false,
             buf: BytesMut::new(),
-            header: None,
+            pending: None,
             partial: None,
+            utf8: Utf8Stream::default(),
             closed: false,
             failed: None,
         }
@@ -206,7 +219,7 @@ impl FrameReader {
             }
             return Err(ReadError::Protocol("frame received after a close"));
         }
-        if self.header.is_none() {
+        if self.pending.is_none() {
             let mut cursor = Cursor::new(&self.buf[..]);
             let parsed = FrameHeader::parse(&mut cursor)
                 .map_err(|_| ReadError::Protocol("invalid opcode"))?;
@@ -221,27 +234,76 @@ impl FrameReader {
             if len > limit {
                 return Err(ReadError::TooBig { size: len, limit });
             }
-            self.header = Some((header, len));
+            let checks_utf8 = self.checks_utf8(&header, len);
+            if checks_utf8 && header.opcode == OpCode::Data(Data::Text) {
+                self.utf8 = Utf8Stream::default();
+            }
+            self.pending = Some(Pending {
+                header,
+                len,
+                checks_utf8,
+                checked: 0,
+            });
         }
-        let Some((_, len)) = &self.header else {
+        let Some(pending) = &mut self.pending else {
             return Ok(None);
         };
-        if self.buf.len() < *len {
+        if pending.checks_utf8 {
+            // Unmask and check what arrived of the payload so far.
+            let arrived = self.buf.len().min(pending.len);
+            let fresh = &mut self.buf[pending.checked..arrived];
+            if let Some(mask) = pending.header.mask {
+                apply_mask(fresh, mask, pending.checked);
+            }
+            pending.checked = arrived;
+            self.utf8.feed(fresh).map_err(|_| ReadError::InvalidUtf8)?;
+        }
+        if self.buf.len() < pending.len {
             return Ok(None);
         }
-        // Checked just above: a header is set.
-        let Some((mut header, len)) = self.header.take() else {
+        // Checked just above: a frame is pending.
+        let Some(Pending {
+            mut header,
+            len,
+            checked,
+            ..
+        }) = self.pending.take()
+        else {
             return Ok(None);
         };
         let mut payload = self.buf.split_to(len);
         match (self.role, header.mask.take()) {
-            (Role::Server, Some(mask)) => apply_mask(&mut payload, mask),
+            (Role::Server, Some(mask)) => apply_mask(&mut payload[checked..], mask, checked),
             (Role::Server, None) => {
                 return Err(ReadError::Protocol("unmasked frame from a client"));
             }
             (Role::Client, mask) => header.mask = mask,
         }
         Ok(Some((header, payload)))
+    }
+
+    /// Whether a frame's payload is checked as UTF-8 while it arrives: an
+    /// uncompressed text frame that [`on_frame`](Self::on_frame) will take
+    /// once complete, but for its UTF-8. Only then may invalid text fail
+    /// the connection before the frame's end: for a frame refused anyway
+    /// the reason must stay the one tungstenite gives (protocol, size),
+    /// which it finds at the frame's end.
+    fn checks_utf8(&self, header: &FrameHeader, len: usize) -> bool {
+        let masked_right = match self.role {
+            Role::Server => header.mask.is_some(),
+            Role::Client => header.mask.is_none(),
+        };
+        let fits = |size: usize| {
+            size <= self.limits.max_message_size && len <= self.limits.max_message_size - size
+        };
+        let continues_text = match (header.opcode, &self.partial) {
+            (OpCode::Data(Data::Text), None) => fits(0),
+            (OpCode::Data(Data::Continue), Some(partial)) => {
+                partial.text && !partial.compressed && fits(partial.data.len())
+            }
+            _ => false,
+        };
+        continues_text && masked_right && !header.rsv1 && !header.rsv2 && !header.rsv3
     }
 
     /// Applies the message rules to one frame: a complete message or
@@ -311,7 +373,6 @@ impl FrameReader {
                             let partial = Partial {
                                 text,
                                 compressed,
-                                checked: if compressed { 0 } else { payload.len() },
                                 data: payload,
                             };
                             self.complete(partial).map(Some)
@@ -320,7 +381,6 @@ impl FrameReader {
                                 text,
                                 compressed,
                                 data: BytesMut::new(),
-                                checked: 0,
                             };
                             extend(&mut partial, &payload, limit)?;
                             self.partial = Some(partial);
@@ -335,6 +395,10 @@ impl FrameReader {
 
     /// A message whose last frame arrived: inflated and checked.
     fn complete(&self, partial: Partial) -> Result<Incoming, ReadError> {
+        if partial.text && !partial.compressed && !self.utf8.is_whole() {
+            // Checked as it arrived, and valid so far: but cut short.
+            return Err(ReadError::InvalidUtf8);
+        }
         let data = if partial.compressed {
             Bytes::from(deflate::inflate(
                 &partial.data,
@@ -353,9 +417,8 @@ impl FrameReader {
     }
 }
 
-/// Adds a fragment to a message, refusing it past the size limit and, for
-/// uncompressed text, as soon as it holds invalid UTF-8 (as tungstenite
-/// does; an incomplete character at the end waits for the next fragment).
+/// Adds a fragment to a message, refusing it past the size limit (its
+/// UTF-8, for uncompressed text, was checked as it arrived).
 fn extend(partial: &mut Partial, fragment: &[u8], limit: usize) -> Result<(), ReadError> {
     let size = partial.data.len();
     if size > limit || fragment.len() > limit - size {
@@ -365,13 +428,6 @@ fn extend(partial: &mut Partial, fragment: &[u8], limit: usize) -> Result<(), Re
         });
     }
     partial.data.extend_from_slice(fragment);
-    if partial.text && !partial.compressed {
-        match std::str::from_utf8(&partial.data[partial.checked..]) {
-            Ok(_) => partial.checked = partial.data.len(),
-            Err(error) if error.error_len().is_none() => partial.checked += error.valid_up_to(),
-            Err(_) => return Err(ReadError::InvalidUtf8),
-        }
-    }
     Ok(())
 }
 
@@ -389,8 +445,11 @@ fn close_frame(payload: Bytes) -> Result<Option<CloseFrame>, ReadError> {
     }
 }
 
-/// Unmasks a client's payload in place (RFC 6455 section 5.3).
-fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
+/// Unmasks part of a client's payload in place (RFC 6455 section 5.3):
+/// `payload` starts `offset` bytes into the frame's payload.
+fn apply_mask(payload: &mut [u8], mask: [u8; 4], offset: usize) {
+    let mut mask = mask;
+    mask.rotate_left(offset % 4);
     let mut chunks = payload.chunks_exact_mut(4);
     let word = u32::from_ne_bytes(mask);
     for chunk in &mut chunks {
@@ -473,6 +532,52 @@ mod tests {
             let error = reader.read().expect_err("refused");
             assert_eq!(error.close_code(), code, "{error}");
         }
+    }
+
+    /// Autobahn 6.4.3 and 6.4.4: invalid text fails the connection as
+    /// soon as it arrives, before its frame (or fragment) is complete; a
+    /// character cut between reads is not invalid.
+    #[test]
+    fn invalid_text_fails_before_its_frame_is_complete() {
+        let mut text = "κόσμε".as_bytes().to_vec();
+        text.extend_from_slice(&[0xf4, 0x90, 0x80, 0x80]); // past U+10FFFF
+        text.extend_from_slice(b"-edited-");
+        for opcode in [0x81, 0x01] {
+            let frame = masked(opcode, &text);
+            let mut reader = FrameReader::new(Role::Server, LIMITS);
+            // Up to and including the first byte of the cut character.
+            reader.feed(&frame[..2 + 4 + 10 + 1]);
+            assert_eq!(reader.read(), Ok(None), "a cut character waits");
+            reader.feed(&frame[2 + 4 + 10 + 1..2 + 4 + 10 + 2]);
+            assert_eq!(
+                reader.read(),
+                Err(ReadError::InvalidUtf8),
+                "opcode {opcode:#x}"
+            );
+        }
+        // In a continuation frame too.
+        let mut reader = FrameReader::new(Role::Server, LIMITS);
+        reader.feed(&masked(0x01, "κό".as_bytes()));
+        assert_eq!(reader.read(), Ok(None));
+        let frame = masked(0x80, &text);
+        reader.feed(&frame[..2 + 4 + 12]);
+        assert_eq!(reader.read(), Err(ReadError::InvalidUtf8));
+    }
+
+    #[test]
+    fn a_frame_refused_for_its_size_is_refused_for_its_size_not_its_text() {
+        // 40 + 40 bytes over a 64-byte message limit: tungstenite says
+        // 1009 at the second frame's end, whatever its text; so do we.
+        let mut reader = FrameReader::new(Role::Server, LIMITS);
+        reader.feed(&masked(0x01, &[b'a'; 40]));
+        assert_eq!(reader.read(), Ok(None));
+        let mut second = vec![b'a'; 40];
+        second[0] = 0xff;
+        let frame = masked(0x80, &second);
+        reader.feed(&frame[..10]);
+        assert_eq!(reader.read(), Ok(None));
+        reader.feed(&frame[10..]);
+        assert_eq!(reader.read().unwrap_err().close_code(), 1009);
     }
 
     #[test]
