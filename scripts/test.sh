@@ -6,6 +6,7 @@
 #   scripts/test.sh            # everything
 #   SKIP_DEPLOY=1 scripts/test.sh   # skip the compose and k8s checks
 #   SKIP_FUZZ=1 scripts/test.sh     # skip the bounded fuzzing (FUZZ_SECONDS=60)
+#   SKIP_AUTOBAHN=1 scripts/test.sh # skip the Autobahn|Testsuite subset
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,17 @@ export REDIS_IMAGE="${REDIS_IMAGE:-local/redis:7}"
 
 step "cargo test (unit, integration, browser, examples build)"
 cargo test --all-targets --no-fail-fast
+
+# WebSocket conformance: a subset of Autobahn|Testsuite (a few minutes) on
+# the release binary; the whole suite is `scripts/autobahn.sh`.
+if [ "${SKIP_AUTOBAHN:-0}" = 1 ]; then
+  step "Autobahn|Testsuite subset: SKIPPED (SKIP_AUTOBAHN=1)"
+elif why=$(scripts/autobahn.sh --check-setup); then
+  step "Autobahn|Testsuite subset: scripts/autobahn.sh quick"
+  scripts/autobahn.sh quick
+else
+  step "Autobahn|Testsuite subset: SKIPPED, ${why#wstest cannot be set up: } (scripts/autobahn.sh --check-setup)"
+fi
 
 step "cargo test --doc (the examples in the API docs)"
 cargo test --doc
