@@ -4,7 +4,7 @@
     python3 scripts/config-table.py target/debug/groupcast > /tmp/table.md
 
 The help text is the source of truth (clap builds it from src/cli.rs);
-`tests/docs.rs` fails when a flag is missing from the README.
+`tests/node/docs.rs` fails when a flag is missing from the README.
 """
 import re
 import subprocess

@@ -12,7 +12,7 @@
 #
 # Inputs: fuzz/seeds/<target> (kept in git) and fuzz/regressions/<target>
 # (every input that ever crashed, kept in git and replayed by
-# `cargo test --test fuzz_regressions`); new coverage goes to
+# `cargo test --test wire fuzz_regressions::`); new coverage goes to
 # fuzz/corpus/<target> (not kept). A crashing input is copied into
 # fuzz/regressions/<target>/ so that, once fixed, it stays a test.
 set -euo pipefail

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond cargo:
 #  * Debian's headless Chromium and its WebDriver, chromedriver (the browser
-#    tests, tests/browser.rs);
+#    tests, tests/browser/);
 #  * the Python `websockets` library (PyPI), pinned in
 #    tests/peers/requirements.txt, in a private venv at target/py-peers/
-#    (the independent permessage-deflate peer, tests/deflate_peers.rs); the
-#    system's Python is left as it is.
+#    (the independent permessage-deflate peer, tests/wire/deflate_peers.rs);
+#    the system's Python is left as it is.
 #
 #   scripts/install-test-deps.sh           # install what is missing
 #   scripts/install-test-deps.sh --check   # only report; exit 1 if missing

@@ -13,6 +13,10 @@
 //! * [`cluster`] — a Redis Cluster in one container;
 //! * [`sentinel`] — a primary, a replica and three Sentinels in one container;
 //! * [`silence`] — showing that something did *not* arrive.
+//!
+//! Each test binary (`tests/<binary>/main.rs`) includes this module with
+//! `#[path = "../common/mod.rs"] mod common;`; its files use it as
+//! `crate::common`. No binary uses all of it, hence the `allow` below.
 
 #![allow(dead_code)]
 

@@ -74,10 +74,12 @@ impl TestRedis {
     }
 
     /// One Redis for every test of this test binary that asks for it,
-    /// started on first use and removed when the binary exits. Only for
-    /// tests that do not interfere on it: their own group names and node
-    /// ids, no broadcast to all nodes, no cluster-wide views, and never
-    /// stop, restart or pause it.
+    /// started on first use and removed when the binary exits. A binary
+    /// holds several files' tests (`tests/node/`, `tests/cluster/`), and
+    /// they run concurrently: only for tests that do not interfere on it,
+    /// with group names and node ids no other test of the binary uses, no
+    /// broadcast to all nodes, no cluster-wide views, and never stop,
+    /// restart or pause it.
     pub fn shared() -> &'static TestRedis {
         static SHARED: OnceLock<TestRedis> = OnceLock::new();
         static ID: OnceLock<String> = OnceLock::new();

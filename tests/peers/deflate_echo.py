@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """An independent permessage-deflate peer for groupcast's regression tests
-(tests/deflate_peers.rs): the `websockets` library (PyPI) as the client.
+(tests/wire/deflate_peers.rs): the `websockets` library (PyPI) as the client.
 
     deflate_echo.py ws://127.0.0.1:PORT/ws/GROUP FIXTURES_DIR
 

@@ -7,12 +7,11 @@
 //! Tests that only publish to their own groups share one Redis; those that
 //! restart it start their own.
 
-mod common;
-
 use std::time::Duration;
 
-use common::redis::{TestRedis, fast_options};
-use common::{Client, TestServer, http, wait_until_async};
+use crate::common;
+use crate::common::redis::{TestRedis, fast_options};
+use crate::common::{Client, TestServer, http, wait_until_async};
 use groupcast::history::HistoryPolicy;
 use groupcast::{Config, Hub};
 use serde_json::Value;
@@ -760,7 +759,7 @@ async fn a_subscription_lost_before_the_first_live_message_is_a_gap_too() {
 /// client gets all 1,000, in order, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_clients_lose_nothing_across_a_rolling_restart() {
-    use common::node::NodeProcess;
+    use crate::common::node::NodeProcess;
     const CLIENTS: usize = 4;
     const TOTAL: u64 = 1000;
     const NAMES: [&str; 3] = ["hroll-a", "hroll-b", "hroll-c"];

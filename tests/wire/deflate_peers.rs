@@ -12,20 +12,19 @@
 //! every echo byte for byte. The compressor once ended before its sync
 //! flush was complete, and 18 of the 64 KiB and 128 KiB bitmap and PDF
 //! slices (those ending in a long incompressible run) came back shorter, or
-//! inflated to garbage; the raw clients of `tests/compression.rs` and the
-//! flate2 oracle of `tests/wire_differential.rs` never sent such a message.
+//! inflated to garbage; the raw clients of `tests/wire/compression.rs` and
+//! the flate2 oracle of `tests/wire/wire_differential.rs` never sent such
+//! a message.
 //!
 //! Needs the venv that `scripts/install-test-deps.sh` makes
 //! (`target/py-peers/`, with `websockets`); without it the test fails,
-//! saying so. Chromium as the peer is in `tests/browser.rs`.
-
-mod common;
+//! saying so. Chromium as the peer is in `tests/browser/browser.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use crate::common::TestServer;
 use groupcast::{Config, Hub};
 use serde_json::Value;
 

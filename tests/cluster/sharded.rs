@@ -13,15 +13,14 @@
 //! Each test has its own three containers (`REDIS_IMAGE=local/redis:7`
 //! where no registry is reachable), started at once.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::http::get_json;
-use common::node::NodeProcess;
-use common::redis::{fast_sharded, start_many, three_nodes_on, wait_subscribed};
-use common::silence::marker_is_next;
-use common::{Client, TestServer, wait_until, wait_until_async};
+use crate::common;
+use crate::common::http::get_json;
+use crate::common::node::NodeProcess;
+use crate::common::redis::{fast_sharded, start_many, three_nodes_on, wait_subscribed};
+use crate::common::silence::marker_is_next;
+use crate::common::{Client, TestServer, wait_until, wait_until_async};
 use groupcast::Config;
 use groupcast::backend::sharded::ShardedOptions;
 use groupcast::group::GroupName;

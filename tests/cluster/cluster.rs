@@ -14,19 +14,18 @@
 //! Two containers (`REDIS_CLUSTER_IMAGE`, default `local/redis-cluster:7`
 //! from `scripts/build-local-images.sh`), one per test, started at once.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::TestCluster;
-use common::http::get_json;
-use common::node::NodeProcess;
-use common::redis::{fast_options, three_nodes_on, wait_subscribed};
-use common::silence::marker_is_next;
-use common::{Client, TestServer, WAIT, wait_until, wait_until_async};
+use crate::common;
+use crate::common::cluster::TestCluster;
+use crate::common::http::get_json;
+use crate::common::node::NodeProcess;
+use crate::common::redis::{fast_options, three_nodes_on, wait_subscribed};
+use crate::common::silence::marker_is_next;
+use crate::common::{Client, TestServer, WAIT, wait_until, wait_until_async};
 use groupcast::Config;
 use groupcast::backend::cluster::ClusterOptions;
 use groupcast::backend::cluster::slot::slot;

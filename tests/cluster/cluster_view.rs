@@ -8,14 +8,12 @@
 //! Each test starts its own Redis (`REDIS_IMAGE=local/redis:7` where no
 //! registry is reachable): they count every node and channel on it.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::node::NodeProcess;
-use common::redis::{TestRedis, publish, three_nodes};
-use common::silence::{marker_is_next, quiet_after_marker};
-use common::{Client, http, wait_until_async};
+use crate::common::node::NodeProcess;
+use crate::common::redis::{TestRedis, publish, three_nodes};
+use crate::common::silence::{marker_is_next, quiet_after_marker};
+use crate::common::{Client, http, wait_until_async};
 use serde_json::Value;
 
 /// The JSON answer of `GET url`.

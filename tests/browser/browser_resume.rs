@@ -14,14 +14,13 @@
 //! Needs Chromium and chromedriver (see `tests/common/browser.rs`) and
 //! Docker for Redis (see `tests/common/redis.rs`).
 
-mod common;
-
 use std::time::Duration;
 
-use common::browser::{Chromedriver, wait_for_script};
-use common::node::NodeProcess;
-use common::redis::TestRedis;
-use common::{WAIT, wait_until_async};
+use crate::common;
+use crate::common::browser::{Chromedriver, wait_for_script};
+use crate::common::node::NodeProcess;
+use crate::common::redis::TestRedis;
+use crate::common::{WAIT, wait_until_async};
 use serde_json::{Value, json};
 use tokio::time::MissedTickBehavior;
 

@@ -10,19 +10,18 @@
 //! One container (`REDIS_SENTINEL_IMAGE`, default `local/redis-sentinel:7`
 //! from `scripts/build-local-images.sh`).
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::http::get_json;
-use common::node::NodeProcess;
-use common::redis::{fast_options, three_nodes_on, wait_subscribed};
-use common::sentinel::{MASTER, TestSentinel};
-use common::silence::marker_is_next;
-use common::{TestServer, wait_until_async};
+use crate::common;
+use crate::common::http::get_json;
+use crate::common::node::NodeProcess;
+use crate::common::redis::{fast_options, three_nodes_on, wait_subscribed};
+use crate::common::sentinel::{MASTER, TestSentinel};
+use crate::common::silence::marker_is_next;
+use crate::common::{TestServer, wait_until_async};
 use groupcast::Config;
 use groupcast::backend::sentinel::SentinelOptions;
 

@@ -8,12 +8,10 @@
 //! The limits that close a connection after the upgrade (message size,
 //! inbound rate) are in `close_codes.rs`.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::node::NodeProcess;
-use common::{Client, TestServer, WAIT, forwarding, http, wait_until};
+use crate::common::node::NodeProcess;
+use crate::common::{Client, TestServer, WAIT, forwarding, http, wait_until};
 use groupcast::{Config, Hub};
 use tokio_tungstenite::tungstenite;
 

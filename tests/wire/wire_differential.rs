@@ -27,9 +27,6 @@
 //! refuse), and a 64-bit length with its top bit set is refused by the
 //! frame size limit (1009).
 
-#[path = "../fuzz/wire.rs"]
-mod wire;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -43,7 +40,9 @@ use tungstenite::protocol::frame::coding::{CloseCode, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame, FrameHeader};
 use tungstenite::protocol::{Role as TRole, WebSocket, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
-use wire::{End, Got, Sent};
+
+use crate::checks::wire;
+use crate::checks::wire::{End, Got, Sent};
 
 // ----- building what a client sends --------------------------------------------
 

@@ -15,12 +15,10 @@
 //! where no registry is reachable): they broadcast to every node, so they
 //! cannot share one.
 
-mod common;
-
-use common::node::NodeProcess;
-use common::redis::{TestRedis, publish, three_nodes, wait_subscribed};
-use common::silence::{marker_is_next, quiet_after_marker};
-use common::{
+use crate::common::node::NodeProcess;
+use crate::common::redis::{TestRedis, publish, three_nodes, wait_subscribed};
+use crate::common::silence::{marker_is_next, quiet_after_marker};
+use crate::common::{
     Client, Peer, TestServer, announcing_ids, connect_peer, http, wait_until, wait_until_async,
 };
 use futures_util::SinkExt;

@@ -5,13 +5,11 @@
 //! The compressing clients here are raw TCP clients reading with the
 //! library's own `wire::FrameReader` in the client role (tungstenite, the
 //! usual test client, cannot read compressed frames); the plain members are
-//! tungstenite clients. Chromium's side is in `tests/browser.rs`.
-
-mod common;
+//! tungstenite clients. Chromium's side is in `tests/browser/browser.rs`.
 
 use std::time::Duration;
 
-use common::{TestServer, WAIT, wait_until};
+use crate::common::{TestServer, WAIT, wait_until};
 use groupcast::wire::{FrameReader, Incoming, Limits, Role, deflate};
 use groupcast::{Config, GroupName, Hub};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -11,16 +11,14 @@
 //! Each cluster test starts its own Redis: `/api/workers` lists every
 //! lease on it, so they cannot share one.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::node::NodeProcess;
-use common::redis::{TestRedis, three_nodes};
-use common::{Client, TestServer, http, wait_until, wait_until_async};
+use crate::common::node::NodeProcess;
+use crate::common::redis::{TestRedis, three_nodes};
+use crate::common::{Client, TestServer, http, wait_until, wait_until_async};
 use groupcast::workers::ticker;
 use groupcast::{Hub, Worker, WorkerOptions};
 use serde_json::Value;

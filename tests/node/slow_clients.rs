@@ -8,14 +8,12 @@
 //!   policy catch a stalled client early;
 //! * a client that stops answering pings is closed after the pong wait.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Client, TestServer, WAIT, announcing_ids, connect_peer, http, wait_until};
+use crate::common::{Client, TestServer, WAIT, announcing_ids, connect_peer, http, wait_until};
 use futures_util::StreamExt;
 use groupcast::server::ServerOptions;
 use groupcast::{Config, Hub, Message, QueueFullPolicy, close_code};

@@ -3,7 +3,7 @@
 //! README's configuration table (regenerate it with
 //! `python3 scripts/config-table.py`).
 
-mod common;
+use crate::common;
 
 #[test]
 fn the_readme_documents_every_flag_and_variable() {

@@ -18,15 +18,13 @@
 //! node id and groups. The random inputs come from a seeded generator; the
 //! seed is printed, so a failure can be replayed (`BAD_INPUT_SEED=<seed>`).
 
-mod common;
-
 use std::net::SocketAddr;
 
+use crate::common::node::NodeProcess;
+use crate::common::redis::{TestRedis, fast_options, publish, wait_subscribed};
+use crate::common::silence::{marker_is_next, quiet_after_marker};
+use crate::common::{Client, TestServer, WAIT, http, wait_until_async};
 use bytes::Bytes;
-use common::node::NodeProcess;
-use common::redis::{TestRedis, fast_options, publish, wait_subscribed};
-use common::silence::{marker_is_next, quiet_after_marker};
-use common::{Client, TestServer, WAIT, http, wait_until_async};
 use groupcast::envelope::{self, Decoded, Envelope, FrameKind};
 use groupcast::server::ServerOptions;
 use groupcast::{Config, Hub, SessionId};

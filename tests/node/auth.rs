@@ -10,17 +10,16 @@
 //!
 //! Keys in `tests/fixtures/security/` are test-only (see its README).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::node::NodeProcess;
-use common::redis::{TestRedis, fast_options};
-use common::silence::marker_is_next;
-use common::{Client, Refused, TestServer, http as http_json, wait_until, wait_until_async};
+use crate::common;
+use crate::common::node::NodeProcess;
+use crate::common::redis::{TestRedis, fast_options};
+use crate::common::silence::marker_is_next;
+use crate::common::{Client, Refused, TestServer, http as http_json, wait_until, wait_until_async};
 use futures_util::SinkExt;
 use groupcast::auth::{
     ApiKeys, ClientAuth, CorsPolicy, GroupPatterns, KeySet, OriginPolicy, TokenClaims,

@@ -11,13 +11,11 @@
 //! 1001 in `drain.rs`, 1008 for a publish without permission and
 //! 4001/4003 (token expiry, bad refresh) in `auth.rs`.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::silence::marker_is_next;
-use common::{TestServer, forwarding, wait_until};
+use crate::common::silence::marker_is_next;
+use crate::common::{TestServer, forwarding, wait_until};
 use futures_util::SinkExt;
 use groupcast::{Config, Hub, SessionError, close_code};
 use parking_lot::Mutex;

@@ -5,13 +5,11 @@
 //! Needs Debian's `chromium` and `chromium-driver` packages (see
 //! `tests/common/browser.rs`, which starts them).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::browser::Chromedriver;
-use common::{TestServer, WAIT, wait_until};
+use crate::common::browser::Chromedriver;
+use crate::common::{TestServer, WAIT, wait_until};
 use fantoccini::wd::WindowHandle;
 use fantoccini::{Client as Browser, Locator};
 use groupcast::{GroupName, Hub, Message};
@@ -212,7 +210,7 @@ async fn the_js_client_is_served_as_a_module() {
         "content-type {content_type}"
     );
     let body = response.text().await.unwrap();
-    let file = include_str!("../clients/js/groupcast.js");
+    let file = include_str!("../../clients/js/groupcast.js");
     assert_eq!(body, file);
     assert!(body.contains("export class GroupcastClient"));
 }
@@ -222,7 +220,7 @@ async fn the_js_client_is_served_as_a_module() {
 /// each message is compressed once for both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_negotiates_compression_and_reads_every_compressed_message() {
-    use common::browser::wait_for_script;
+    use crate::common::browser::wait_for_script;
     let hub = Hub::builder()
         .config(groupcast::Config {
             compression: true,
@@ -307,11 +305,11 @@ async fn chromium_negotiates_compression_and_reads_every_compressed_message() {
 /// compresses and Chromium inflates; the page compares every echo byte for
 /// byte. The compressor once ended before its sync flush was complete, and
 /// some 64 KiB and 128 KiB slices came back shorter. The Python peer of
-/// `tests/deflate_peers.rs` does the same with fragmented messages too.
+/// `tests/wire/deflate_peers.rs` does the same with fragmented messages too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_gets_every_payload_back_byte_for_byte_through_compression() {
+    use crate::common::browser::wait_for_script_within;
     use base64::Engine as _;
-    use common::browser::wait_for_script_within;
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     const SIZES: [usize; 15] = [

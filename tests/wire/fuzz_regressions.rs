@@ -7,16 +7,15 @@
 //! `fuzz/regressions/<target>/`; fix the bug and keep the file.
 //!
 //! The seeds are written by the ignored test at the end:
-//! `cargo test --test fuzz_regressions -- --ignored write_seeds`.
-
-#[path = "../fuzz/checks.rs"]
-mod checks;
+//! `cargo test --test wire -- --ignored fuzz_regressions::write_seeds`.
 
 use std::path::{Path, PathBuf};
 
 use groupcast::KeyFilter;
 use groupcast::SessionId;
 use groupcast::envelope::{Envelope, FrameKind};
+
+use crate::checks;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")

@@ -6,12 +6,10 @@
 //! The cluster test starts its own Redis (`REDIS_IMAGE=local/redis:7`
 //! where no registry is reachable).
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::redis::{TestRedis, three_nodes, wait_subscribed};
-use common::{TestServer, WAIT, forwarding};
+use crate::common::redis::{TestRedis, three_nodes, wait_subscribed};
+use crate::common::{TestServer, WAIT, forwarding};
 use futures_util::{SinkExt, StreamExt};
 use groupcast::{Config, Hub};
 use tokio_tungstenite::tungstenite::Message as Ws;

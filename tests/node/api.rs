@@ -6,15 +6,13 @@
 //! Bad requests to the API are in `bad_input.rs`; the API key in
 //! `auth.rs`; the cluster-wide views in `cluster_view.rs`.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::http::{self, get_json, metric};
-use common::{Client, TestServer, connect_peer, wait_until, wait_until_async};
+use crate::common::http::{self, get_json, metric};
+use crate::common::{Client, TestServer, connect_peer, wait_until, wait_until_async};
 use groupcast::Hub;
 use serde_json::json;
 

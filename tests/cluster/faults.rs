@@ -19,15 +19,14 @@
 //!
 //! Run with `REDIS_IMAGE=local/redis:7` where no registry is reachable.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::node::NodeProcess;
-use common::redis::{TestRedis, fast_options, free_port, three_nodes, wait_subscribed};
-use common::{Client, TestServer, WAIT, http, wait_until, wait_until_async};
+use crate::common;
+use crate::common::node::NodeProcess;
+use crate::common::redis::{TestRedis, fast_options, free_port, three_nodes, wait_subscribed};
+use crate::common::{Client, TestServer, WAIT, http, wait_until, wait_until_async};
 use futures_util::StreamExt;
 use groupcast::backend::redis::{RedisBackend, RedisOptions};
 use groupcast::backend::{Backend, BackendContext, Channel, Inbound};

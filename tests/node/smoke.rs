@@ -1,8 +1,6 @@
 //! The shortest end-to-end path: connect, publish through the API, receive.
 
-mod common;
-
-use common::{TestServer, http};
+use crate::common::{TestServer, http};
 use groupcast::Hub;
 
 #[tokio::test]

@@ -8,12 +8,10 @@
 //! readiness drops at once, so the Service / load balancer stops sending
 //! new clients before anyone is disconnected.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::node::NodeProcess;
-use common::{Client, WAIT, http, wait_until_async};
+use crate::common::node::NodeProcess;
+use crate::common::{Client, WAIT, http, wait_until_async};
 use groupcast::close_code;
 
 const DRAIN: Duration = Duration::from_secs(3);

@@ -1,0 +1,14 @@
+//! Headless Chromium through chromedriver (`scripts/install-test-deps.sh`
+//! installs both): the demo page, the JS client, compression in the
+//! browser, and the JS client resuming across a killed node (which also
+//! needs Docker for Redis).
+//!
+//! One test binary for these files (one module each, tests named
+//! `module::test`), so that the suite links a few binaries instead of one
+//! per file.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod browser;
+mod browser_resume;

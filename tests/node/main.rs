@@ -1,0 +1,25 @@
+//! One node and its clients: delivery, order, limits, slow clients, bad
+//! input, the HTTP API, auth, drain, workers, and the README's settings.
+//! Most tests serve a hub in-process or spawn the binary with no Redis; a
+//! few show that the same rule holds across nodes and start their own
+//! Redis container, and `bad_input` publishes garbage on this binary's
+//! `TestRedis::shared()` one.
+//!
+//! One test binary for these files (one module each, tests named
+//! `module::test`), so that the suite links a few binaries instead of one
+//! per file.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod api;
+mod auth;
+mod bad_input;
+mod delivery;
+mod docs;
+mod drain;
+mod limits;
+mod order;
+mod slow_clients;
+mod smoke;
+mod workers;
