@@ -19,7 +19,7 @@ use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::AppState;
+use super::state::AppState;
 use crate::backend::NodeInfo;
 use crate::backend::history::{HistoryQuery, MAX_PAGE};
 use crate::backend::presence::{GroupTotal, group_totals};

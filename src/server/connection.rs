@@ -27,18 +27,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::error::SessionError;
-use crate::outbound::{Batch, CloseReason, Compression, Queued, SPARE_CAPACITY, close_code};
+use crate::outbound::{Batch, Compression, Queued, SPARE_CAPACITY};
 use crate::poll_gate::PollGate;
 use crate::protocol::Offsets;
+use crate::wire::{CloseReason, MAX_READ_CHUNK, close_code};
 use crate::wire::{FrameReader, Incoming, ReadError, frame};
 use crate::{Hub, Session};
 
 /// After sending a close frame, how long to wait for the client's reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// The most bytes read from a socket at once (`Config::read_buffer_size`
-/// is capped to it): the read buffer lives on the stack, for one read.
-pub const MAX_READ_CHUNK: usize = 16 * 1024;
 
 /// The most frames handed to one `writev` (the kernel's `IOV_MAX` is
 /// 1024): the slices live on the stack, for one write.

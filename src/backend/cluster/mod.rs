@@ -52,12 +52,18 @@ use super::redis::publisher::{PublishQueue, Publisher};
 use super::redis::subscriber::{Command, LinkState};
 use super::redis::{Presence, RedisLeases, redact};
 use super::subscriptions::Subscriptions;
-use super::{
-    Backend, BackendContext, BackendStatus, BoxFuture, Channel, HistoryPage, HistoryQuery,
-    IntoBackend, NodeInfo, PublishAck,
-};
+use crate::backend::error::BackendError;
+use crate::backend::future::BoxFuture;
+use crate::backend::history::HistoryPage;
+use crate::backend::history::HistoryQuery;
+use crate::backend::inbound::Channel;
+use crate::backend::presence::NodeInfo;
+use crate::backend::publish::PublishAck;
+use crate::backend::seam::Backend;
+use crate::backend::seam::BackendContext;
+use crate::backend::seam::IntoBackend;
+use crate::backend::status::BackendStatus;
 use crate::backoff::Backoff;
-use crate::error::BackendError;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
 

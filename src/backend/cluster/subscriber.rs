@@ -46,13 +46,14 @@ use tracing::Instrument;
 use super::slot::slot;
 use super::topology::{NodeAddr, SlotMap, node_info, read_slot_map};
 use crate::backend::channels::ChannelNames;
+use crate::backend::error::BackendError;
+use crate::backend::inbound::Inbox;
 use crate::backend::redis::errors::is_server_error;
 use crate::backend::redis::subscriber::inbound_of;
 use crate::backend::redis::subscriber::{Command, LinkState};
+use crate::backend::status::ConnectionStatus;
 use crate::backend::subscriptions::{Change, Subscriptions};
-use crate::backend::{ConnectionStatus, Inbox};
 use crate::backoff::Backoff;
-use crate::error::BackendError;
 
 /// What `status()` shows per primary connection, written by the
 /// subscriber.

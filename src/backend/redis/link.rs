@@ -24,10 +24,13 @@ use super::publisher::{PublishQueue, Publisher};
 use super::subscriber::{Command, LinkSnapshot, LinkState, Subscriber, SubscriberSettings};
 use super::target::{Server, Target};
 use crate::backend::channels::ChannelNames;
+use crate::backend::error::BackendError;
+use crate::backend::inbound::Channel;
+use crate::backend::publish::PublishAck;
+use crate::backend::seam::BackendContext;
+use crate::backend::status::ConnectionStatus;
 use crate::backend::subscriptions::Subscriptions;
-use crate::backend::{BackendContext, Channel, ConnectionStatus, PublishAck};
 use crate::backoff::Backoff;
-use crate::error::BackendError;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
 

@@ -31,7 +31,7 @@ use tokio::time::timeout;
 use super::errors::{command_error, pool_error};
 use super::options::{RedisOptions, redact};
 use super::target::Target;
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
 
 /// A pool plus the command timeout every use of it runs under.
 #[derive(Clone)]

@@ -44,10 +44,12 @@ use super::errors::{command_error, is_auth_error, is_server_error};
 use super::history::split_positioned;
 use super::target::Target;
 use crate::backend::channels::ChannelNames;
+use crate::backend::error::BackendError;
+use crate::backend::inbound::Channel;
+use crate::backend::inbound::Inbound;
+use crate::backend::inbound::Inbox;
 use crate::backend::subscriptions::{Change, Subscriptions};
-use crate::backend::{Channel, Inbound, Inbox};
 use crate::backoff::Backoff;
-use crate::error::BackendError;
 use crate::group::GroupName;
 use crate::metrics::Metrics;
 

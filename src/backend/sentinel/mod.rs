@@ -26,8 +26,10 @@ use tracing::Instrument;
 use self::watcher::Watcher;
 use super::redis::target::Target;
 use super::redis::{LinkStart, Presence, RedisBackend, RedisLeases, RedisLink};
-use super::{Backend, BackendContext, IntoBackend};
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
+use crate::backend::seam::Backend;
+use crate::backend::seam::BackendContext;
+use crate::backend::seam::IntoBackend;
 
 impl IntoBackend for SentinelOptions {
     /// Validates the options and starts the tasks. Returns at once; the

@@ -16,10 +16,10 @@ use tokio::time::{MissedTickBehavior, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::cluster::topology::node_info;
+use crate::backend::error::BackendError;
 use crate::backend::redis::pool::RedisPool;
 use crate::backend::redis::target::{Server, Target};
 use crate::backend::redis::{RedisOptions, command_error, redact};
-use crate::error::BackendError;
 
 /// What the watcher needs.
 pub(crate) struct Watcher {
