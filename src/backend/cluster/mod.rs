@@ -47,9 +47,10 @@ use self::subscriber::{ClusterSubscriber, ClusterSubscriberSettings, PrimaryConn
 use super::channels::ChannelNames;
 use super::leases::LeaseStore;
 use super::redis::history::RedisHistory;
+use super::redis::link_state::LinkState;
 use super::redis::pool::RedisPool;
 use super::redis::publisher::{PublishQueue, Publisher};
-use super::redis::subscriber::{Command, LinkState};
+use super::redis::subscriber::Command;
 use super::redis::{Presence, RedisLeases, redact};
 use super::subscriptions::Subscriptions;
 use crate::backend::error::BackendError;

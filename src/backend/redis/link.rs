@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::history::RedisHistory;
+use super::link_state::{LinkSnapshot, LinkState};
 use super::options::{RedisOptions, redact};
 use super::pool::RedisPool;
 use super::publisher::{PublishQueue, Publisher};
-use super::subscriber::{Command, LinkSnapshot, LinkState, Subscriber, SubscriberSettings};
+use super::subscriber::{Command, Subscriber, SubscriberSettings};
 use super::target::{Server, Target};
 use crate::backend::channels::ChannelNames;
 use crate::backend::error::BackendError;

@@ -28,8 +28,10 @@
 pub(crate) mod errors;
 pub mod function;
 pub(crate) mod history;
+pub(crate) mod inbound;
 mod leases;
 pub(crate) mod link;
+pub(crate) mod link_state;
 pub(crate) mod options;
 pub(crate) mod pool;
 mod presence;
