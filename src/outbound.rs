@@ -56,14 +56,14 @@ struct Outgoing {
     /// Already a `groupcast.v1` protocol frame (welcome, reset): sent as
     /// it is, never wrapped.
     protocol: bool,
-    frames: Frames,
+    frames: EncodedFrames,
 }
 
 /// The WebSocket frames of one message: plain (raw clients) and as a
 /// `groupcast.v1` message frame, each uncompressed and compressed
 /// (`None` when compressing does not make it smaller).
 #[derive(Debug, Default)]
-struct Frames {
+struct EncodedFrames {
     raw: OnceLock<Bytes>,
     raw_deflated: OnceLock<Option<Bytes>>,
     v1: OnceLock<Bytes>,
@@ -76,7 +76,7 @@ impl Queued {
             message,
             stamp,
             protocol: false,
-            frames: Frames::default(),
+            frames: EncodedFrames::default(),
         }))
     }
 
@@ -86,7 +86,7 @@ impl Queued {
             message: Message::text(text),
             stamp: None,
             protocol: true,
-            frames: Frames::default(),
+            frames: EncodedFrames::default(),
         }))
     }
 

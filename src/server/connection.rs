@@ -427,13 +427,13 @@ fn poll_read_into<S: AsyncRead + Unpin>(
 }
 
 /// The frames of one write, read in place.
-trait Frames {
+trait WriteFrames {
     fn count(&self) -> usize;
     fn frame(&self, index: usize) -> &[u8];
 }
 
 /// Control frames, built for the write.
-impl Frames for [Bytes] {
+impl WriteFrames for [Bytes] {
     fn count(&self) -> usize {
         self.len()
     }
@@ -451,7 +451,7 @@ struct BatchFrames<'a> {
     close: Option<&'a Bytes>,
 }
 
-impl Frames for BatchFrames<'_> {
+impl WriteFrames for BatchFrames<'_> {
     fn count(&self) -> usize {
         self.batch.len() + usize::from(self.close.is_some())
     }
@@ -467,7 +467,7 @@ impl Frames for BatchFrames<'_> {
 
 /// Writes `frames` with as few vectored writes as the socket allows,
 /// failing past `limit` (counted).
-async fn write_frames<S: AsyncWrite + Unpin, F: Frames + ?Sized>(
+async fn write_frames<S: AsyncWrite + Unpin, F: WriteFrames + ?Sized>(
     io: &mut S,
     hub: &Hub,
     frames: &F,
@@ -497,7 +497,7 @@ struct Progress {
 /// Writes `frames` from where `sent` stands, up to [`MAX_SLICES`] per
 /// vectored write (one frame: a plain write), until all are written or
 /// the socket is full.
-fn poll_write_frames<S: AsyncWrite + Unpin, F: Frames + ?Sized>(
+fn poll_write_frames<S: AsyncWrite + Unpin, F: WriteFrames + ?Sized>(
     io: &mut S,
     cx: &mut Context<'_>,
     frames: &F,

@@ -50,7 +50,7 @@ use super::redis::history::RedisHistory;
 use super::redis::link_state::LinkState;
 use super::redis::pool::RedisPool;
 use super::redis::publisher::{PublishQueue, Publisher};
-use super::redis::subscriber::Command;
+use super::redis::subscriber::SubscriptionCommand;
 use super::redis::{Presence, RedisLeases, redact};
 use super::subscriptions::Subscriptions;
 use crate::backend::error::BackendError;
@@ -82,7 +82,7 @@ pub struct ClusterBackend {
     names: ChannelNames,
     state: Arc<LinkState>,
     primaries: Arc<PrimaryConnections>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<SubscriptionCommand>,
     publishes: PublishQueue,
     pool: RedisPool,
     presence: Arc<Presence>,
@@ -241,11 +241,15 @@ impl Backend for ClusterBackend {
     }
 
     fn subscribe(&self, group: &GroupName) {
-        let _ = self.commands.send(Command::Subscribe(group.clone()));
+        let _ = self
+            .commands
+            .send(SubscriptionCommand::Subscribe(group.clone()));
     }
 
     fn unsubscribe(&self, group: &GroupName) {
-        let _ = self.commands.send(Command::Unsubscribe(group.clone()));
+        let _ = self
+            .commands
+            .send(SubscriptionCommand::Unsubscribe(group.clone()));
     }
 
     fn subscribed<'a>(&'a self, group: &'a GroupName) -> BoxFuture<'a, Result<(), BackendError>> {

@@ -51,7 +51,7 @@ use crate::backend::inbound::Inbox;
 use crate::backend::redis::errors::is_server_error;
 use crate::backend::redis::inbound::inbound_of;
 use crate::backend::redis::link_state::LinkState;
-use crate::backend::redis::subscriber::Command;
+use crate::backend::redis::subscriber::SubscriptionCommand;
 use crate::backend::status::ConnectionStatus;
 use crate::backend::subscriptions::{Change, Subscriptions};
 use crate::backoff::Backoff;
@@ -101,7 +101,7 @@ pub(crate) struct ClusterSubscriber {
     pub inbox: Inbox,
     pub state: Arc<LinkState>,
     pub primaries: Arc<PrimaryConnections>,
-    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub commands: mpsc::UnboundedReceiver<SubscriptionCommand>,
     pub cancel: CancellationToken,
     pub wake_presence: Arc<Notify>,
     pub wanted: Subscriptions,
@@ -264,13 +264,13 @@ impl ClusterSubscriber {
         .await
     }
 
-    fn on_command(&mut self, command: Command) -> Option<Change> {
+    fn on_command(&mut self, command: SubscriptionCommand) -> Option<Change> {
         match command {
-            Command::Subscribe(group) => {
+            SubscriptionCommand::Subscribe(group) => {
                 let channel = self.settings.names.group(&group);
                 self.wanted.join(channel, group)
             }
-            Command::Unsubscribe(group) => {
+            SubscriptionCommand::Unsubscribe(group) => {
                 let channel = self.settings.names.group(&group);
                 self.wanted.leave(channel, group)
             }

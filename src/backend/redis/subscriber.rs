@@ -40,7 +40,7 @@ use tracing::Instrument;
 use super::errors::{command_error, is_auth_error, is_server_error};
 use super::inbound::inbound_of;
 use super::link_state::LinkState;
-use super::target::Target;
+use super::target::CurrentServer;
 use crate::backend::channels::ChannelNames;
 use crate::backend::error::BackendError;
 use crate::backend::inbound::Inbox;
@@ -55,7 +55,7 @@ const MAX_DRAIN: usize = 256;
 // ----- the subscriber ---------------------------------------------------------
 
 /// What the hub asks of the subscriber.
-pub(crate) enum Command {
+pub(crate) enum SubscriptionCommand {
     /// A first local member joined `group` (the registry said so).
     Subscribe(GroupName),
     /// The last local member of `group` left.
@@ -65,7 +65,7 @@ pub(crate) enum Command {
 /// How the subscriber is set up.
 pub(crate) struct SubscriberSettings {
     /// The server: fixed, or followed through Sentinel.
-    pub target: Arc<Target>,
+    pub target: Arc<CurrentServer>,
     pub names: ChannelNames,
     pub command_timeout: Duration,
     pub health_interval: Duration,
@@ -83,7 +83,7 @@ pub(crate) struct Subscriber {
     pub inbox: Inbox,
     pub state: Arc<LinkState>,
     /// The hub's subscribe / unsubscribe calls.
-    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub commands: mpsc::UnboundedReceiver<SubscriptionCommand>,
     pub cancel: CancellationToken,
     /// Notified on every (re)connect, so presence is written at once (and
     /// the Redis Function loaded again).
@@ -95,13 +95,13 @@ pub(crate) struct Subscriber {
 }
 
 /// One live subscriber connection.
-struct Connection {
+struct SubscriberConnection {
     stream: PubSubStream,
     ops: mpsc::UnboundedSender<SinkOp>,
     worker: JoinHandle<BackendError>,
 }
 
-impl Connection {
+impl SubscriberConnection {
     fn send(&self, op: SinkOp) {
         // Fails only when the worker has ended; the subscriber is about to
         // learn that from the worker's join handle.
@@ -120,7 +120,7 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
+impl Drop for SubscriberConnection {
     fn drop(&mut self) {
         self.worker.abort();
     }
@@ -229,7 +229,7 @@ impl Subscriber {
     /// Opens the subscriber connection and subscribes the cluster channel
     /// and every wanted group channel. Returns once Redis confirmed them
     /// all.
-    async fn connect(&self) -> Result<(Connection, usize), BackendError> {
+    async fn connect(&self) -> Result<(SubscriberConnection, usize), BackendError> {
         let limit = self.settings.command_timeout;
         let server = self.settings.target.current().ok_or_else(|| {
             BackendError::Unavailable("the primary is not known yet (asking Sentinel)".into())
@@ -242,7 +242,7 @@ impl Subscriber {
         let (ops, ops_rx) = mpsc::unbounded_channel();
         let worker =
             tokio::spawn(sink_worker(sink, ops_rx, limit, self.state.clone()).in_current_span());
-        let mut connection = Connection {
+        let mut connection = SubscriberConnection {
             stream,
             ops,
             worker,
@@ -300,7 +300,7 @@ impl Subscriber {
 
     /// Reads messages, applies commands, pings, ends lingers — until the
     /// connection fails or the backend stops.
-    async fn serve(&mut self, connection: &mut Connection) -> Ended {
+    async fn serve(&mut self, connection: &mut SubscriberConnection) -> Ended {
         let every = self.settings.health_interval;
         let mut health = tokio::time::interval_at(Instant::now() + every, every);
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -355,13 +355,13 @@ impl Subscriber {
         }
     }
 
-    fn on_command(&mut self, command: Command) -> Option<Change> {
+    fn on_command(&mut self, command: SubscriptionCommand) -> Option<Change> {
         match command {
-            Command::Subscribe(group) => {
+            SubscriptionCommand::Subscribe(group) => {
                 let channel = self.settings.names.group(&group);
                 self.wanted.join(channel, group)
             }
-            Command::Unsubscribe(group) => {
+            SubscriptionCommand::Unsubscribe(group) => {
                 let channel = self.settings.names.group(&group);
                 self.wanted.leave(channel, group)
             }
