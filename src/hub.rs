@@ -228,7 +228,7 @@ pub struct Hub {
 }
 
 /// What a session asks of its hub; here rather than in `session.rs`, which
-/// sits below the hub and keeps only an opaque [`HubHandle`].
+/// sits below the hub and keeps only an opaque `HubHandle`.
 impl Session {
     /// Sends `message` to every other member of this session's group, on
     /// every node (melody's chat in one line). The same as

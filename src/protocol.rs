@@ -17,7 +17,7 @@
 //!
 //! Every other client (websocat, today's browsers) keeps getting the bare
 //! payloads. The message frame of a positioned message is built once and
-//! shared by every member's writer (see [`Stamp`]).
+//! shared by every member's writer (see `Stamp`).
 
 use base64::Engine;
 use serde::Serialize;
