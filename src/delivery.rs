@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::backend::{Channel, Inbound};
+use crate::backend::{BackendEvents, Channel, Inbound};
 use crate::broadcast::{Broadcast, Target};
 use crate::envelope::{self, Decoded};
 use crate::group::GroupName;
@@ -72,7 +72,7 @@ impl Delivery {
     }
 
     /// A message read from the backend: decode, skip our own, fan out.
-    pub(crate) fn on_inbound(&self, inbound: Inbound) {
+    fn on_inbound(&self, inbound: Inbound) {
         self.metrics.bus_received.inc();
         let Inbound {
             channel,
@@ -158,6 +158,13 @@ impl Delivery {
     fn invalid(&self, channel: &Channel, error: &dyn std::fmt::Display) {
         self.metrics.bus_invalid.inc();
         tracing::warn!(?channel, %error, "dropped an undecodable message from the backend");
+    }
+}
+
+/// The hub's handler of what the backend hears.
+impl BackendEvents for Delivery {
+    fn on_message(&self, inbound: Inbound) {
+        self.on_inbound(inbound);
     }
 }
 

@@ -176,11 +176,10 @@ impl HubBuilder {
             metrics.clone(),
             node_id.clone(),
         ));
-        let inbox_delivery = delivery.clone();
         let groups_registry = registry.clone();
         let context = BackendContext {
             node_id: node_id.clone(),
-            inbox: Arc::new(move |inbound| inbox_delivery.on_inbound(inbound)),
+            inbox: delivery.clone(),
             metrics: metrics.clone(),
             local_groups: Arc::new(move || groups_registry.groups()),
             history: self.config.history.clone(),

@@ -50,9 +50,25 @@ impl Inbound {
     }
 }
 
-/// Receives every message the backend reads, in the order it read them.
+/// What a backend hears, handed to the hub: one method per kind of event,
+/// so that each reaches the hub typed (centrifuge's `BrokerEventHandler`).
+/// Messages with their positions today; presence events and control
+/// commands are the methods to come.
 ///
-/// It must not block: the hub's implementation only pushes into session
-/// queues. Per-channel order is kept because a backend calls it from one
-/// task per connection.
-pub type Inbox = Arc<dyn Fn(Inbound) + Send + Sync>;
+/// No method may block: the hub's implementation only pushes into
+/// session queues. Per-channel order is kept because a backend calls it
+/// from one task per connection.
+pub trait BackendEvents: Send + Sync + 'static {
+    /// A message read on `inbound.channel`, in the order it was read.
+    fn on_message(&self, inbound: Inbound);
+}
+
+/// A closure is a handler of messages (tests, tools).
+impl<F: Fn(Inbound) + Send + Sync + 'static> BackendEvents for F {
+    fn on_message(&self, inbound: Inbound) {
+        self(inbound)
+    }
+}
+
+/// Where a backend sends what it hears.
+pub type Inbox = Arc<dyn BackendEvents>;

@@ -82,7 +82,7 @@ impl Backend for LocalBackend {
         let position = self
             .history
             .append(group, limits, payload, |position, payload| {
-                inbox(Inbound {
+                inbox.on_message(Inbound {
                     channel: Channel::Group(group.clone()),
                     payload,
                     position: Some(position),

@@ -52,7 +52,7 @@ pub(crate) mod subscriptions;
 pub use self::error::BackendError;
 pub use self::future::BoxFuture;
 pub use self::history::{HistoryEntry, HistoryPage, HistoryQuery};
-pub use self::inbound::{Channel, Inbound, Inbox, Position};
+pub use self::inbound::{BackendEvents, Channel, Inbound, Inbox, Position};
 pub use self::leases::{LeaseHolder, LeaseStore};
 pub use self::presence::{LocalGroups, NodeInfo};
 pub use self::publish::{PublishAck, Published};

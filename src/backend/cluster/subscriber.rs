@@ -563,7 +563,7 @@ impl ClusterSubscriber {
             &self.settings.names,
             &mut self.last_epoch,
         ) {
-            (self.inbox)(inbound);
+            self.inbox.on_message(inbound);
         }
     }
 }

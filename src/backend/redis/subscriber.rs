@@ -377,7 +377,7 @@ impl Subscriber {
             &self.settings.names,
             &mut self.last_epoch,
         ) {
-            (self.inbox)(inbound);
+            self.inbox.on_message(inbound);
         }
     }
 }
