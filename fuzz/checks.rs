@@ -282,17 +282,22 @@ pub fn deflate(data: &[u8]) {
     let roomy = deflate::compress_with(message, message.len() * 2 + 1024);
     let compressed = deflate::compress_with(message, capacity);
     match (&roomy, &compressed) {
+        // Until the first time the smaller buffer fills, both runs wrote
+        // the same bytes: it can only have filled, and the results differ,
+        // if it was no larger than the roomy stream with its tail.
         (Some(roomy), Some(small)) => {
             let extra = small.len().checked_sub(roomy.len());
             assert!(
-                extra.is_some_and(|extra| extra % 5 == 0 && (extra == 0 || capacity < small.len())),
+                extra.is_some_and(|extra| {
+                    extra % 5 == 0 && (extra == 0 || capacity <= roomy.len() + 4)
+                }),
                 "{} bytes with a first buffer of {capacity}, {} with room for all",
                 small.len(),
                 roomy.len()
             );
         }
-        (Some(_), None) => assert!(
-            capacity < message.len(),
+        (Some(roomy), None) => assert!(
+            capacity <= roomy.len() + 4,
             "not compressed with a first buffer of {capacity} that never filled"
         ),
         (None, Some(_)) => panic!("compressed only with a first buffer of {capacity}"),
