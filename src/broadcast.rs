@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::group::{GroupName, GroupNameError, IntoGroupName};
-use crate::session::{Session, SessionId};
+use crate::session_id::SessionId;
 
 /// The sessions a broadcast is addressed to, before `except` and `filter`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,12 +80,9 @@ impl KeyFilter {
         KeyFilter::Any(vec![self, other])
     }
 
-    /// Whether `session`'s keys match.
-    pub fn matches(&self, session: &Session) -> bool {
-        session.with_keys(|keys| self.matches_keys(keys))
-    }
-
-    fn matches_keys(&self, keys: &std::collections::HashMap<String, Value>) -> bool {
+    /// Whether a session with these keys matches (see also
+    /// `KeyFilter::matches`, with the session, in `session.rs`).
+    pub fn matches_keys(&self, keys: &std::collections::HashMap<String, Value>) -> bool {
         match self {
             KeyFilter::Equals { key, value } => keys.get(key) == Some(value),
             KeyFilter::Has { key } => keys.contains_key(key),
@@ -145,17 +142,6 @@ impl Broadcast {
     pub fn matching(mut self, filter: KeyFilter) -> Self {
         self.filter = Some(filter);
         self
-    }
-
-    /// Whether `session`, already addressed by the target, receives it.
-    pub(crate) fn admits(&self, session: &Session) -> bool {
-        if self.except.as_ref() == Some(session.id()) {
-            return false;
-        }
-        match &self.filter {
-            Some(filter) => filter.matches(session),
-            None => true,
-        }
     }
 }
 

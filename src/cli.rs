@@ -153,7 +153,7 @@ fn send_buffer_flag(size: Option<usize>) -> usize {
 pub struct Cli {
     /// Something other than serving.
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<CliCommand>,
 
     /// Address to listen on.
     // The binary's own default: the library has none (an application binds
@@ -522,7 +522,7 @@ impl Cli {
 
 /// What `groupcast` can do besides serving.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub enum CliCommand {
     /// Mint a client token (HS256) for development and print it.
     ///
     /// Example: `groupcast token --secret-file secret.txt --sub alice
@@ -1033,7 +1033,7 @@ mod tests {
             &urls.join(","),
         ])
         .unwrap();
-        let Some(Command::ShardOf(args)) = cli.command else {
+        let Some(CliCommand::ShardOf(args)) = cli.command else {
             panic!("not shard-of: {:?}", cli.command);
         };
         let group = GroupName::new("ticker_ws").unwrap();

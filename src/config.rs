@@ -247,10 +247,10 @@ impl Config {
         if self.read_buffer_size == 0 {
             return Err(ConfigError::Zero("read buffer size"));
         }
-        if self.read_buffer_size > crate::server::MAX_READ_CHUNK {
+        if self.read_buffer_size > crate::wire::MAX_READ_CHUNK {
             return Err(ConfigError::TooLarge {
                 name: "read buffer size",
-                max: crate::server::MAX_READ_CHUNK,
+                max: crate::wire::MAX_READ_CHUNK,
             });
         }
         Ok(())

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broadcast::KeyFilter;
 use crate::message::Message;
-use crate::session::SessionId;
+use crate::session_id::SessionId;
 
 /// The first three bytes of every envelope.
 pub const MAGIC: [u8; 3] = [0xC1, b'G', b'C'];

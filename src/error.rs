@@ -1,5 +1,6 @@
 //! The library's error types.
 
+pub use crate::backend::error::BackendError;
 use crate::config::ConfigError;
 use crate::envelope::EnvelopeError;
 use crate::group::GroupNameError;
@@ -21,27 +22,6 @@ pub enum HubError {
     /// A limit of the node (connections, groups) is reached.
     #[error(transparent)]
     Limit(#[from] LimitRejection),
-}
-
-/// What a backend (the link between nodes) can fail with.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BackendError {
-    #[error("invalid Redis URL: {0}")]
-    InvalidUrl(String),
-    #[error("Redis is not reachable: {0}")]
-    Unavailable(String),
-    #[error("Redis command failed: {0}")]
-    Command(String),
-    #[error("the backend is shut down")]
-    Closed,
-    #[error("invalid backend options: {0}")]
-    InvalidOptions(String),
-    #[error("the backend must be started inside a Tokio runtime")]
-    NoRuntime,
-    #[error("Redis did not answer within {0:?}")]
-    Timeout(std::time::Duration),
-    #[error("the Redis publish queue is full ({0} messages waiting)")]
-    QueueFull(usize),
 }
 
 /// Why a session's connection failed; passed to the error handler.
@@ -84,7 +64,7 @@ impl SessionError {
     /// The close code the client is sent for this error, if the socket can
     /// still take one.
     pub fn close_code(&self) -> Option<u16> {
-        use crate::outbound::close_code;
+        use crate::wire::close_code;
         match self {
             SessionError::MessageTooBig { .. } => Some(close_code::TOO_BIG),
             SessionError::InvalidUtf8 | SessionError::BadCompression(_) => {

@@ -22,8 +22,8 @@
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -33,22 +33,22 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use crate::auth::{Claims, ClientAuth};
 use crate::backend::local::Standalone;
 use crate::backend::{
-    Backend, BackendContext, BackendStatus, Channel, Inbound, IntoBackend, LeaseHolder, NodeInfo,
-    PublishAck,
+    Backend, BackendContext, BackendStatus, Channel, IntoBackend, LeaseHolder, NodeInfo, PublishAck,
 };
 use crate::broadcast::{Broadcast, Target};
 use crate::config::Config;
-use crate::envelope::{self, Decoded, Envelope, FrameKind};
+use crate::delivery::Delivery;
+use crate::envelope::{Envelope, FrameKind};
 use crate::error::{BackendError, HubError, SessionError};
 use crate::group::{GroupName, IntoGroupName};
 use crate::limits::{ConnectionLimiter, ConnectionPermit, LimitRejection};
 use crate::message::{Message, Utf8Bytes};
 use crate::metrics::Metrics;
-use crate::outbound::{Queued, Stamp};
+use crate::outbound::Queued;
 use crate::protocol::Protocol;
-use crate::registry::{Fanout, Registry};
+use crate::registry::Registry;
 use crate::selection::Selection;
-use crate::session::{Session, SessionId};
+use crate::session::{HubHandle, Session, SessionId};
 use crate::workers::{Worker, WorkerInfo, WorkerOptions, Workers};
 
 type SessionFn = Arc<dyn Fn(&Hub, &Session) + Send + Sync>;
@@ -171,17 +171,15 @@ impl HubBuilder {
         let node_id = self.node_id.unwrap_or_else(default_node_id);
         let registry = Arc::new(Registry::default());
         let metrics = Arc::new(Metrics::new());
-        let delivery = Arc::new(Delivery {
-            registry: registry.clone(),
-            metrics: metrics.clone(),
-            node_id: node_id.clone(),
-            offsets: Default::default(),
-        });
-        let inbox_delivery = delivery.clone();
+        let delivery = Arc::new(Delivery::new(
+            registry.clone(),
+            metrics.clone(),
+            node_id.clone(),
+        ));
         let groups_registry = registry.clone();
         let context = BackendContext {
             node_id: node_id.clone(),
-            inbox: Arc::new(move |inbound| inbox_delivery.on_inbound(inbound)),
+            inbox: delivery.clone(),
             metrics: metrics.clone(),
             local_groups: Arc::new(move || groups_registry.groups()),
             history: self.config.history.clone(),
@@ -228,14 +226,24 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
-/// A session's way back to its hub. Weak, because the hub (through its
-/// registry) owns the sessions.
-#[derive(Clone)]
-pub(crate) struct HubHandle(Weak<Inner>);
+/// What a session asks of its hub; here rather than in `session.rs`, which
+/// sits below the hub and keeps only an opaque `HubHandle`.
+impl Session {
+    /// Sends `message` to every other member of this session's group, on
+    /// every node (melody's chat in one line). The same as
+    /// `hub.to(session.group()).except(session.id()).send(message)`.
+    pub fn broadcast(&self, message: impl Into<Message>) -> Result<usize, HubError> {
+        self.hub()?.to(self.group()).except(self.id()).send(message)
+    }
 
-impl HubHandle {
-    pub(crate) fn upgrade(&self) -> Option<Hub> {
-        self.0.upgrade().map(|inner| Hub { inner })
+    /// The hub this session belongs to; fails once the hub is gone.
+    pub fn hub(&self) -> Result<Hub, HubError> {
+        self.hub_handle()
+            .0
+            .upgrade()
+            .and_then(|any| any.downcast::<Inner>().ok())
+            .map(|inner| Hub { inner })
+            .ok_or(HubError::ShuttingDown)
     }
 }
 
@@ -335,7 +343,8 @@ impl Hub {
         if self.is_shutting_down() {
             return Err(HubError::ShuttingDown);
         }
-        let handle = HubHandle(Arc::downgrade(&self.inner));
+        let inner: Arc<dyn std::any::Any + Send + Sync> = self.inner.clone();
+        let handle = HubHandle(Arc::downgrade(&inner));
         let session = Session::new(
             group,
             remote_addr,
@@ -636,169 +645,6 @@ impl Hub {
     pub(crate) fn count_incoming(&self, bytes: usize) {
         self.inner.metrics.messages_in.inc();
         self.inner.metrics.bytes_in.inc_by(bytes as u64);
-    }
-}
-
-/// Local fan-out, shared by the hub (its own broadcasts) and the backend's
-/// inbox (everyone else's). Holds no reference to the hub, so the backend
-/// can own one without a cycle.
-struct Delivery {
-    registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
-    node_id: String,
-    /// Where this node's live stream of each history group stands: the
-    /// last offset received (or the top a session's history read found,
-    /// before the first), to see the stream skip (messages lost while the
-    /// backend reconnected).
-    offsets: parking_lot::Mutex<std::collections::HashMap<GroupName, StreamPoint>>,
-}
-
-/// A point in a group's history: its epoch (`None`: no history was stored
-/// yet, so the first epoch to come starts after `offset`, which is 0) and
-/// an offset in it.
-type StreamPoint = (Option<Arc<str>>, u64);
-
-impl Delivery {
-    fn deliver(
-        &self,
-        broadcast: &Broadcast,
-        message: &Queued,
-        keep: &dyn Fn(&Session) -> bool,
-    ) -> Fanout {
-        let fanout = self.registry.fan_out(broadcast, message, keep);
-        let m = &self.metrics;
-        m.messages_out.inc_by(fanout.delivered as u64);
-        m.bytes_out
-            .inc_by((fanout.delivered * message.message().len()) as u64);
-        if fanout.overflowed > 0 {
-            m.queue_full_closes.inc_by(fanout.overflowed as u64);
-            tracing::warn!(
-                sessions = fanout.overflowed,
-                "closed slow clients with 1013: send queue full"
-            );
-        }
-        m.queue_drops.inc_by(fanout.dropped_oldest as u64);
-        fanout
-    }
-
-    /// A message read from the backend: decode, skip our own, fan out.
-    fn on_inbound(&self, inbound: Inbound) {
-        self.metrics.bus_received.inc();
-        let Inbound {
-            channel,
-            payload,
-            position,
-        } = inbound;
-        let (broadcast, message, origin) = match decode(channel.clone(), payload) {
-            Ok(decoded) => decoded,
-            Err(error) => return self.invalid(&channel, &error),
-        };
-        // A positioned message was not delivered when it was sent (history
-        // groups are delivered from the backend only, so that every member
-        // sees the same offsets in the same order): our own is delivered now.
-        if position.is_none() && origin.as_deref() == Some(self.node_id.as_str()) {
-            return; // delivered locally when it was sent
-        }
-        if let (Some(position), Target::Group(group)) = (&position, &broadcast.target) {
-            self.check_continuity(group, position);
-        }
-        let queued = Queued::new(message, position.map(|p| Stamp::new(p.offset, p.epoch)));
-        self.deliver(&broadcast, &queued, &|_| true);
-    }
-
-    /// Sees whether this node's live stream of `group` skipped offsets
-    /// since the last message (or changed epoch). If it did, the group's
-    /// `groupcast.v1` sessions are closed with `RESUME` *before* the new
-    /// message reaches them: they reconnect with the last offset they got,
-    /// and history gives them what this node missed. (Raw sessions cannot
-    /// resume; the gap is counted.)
-    fn check_continuity(&self, group: &GroupName, position: &crate::backend::Position) {
-        let broken = {
-            let mut offsets = self.offsets.lock();
-            let previous = offsets.insert(
-                group.clone(),
-                (Some(position.epoch.clone()), position.offset),
-            );
-            match previous {
-                None => false,
-                Some((epoch, last)) => {
-                    epoch.is_some_and(|epoch| epoch != position.epoch)
-                        || position.offset > last.saturating_add(1)
-                }
-            }
-        };
-        if broken {
-            self.metrics.history_gaps.inc();
-            let members = self.registry.members(group);
-            let resumable: Vec<_> = members
-                .iter()
-                .filter(|s| s.protocol() == Protocol::V1)
-                .collect();
-            tracing::warn!(%group, offset = position.offset, sessions = resumable.len(),
-                "this node's live stream skipped messages: groupcast.v1 sessions resume from history");
-            for session in resumable {
-                session.close(
-                    crate::close_code::RESUME,
-                    "messages were lost: resume with since",
-                );
-            }
-        }
-    }
-
-    /// Forgets `group`'s last offset (its subscription starts over).
-    fn forget(&self, group: &GroupName) {
-        self.offsets.lock().remove(group);
-    }
-
-    /// A session read `group`'s history while this node was subscribed,
-    /// and found it at `top` (in `epoch`). If nothing has arrived live
-    /// since the subscription began, that is where the live stream stands:
-    /// every later message must reach this node, so the first one that
-    /// skips past `top + 1` is a gap like any other. Without this, a
-    /// subscription lost before a group's first live message would lose
-    /// the messages published meanwhile unseen: there would be no last
-    /// offset to compare the next one with.
-    fn read_at(&self, group: &GroupName, epoch: Option<&str>, top: u64) {
-        self.offsets
-            .lock()
-            .entry(group.clone())
-            .or_insert_with(|| (epoch.map(Arc::from), top));
-    }
-
-    fn invalid(&self, channel: &Channel, error: &dyn std::fmt::Display) {
-        self.metrics.bus_invalid.inc();
-        tracing::warn!(?channel, %error, "dropped an undecodable message from the backend");
-    }
-}
-
-/// What a published payload on `channel` says: who receives it, the
-/// message, and the node that sent it (`None` for a raw payload).
-pub(crate) fn decode(
-    channel: Channel,
-    payload: Bytes,
-) -> Result<(Broadcast, Message, Option<String>), envelope::EnvelopeError> {
-    match envelope::decode(payload)? {
-        Decoded::Raw(raw) => {
-            let broadcast = match channel {
-                Channel::Group(group) => Broadcast::new(Target::Group(group)),
-                Channel::Cluster => Broadcast::all(),
-            };
-            Ok((broadcast, Message::from_raw(raw), None))
-        }
-        Decoded::Envelope(envelope) => {
-            let message = envelope.message()?;
-            let target = match (channel, envelope.sessions) {
-                (Channel::Group(group), _) => Target::Group(group),
-                (Channel::Cluster, Some(ids)) => Target::Sessions(ids),
-                (Channel::Cluster, None) => Target::All,
-            };
-            let broadcast = Broadcast {
-                target,
-                except: envelope.except,
-                filter: envelope.filter,
-            };
-            Ok((broadcast, message, Some(envelope.origin)))
-        }
     }
 }
 

@@ -5,24 +5,27 @@
 //! it, on every node of the cluster. Each node keeps only its own sessions
 //! and, in cluster mode, subscribes to one Redis channel per group it holds.
 //!
-//! The pieces, in the order data flows through them:
+//! What an application uses:
 //!
-//! * [`server`] — axum: upgrades `/ws/<group>`, runs one task per
-//!   connection (writes shared frames, reads client frames), serves the
-//!   HTTP API.
-//! * [`wire`] — WebSocket frames built once per broadcast, client frames
-//!   read strictly, permessage-deflate compressed once.
 //! * [`Hub`] — the façade: handlers, membership, sending
-//!   (`hub.to(group).except(id).send(msg)`, see [`Selection`]).
-//! * `registry` — this node's group → sessions map; fan-out pushes into
-//!   session queues and never awaits a socket.
-//! * [`Session`] — one connection: id, group, keys, bounded queue.
-//! * [`backend`] — the seam to other nodes (pub/sub, presence, leases):
-//!   [`backend::local::Standalone`] or [`backend::redis::RedisOptions`]
-//!   (one Redis).
-//! * [`envelope`] — the wire format on Redis.
+//!   (`hub.to(group).except(id).send(msg)`, see [`Selection`]), built with
+//!   a [`Config`] and a backend;
+//! * [`Session`] — one connection: id, group, keys, bounded queue;
+//! * [`Message`], [`Broadcast`] and [`KeyFilter`] — what is sent, to whom;
+//! * [`backend`] — the seam to other nodes and its settings:
+//!   [`backend::local::Standalone`], [`backend::redis::RedisOptions`] (one
+//!   Redis), [`backend::sharded::ShardedOptions`],
+//!   [`backend::cluster::ClusterOptions`], [`backend::sentinel::SentinelOptions`];
+//! * [`server`] — axum routers: `/ws/<group>`, the HTTP API, health;
+//! * [`workers`] — a task per group while it has members anywhere;
 //! * [`auth`] — who may connect to which group, publish, and call the API:
-//!   tokens, Origin allowlist, API keys (`docs/security.md`).
+//!   tokens, Origin allowlist, API keys (`docs/security.md`);
+//! * [`history`] — which groups keep history, for resuming.
+//!
+//! The wire formats (`wire`: WebSocket frames, permessage-deflate;
+//! `envelope`: the format on Redis) and the resume internals are public
+//! for the tests, fuzz targets and load tool only, and hidden from these
+//! docs.
 //!
 //! See `docs/architecture.md` for the why.
 
@@ -31,6 +34,11 @@ pub mod backend;
 mod backoff;
 pub mod broadcast;
 pub mod config;
+mod delivery;
+// The wire formats: public so that the tests, the fuzz targets and the load
+// tool run the very code the server runs, but not part of the documented
+// API (an application never needs them).
+#[doc(hidden)]
 pub mod envelope;
 mod error;
 pub mod group;
@@ -44,10 +52,13 @@ mod outbound;
 mod poll_gate;
 pub mod protocol;
 mod registry;
+#[doc(hidden)]
 pub mod resume;
 mod selection;
 pub mod server;
 mod session;
+mod session_id;
+#[doc(hidden)]
 pub mod wire;
 pub mod workers;
 
@@ -59,7 +70,7 @@ pub use group::{GroupName, GroupNameError, IntoGroupName};
 pub use hub::{GroupInfo, Hub, HubBuilder};
 pub use limits::LimitRejection;
 pub use message::{Message, Utf8Bytes};
-pub use outbound::{CloseReason, close_code};
 pub use selection::{Selection, Sent};
 pub use session::{Session, SessionId};
+pub use wire::{CloseReason, close_code};
 pub use workers::{Worker, WorkerContext, WorkerInfo, WorkerOptions};

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Command, LogFormat, TokenArgs};
+use cli::{Cli, CliCommand, LogFormat, TokenArgs};
 use groupcast::Hub;
 use groupcast::server;
 use tokio::net::TcpListener;
@@ -17,8 +17,8 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
-        Some(Command::Token(args)) => return mint_token(args),
-        Some(Command::ShardOf(args)) => {
+        Some(CliCommand::Token(args)) => return mint_token(args),
+        Some(CliCommand::ShardOf(args)) => {
             println!("{}", args.url().map_err(anyhow::Error::msg)?);
             return Ok(());
         }

@@ -9,7 +9,6 @@
 //! queued frames when the client is too slow to ever drain them. An empty
 //! `VecDeque` allocates nothing, so an idle session costs no buffer.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -22,57 +21,9 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::config::QueueFullPolicy;
 use crate::message::Message;
-use crate::protocol::Protocol;
-use crate::wire::{OpCode, deflate, frame};
-
-/// A WebSocket close code and reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseReason {
-    /// The close code (RFC 6455 section 7.4).
-    pub code: u16,
-    /// A short human-readable reason (at most 123 bytes on the wire).
-    pub reason: Cow<'static, str>,
-}
-
-impl CloseReason {
-    /// A close code and reason.
-    pub fn new(code: u16, reason: impl Into<Cow<'static, str>>) -> Self {
-        CloseReason {
-            code,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Close codes groupcast sends.
-pub mod close_code {
-    /// Normal closure.
-    pub const NORMAL: u16 = 1000;
-    /// The server is going away (shutdown, drain).
-    pub const GOING_AWAY: u16 = 1001;
-    /// The client broke the WebSocket protocol (RFC 6455).
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// A text frame was not valid UTF-8.
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    /// A policy was violated.
-    pub const POLICY: u16 = 1008;
-    /// A message was larger than the configured maximum.
-    pub const TOO_BIG: u16 = 1009;
-    /// The server hit an unexpected condition.
-    pub const INTERNAL: u16 = 1011;
-    /// Try again later: the client was too slow to keep up.
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// The connection's token expired and was not refreshed in time
-    /// (application range 4000-4999; "401" in the last digits). Reconnect
-    /// with a new token.
-    pub const TOKEN_EXPIRED: u16 = 4001;
-    /// A token refresh was refused: invalid token, another subject, or a
-    /// group the new token does not allow ("403").
-    pub const REFRESH_REJECTED: u16 = 4003;
-    /// Continuity lost: this node's live stream of the group skipped
-    /// offsets. Reconnect with `since`/`epoch` and history fills the gap.
-    pub const RESUME: u16 = 4010;
-}
+pub(crate) use crate::protocol::Stamp;
+use crate::protocol::{Protocol, Welcome};
+use crate::wire::{CloseReason, OpCode, close_code, deflate, frame};
 
 /// What happened to a pushed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,19 +36,6 @@ pub(crate) enum Pushed {
     Overflowed,
     /// The session is closing or closed; the message was discarded.
     Closed,
-}
-
-/// A message's place in its group's history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Stamp {
-    pub offset: u64,
-    pub epoch: Arc<str>,
-}
-
-impl Stamp {
-    pub(crate) fn new(offset: u64, epoch: Arc<str>) -> Self {
-        Stamp { offset, epoch }
-    }
 }
 
 /// One message in sessions' queues, shared by every member it goes to
@@ -118,14 +56,14 @@ struct Outgoing {
     /// Already a `groupcast.v1` protocol frame (welcome, reset): sent as
     /// it is, never wrapped.
     protocol: bool,
-    frames: Frames,
+    frames: EncodedFrames,
 }
 
 /// The WebSocket frames of one message: plain (raw clients) and as a
 /// `groupcast.v1` message frame, each uncompressed and compressed
 /// (`None` when compressing does not make it smaller).
 #[derive(Debug, Default)]
-struct Frames {
+struct EncodedFrames {
     raw: OnceLock<Bytes>,
     raw_deflated: OnceLock<Option<Bytes>>,
     v1: OnceLock<Bytes>,
@@ -138,7 +76,7 @@ impl Queued {
             message,
             stamp,
             protocol: false,
-            frames: Frames::default(),
+            frames: EncodedFrames::default(),
         }))
     }
 
@@ -148,8 +86,13 @@ impl Queued {
             message: Message::text(text),
             stamp: None,
             protocol: true,
-            frames: Frames::default(),
+            frames: EncodedFrames::default(),
         }))
+    }
+
+    /// A `groupcast.v1` welcome, as its session is sent it.
+    pub(crate) fn welcome(welcome: &Welcome) -> Self {
+        Queued::protocol(welcome.to_json())
     }
 
     pub(crate) fn message(&self) -> &Message {

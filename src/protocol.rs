@@ -17,13 +17,14 @@
 //!
 //! Every other client (websocat, today's browsers) keeps getting the bare
 //! payloads. The message frame of a positioned message is built once and
-//! shared by every member's writer (see `outbound::Stamp`).
+//! shared by every member's writer (see `Stamp`).
 
 use base64::Engine;
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use crate::message::{Message, Utf8Bytes};
-use crate::outbound::Queued;
 
 /// The subprotocol's name, as offered in `Sec-WebSocket-Protocol`.
 pub const V1: &str = "groupcast.v1";
@@ -78,8 +79,23 @@ fn to_json(value: &impl Serialize) -> String {
 }
 
 impl Welcome {
-    pub(crate) fn frame(&self) -> Queued {
-        Queued::protocol(to_json(self))
+    /// The frame's JSON text.
+    pub(crate) fn to_json(&self) -> String {
+        to_json(self)
+    }
+}
+
+/// A message's place in its group's history, as a `groupcast.v1` client
+/// is told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+}
+
+impl Stamp {
+    pub(crate) fn new(offset: u64, epoch: Arc<str>) -> Self {
+        Stamp { offset, epoch }
     }
 }
 
@@ -107,12 +123,12 @@ pub(crate) fn message_frame(message: &Message, position: Option<(u64, &str)>) ->
 /// `Delivery::check_continuity` in `hub.rs`.)
 #[derive(Debug, Default)]
 pub(crate) struct Offsets {
-    last: Option<(std::sync::Arc<str>, u64)>,
+    last: Option<(Arc<str>, u64)>,
 }
 
 impl Offsets {
     /// Whether `stamp` is news to this session (not a repeat).
-    pub(crate) fn is_new(&mut self, stamp: &crate::outbound::Stamp) -> bool {
+    pub(crate) fn is_new(&mut self, stamp: &Stamp) -> bool {
         if let Some((epoch, last)) = &mut self.last
             && **epoch == *stamp.epoch
         {
@@ -132,8 +148,7 @@ impl Offsets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::Stamp;
-    use std::sync::Arc;
+    use crate::outbound::Queued;
 
     #[test]
     fn positioned_messages_carry_offset_and_epoch() {
@@ -178,8 +193,8 @@ mod tests {
             offset: None,
             history: false,
             recovered: None,
-        }
-        .frame();
+        };
+        let welcome = Queued::welcome(&welcome);
         let frame = sent(Protocol::V1, &welcome);
         let json: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(json["type"], "welcome");

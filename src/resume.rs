@@ -25,9 +25,10 @@ use std::fmt;
 
 use crate::backend::Channel;
 use crate::backend::history::{HistoryPage, HistoryQuery, MAX_PAGE};
+use crate::delivery::decode;
 use crate::error::HubError;
 use crate::group::GroupName;
-use crate::hub::{Hub, decode};
+use crate::hub::Hub;
 use crate::message::Message;
 use crate::outbound::{Queued, Stamp};
 use crate::protocol::{Protocol, Welcome};
@@ -180,7 +181,7 @@ impl Hub {
         let mut front = Vec::with_capacity(backlog.len() + 1);
         let mut seen = None;
         if session.protocol() == Protocol::V1 {
-            front.push(welcome.frame());
+            front.push(Queued::welcome(&welcome));
             // The client starts from the welcome's top: what is queued live
             // up to it belongs before its join point.
             if let (Some(epoch), Some(top)) = (&welcome.epoch, welcome.offset) {

@@ -6,64 +6,32 @@
 //! attaches to it, and its outbound queue. It knows nothing of sockets: the
 //! server's writer task drains the queue (see `server/ws.rs`).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Claims;
+use crate::broadcast::{Broadcast, KeyFilter};
 use crate::config::Config;
-use crate::error::HubError;
 use crate::group::GroupName;
-use crate::hub::{Hub, HubHandle};
 use crate::message::Message;
-use crate::outbound::{CloseReason, Outbound, Pushed, Queued};
+use crate::outbound::{Outbound, Pushed, Queued};
 use crate::protocol::Protocol;
+pub use crate::session_id::SessionId;
+use crate::wire::CloseReason;
 
-/// A session's id: unique across the cluster (64 random bits, hex).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SessionId(Arc<str>);
-
-impl SessionId {
-    pub(crate) fn random() -> Self {
-        SessionId(Arc::from(format!("{:016x}", rand::random::<u64>())))
-    }
-
-    /// The id as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for SessionId {
-    fn from(s: &str) -> Self {
-        SessionId(Arc::from(s))
-    }
-}
-
-impl From<String> for SessionId {
-    fn from(s: String) -> Self {
-        SessionId(Arc::from(s))
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
+/// A session's way back to its hub: weak, because the hub (through its
+/// registry) owns the sessions; and opaque, because a session sits below
+/// the hub in the layers: `hub.rs` turns it back into a `Hub`
+/// (`Session::hub`), nothing else looks inside.
+#[derive(Clone)]
+pub(crate) struct HubHandle(pub(crate) Weak<dyn Any + Send + Sync>);
 
 /// A connected client. Clone it freely: clones share one connection.
 #[derive(Clone)]
@@ -195,16 +163,10 @@ impl Session {
         self.inner.outbound.push(message)
     }
 
-    /// Sends `message` to every other member of this session's group, on
-    /// every node (melody's chat in one line). The same as
-    /// `hub.to(session.group()).except(session.id()).send(message)`.
-    pub fn broadcast(&self, message: impl Into<Message>) -> Result<usize, HubError> {
-        self.hub()?.to(self.group()).except(self.id()).send(message)
-    }
-
-    /// The hub this session belongs to; fails once the hub is gone.
-    pub fn hub(&self) -> Result<Hub, HubError> {
-        self.inner.hub.upgrade().ok_or(HubError::ShuttingDown)
+    /// The way back to the hub (see `HubHandle`; `Session::hub` is in
+    /// `hub.rs`).
+    pub(crate) fn hub_handle(&self) -> &HubHandle {
+        &self.inner.hub
     }
 
     /// Closes the connection with a close code and reason (melody:
@@ -236,5 +198,27 @@ impl fmt::Debug for Session {
             .field("group", &self.inner.group)
             .field("remote_addr", &self.inner.remote_addr)
             .finish_non_exhaustive()
+    }
+}
+
+/// What a broadcast or a key filter makes of a live session: the plain
+/// data types (`broadcast.rs`) know keys, not sessions.
+impl KeyFilter {
+    /// Whether `session`'s keys match.
+    pub fn matches(&self, session: &Session) -> bool {
+        session.with_keys(|keys| self.matches_keys(keys))
+    }
+}
+
+impl Broadcast {
+    /// Whether `session`, already addressed by the target, receives it.
+    pub(crate) fn admits(&self, session: &Session) -> bool {
+        if self.except.as_ref() == Some(session.id()) {
+            return false;
+        }
+        match &self.filter {
+            Some(filter) => filter.matches(session),
+            None => true,
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! the rules (the cluster channel cannot collide with a group's) are
 //! checked once.
 
-use super::Channel;
+use crate::backend::inbound::Channel;
 use crate::group::GroupName;
 
 /// The default prefix of group channels.

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::BoxFuture;
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
+use crate::backend::future::BoxFuture;
 use crate::group::GroupName;
 
 /// Who holds a group's lease, as stored in it.

@@ -20,11 +20,19 @@ use super::channels::ChannelNames;
 use super::leases::{LeaseStore, LocalLeases};
 use super::memory_history::MemoryHistory;
 use super::subscriptions::Subscriptions;
-use super::{
-    Backend, BackendContext, BackendStatus, BoxFuture, Channel, HistoryPage, HistoryQuery, Inbound,
-    IntoBackend, NodeInfo, PublishAck, Published,
-};
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
+use crate::backend::future::BoxFuture;
+use crate::backend::history::HistoryPage;
+use crate::backend::history::HistoryQuery;
+use crate::backend::inbound::Channel;
+use crate::backend::inbound::Inbound;
+use crate::backend::presence::NodeInfo;
+use crate::backend::publish::PublishAck;
+use crate::backend::publish::Published;
+use crate::backend::seam::Backend;
+use crate::backend::seam::BackendContext;
+use crate::backend::seam::IntoBackend;
+use crate::backend::status::BackendStatus;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
 
@@ -74,7 +82,7 @@ impl Backend for LocalBackend {
         let position = self
             .history
             .append(group, limits, payload, |position, payload| {
-                inbox(Inbound {
+                inbox.on_message(Inbound {
                     channel: Channel::Group(group.clone()),
                     payload,
                     position: Some(position),

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::Position;
 use super::history::{HistoryEntry, HistoryPage, HistoryQuery, MAX_PAGE, new_epoch};
+use crate::backend::inbound::Position;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
 

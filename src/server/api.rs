@@ -19,7 +19,7 @@ use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::AppState;
+use super::state::AppState;
 use crate::backend::NodeInfo;
 use crate::backend::history::{HistoryQuery, MAX_PAGE};
 use crate::backend::presence::{GroupTotal, group_totals};
@@ -96,7 +96,7 @@ impl From<HubError> for ApiError {
 }
 
 #[derive(Serialize)]
-struct Published {
+struct PublishResponse {
     group: GroupName,
     /// Sessions on this node the message was queued for.
     delivered: usize,
@@ -116,7 +116,7 @@ async fn publish(
     Path(rest): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Published>, ApiError> {
+) -> Result<Json<PublishResponse>, ApiError> {
     let group = publish_group(&rest)?;
     let body = body.map_err(|rejection| {
         let status = rejection.status();
@@ -130,7 +130,7 @@ async fn publish(
     let message = message_from_body(&headers, body)?;
     let hub = &state.hub;
     let sent = hub.to(&group).publish(message).await?;
-    Ok(Json(Published {
+    Ok(Json(PublishResponse {
         group,
         delivered: sent.local,
         offset: sent.position.as_ref().map(|p| p.offset),

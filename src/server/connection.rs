@@ -27,18 +27,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::error::SessionError;
-use crate::outbound::{Batch, CloseReason, Compression, Queued, SPARE_CAPACITY, close_code};
+use crate::outbound::{Batch, Compression, Queued, SPARE_CAPACITY};
 use crate::poll_gate::PollGate;
 use crate::protocol::Offsets;
+use crate::wire::{CloseReason, MAX_READ_CHUNK, close_code};
 use crate::wire::{FrameReader, Incoming, ReadError, frame};
 use crate::{Hub, Session};
 
 /// After sending a close frame, how long to wait for the client's reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// The most bytes read from a socket at once (`Config::read_buffer_size`
-/// is capped to it): the read buffer lives on the stack, for one read.
-pub const MAX_READ_CHUNK: usize = 16 * 1024;
 
 /// The most frames handed to one `writev` (the kernel's `IOV_MAX` is
 /// 1024): the slices live on the stack, for one write.
@@ -430,13 +427,13 @@ fn poll_read_into<S: AsyncRead + Unpin>(
 }
 
 /// The frames of one write, read in place.
-trait Frames {
+trait WriteFrames {
     fn count(&self) -> usize;
     fn frame(&self, index: usize) -> &[u8];
 }
 
 /// Control frames, built for the write.
-impl Frames for [Bytes] {
+impl WriteFrames for [Bytes] {
     fn count(&self) -> usize {
         self.len()
     }
@@ -454,7 +451,7 @@ struct BatchFrames<'a> {
     close: Option<&'a Bytes>,
 }
 
-impl Frames for BatchFrames<'_> {
+impl WriteFrames for BatchFrames<'_> {
     fn count(&self) -> usize {
         self.batch.len() + usize::from(self.close.is_some())
     }
@@ -470,7 +467,7 @@ impl Frames for BatchFrames<'_> {
 
 /// Writes `frames` with as few vectored writes as the socket allows,
 /// failing past `limit` (counted).
-async fn write_frames<S: AsyncWrite + Unpin, F: Frames + ?Sized>(
+async fn write_frames<S: AsyncWrite + Unpin, F: WriteFrames + ?Sized>(
     io: &mut S,
     hub: &Hub,
     frames: &F,
@@ -500,7 +497,7 @@ struct Progress {
 /// Writes `frames` from where `sent` stands, up to [`MAX_SLICES`] per
 /// vectored write (one frame: a plain write), until all are written or
 /// the socket is full.
-fn poll_write_frames<S: AsyncWrite + Unpin, F: Frames + ?Sized>(
+fn poll_write_frames<S: AsyncWrite + Unpin, F: WriteFrames + ?Sized>(
     io: &mut S,
     cx: &mut Context<'_>,
     frames: &F,

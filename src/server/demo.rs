@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 
-use super::AppState;
+use super::state::AppState;
 
 const PAGE: &str = include_str!("demo.html");
 

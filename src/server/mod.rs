@@ -20,13 +20,15 @@ mod connection;
 mod demo;
 mod listen;
 mod ops;
+mod state;
 mod upgrade;
 mod ws;
 
+pub use crate::wire::MAX_READ_CHUNK;
 #[doc(hidden)]
 pub use api::parse_publish;
-pub use connection::MAX_READ_CHUNK;
 pub use listen::{ServeOptions, serve};
+use state::AppState;
 
 use std::sync::Arc;
 
@@ -64,16 +66,6 @@ impl Default for ServerOptions {
             health_endpoints: true,
         }
     }
-}
-
-/// Shared by every handler of the full router. Only the hub: every
-/// [`ServerOptions`] setting is applied when the router is built (which
-/// routes exist, which layers wrap them), and what a handler reports
-/// about the server's behaviour comes from the hub's [`Config`](crate::Config),
-/// which is what the hub applies.
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub hub: Hub,
 }
 
 /// Only the WebSocket endpoint, `GET /ws/{*group}`: merge it into your own

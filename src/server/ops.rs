@@ -9,8 +9,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 
-use super::AppState;
 use super::api::session_json;
+use super::state::AppState;
 
 /// Health, readiness and metrics: unauthenticated, for orchestrators and
 /// scrapers; on the main port or on the admin listener.

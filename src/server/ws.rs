@@ -25,9 +25,10 @@ use crate::config::ClientMessages;
 use crate::error::SessionError;
 use crate::group::GroupName;
 use crate::limits::{ConnectionPermit, LimitRejection, TokenBucket};
-use crate::outbound::{Compression, close_code};
+use crate::outbound::Compression;
 use crate::protocol::{self, Protocol};
 use crate::resume::Replay;
+use crate::wire::close_code;
 use crate::wire::{FrameReader, Incoming, Limits, Role, frame};
 use crate::{Hub, HubError, Message, Session};
 

@@ -16,10 +16,12 @@
 //! Public so that tests, fuzz targets and the load tool use the very code
 //! the server runs.
 
+pub mod close;
 pub mod deflate;
 pub mod frame;
 pub mod reader;
 pub mod utf8;
 
+pub use close::{CloseReason, close_code};
 pub use frame::OpCode;
-pub use reader::{CloseFrame, FrameReader, Incoming, Limits, ReadError, Role};
+pub use reader::{CloseFrame, FrameReader, Incoming, Limits, MAX_READ_CHUNK, ReadError, Role};

@@ -31,6 +31,10 @@ use super::deflate::{self, InflateError};
 use super::frame::MAX_CONTROL_PAYLOAD;
 use super::utf8::Utf8Stream;
 
+/// The most bytes read from a socket at once (`Config::read_buffer_size`
+/// is capped to it): the read buffer lives on the stack, for one read.
+pub const MAX_READ_CHUNK: usize = 16 * 1024;
+
 /// Which end of the connection reads: a server requires masked frames, a
 /// client requires unmasked ones (RFC 6455 section 5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

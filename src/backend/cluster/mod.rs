@@ -47,17 +47,24 @@ use self::subscriber::{ClusterSubscriber, ClusterSubscriberSettings, PrimaryConn
 use super::channels::ChannelNames;
 use super::leases::LeaseStore;
 use super::redis::history::RedisHistory;
+use super::redis::link_state::LinkState;
 use super::redis::pool::RedisPool;
 use super::redis::publisher::{PublishQueue, Publisher};
-use super::redis::subscriber::{Command, LinkState};
+use super::redis::subscriber::SubscriptionCommand;
 use super::redis::{Presence, RedisLeases, redact};
 use super::subscriptions::Subscriptions;
-use super::{
-    Backend, BackendContext, BackendStatus, BoxFuture, Channel, HistoryPage, HistoryQuery,
-    IntoBackend, NodeInfo, PublishAck,
-};
+use crate::backend::error::BackendError;
+use crate::backend::future::BoxFuture;
+use crate::backend::history::HistoryPage;
+use crate::backend::history::HistoryQuery;
+use crate::backend::inbound::Channel;
+use crate::backend::presence::NodeInfo;
+use crate::backend::publish::PublishAck;
+use crate::backend::seam::Backend;
+use crate::backend::seam::BackendContext;
+use crate::backend::seam::IntoBackend;
+use crate::backend::status::BackendStatus;
 use crate::backoff::Backoff;
-use crate::error::BackendError;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
 
@@ -75,7 +82,7 @@ pub struct ClusterBackend {
     names: ChannelNames,
     state: Arc<LinkState>,
     primaries: Arc<PrimaryConnections>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<SubscriptionCommand>,
     publishes: PublishQueue,
     pool: RedisPool,
     presence: Arc<Presence>,
@@ -234,11 +241,15 @@ impl Backend for ClusterBackend {
     }
 
     fn subscribe(&self, group: &GroupName) {
-        let _ = self.commands.send(Command::Subscribe(group.clone()));
+        let _ = self
+            .commands
+            .send(SubscriptionCommand::Subscribe(group.clone()));
     }
 
     fn unsubscribe(&self, group: &GroupName) {
-        let _ = self.commands.send(Command::Unsubscribe(group.clone()));
+        let _ = self
+            .commands
+            .send(SubscriptionCommand::Unsubscribe(group.clone()));
     }
 
     fn subscribed<'a>(&'a self, group: &'a GroupName) -> BoxFuture<'a, Result<(), BackendError>> {

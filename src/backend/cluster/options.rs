@@ -5,8 +5,8 @@
 //! replaced by the seeds), so a setting added there applies here too.
 
 use crate::backend::channels::ChannelNames;
-use crate::backend::redis::{RedisOptions, redact};
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
+use crate::backend::redis::options::{RedisOptions, redact};
 
 /// Settings of the Redis Cluster backend.
 #[derive(Debug, Clone)]

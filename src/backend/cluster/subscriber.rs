@@ -46,13 +46,15 @@ use tracing::Instrument;
 use super::slot::slot;
 use super::topology::{NodeAddr, SlotMap, node_info, read_slot_map};
 use crate::backend::channels::ChannelNames;
+use crate::backend::error::BackendError;
+use crate::backend::inbound::Inbox;
 use crate::backend::redis::errors::is_server_error;
-use crate::backend::redis::subscriber::inbound_of;
-use crate::backend::redis::subscriber::{Command, LinkState};
+use crate::backend::redis::inbound::inbound_of;
+use crate::backend::redis::link_state::LinkState;
+use crate::backend::redis::subscriber::SubscriptionCommand;
+use crate::backend::status::ConnectionStatus;
 use crate::backend::subscriptions::{Change, Subscriptions};
-use crate::backend::{ConnectionStatus, Inbox};
 use crate::backoff::Backoff;
-use crate::error::BackendError;
 
 /// What `status()` shows per primary connection, written by the
 /// subscriber.
@@ -99,7 +101,7 @@ pub(crate) struct ClusterSubscriber {
     pub inbox: Inbox,
     pub state: Arc<LinkState>,
     pub primaries: Arc<PrimaryConnections>,
-    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub commands: mpsc::UnboundedReceiver<SubscriptionCommand>,
     pub cancel: CancellationToken,
     pub wake_presence: Arc<Notify>,
     pub wanted: Subscriptions,
@@ -262,13 +264,13 @@ impl ClusterSubscriber {
         .await
     }
 
-    fn on_command(&mut self, command: Command) -> Option<Change> {
+    fn on_command(&mut self, command: SubscriptionCommand) -> Option<Change> {
         match command {
-            Command::Subscribe(group) => {
+            SubscriptionCommand::Subscribe(group) => {
                 let channel = self.settings.names.group(&group);
                 self.wanted.join(channel, group)
             }
-            Command::Unsubscribe(group) => {
+            SubscriptionCommand::Unsubscribe(group) => {
                 let channel = self.settings.names.group(&group);
                 self.wanted.leave(channel, group)
             }
@@ -561,7 +563,7 @@ impl ClusterSubscriber {
             &self.settings.names,
             &mut self.last_epoch,
         ) {
-            (self.inbox)(inbound);
+            self.inbox.on_message(inbound);
         }
     }
 }

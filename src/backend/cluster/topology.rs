@@ -14,8 +14,8 @@ use redis::{ConnectionAddr, ConnectionInfo, Value};
 use tokio::time::timeout;
 
 use super::slot::SLOTS;
-use crate::backend::redis::command_error;
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
+use crate::backend::redis::errors::command_error;
 
 /// `host:port` of a cluster node, as the cluster announces it.
 pub(crate) type NodeAddr = String;

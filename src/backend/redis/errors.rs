@@ -7,7 +7,7 @@
 use deadpool_redis::PoolError;
 use redis::{ErrorKind, RedisError};
 
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
 
 /// Not authenticated: no or wrong credentials in the URL.
 pub(crate) fn is_auth_error(error: &RedisError) -> bool {

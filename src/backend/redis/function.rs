@@ -21,7 +21,7 @@ use super::errors::command_error;
 use super::history::{APPEND_FN, keys_of};
 use super::pool::RedisPool;
 use crate::backend::channels::ChannelNames;
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
 use crate::history::HistoryPolicy;
 
 /// The function's name, for `FCALL`.

@@ -66,10 +66,10 @@ use bytes::Bytes;
 
 use super::errors::command_error;
 use super::pool::RedisPool;
-use crate::backend::Position;
 use crate::backend::channels::ChannelNames;
+use crate::backend::error::BackendError;
 use crate::backend::history::{HistoryEntry, HistoryPage, HistoryQuery, MAX_PAGE};
-use crate::error::BackendError;
+use crate::backend::inbound::Position;
 use crate::group::GroupName;
 use crate::history::{HistoryLimits, HistoryPolicy};
 

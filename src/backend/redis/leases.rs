@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use super::errors::command_error;
 use super::pool::RedisPool;
-use crate::backend::BoxFuture;
+use crate::backend::error::BackendError;
+use crate::backend::future::BoxFuture;
 use crate::backend::leases::{LeaseHolder, LeaseStore, LeaseToken};
-use crate::error::BackendError;
 use crate::group::GroupName;
 
 /// Extends the lease only while it still holds our token.

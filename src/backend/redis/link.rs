@@ -18,28 +18,32 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::history::RedisHistory;
+use super::link_state::{LinkSnapshot, LinkState};
 use super::options::{RedisOptions, redact};
 use super::pool::RedisPool;
 use super::publisher::{PublishQueue, Publisher};
-use super::subscriber::{Command, LinkSnapshot, LinkState, Subscriber, SubscriberSettings};
-use super::target::{Server, Target};
+use super::subscriber::{Subscriber, SubscriberSettings, SubscriptionCommand};
+use super::target::{CurrentServer, Server};
 use crate::backend::channels::ChannelNames;
+use crate::backend::error::BackendError;
+use crate::backend::inbound::Channel;
+use crate::backend::publish::PublishAck;
+use crate::backend::seam::BackendContext;
+use crate::backend::status::ConnectionStatus;
 use crate::backend::subscriptions::Subscriptions;
-use crate::backend::{BackendContext, Channel, ConnectionStatus, PublishAck};
 use crate::backoff::Backoff;
-use crate::error::BackendError;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
 
 /// One Redis server's subscriber, publisher and pool. See the module docs.
 pub(crate) struct RedisLink {
     /// The server (`host:port` in logs and status, never the URL).
-    pub(crate) target: Arc<Target>,
+    pub(crate) target: Arc<CurrentServer>,
     pub(crate) state: Arc<LinkState>,
     pub(crate) pool: RedisPool,
     /// History groups' streams on this server.
     pub(crate) history: Arc<RedisHistory>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<SubscriptionCommand>,
     publishes: PublishQueue,
 }
 
@@ -78,7 +82,7 @@ impl RedisLink {
             .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", redact(&options.url))))?;
         let address = client.get_connection_info().addr().to_string();
         let pool = RedisPool::build(&client, options)?;
-        let target = Arc::new(Target::fixed(Server {
+        let target = Arc::new(CurrentServer::fixed(Server {
             client,
             address: address.clone(),
             pool,
@@ -90,7 +94,7 @@ impl RedisLink {
     /// change): `label` stands for it in `groupcast_redis_connection_up`.
     pub(crate) fn start_on(
         start: LinkStart<'_>,
-        target: Arc<Target>,
+        target: Arc<CurrentServer>,
         label: String,
         tasks: &mut Vec<JoinHandle<()>>,
     ) -> Result<Self, BackendError> {
@@ -173,11 +177,15 @@ impl RedisLink {
 
     pub(crate) fn subscribe(&self, group: &GroupName) {
         // Fails only once the subscriber has stopped (shutdown): nothing to do.
-        let _ = self.commands.send(Command::Subscribe(group.clone()));
+        let _ = self
+            .commands
+            .send(SubscriptionCommand::Subscribe(group.clone()));
     }
 
     pub(crate) fn unsubscribe(&self, group: &GroupName) {
-        let _ = self.commands.send(Command::Unsubscribe(group.clone()));
+        let _ = self
+            .commands
+            .send(SubscriptionCommand::Unsubscribe(group.clone()));
     }
 
     /// This link in `status().connections`.

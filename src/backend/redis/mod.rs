@@ -28,9 +28,11 @@
 pub(crate) mod errors;
 pub mod function;
 pub(crate) mod history;
+pub(crate) mod inbound;
 mod leases;
 pub(crate) mod link;
-mod options;
+pub(crate) mod link_state;
+pub(crate) mod options;
 pub(crate) mod pool;
 mod presence;
 pub(crate) mod publisher;
@@ -58,11 +60,17 @@ use tracing::Instrument;
 
 use super::channels::ChannelNames;
 use super::leases::LeaseStore;
-use super::{
-    Backend, BackendContext, BackendStatus, BoxFuture, Channel, HistoryPage, HistoryQuery,
-    IntoBackend, NodeInfo, PublishAck,
-};
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
+use crate::backend::future::BoxFuture;
+use crate::backend::history::HistoryPage;
+use crate::backend::history::HistoryQuery;
+use crate::backend::inbound::Channel;
+use crate::backend::presence::NodeInfo;
+use crate::backend::publish::PublishAck;
+use crate::backend::seam::Backend;
+use crate::backend::seam::BackendContext;
+use crate::backend::seam::IntoBackend;
+use crate::backend::status::BackendStatus;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::backend::channels::{ChannelNames, DEFAULT_CLUSTER_CHANNEL, DEFAULT_GROUP_PREFIX};
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
 
 /// Settings of the Redis backend. Build with [`RedisOptions::new`] and
 /// change the fields you need; pass it to

@@ -30,8 +30,8 @@ use tokio::time::timeout;
 
 use super::errors::{command_error, pool_error};
 use super::options::{RedisOptions, redact};
-use super::target::Target;
-use crate::error::BackendError;
+use super::target::CurrentServer;
+use crate::backend::error::BackendError;
 
 /// A pool plus the command timeout every use of it runs under.
 #[derive(Clone)]
@@ -43,7 +43,7 @@ pub(crate) struct RedisPool {
 #[derive(Clone)]
 enum Source {
     /// Connections to one server (fixed, or the primary Sentinel names).
-    Target(Arc<Target>),
+    CurrentServer(Arc<CurrentServer>),
     /// One handle to a Redis Cluster (cloning it shares its connections).
     Cluster(ClusterConnection),
 }
@@ -102,9 +102,9 @@ impl RedisPool {
     }
 
     /// Commands to whatever server `target` names at the time.
-    pub(crate) fn for_target(target: Arc<Target>, command_timeout: Duration) -> Self {
+    pub(crate) fn for_target(target: Arc<CurrentServer>, command_timeout: Duration) -> Self {
         RedisPool {
-            source: Source::Target(target),
+            source: Source::CurrentServer(target),
             command_timeout,
         }
     }
@@ -131,7 +131,7 @@ impl RedisPool {
     {
         let work = async {
             let conn = match &self.source {
-                Source::Target(target) => {
+                Source::CurrentServer(target) => {
                     let server = target.current().ok_or_else(|| {
                         BackendError::Unavailable(
                             "the primary is not known yet (asking Sentinel)".into(),
@@ -183,7 +183,7 @@ impl RedisPool {
     /// Closes every connection; later uses fail. (A cluster connection
     /// closes when its last handle is dropped.)
     pub(crate) fn close(&self) {
-        if let Source::Target(target) = &self.source {
+        if let Source::CurrentServer(target) = &self.source {
             target.close();
         }
     }

@@ -35,8 +35,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::errors::command_error;
 use super::pool::RedisPool;
-use crate::backend::{BackendContext, NodeInfo};
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
+use crate::backend::presence::NodeInfo;
+use crate::backend::seam::BackendContext;
 
 /// Writes one node's entry: `KEYS = [info, seen]`, `ARGV = [node, json,
 /// ttl_ms]`. Returns the time it recorded.

@@ -24,189 +24,38 @@
 //! compatible server, and doing the reconnect ourselves is what lets the
 //! node report it — in `status()`, `/readyz`, metrics and logs.
 
-use std::collections::BTreeSet;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use parking_lot::Mutex;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::{Msg, RedisError};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::errors::{command_error, is_auth_error, is_server_error};
-use super::history::split_positioned;
-use super::target::Target;
+use super::inbound::inbound_of;
+use super::link_state::LinkState;
+use super::target::CurrentServer;
 use crate::backend::channels::ChannelNames;
+use crate::backend::error::BackendError;
+use crate::backend::inbound::Inbox;
 use crate::backend::subscriptions::{Change, Subscriptions};
-use crate::backend::{Channel, Inbound, Inbox};
 use crate::backoff::Backoff;
-use crate::error::BackendError;
 use crate::group::GroupName;
-use crate::metrics::Metrics;
 
 /// How many already-received messages the subscriber delivers in a row
 /// before it looks at commands and timers again.
 const MAX_DRAIN: usize = 256;
 
-// ----- what status() reports ------------------------------------------------
-
-/// The connection's state, written by the subscriber and its sink worker,
-/// read by `status()` and `subscribed()`.
-pub(crate) struct LinkState {
-    inner: Mutex<Link>,
-    /// Bumped whenever a subscription is confirmed or the link breaks, so
-    /// that `subscribed()` can wait for a change instead of polling.
-    changed: watch::Sender<u64>,
-    metrics: Arc<Metrics>,
-    /// This connection's labels in `groupcast_redis_connection_up`.
-    labels: Vec<(String, String)>,
-}
-
-#[derive(Default)]
-struct Link {
-    connected: bool,
-    last_error: Option<String>,
-    /// Channels Redis confirmed we are subscribed to, on this connection.
-    subscribed: BTreeSet<String>,
-}
-
-/// A snapshot for `status()`.
-pub(crate) struct LinkSnapshot {
-    pub connected: bool,
-    pub last_error: Option<String>,
-    pub subscribed: Vec<String>,
-}
-
-impl LinkState {
-    /// `labels`: `mode`, `role` and `redis` of this connection, for
-    /// `groupcast_redis_connection_up`.
-    pub(crate) fn new(metrics: Arc<Metrics>, labels: Vec<(String, String)>) -> Self {
-        metrics.bus_up.set(0);
-        metrics.redis_connection_up.get_or_create(&labels).set(0);
-        LinkState {
-            inner: Mutex::new(Link::default()),
-            changed: watch::Sender::new(0),
-            metrics,
-            labels,
-        }
-    }
-
-    fn bump(&self) {
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    pub(crate) fn set_connected(&self) {
-        let mut link = self.inner.lock();
-        link.connected = true;
-        link.last_error = None;
-        self.metrics.bus_up.set(1);
-        self.metrics
-            .redis_connection_up
-            .get_or_create(&self.labels)
-            .set(1);
-    }
-
-    /// Not usable now, though some subscriptions may still hold (a cluster
-    /// whose slot map cannot be read, a primary of several down).
-    pub(crate) fn set_down(&self, error: &BackendError) {
-        {
-            let mut link = self.inner.lock();
-            link.connected = false;
-            link.last_error = Some(error.to_string());
-        }
-        self.metrics.bus_up.set(0);
-        self.bump();
-    }
-
-    /// The connection is gone (or never came): no subscriptions any more.
-    pub(crate) fn set_broken(&self, error: &BackendError) {
-        {
-            let mut link = self.inner.lock();
-            link.connected = false;
-            link.last_error = Some(error.to_string());
-            link.subscribed.clear();
-        }
-        self.metrics.bus_up.set(0);
-        self.metrics.bus_subscriptions.set(0);
-        self.metrics
-            .redis_connection_up
-            .get_or_create(&self.labels)
-            .set(0);
-        self.bump();
-    }
-
-    pub(crate) fn set_subscribed(&self, channel: String, on: bool) {
-        {
-            let mut link = self.inner.lock();
-            if on {
-                link.subscribed.insert(channel);
-            } else {
-                link.subscribed.remove(&channel);
-            }
-            self.metrics
-                .bus_subscriptions
-                .set(i64::try_from(link.subscribed.len()).unwrap_or(i64::MAX));
-        }
-        self.bump();
-    }
-
-    pub(crate) fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    pub(crate) fn snapshot(&self) -> LinkSnapshot {
-        let link = self.inner.lock();
-        LinkSnapshot {
-            connected: link.connected,
-            last_error: if link.connected {
-                None
-            } else {
-                link.last_error.clone()
-            },
-            subscribed: link.subscribed.iter().cloned().collect(),
-        }
-    }
-
-    /// Waits until Redis has confirmed `channel`, at most `limit`.
-    pub(crate) async fn confirmed(
-        &self,
-        channel: &str,
-        limit: Duration,
-    ) -> Result<(), BackendError> {
-        let mut changes = self.changed.subscribe();
-        let wait = async {
-            loop {
-                if self.inner.lock().subscribed.contains(channel) {
-                    return;
-                }
-                // `changed` fails only when the sender is gone, which it
-                // never is while `self` lives; stop waiting if it did.
-                if changes.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        timeout(limit, wait).await.map_err(|_| {
-            let reason = self.inner.lock().last_error.clone();
-            BackendError::Unavailable(format!(
-                "the subscription to {channel} was not confirmed within {limit:?}{}",
-                reason.map(|r| format!(" ({r})")).unwrap_or_default()
-            ))
-        })
-    }
-}
-
 // ----- the subscriber ---------------------------------------------------------
 
 /// What the hub asks of the subscriber.
-pub(crate) enum Command {
+pub(crate) enum SubscriptionCommand {
     /// A first local member joined `group` (the registry said so).
     Subscribe(GroupName),
     /// The last local member of `group` left.
@@ -216,7 +65,7 @@ pub(crate) enum Command {
 /// How the subscriber is set up.
 pub(crate) struct SubscriberSettings {
     /// The server: fixed, or followed through Sentinel.
-    pub target: Arc<Target>,
+    pub target: Arc<CurrentServer>,
     pub names: ChannelNames,
     pub command_timeout: Duration,
     pub health_interval: Duration,
@@ -234,7 +83,7 @@ pub(crate) struct Subscriber {
     pub inbox: Inbox,
     pub state: Arc<LinkState>,
     /// The hub's subscribe / unsubscribe calls.
-    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub commands: mpsc::UnboundedReceiver<SubscriptionCommand>,
     pub cancel: CancellationToken,
     /// Notified on every (re)connect, so presence is written at once (and
     /// the Redis Function loaded again).
@@ -246,13 +95,13 @@ pub(crate) struct Subscriber {
 }
 
 /// One live subscriber connection.
-struct Connection {
+struct SubscriberConnection {
     stream: PubSubStream,
     ops: mpsc::UnboundedSender<SinkOp>,
     worker: JoinHandle<BackendError>,
 }
 
-impl Connection {
+impl SubscriberConnection {
     fn send(&self, op: SinkOp) {
         // Fails only when the worker has ended; the subscriber is about to
         // learn that from the worker's join handle.
@@ -271,7 +120,7 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
+impl Drop for SubscriberConnection {
     fn drop(&mut self) {
         self.worker.abort();
     }
@@ -335,7 +184,7 @@ impl Subscriber {
                 }
             };
             self.state.set_connected();
-            self.state.metrics.bus_connects.inc();
+            self.state.metrics().bus_connects.inc();
             let redis = self.settings.target.address();
             if connected_before {
                 tracing::info!(
@@ -380,7 +229,7 @@ impl Subscriber {
     /// Opens the subscriber connection and subscribes the cluster channel
     /// and every wanted group channel. Returns once Redis confirmed them
     /// all.
-    async fn connect(&self) -> Result<(Connection, usize), BackendError> {
+    async fn connect(&self) -> Result<(SubscriberConnection, usize), BackendError> {
         let limit = self.settings.command_timeout;
         let server = self.settings.target.current().ok_or_else(|| {
             BackendError::Unavailable("the primary is not known yet (asking Sentinel)".into())
@@ -393,7 +242,7 @@ impl Subscriber {
         let (ops, ops_rx) = mpsc::unbounded_channel();
         let worker =
             tokio::spawn(sink_worker(sink, ops_rx, limit, self.state.clone()).in_current_span());
-        let mut connection = Connection {
+        let mut connection = SubscriberConnection {
             stream,
             ops,
             worker,
@@ -451,7 +300,7 @@ impl Subscriber {
 
     /// Reads messages, applies commands, pings, ends lingers — until the
     /// connection fails or the backend stops.
-    async fn serve(&mut self, connection: &mut Connection) -> Ended {
+    async fn serve(&mut self, connection: &mut SubscriberConnection) -> Ended {
         let every = self.settings.health_interval;
         let mut health = tokio::time::interval_at(Instant::now() + every, every);
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -506,13 +355,13 @@ impl Subscriber {
         }
     }
 
-    fn on_command(&mut self, command: Command) -> Option<Change> {
+    fn on_command(&mut self, command: SubscriptionCommand) -> Option<Change> {
         match command {
-            Command::Subscribe(group) => {
+            SubscriptionCommand::Subscribe(group) => {
                 let channel = self.settings.names.group(&group);
                 self.wanted.join(channel, group)
             }
-            Command::Unsubscribe(group) => {
+            SubscriptionCommand::Unsubscribe(group) => {
                 let channel = self.settings.names.group(&group);
                 self.wanted.leave(channel, group)
             }
@@ -528,43 +377,9 @@ impl Subscriber {
             &self.settings.names,
             &mut self.last_epoch,
         ) {
-            (self.inbox)(inbound);
+            self.inbox.on_message(inbound);
         }
     }
-}
-
-/// A message read on a subscriber connection as the inbox takes it: which
-/// channel (the cluster channel; a wanted group; or a group just
-/// unsubscribed with a message already on its way — the registry has no
-/// members for it, so delivering is harmless), and the history position a
-/// positioned publish carries. `None` for an unknown channel. Shared by the
-/// single-server and the cluster subscriber.
-pub(crate) fn inbound_of(
-    message: &Msg,
-    wanted: &Subscriptions,
-    names: &ChannelNames,
-    epochs: &mut Option<Arc<str>>,
-) -> Option<Inbound> {
-    let name = message.get_channel_name();
-    let channel = match wanted.group_of(name) {
-        Some(group) => Channel::Group(group.clone()),
-        None => match names.parse(name) {
-            Some(channel) => channel,
-            None => {
-                tracing::debug!(channel = name, "ignored a message on an unknown channel");
-                return None;
-            }
-        },
-    };
-    let bytes = message.get_payload_bytes();
-    Some(match split_positioned(bytes, epochs) {
-        Some((position, payload)) => Inbound {
-            channel,
-            payload: Bytes::copy_from_slice(payload),
-            position: Some(position),
-        },
-        None => Inbound::new(channel, Bytes::copy_from_slice(bytes)),
-    })
 }
 
 /// Sends the subscriber connection's commands one at a time. Returns why

@@ -22,15 +22,15 @@ pub(crate) struct Server {
 }
 
 /// The current server of a link, if known. See the module docs.
-pub(crate) struct Target {
+pub(crate) struct CurrentServer {
     current: RwLock<Option<Server>>,
     generation: watch::Sender<u64>,
 }
 
-impl Target {
+impl CurrentServer {
     /// A target that is `server` for good.
     pub(crate) fn fixed(server: Server) -> Self {
-        Target {
+        CurrentServer {
             current: RwLock::new(Some(server)),
             generation: watch::Sender::new(0),
         }
@@ -38,7 +38,7 @@ impl Target {
 
     /// A target not known yet (Sentinel has not answered).
     pub(crate) fn unknown() -> Self {
-        Target {
+        CurrentServer {
             current: RwLock::new(None),
             generation: watch::Sender::new(0),
         }
@@ -67,7 +67,7 @@ impl Target {
         self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
 
-    /// Changes whenever [`Target::switch`] is called.
+    /// Changes whenever [`CurrentServer::switch`] is called.
     pub(crate) fn watch(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }

@@ -3,7 +3,7 @@
 //!
 //! It is the single-Redis backend whose server is not fixed: the same
 //! [`RedisLink`] (subscriber, ordered publisher, pool), presence and
-//! leases, on a [`Target`] that the [`watcher`] keeps pointed at the
+//! leases, on a [`CurrentServer`] that the [`watcher`] keeps pointed at the
 //! primary the Sentinels name. On a failover the watcher sees the new
 //! primary within one `health_interval`, switches the target, and the
 //! subscriber drops its connection and reconnects — resubscribing every
@@ -24,10 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::watcher::Watcher;
-use super::redis::target::Target;
+use super::redis::target::CurrentServer;
 use super::redis::{LinkStart, Presence, RedisBackend, RedisLeases, RedisLink};
-use super::{Backend, BackendContext, IntoBackend};
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
+use crate::backend::seam::Backend;
+use crate::backend::seam::BackendContext;
+use crate::backend::seam::IntoBackend;
 
 impl IntoBackend for SentinelOptions {
     /// Validates the options and starts the tasks. Returns at once; the
@@ -62,7 +64,7 @@ fn start_sentinel(
     let wake_presence = Arc::new(Notify::new());
     let span =
         tracing::info_span!("redis_sentinel", node = %context.node_id, master = %options.master);
-    let target = Arc::new(Target::unknown());
+    let target = Arc::new(CurrentServer::unknown());
     let mut tasks = Vec::new();
     let link = RedisLink::start_on(
         LinkStart {

@@ -2,8 +2,8 @@
 //! primary they watch, and every other knob as for one Redis.
 
 use crate::backend::channels::ChannelNames;
-use crate::backend::redis::{RedisOptions, redact};
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
+use crate::backend::redis::options::{RedisOptions, redact};
 
 /// Settings of the Sentinel backend.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 //! (`SENTINEL get-master-addr-by-name`), checks with `ROLE` that the
 //! server named is a primary (a Sentinel that has not yet heard of a
 //! failover may name the old one), and when it differs from the link's
-//! current server, switches the link's [`Target`]: the pool serves the new
+//! current server, switches the link's [`CurrentServer`]: the pool serves the new
 //! primary from then on and the subscriber reconnects and resubscribes.
 //! Polling rather than Sentinel's `+switch-master` events keeps one code
 //! path for the first discovery, a missed event and a Sentinel restart.
@@ -16,17 +16,17 @@ use tokio::time::{MissedTickBehavior, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::cluster::topology::node_info;
+use crate::backend::error::BackendError;
 use crate::backend::redis::pool::RedisPool;
-use crate::backend::redis::target::{Server, Target};
+use crate::backend::redis::target::{CurrentServer, Server};
 use crate::backend::redis::{RedisOptions, command_error, redact};
-use crate::error::BackendError;
 
 /// What the watcher needs.
 pub(crate) struct Watcher {
     pub sentinels: Vec<String>,
     pub master: String,
     pub options: RedisOptions,
-    pub target: Arc<Target>,
+    pub target: Arc<CurrentServer>,
 }
 
 impl Watcher {

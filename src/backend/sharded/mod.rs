@@ -46,11 +46,17 @@ use tracing::Instrument;
 use super::channels::ChannelNames;
 use super::leases::LeaseStore;
 use super::redis::{LinkStart, Presence, RedisLeases, RedisLink};
-use super::{
-    Backend, BackendContext, BackendStatus, BoxFuture, Channel, HistoryPage, HistoryQuery,
-    IntoBackend, NodeInfo, PublishAck,
-};
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
+use crate::backend::future::BoxFuture;
+use crate::backend::history::HistoryPage;
+use crate::backend::history::HistoryQuery;
+use crate::backend::inbound::Channel;
+use crate::backend::presence::NodeInfo;
+use crate::backend::publish::PublishAck;
+use crate::backend::seam::Backend;
+use crate::backend::seam::BackendContext;
+use crate::backend::seam::IntoBackend;
+use crate::backend::status::BackendStatus;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
 

@@ -8,8 +8,8 @@
 
 use super::hash::shard_of;
 use crate::backend::channels::ChannelNames;
-use crate::backend::redis::RedisOptions;
-use crate::error::BackendError;
+use crate::backend::error::BackendError;
+use crate::backend::redis::options::RedisOptions;
 use crate::group::GroupName;
 
 /// Settings of the sharded backend: N independent Redis, each group on
@@ -60,7 +60,7 @@ impl ShardedOptions {
             if self.urls[..index].contains(url) {
                 return Err(BackendError::InvalidOptions(format!(
                     "shard {index} repeats an earlier shard's URL {}",
-                    crate::backend::redis::redact(url)
+                    crate::backend::redis::options::redact(url)
                 )));
             }
             let shard = RedisOptions {

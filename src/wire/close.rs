@@ -1,0 +1,54 @@
+//! How a connection ends: the close codes groupcast sends and a close
+//! with its reason. Plain data at the bottom of the layers: the session
+//! asks for a close, errors name their code, the transport sends it.
+
+use std::borrow::Cow;
+
+/// A WebSocket close code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The close code (RFC 6455 section 7.4).
+    pub code: u16,
+    /// A short human-readable reason (at most 123 bytes on the wire).
+    pub reason: Cow<'static, str>,
+}
+
+impl CloseReason {
+    /// A close code and reason.
+    pub fn new(code: u16, reason: impl Into<Cow<'static, str>>) -> Self {
+        CloseReason {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Close codes groupcast sends.
+pub mod close_code {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is going away (shutdown, drain).
+    pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol (RFC 6455).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A policy was violated.
+    pub const POLICY: u16 = 1008;
+    /// A message was larger than the configured maximum.
+    pub const TOO_BIG: u16 = 1009;
+    /// The server hit an unexpected condition.
+    pub const INTERNAL: u16 = 1011;
+    /// Try again later: the client was too slow to keep up.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The connection's token expired and was not refreshed in time
+    /// (application range 4000-4999; "401" in the last digits). Reconnect
+    /// with a new token.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// A token refresh was refused: invalid token, another subject, or a
+    /// group the new token does not allow ("403").
+    pub const REFRESH_REJECTED: u16 = 4003;
+    /// Continuity lost: this node's live stream of the group skipped
+    /// offsets. Reconnect with `since`/`epoch` and history fills the gap.
+    pub const RESUME: u16 = 4010;
+}
