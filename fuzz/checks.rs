@@ -1,5 +1,5 @@
 //! What the fuzz targets check, shared by the targets (`fuzz_targets/`) and
-//! by `tests/fuzz_regressions.rs`, which replays every seed and every input
+//! by `tests/wire/fuzz_regressions.rs`, which replays every seed and every input
 //! kept in `fuzz/regressions/` through the same functions on every
 //! `cargo test`.
 //!

@@ -2,8 +2,8 @@
 //! (`src/wire/`): the same bytes go through our code and through
 //! tungstenite's, and both must report the same messages and end the same
 //! way. Shared (with `#[path]`) by the fuzz target `frames` (through
-//! `checks.rs`), `tests/fuzz_regressions.rs` and
-//! `tests/wire_differential.rs`.
+//! `checks.rs`), `tests/wire/fuzz_regressions.rs` and
+//! `tests/wire/wire_differential.rs`.
 //!
 //! Comparing the two readers:
 //!

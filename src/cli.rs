@@ -861,7 +861,7 @@ mod tests {
 
     /// The command line, failing the test on a parse error. Only flags:
     /// `try_parse_from` also reads `GROUPCAST_*` variables, and the
-    /// environment of `cargo test` sets none (tests/limits.rs runs the
+    /// environment of `cargo test` sets none (tests/node/limits.rs runs the
     /// real binary with them).
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(args).expect("the flags parse")
@@ -872,7 +872,7 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    // Moved from tests/limits.rs when the command line left the library.
+    // Moved from tests/limits.rs (now tests/node/limits.rs) when the command line left the library.
     #[test]
     fn flags_set_every_limit_and_the_defaults_match_the_library() {
         let defaults = parse(&["groupcast"]).config();

@@ -9,7 +9,7 @@
 //!
 //! The rules are tungstenite's (`protocol/mod.rs`, `read_message_frame`),
 //! in the same order, so that both fail on the same input with the same
-//! kind of error: the differential tests (`tests/wire_differential.rs`)
+//! kind of error: the differential tests (`tests/wire/wire_differential.rs`)
 //! and the fuzz target `frames` hold this reader to tungstenite's.
 //!
 //! Where it differs on purpose: after a close, tungstenite's server reads
