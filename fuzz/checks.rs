@@ -305,13 +305,11 @@ pub fn deflate(data: &[u8]) {
     }
     if let Some(compressed) = compressed {
         assert!(compressed.len() < message.len(), "compressed is smaller");
-        // The tail the sender removed, then a final empty stored block.
-        let mut stream = compressed.clone();
-        stream.extend_from_slice(&[0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff]);
-        let theirs = zune_inflate::DeflateDecoder::new(&stream)
-            .decode_deflate()
-            .expect("another inflater reads what we compressed");
-        assert_eq!(theirs, message, "another inflater's reading");
+        assert_eq!(
+            independently_inflated(&compressed),
+            message,
+            "another inflater's reading"
+        );
         let ours = deflate::inflate_with(&compressed, message.len(), capacity)
             .expect("our inflater reads what we compressed");
         assert_eq!(ours, message, "our inflater's reading");
@@ -320,4 +318,40 @@ pub fn deflate(data: &[u8]) {
     if let Ok(inflated) = deflate::inflate_with(message, limit, capacity) {
         assert!(inflated.len() <= limit, "inflated past the limit");
     }
+}
+
+/// A compressed message as a peer inflates it: the tail the sender removed
+/// put back, then a final empty stored block, read by an inflater that
+/// shares no code with ours (zune-inflate).
+pub fn independently_inflated(compressed: &[u8]) -> Vec<u8> {
+    let mut stream = compressed.to_vec();
+    stream.extend_from_slice(&[0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff]);
+    zune_inflate::DeflateDecoder::new(&stream)
+        .decode_deflate()
+        .expect("another inflater reads what we compressed")
+}
+
+/// Bytes that compress to somewhere between a tenth and nine tenths of
+/// their size, like slices of a bitmap or a PDF: runs of one byte mixed
+/// with noise, `noise` percent of them. Deterministic for a seed.
+pub fn half_compressible(seed: u64, len: usize, noise: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        if next() % 100 < noise {
+            out.push(next() as u8);
+        } else {
+            let byte = next() as u8;
+            let run = (next() % 8) as usize;
+            out.extend(std::iter::repeat_n(byte, run));
+        }
+    }
+    out.truncate(len);
+    out
 }

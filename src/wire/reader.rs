@@ -238,8 +238,14 @@ impl FrameReader {
             if len > limit {
                 return Err(ReadError::TooBig { size: len, limit });
             }
-            let checks_utf8 = self.checks_utf8(&header, len);
-            if checks_utf8 && header.opcode == OpCode::Data(Data::Text) {
+            // A text message in one frame that is all here already is
+            // checked once, when the message is built (`complete`): there
+            // is nothing to fail early on, and checking it as it "arrives"
+            // too would check every such message twice.
+            let text = header.opcode == OpCode::Data(Data::Text);
+            let all_here = text && header.is_final && self.buf.len() >= len;
+            let checks_utf8 = !all_here && self.checks_utf8(&header, len);
+            if text {
                 self.utf8 = Utf8Stream::default();
             }
             self.pending = Some(Pending {

@@ -268,30 +268,9 @@ fn deflate_seeds() -> Vec<(&'static str, Vec<u8>)> {
     // Runs and noise, like a slice of a bitmap or a PDF: compresses to
     // most of its size. The compressor's buffers only fill up mid-message
     // past 64 KiB of input (its block size), hence the length.
-    let half_compressible = |seed: u64, len: usize, noise: u64| {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            state >> 33
-        };
-        let mut out = Vec::new();
-        while out.len() < len {
-            if next() % 100 < noise {
-                out.push(next() as u8);
-            } else {
-                let byte = next() as u8;
-                let run = (next() % 8) as usize;
-                out.extend(std::iter::repeat_n(byte, run));
-            }
-        }
-        out.truncate(len);
-        out
-    };
-    let half = half_compressible(1, 3000, 60);
+    let half = checks::half_compressible(1, 3000, 60);
     // Autobahn 12.2.9's size; this one came back 3,368 bytes short.
-    let large = half_compressible(90 * 7 + 65_536, 65_536, 90);
+    let large = checks::half_compressible(90 * 7 + 65_536, 65_536, 90);
     vec![
         ("empty", with(0, b"")),
         ("log-lines-one-byte-buffer", with(1, log.as_bytes())),

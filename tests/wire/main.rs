@@ -19,6 +19,7 @@ mod checks;
 
 mod close_codes;
 mod compression;
+mod deflate;
 mod deflate_peers;
 mod fuzz_regressions;
 mod wire_differential;
