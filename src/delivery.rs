@@ -71,31 +71,6 @@ impl Delivery {
         fanout
     }
 
-    /// A message read from the backend: decode, skip our own, fan out.
-    fn on_inbound(&self, inbound: Inbound) {
-        self.metrics.bus_received.inc();
-        let Inbound {
-            channel,
-            payload,
-            position,
-        } = inbound;
-        let (broadcast, message, origin) = match decode(channel.clone(), payload) {
-            Ok(decoded) => decoded,
-            Err(error) => return self.invalid(&channel, &error),
-        };
-        // A positioned message was not delivered when it was sent (history
-        // groups are delivered from the backend only, so that every member
-        // sees the same offsets in the same order): our own is delivered now.
-        if position.is_none() && origin.as_deref() == Some(self.node_id.as_str()) {
-            return; // delivered locally when it was sent
-        }
-        if let (Some(position), Target::Group(group)) = (&position, &broadcast.target) {
-            self.check_continuity(group, position);
-        }
-        let queued = Queued::new(message, position.map(|p| Stamp::new(p.offset, p.epoch)));
-        self.deliver(&broadcast, &queued, &|_| true);
-    }
-
     /// Sees whether this node's live stream of `group` skipped offsets
     /// since the last message (or changed epoch). If it did, the group's
     /// `groupcast.v1` sessions are closed with `RESUME` *before* the new
@@ -163,8 +138,29 @@ impl Delivery {
 
 /// The hub's handler of what the backend hears.
 impl BackendEvents for Delivery {
+    /// A message read from the backend: decode, skip our own, fan out.
     fn on_message(&self, inbound: Inbound) {
-        self.on_inbound(inbound);
+        self.metrics.bus_received.inc();
+        let Inbound {
+            channel,
+            payload,
+            position,
+        } = inbound;
+        let (broadcast, message, origin) = match decode(channel.clone(), payload) {
+            Ok(decoded) => decoded,
+            Err(error) => return self.invalid(&channel, &error),
+        };
+        // A positioned message was not delivered when it was sent (history
+        // groups are delivered from the backend only, so that every member
+        // sees the same offsets in the same order): our own is delivered now.
+        if position.is_none() && origin.as_deref() == Some(self.node_id.as_str()) {
+            return; // delivered locally when it was sent
+        }
+        if let (Some(position), Target::Group(group)) = (&position, &broadcast.target) {
+            self.check_continuity(group, position);
+        }
+        let queued = Queued::new(message, position.map(|p| Stamp::new(p.offset, p.epoch)));
+        self.deliver(&broadcast, &queued, &|_| true);
     }
 }
 
