@@ -102,10 +102,10 @@ impl Delivery {
             tracing::warn!(%group, offset = position.offset, sessions = resumable.len(),
                 "this node's live stream skipped messages: groupcast.v1 sessions resume from history");
             for session in resumable {
-                session.close(
-                    crate::close_code::RESUME,
+                session.close_with(crate::CloseReason::new(
+                    crate::CloseKind::Resume,
                     "messages were lost: resume with since",
-                );
+                ));
             }
         }
     }

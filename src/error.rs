@@ -1,6 +1,7 @@
 //! The library's error types.
 
 pub use crate::backend::error::BackendError;
+use crate::close::CloseKind;
 use crate::config::ConfigError;
 use crate::envelope::EnvelopeError;
 use crate::group::GroupNameError;
@@ -61,24 +62,29 @@ pub enum SessionError {
 }
 
 impl SessionError {
-    /// The close code the client is sent for this error, if the socket can
-    /// still take one.
-    pub fn close_code(&self) -> Option<u16> {
-        use crate::wire::close_code;
+    /// Why the client is told the session ends, if its connection can
+    /// still take a close.
+    pub fn close_kind(&self) -> Option<CloseKind> {
         match self {
-            SessionError::MessageTooBig { .. } => Some(close_code::TOO_BIG),
+            SessionError::MessageTooBig { .. } => Some(CloseKind::TooBig),
             SessionError::InvalidUtf8 | SessionError::BadCompression(_) => {
-                Some(close_code::INVALID_PAYLOAD)
+                Some(CloseKind::InvalidPayload)
             }
-            SessionError::Protocol(_) => Some(close_code::PROTOCOL_ERROR),
-            SessionError::TokenExpired => Some(close_code::TOKEN_EXPIRED),
-            SessionError::PublishNotAllowed => Some(close_code::POLICY),
-            SessionError::RefreshRejected(_) => Some(close_code::REFRESH_REJECTED),
-            SessionError::RateLimited { .. } => Some(close_code::POLICY),
+            SessionError::Protocol(_) => Some(CloseKind::ProtocolError),
+            SessionError::TokenExpired => Some(CloseKind::TokenExpired),
+            SessionError::PublishNotAllowed => Some(CloseKind::PolicyViolation),
+            SessionError::RefreshRejected(_) => Some(CloseKind::RefreshRejected),
+            SessionError::RateLimited { .. } => Some(CloseKind::PolicyViolation),
             SessionError::PongTimeout(_)
             | SessionError::WriteTimeout(_)
             | SessionError::Read(_)
             | SessionError::Write(_) => None,
         }
+    }
+
+    /// The WebSocket close code the client is sent for this error, if the
+    /// socket can still take one.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_kind().map(CloseKind::websocket_code)
     }
 }

@@ -33,7 +33,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use crate::auth::{Claims, ClientAuth};
 use crate::backend::local::Standalone;
 use crate::backend::{
-    Backend, BackendContext, BackendStatus, Channel, IntoBackend, LeaseHolder, NodeInfo, PublishAck,
+    Backend, BackendContext, BackendStatus, Channel, IntoBackend, NodeInfo, PublishAck,
 };
 use crate::broadcast::{Broadcast, Target};
 use crate::config::Config;
@@ -49,7 +49,7 @@ use crate::protocol::Protocol;
 use crate::registry::Registry;
 use crate::selection::Selection;
 use crate::session::{HubHandle, Session, SessionId};
-use crate::workers::{Worker, WorkerInfo, WorkerOptions, Workers};
+use crate::workers::supervisor::{WorkerOptions, Workers};
 
 type SessionFn = Arc<dyn Fn(&Hub, &Session) + Send + Sync>;
 type TextFn = Arc<dyn Fn(&Hub, &Session, Utf8Bytes) + Send + Sync>;
@@ -357,7 +357,7 @@ impl Hub {
         let first = self
             .inner
             .registry
-            .join(&session, self.inner.config.max_groups)
+            .join(&session, session.group(), self.inner.config.max_groups)
             .inspect_err(|limit| self.count_limit(limit))?;
         if first {
             self.inner.delivery.forget(session.group());
@@ -375,10 +375,11 @@ impl Hub {
         self.inner.delivery.read_at(group, epoch, top);
     }
 
-    /// Removes a session; the backend unsubscribes when its group empties.
+    /// Removes a session from every group it holds; the backend
+    /// unsubscribes from each group that empties.
     pub(crate) fn leave(&self, session: &Session) {
-        if self.inner.registry.leave(session) {
-            self.inner.backend.unsubscribe(session.group());
+        for emptied in self.inner.registry.leave(session) {
+            self.inner.backend.unsubscribe(&emptied);
         }
         self.inner.metrics.connections_closed.inc();
     }
@@ -482,28 +483,11 @@ impl Hub {
     }
 
     // ----- workers -------------------------------------------------
+    // `notify`, `workers` and `worker_leases` are in `workers/worker.rs`.
 
-    /// Runs `worker` for `group` while the group has members anywhere in
-    /// the cluster, on exactly one node (ws-notifier: `Notify`). Registering
-    /// the same group again is a no-op; returns whether this call
-    /// registered it. See [`crate::workers`].
-    pub fn notify(&self, group: impl IntoGroupName, worker: Worker) -> Result<bool, HubError> {
-        let group = group.into_group_name()?;
-        if self.is_shutting_down() {
-            return Err(HubError::ShuttingDown);
-        }
-        Ok(self.inner.workers.register(self, group, worker))
-    }
-
-    /// The workers running on this node.
-    pub fn workers(&self) -> Vec<WorkerInfo> {
-        self.inner.workers.running()
-    }
-
-    /// Who holds the worker lease of each group registered here,
-    /// cluster-wide.
-    pub async fn worker_leases(&self) -> Result<Vec<LeaseHolder>, BackendError> {
-        self.inner.workers.holders().await
+    /// The supervisors of this node's group workers.
+    pub(crate) fn worker_supervisors(&self) -> &Workers {
+        &self.inner.workers
     }
 
     // ----- looking around -------------------------------------------------
@@ -585,7 +569,10 @@ impl Hub {
         self.begin_drain();
         self.inner.shutdown.cancel();
         for session in self.sessions() {
-            session.close(crate::close_code::GOING_AWAY, "server shutting down");
+            session.close_with(crate::CloseReason::new(
+                crate::CloseKind::GoingAway,
+                "server shutting down",
+            ));
         }
         self.inner.backend.shutdown().await;
     }

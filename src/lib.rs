@@ -33,6 +33,7 @@ pub mod auth;
 pub mod backend;
 mod backoff;
 pub mod broadcast;
+mod close;
 pub mod config;
 mod delivery;
 // The wire formats: public so that the tests, the fuzz targets and the load
@@ -43,6 +44,7 @@ pub mod envelope;
 mod error;
 pub mod group;
 pub mod history;
+mod http_error;
 mod hub;
 pub mod limits;
 pub mod memory;
@@ -58,12 +60,14 @@ mod selection;
 pub mod server;
 mod session;
 mod session_id;
+mod transport;
 #[doc(hidden)]
 pub mod wire;
 pub mod workers;
 
 pub use backend::{IntoBackend, Position};
 pub use broadcast::{Broadcast, KeyFilter, Target};
+pub use close::{CloseKind, CloseReason};
 pub use config::{ClientMessages, Config, ConfigError, ParseSettingError, QueueFullPolicy};
 pub use error::{BackendError, HubError, SessionError};
 pub use group::{GroupName, GroupNameError, IntoGroupName};
@@ -72,5 +76,5 @@ pub use limits::LimitRejection;
 pub use message::{Message, Utf8Bytes};
 pub use selection::{Selection, Sent};
 pub use session::{Session, SessionId};
-pub use wire::{CloseReason, close_code};
+pub use wire::close_code;
 pub use workers::{Worker, WorkerContext, WorkerInfo, WorkerOptions};

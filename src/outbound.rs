@@ -17,13 +17,12 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use prometheus_client::metrics::counter::Counter;
 
+use crate::close::{CloseKind, CloseReason};
 use crate::config::QueueFullPolicy;
 use crate::message::Message;
 pub(crate) use crate::protocol::Stamp;
-use crate::protocol::{Protocol, Welcome};
-use crate::wire::{CloseReason, OpCode, close_code, deflate, frame};
+use crate::protocol::Welcome;
 
 /// What happened to a pushed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,9 +39,11 @@ pub(crate) enum Pushed {
 
 /// One message in sessions' queues, shared by every member it goes to
 /// (one allocation per message, however many members): the message, what
-/// the writer may need to know about it besides its bytes, and its frames
-/// as each kind of member gets them, each built by the first writer that
-/// needs it and reused by every other.
+/// a writer may need to know about it besides its bytes, and its
+/// encodings as each kind of member gets them (see [`Encoding`]), each
+/// built by the first writer that needs it and reused by every other.
+/// Nothing here is a transport's: the message is transport-neutral until a
+/// writer encodes it.
 #[derive(Debug, Clone)]
 pub(crate) struct Queued(Arc<Outgoing>);
 
@@ -56,18 +57,9 @@ struct Outgoing {
     /// Already a `groupcast.v1` protocol frame (welcome, reset): sent as
     /// it is, never wrapped.
     protocol: bool,
-    frames: EncodedFrames,
-}
-
-/// The WebSocket frames of one message: plain (raw clients) and as a
-/// `groupcast.v1` message frame, each uncompressed and compressed
-/// (`None` when compressing does not make it smaller).
-#[derive(Debug, Default)]
-struct EncodedFrames {
-    raw: OnceLock<Bytes>,
-    raw_deflated: OnceLock<Option<Bytes>>,
-    v1: OnceLock<Bytes>,
-    v1_deflated: OnceLock<Option<Bytes>>,
+    /// Its encodings, one per [`Encoding`] slot, each filled by the first
+    /// writer that needs it.
+    encoded: [OnceLock<Bytes>; ENCODINGS],
 }
 
 impl Queued {
@@ -76,7 +68,7 @@ impl Queued {
             message,
             stamp,
             protocol: false,
-            frames: EncodedFrames::default(),
+            encoded: Default::default(),
         }))
     }
 
@@ -86,7 +78,7 @@ impl Queued {
             message: Message::text(text),
             stamp: None,
             protocol: true,
-            frames: EncodedFrames::default(),
+            encoded: Default::default(),
         }))
     }
 
@@ -113,69 +105,48 @@ impl Queued {
         self.0.stamp.as_ref().map(|s| s.offset)
     }
 
-    /// The frame a member speaking `protocol` is sent: built once per
-    /// message and kind, then shared. With `compression` (the member
-    /// negotiated permessage-deflate), a payload of at least its threshold
-    /// goes compressed — compressed once, too. Lent, not cloned: a writer
-    /// holds the message while it writes, and a clone would be one more
-    /// atomic increment and decrement per delivery on a counter that every
+    /// This message in `encoding`: built by `build` for the first member
+    /// that needs it, then shared by every other (one encoding per message
+    /// and slot, however many members). Lent, not cloned: a writer holds
+    /// the message while it writes, and a clone would be one more atomic
+    /// increment and decrement per delivery on a counter that every
     /// member's writer touches, from every core.
-    pub(crate) fn frame(&self, protocol: Protocol, compression: Option<&Compression>) -> &Bytes {
-        let outgoing = &*self.0;
-        let v1 = protocol == Protocol::V1 && !outgoing.protocol;
-        let (plain, deflated) = if v1 {
-            (&outgoing.frames.v1, &outgoing.frames.v1_deflated)
-        } else {
-            (&outgoing.frames.raw, &outgoing.frames.raw_deflated)
-        };
-        let plain = plain.get_or_init(|| {
-            if v1 {
-                let position = outgoing.stamp.as_ref().map(|s| (s.offset, &*s.epoch));
-                let text = crate::protocol::message_frame(&outgoing.message, position);
-                frame::encode(OpCode::Text, false, text.as_bytes())
-            } else {
-                match &outgoing.message {
-                    Message::Text(text) => frame::encode(OpCode::Text, false, text.as_bytes()),
-                    Message::Binary(data) => frame::encode(OpCode::Binary, false, data),
-                }
-            }
-        });
-        let Some(compression) = compression else {
-            return plain;
-        };
-        let deflated = deflated.get_or_init(|| {
-            let opcode = if plain[0] & 0x0F == OpCode::Binary as u8 {
-                OpCode::Binary
-            } else {
-                OpCode::Text
-            };
-            let payload = &plain[header_len(plain)..];
-            if payload.len() < compression.threshold {
-                return None;
-            }
-            compression.compressed.inc();
-            deflate::compress(payload).map(|compressed| frame::encode(opcode, true, &compressed))
-        });
-        deflated.as_ref().unwrap_or(plain)
+    ///
+    /// A transport may store empty bytes to mean "no such encoding" (a
+    /// compressed form that would not be smaller, say): a real encoding is
+    /// never empty.
+    pub(crate) fn encoded(
+        &self,
+        encoding: Encoding,
+        build: impl FnOnce(&Queued) -> Bytes,
+    ) -> &Bytes {
+        self.0.encoded[encoding.0].get_or_init(|| build(self))
     }
 }
 
-/// How a member that negotiated permessage-deflate gets its frames.
-pub(crate) struct Compression {
-    /// Shorter payloads go uncompressed.
-    pub threshold: usize,
-    /// Counts each message compressed (once, whatever the members).
-    pub compressed: Counter,
-}
+/// A slot for one encoding of a queued message. The queue knows messages,
+/// not transports: each transport names the slots it uses, next to the
+/// code that fills them, and the slots are told apart only by number.
+///
+/// | slots | used by |
+/// | --- | --- |
+/// | 0–3 | the WebSocket transport (`transport/websocket/encoding.rs`): raw and `groupcast.v1` frames, each plain and compressed |
+///
+/// A new transport takes the next free numbers and raises [`ENCODINGS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Encoding(usize);
 
-/// The header length of a frame built by [`frame::encode`].
-fn header_len(frame: &[u8]) -> usize {
-    match frame.get(1).map(|b| b & 0x7F) {
-        Some(126) => 4,
-        Some(127) => 10,
-        _ => 2,
+impl Encoding {
+    /// The slot `index`; a slot past [`ENCODINGS`] does not compile (the
+    /// constant is evaluated where a transport names its slots).
+    pub(crate) const fn slot(index: usize) -> Self {
+        assert!(index < ENCODINGS, "raise ENCODINGS for a new slot");
+        Encoding(index)
     }
 }
+
+/// How many encodings a message can have at once, all transports together.
+pub(crate) const ENCODINGS: usize = 4;
 
 impl From<Message> for Queued {
     fn from(message: Message) -> Self {
@@ -268,7 +239,7 @@ impl Outbound {
                         state.frames = VecDeque::new();
                         state.closing = true;
                         state.close = Some(CloseReason::new(
-                            close_code::TRY_AGAIN_LATER,
+                            CloseKind::TooSlow,
                             "slow consumer: send queue full",
                         ));
                         (Pushed::Overflowed, true)
@@ -466,8 +437,8 @@ mod tests {
         let batch = q.next_batch().await;
         assert!(batch.frames.is_empty());
         assert_eq!(
-            batch.close.map(|c| c.code),
-            Some(close_code::TRY_AGAIN_LATER)
+            batch.close.map(|c| c.kind.websocket_code()),
+            Some(crate::close_code::TRY_AGAIN_LATER)
         );
     }
 
@@ -485,11 +456,11 @@ mod tests {
     async fn close_after_queued_frames() {
         let q = Outbound::new(4, QueueFullPolicy::Close, false);
         q.push(queued("a"));
-        assert!(q.close(CloseReason::new(1000, "bye")));
-        assert!(!q.close(CloseReason::new(1001, "again")));
+        assert!(q.close(CloseReason::new(CloseKind::Normal, "bye")));
+        assert!(!q.close(CloseReason::new(CloseKind::GoingAway, "again")));
         let batch = q.next_batch().await;
         assert_eq!(batch.frames.len(), 1);
-        assert_eq!(batch.close.map(|c| c.code), Some(1000));
+        assert_eq!(batch.close.map(|c| c.kind.websocket_code()), Some(1000));
     }
 
     fn stamped(offset: u64, epoch: &Arc<str>) -> Queued {
@@ -521,53 +492,8 @@ mod tests {
     async fn a_close_is_not_held() {
         let q = Outbound::new(4, QueueFullPolicy::Close, true);
         q.push(queued("live"));
-        assert!(q.close(CloseReason::new(1001, "bye")));
+        assert!(q.close(CloseReason::new(CloseKind::GoingAway, "bye")));
         let batch = q.next_batch().await;
-        assert_eq!(batch.close.map(|c| c.code), Some(1001));
-    }
-
-    #[test]
-    fn a_frame_is_built_once_and_shared_by_every_member() {
-        let queued = Queued::from(Message::text("hello"));
-        let member = queued.clone(); // what fan-out pushes
-        let first = queued.frame(Protocol::Raw, None);
-        let second = member.frame(Protocol::Raw, None);
-        assert_eq!(&first[..], b"\x81\x05hello");
-        assert_eq!(
-            first.as_ptr(),
-            second.as_ptr(),
-            "the same bytes, not a copy"
-        );
-    }
-
-    #[test]
-    fn v1_members_get_the_json_frame_and_compressed_members_the_deflated_one() {
-        let line = "2026-12-01T10:00:00Z INFO compiling groupcast v0.2.0 (/src) ".repeat(4);
-        let queued = Queued::new(
-            Message::text(line.clone()),
-            Some(Stamp::new(7, "e1".into())),
-        );
-        let v1 = queued.frame(Protocol::V1, None);
-        assert!(
-            std::str::from_utf8(&v1[4..])
-                .unwrap()
-                .contains(r#""offset":7"#)
-        );
-        let compression = Compression {
-            threshold: 64,
-            compressed: Counter::default(),
-        };
-        let deflated = queued.frame(Protocol::Raw, Some(&compression));
-        assert_eq!(deflated[0], 0xC1, "FIN + RSV1 + text");
-        assert!(deflated.len() < line.len() / 2);
-        assert_eq!(
-            deflated.as_ptr(),
-            queued.frame(Protocol::Raw, Some(&compression)).as_ptr(),
-            "compressed once"
-        );
-        assert_eq!(compression.compressed.get(), 1);
-        // Below the threshold: plain.
-        let short = Queued::from(Message::text("short"));
-        assert_eq!(short.frame(Protocol::Raw, Some(&compression))[0], 0x81);
+        assert_eq!(batch.close.map(|c| c.kind.websocket_code()), Some(1001));
     }
 }

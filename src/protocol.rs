@@ -148,58 +148,6 @@ impl Offsets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::Queued;
-
-    #[test]
-    fn positioned_messages_carry_offset_and_epoch() {
-        let queued = Queued::new(
-            Message::text("hello \"you\""),
-            Some(Stamp::new(7, Arc::from("e1"))),
-        );
-        let frame = sent(Protocol::V1, &queued);
-        let json: serde_json::Value = serde_json::from_str(&frame).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"type":"message","offset":7,"epoch":"e1","data":"hello \"you\""})
-        );
-        assert_eq!(sent(Protocol::Raw, &queued), "hello \"you\"");
-    }
-
-    /// The payload of the (short, text) frame a member speaking `protocol` gets.
-    fn sent(protocol: Protocol, queued: &Queued) -> String {
-        let frame = queued.frame(protocol, None);
-        String::from_utf8(frame[2..].to_vec()).unwrap()
-    }
-
-    #[test]
-    fn binary_data_is_base64_and_says_so() {
-        let queued = Queued::from(Message::binary(vec![0u8, 255, 1]));
-        let frame = sent(Protocol::V1, &queued);
-        let json: serde_json::Value = serde_json::from_str(&frame).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"type":"message","data":"AP8B","binary":true})
-        );
-    }
-
-    #[test]
-    fn protocol_frames_are_sent_as_they_are() {
-        let welcome = Welcome {
-            kind: "welcome",
-            session: "s".into(),
-            node: "n".into(),
-            group: "g".into(),
-            epoch: None,
-            offset: None,
-            history: false,
-            recovered: None,
-        };
-        let welcome = Queued::welcome(&welcome);
-        let frame = sent(Protocol::V1, &welcome);
-        let json: serde_json::Value = serde_json::from_str(&frame).unwrap();
-        assert_eq!(json["type"], "welcome");
-        assert!(json.get("recovered").is_none());
-    }
 
     #[test]
     fn offsets_skip_repeats_only() {

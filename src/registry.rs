@@ -1,10 +1,14 @@
 //! This node's sessions, by group and by id.
 //!
-//! The registry answers two questions fast: "who is in group G" (fan-out)
-//! and "is this the first join / last leave of G" (which tells the bus to
-//! subscribe or unsubscribe). It holds sessions only; it never touches a
-//! socket and never awaits, so its lock is only ever held for the length of
-//! a loop over a group's members pushing into their queues.
+//! The registry answers three questions fast: "who is in group G"
+//! (fan-out), "which groups does session S hold" (its leave), and "is this
+//! the first join / last leave of G" (which tells the bus to subscribe or
+//! unsubscribe). Membership is many-to-many, as in socketioxide's local
+//! adapter (room → sockets and socket → rooms): a session may hold several
+//! groups; one that holds one group, as every session does today, is the
+//! special case. It holds sessions only; it never touches a socket and
+//! never awaits, so its lock is only ever held for the length of a loop
+//! over a group's members pushing into their queues.
 
 use std::collections::HashMap;
 
@@ -23,8 +27,17 @@ pub(crate) struct Registry {
 
 #[derive(Default)]
 struct Maps {
+    /// Group → its local members.
     groups: HashMap<GroupName, HashMap<SessionId, Session>>,
-    sessions: HashMap<SessionId, Session>,
+    /// Session → itself and the groups it holds.
+    sessions: HashMap<SessionId, Member>,
+}
+
+/// A session in the registry, and the groups it holds (one today; a
+/// vector, not a set: a session holds few groups, and in join order).
+struct Member {
+    session: Session,
+    groups: Vec<GroupName>,
 }
 
 /// What one local fan-out did.
@@ -53,43 +66,97 @@ impl Fanout {
 }
 
 impl Registry {
-    /// Adds `session`; true when it is the group's first local member.
-    /// Refused when its group is new and the node already has members in
-    /// `max_groups` groups (`0`: no limit).
+    /// Adds `session` to `group` (registering the session on its first
+    /// group); true when it is the group's first local member. Refused when
+    /// the group is new and the node already has members in `max_groups`
+    /// groups (`0`: no limit). Joining a group twice changes nothing.
     pub(crate) fn join(
         &self,
         session: &Session,
+        group: &GroupName,
         max_groups: usize,
     ) -> Result<bool, LimitRejection> {
         let mut maps = self.maps.write();
-        if max_groups > 0
-            && maps.groups.len() >= max_groups
-            && !maps.groups.contains_key(session.group())
-        {
+        if max_groups > 0 && maps.groups.len() >= max_groups && !maps.groups.contains_key(group) {
             return Err(LimitRejection::Groups { limit: max_groups });
         }
-        maps.sessions.insert(session.id().clone(), session.clone());
-        let members = maps.groups.entry(session.group().clone()).or_default();
+        let member = maps
+            .sessions
+            .entry(session.id().clone())
+            .or_insert_with(|| Member {
+                session: session.clone(),
+                groups: Vec::new(),
+            });
+        if member.groups.contains(group) {
+            return Ok(false);
+        }
+        member.groups.push(group.clone());
+        let members = maps.groups.entry(group.clone()).or_default();
         members.insert(session.id().clone(), session.clone());
         Ok(members.len() == 1)
     }
 
-    /// Removes `session`; true when it was the group's last local member.
-    pub(crate) fn leave(&self, session: &Session) -> bool {
+    /// Removes `session` from `group` (and from the registry when it was
+    /// its last group); true when it was the group's last local member.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "a one-group session leaves all at once")
+    )]
+    pub(crate) fn leave_group(&self, session: &Session, group: &GroupName) -> bool {
         let mut maps = self.maps.write();
-        if maps.sessions.remove(session.id()).is_none() {
-            return false;
-        }
-        let Some(members) = maps.groups.get_mut(session.group()) else {
+        let Some(member) = maps.sessions.get_mut(session.id()) else {
             return false;
         };
-        members.remove(session.id());
+        let Some(at) = member.groups.iter().position(|held| held == group) else {
+            return false;
+        };
+        member.groups.remove(at);
+        if member.groups.is_empty() {
+            maps.sessions.remove(session.id());
+        }
+        Self::remove_member(&mut maps, session.id(), group)
+    }
+
+    /// Removes `session` from every group it holds; returns the groups it
+    /// was the last local member of.
+    pub(crate) fn leave(&self, session: &Session) -> Vec<GroupName> {
+        let mut maps = self.maps.write();
+        let Some(member) = maps.sessions.remove(session.id()) else {
+            return Vec::new();
+        };
+        member
+            .groups
+            .into_iter()
+            .filter(|group| Self::remove_member(&mut maps, session.id(), group))
+            .collect()
+    }
+
+    /// Takes `id` out of `group`'s members; true when that emptied it.
+    fn remove_member(maps: &mut Maps, id: &SessionId, group: &GroupName) -> bool {
+        let Some(members) = maps.groups.get_mut(group) else {
+            return false;
+        };
+        members.remove(id);
         if members.is_empty() {
-            maps.groups.remove(session.group());
+            maps.groups.remove(group);
             true
         } else {
             false
         }
+    }
+
+    /// The groups `id` holds, in join order.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "a one-group session knows its group")
+    )]
+    pub(crate) fn groups_of(&self, id: &SessionId) -> Vec<GroupName> {
+        self.maps
+            .read()
+            .sessions
+            .get(id)
+            .map(|member| member.groups.clone())
+            .unwrap_or_default()
     }
 
     /// Queues `message` for every local session `broadcast` selects that
@@ -113,11 +180,14 @@ impl Registry {
                     members.values().for_each(&mut offer);
                 }
             }
-            Target::All => maps.sessions.values().for_each(&mut offer),
+            Target::All => maps
+                .sessions
+                .values()
+                .for_each(|member| offer(&member.session)),
             Target::Sessions(ids) => ids
                 .iter()
                 .filter_map(|id| maps.sessions.get(id))
-                .for_each(&mut offer),
+                .for_each(|member| offer(&member.session)),
         }
         fanout
     }
@@ -131,17 +201,25 @@ impl Registry {
                 .groups
                 .get(group)
                 .map_or(0, |members| members.values().filter(admitted).count()),
-            Target::All => maps.sessions.values().filter(admitted).count(),
+            Target::All => maps
+                .sessions
+                .values()
+                .filter(|member| admitted(&&member.session))
+                .count(),
             Target::Sessions(ids) => ids
                 .iter()
                 .filter_map(|id| maps.sessions.get(id))
-                .filter(admitted)
+                .filter(|member| admitted(&&member.session))
                 .count(),
         }
     }
 
     pub(crate) fn session(&self, id: &SessionId) -> Option<Session> {
-        self.maps.read().sessions.get(id).cloned()
+        self.maps
+            .read()
+            .sessions
+            .get(id)
+            .map(|member| member.session.clone())
     }
 
     pub(crate) fn session_count(&self) -> usize {
@@ -179,6 +257,94 @@ impl Registry {
     }
 
     pub(crate) fn all_sessions(&self) -> Vec<Session> {
-        self.maps.read().sessions.values().cloned().collect()
+        self.maps
+            .read()
+            .sessions
+            .values()
+            .map(|member| member.session.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+
+    use super::*;
+    use crate::auth::Claims;
+    use crate::config::Config;
+    use crate::protocol::Protocol;
+    use crate::session::HubHandle;
+
+    fn session(group: &str) -> Session {
+        Session::new(
+            GroupName::new(group).unwrap(),
+            None,
+            &Config::default(),
+            Claims::open(),
+            HubHandle(Weak::<()>::new()),
+            Protocol::Raw,
+            false,
+        )
+    }
+
+    fn group(name: &str) -> GroupName {
+        GroupName::new(name).unwrap()
+    }
+
+    #[test]
+    fn a_session_may_hold_several_groups_and_leaves_them_all() {
+        let registry = Registry::default();
+        let alice = session("a");
+        let bob = session("a");
+        assert_eq!(registry.join(&alice, &group("a"), 0), Ok(true));
+        assert_eq!(registry.join(&alice, &group("b"), 0), Ok(true));
+        assert_eq!(
+            registry.join(&alice, &group("b"), 0),
+            Ok(false),
+            "twice is once"
+        );
+        assert_eq!(registry.join(&bob, &group("a"), 0), Ok(false));
+        assert_eq!(registry.groups_of(alice.id()), vec![group("a"), group("b")]);
+        assert_eq!(registry.member_count(&group("b")), 1);
+        assert_eq!(registry.session_count(), 2);
+
+        // Alice leaves: "b" empties, "a" still has Bob.
+        assert_eq!(registry.leave(&alice), vec![group("b")]);
+        assert_eq!(registry.groups_of(alice.id()), Vec::<GroupName>::new());
+        assert_eq!(registry.groups(), vec![(group("a"), 1)]);
+        assert_eq!(registry.leave(&alice), Vec::<GroupName>::new(), "once");
+    }
+
+    #[test]
+    fn leaving_one_group_keeps_the_others_and_the_last_removes_the_session() {
+        let registry = Registry::default();
+        let alice = session("a");
+        registry.join(&alice, &group("a"), 0).unwrap();
+        registry.join(&alice, &group("b"), 0).unwrap();
+        assert!(registry.leave_group(&alice, &group("a")), "a emptied");
+        assert!(
+            !registry.leave_group(&alice, &group("a")),
+            "not held any more"
+        );
+        assert_eq!(registry.groups_of(alice.id()), vec![group("b")]);
+        assert!(registry.session(alice.id()).is_some());
+        assert!(registry.leave_group(&alice, &group("b")));
+        assert!(
+            registry.session(alice.id()).is_none(),
+            "no group, no session"
+        );
+    }
+
+    #[test]
+    fn a_full_node_refuses_a_new_group_but_not_a_held_one() {
+        let registry = Registry::default();
+        let alice = session("a");
+        registry.join(&alice, &group("a"), 1).unwrap();
+        assert_eq!(
+            registry.join(&alice, &group("b"), 1),
+            Err(LimitRejection::Groups { limit: 1 })
+        );
+        assert_eq!(registry.join(&session("a"), &group("a"), 1), Ok(false));
     }
 }

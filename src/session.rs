@@ -18,13 +18,13 @@ use serde_json::Value;
 
 use crate::auth::Claims;
 use crate::broadcast::{Broadcast, KeyFilter};
+use crate::close::{CloseKind, CloseReason};
 use crate::config::Config;
 use crate::group::GroupName;
 use crate::message::Message;
 use crate::outbound::{Outbound, Pushed, Queued};
 use crate::protocol::Protocol;
 pub use crate::session_id::SessionId;
-use crate::wire::CloseReason;
 
 /// A session's way back to its hub: weak, because the hub (through its
 /// registry) owns the sessions; and opaque, because a session sits below
@@ -169,11 +169,22 @@ impl Session {
         &self.inner.hub
     }
 
-    /// Closes the connection with a close code and reason (melody:
-    /// `CloseWithMsg`). Messages queued before are sent first. Returns
-    /// false when the session was already closing.
+    /// Closes the connection with a WebSocket-style close code and reason
+    /// (melody: `CloseWithMsg`; a transport without codes is told the
+    /// code's [`CloseKind`]). Messages queued before are sent first.
+    /// Returns false when the session was already closing.
     pub fn close(&self, code: u16, reason: impl Into<std::borrow::Cow<'static, str>>) -> bool {
-        self.inner.outbound.close(CloseReason::new(code, reason))
+        self.close_with(CloseReason::new(
+            CloseKind::from_websocket_code(code),
+            reason,
+        ))
+    }
+
+    /// Closes the connection for `reason`, which each transport turns into
+    /// its own signal. Messages queued before are sent first. Returns false
+    /// when the session was already closing.
+    pub fn close_with(&self, reason: CloseReason) -> bool {
+        self.inner.outbound.close(reason)
     }
 
     /// Whether the session is closing or closed (melody: `IsClosed`).

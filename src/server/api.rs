@@ -14,17 +14,17 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::state::AppState;
+use crate::Message;
 use crate::backend::NodeInfo;
 use crate::backend::history::{HistoryQuery, MAX_PAGE};
 use crate::backend::presence::{GroupTotal, group_totals};
-use crate::group::{GroupName, GroupNameError};
-use crate::{HubError, Message};
+use crate::group::GroupName;
+pub(crate) use crate::http_error::ApiError;
 
 pub(crate) fn routes(max_body: usize) -> Router<AppState> {
     Router::new()
@@ -34,65 +34,6 @@ pub(crate) fn routes(max_body: usize) -> Router<AppState> {
         .route("/api/workers", get(list_workers))
         .route("/api/info", get(info))
         .layer(DefaultBodyLimit::max(max_body))
-}
-
-/// A JSON error answer.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn bad_group(error: GroupNameError) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_group_name",
-            format!("invalid group name: {error}"),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": self.code, "message": self.message })),
-        )
-            .into_response()
-    }
-}
-
-impl From<HubError> for ApiError {
-    fn from(error: HubError) -> Self {
-        match error {
-            HubError::GroupName(e) => ApiError::bad_group(e),
-            HubError::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is shutting down",
-            ),
-            HubError::Backend(e) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "bus_unavailable",
-                format!("delivered locally, but not to other nodes: {e}"),
-            ),
-            other => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                other.to_string(),
-            ),
-        }
-    }
 }
 
 #[derive(Serialize)]

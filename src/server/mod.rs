@@ -16,13 +16,10 @@
 //! sessions simply have no remote address).
 
 mod api;
-mod connection;
 mod demo;
 mod listen;
 mod ops;
 mod state;
-mod upgrade;
-mod ws;
 
 pub use crate::wire::MAX_READ_CHUNK;
 #[doc(hidden)]
@@ -38,6 +35,7 @@ use axum::routing::get;
 use crate::Hub;
 use crate::auth::http::{ApiKeyGuard, require_api_key};
 use crate::auth::{ApiKeys, CorsPolicy};
+use crate::transport::websocket;
 
 /// Settings of the full router.
 #[derive(Debug, Clone)]
@@ -72,8 +70,8 @@ impl Default for ServerOptions {
 /// `Router` to serve a hub next to your application.
 pub fn ws_router(hub: Hub) -> Router {
     Router::new()
-        .route("/ws/", get(ws::no_group))
-        .route("/ws/{*group}", get(ws::upgrade))
+        .route("/ws/", get(websocket::no_group))
+        .route("/ws/{*group}", get(websocket::upgrade))
         .with_state(hub)
 }
 

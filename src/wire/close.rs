@@ -1,27 +1,7 @@
-//! How a connection ends: the close codes groupcast sends and a close
-//! with its reason. Plain data at the bottom of the layers: the session
-//! asks for a close, errors name their code, the transport sends it.
-
-use std::borrow::Cow;
-
-/// A WebSocket close code and reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseReason {
-    /// The close code (RFC 6455 section 7.4).
-    pub code: u16,
-    /// A short human-readable reason (at most 123 bytes on the wire).
-    pub reason: Cow<'static, str>,
-}
-
-impl CloseReason {
-    /// A close code and reason.
-    pub fn new(code: u16, reason: impl Into<Cow<'static, str>>) -> Self {
-        CloseReason {
-            code,
-            reason: reason.into(),
-        }
-    }
-}
+//! The WebSocket close codes groupcast sends (RFC 6455 section 7.4, and
+//! its own in 4000–4999). A session closes with a transport-neutral
+//! [`CloseReason`](crate::CloseReason) (`close.rs`); these are what its
+//! kinds become on a WebSocket.
 
 /// Close codes groupcast sends.
 pub mod close_code {

@@ -22,6 +22,6 @@ pub mod frame;
 pub mod reader;
 pub mod utf8;
 
-pub use close::{CloseReason, close_code};
+pub use close::close_code;
 pub use frame::OpCode;
 pub use reader::{CloseFrame, FrameReader, Incoming, Limits, MAX_READ_CHUNK, ReadError, Role};

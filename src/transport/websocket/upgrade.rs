@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::api::ApiError;
+use crate::http_error::ApiError;
 use crate::wire::deflate;
 
 /// A valid upgrade request, answered with [`Upgrade::accept`].

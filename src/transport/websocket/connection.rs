@@ -15,8 +15,8 @@
 //! connection.
 
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
-use std::io::{self, IoSlice};
+use std::future::poll_fn;
+use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
@@ -26,20 +26,20 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, sleep_until, timeout};
 
+use super::encoding::{self, Compression};
+use crate::CloseReason;
 use crate::error::SessionError;
-use crate::outbound::{Batch, Compression, Queued, SPARE_CAPACITY};
+use crate::outbound::{Batch, Queued, SPARE_CAPACITY};
 use crate::poll_gate::PollGate;
 use crate::protocol::Offsets;
-use crate::wire::{CloseReason, MAX_READ_CHUNK, close_code};
+use crate::transport::lifecycle::FromClient;
+use crate::transport::writer::{Progress, WriteFrames, poll_write_frames, write_frames};
 use crate::wire::{FrameReader, Incoming, ReadError, frame};
+use crate::wire::{MAX_READ_CHUNK, close_code};
 use crate::{Hub, Session};
 
 /// After sending a close frame, how long to wait for the client's reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// The most frames handed to one `writev` (the kernel's `IOV_MAX` is
-/// 1024): the slices live on the stack, for one write.
-const MAX_SLICES: usize = 64;
 
 /// What a connection was negotiated with, and what it hands its data
 /// messages (text, binary) and pongs to.
@@ -104,7 +104,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     /// close code, like the reader's own errors.
     pub async fn run(
         &mut self,
-        mut on_message: impl FnMut(Incoming) -> Result<(), SessionError>,
+        mut on_message: impl FnMut(FromClient) -> Result<(), SessionError>,
     ) -> Result<(), SessionError> {
         let hub = self.hub;
         let session = self.session;
@@ -177,7 +177,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                             Incoming::Ping(payload) => {
                                 // Seen by `on_message` too (pings count
                                 // against the client's rate).
-                                if let Err(error) = on_message(Incoming::Ping(payload.clone())) {
+                                if let Err(error) = on_message(FromClient::Ping) {
                                     return Box::pin(self.fail(error)).await;
                                 }
                                 self.write(&[frame::pong(&payload)], write_timeout).await?;
@@ -195,8 +195,18 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                                 let _ = self.write(&[frame::close(code, "")], write_timeout).await;
                                 return Ok(());
                             }
-                            other => {
-                                if let Err(error) = on_message(other) {
+                            Incoming::Text(text) => {
+                                if let Err(error) = on_message(FromClient::Text(text)) {
+                                    return Box::pin(self.fail(error)).await;
+                                }
+                            }
+                            Incoming::Binary(data) => {
+                                if let Err(error) = on_message(FromClient::Binary(data)) {
+                                    return Box::pin(self.fail(error)).await;
+                                }
+                            }
+                            Incoming::Pong(_) => {
+                                if let Err(error) = on_message(FromClient::Pong) {
                                     return Box::pin(self.fail(error)).await;
                                 }
                             }
@@ -257,7 +267,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             self.batch
                 .retain(|queued| queued.stamp().is_none_or(|stamp| offsets.is_new(stamp)));
         }
-        self.close = close.map(|close| frame::close(Some(close.code), &close.reason));
+        self.close =
+            close.map(|close| frame::close(Some(close.kind.websocket_code()), &close.reason));
         self.sent = Progress::default();
         let frames = BatchFrames {
             batch: &self.batch,
@@ -338,15 +349,22 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
 
     /// Writes `frames` (control frames) within `limit`.
     async fn write(&mut self, frames: &[Bytes], limit: Duration) -> Result<(), SessionError> {
-        write_frames(&mut self.io, self.hub, frames, limit).await
+        write_frames(
+            &mut self.io,
+            &self.hub.metrics().write_timeouts,
+            frames,
+            limit,
+        )
+        .await
     }
 
     /// Ends the connection for `error`: the frames queued so far, then a
     /// close frame with the error's code, if it has one. (Called boxed:
     /// a rare path whose state should not be part of every connection.)
     async fn fail(&mut self, error: SessionError) -> Result<(), SessionError> {
-        if let Some(code) = error.close_code() {
-            self.session.close(code, error.to_string());
+        if let Some(kind) = error.close_kind() {
+            self.session
+                .close_with(CloseReason::new(kind, error.to_string()));
             let Batch {
                 frames: batch,
                 close,
@@ -426,23 +444,6 @@ fn poll_read_into<S: AsyncRead + Unpin>(
     Poll::Ready(Ok(read.len()))
 }
 
-/// The frames of one write, read in place.
-trait WriteFrames {
-    fn count(&self) -> usize;
-    fn frame(&self, index: usize) -> &[u8];
-}
-
-/// Control frames, built for the write.
-impl WriteFrames for [Bytes] {
-    fn count(&self) -> usize {
-        self.len()
-    }
-
-    fn frame(&self, index: usize) -> &[u8] {
-        &self[index]
-    }
-}
-
 /// A batch's frames as one member gets them, then the close, if any.
 struct BatchFrames<'a> {
     batch: &'a VecDeque<Queued>,
@@ -458,117 +459,9 @@ impl WriteFrames for BatchFrames<'_> {
 
     fn frame(&self, index: usize) -> &[u8] {
         match self.batch.get(index) {
-            Some(queued) => queued.frame(self.protocol, self.compression),
+            Some(queued) => encoding::frame_for(queued, self.protocol, self.compression),
             // `count` admits one index past the batch only with a close.
             None => self.close.map_or(&[], |close| &close[..]),
         }
-    }
-}
-
-/// Writes `frames` with as few vectored writes as the socket allows,
-/// failing past `limit` (counted).
-async fn write_frames<S: AsyncWrite + Unpin, F: WriteFrames + ?Sized>(
-    io: &mut S,
-    hub: &Hub,
-    frames: &F,
-    limit: Duration,
-) -> Result<(), SessionError> {
-    let mut sent = Progress::default();
-    let result = within(
-        limit,
-        poll_fn(|cx| poll_write_frames(io, cx, frames, &mut sent)),
-    )
-    .await;
-    if matches!(result, Err(SessionError::WriteTimeout(_))) {
-        hub.metrics().write_timeouts.inc();
-    }
-    result
-}
-
-/// How far a write of several frames got.
-#[derive(Default)]
-struct Progress {
-    /// Frames written entirely.
-    frames: usize,
-    /// Bytes of the next frame written.
-    offset: usize,
-}
-
-/// Writes `frames` from where `sent` stands, up to [`MAX_SLICES`] per
-/// vectored write (one frame: a plain write), until all are written or
-/// the socket is full.
-fn poll_write_frames<S: AsyncWrite + Unpin, F: WriteFrames + ?Sized>(
-    io: &mut S,
-    cx: &mut Context<'_>,
-    frames: &F,
-    sent: &mut Progress,
-) -> Poll<Result<(), SessionError>> {
-    let write_error = |error: io::Error| SessionError::Write(error.to_string());
-    let total = frames.count();
-    while sent.frames < total {
-        let count = (total - sent.frames).min(MAX_SLICES);
-        let first = &frames.frame(sent.frames)[sent.offset..];
-        let written = if count == 1 {
-            // The usual case (a message at a time): no slices to build.
-            ready!(Pin::new(&mut *io).poll_write(cx, first))
-        } else {
-            // Each frame looked up once: the slices say how far it got.
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            slices[0] = IoSlice::new(first);
-            for (slot, index) in slices[1..count].iter_mut().zip(sent.frames + 1..) {
-                *slot = IoSlice::new(frames.frame(index));
-            }
-            let slices = &slices[..count];
-            let written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, slices));
-            if let Ok(written) = written {
-                advance(sent, slices, written);
-            }
-            written
-        }
-        .map_err(write_error)?;
-        if written == 0 {
-            return Poll::Ready(Err(write_error(io::ErrorKind::WriteZero.into())));
-        }
-        if count == 1 {
-            if written < first.len() {
-                sent.offset += written;
-            } else {
-                sent.frames += 1;
-                sent.offset = 0;
-            }
-        }
-    }
-    Pin::new(&mut *io).poll_flush(cx).map_err(write_error)
-}
-
-/// Moves `sent` past the `written` bytes of `slices` (which start where
-/// `sent` stands).
-fn advance(sent: &mut Progress, slices: &[IoSlice<'_>], written: usize) {
-    let mut left = written;
-    for slice in slices {
-        if left < slice.len() {
-            sent.offset += left;
-            return;
-        }
-        left -= slice.len();
-        sent.frames += 1;
-        sent.offset = 0;
-    }
-}
-
-/// Runs a write to the client, failing it if it takes longer than
-/// `limit`. Almost every write completes on its first poll (the socket's
-/// send buffer has room), so the timer — an insertion into and a removal
-/// from the runtime's timer wheel — is only armed when it does not.
-async fn within(
-    limit: Duration,
-    write: impl Future<Output = Result<(), SessionError>>,
-) -> Result<(), SessionError> {
-    let mut write = pin!(write);
-    match futures_util::poll!(write.as_mut()) {
-        Poll::Ready(result) => result,
-        Poll::Pending => timeout(limit, write)
-            .await
-            .map_err(|_| SessionError::WriteTimeout(limit))?,
     }
 }

@@ -1,0 +1,364 @@
+//! A session's life, the same for every transport: admission, joining and
+//! the membership guard, catch-up from history, the application's
+//! handlers, and what a client's messages mean (rate, refresh, the right
+//! to publish, forwarding).
+//!
+//! A transport calls, in order: [`admit`] before it answers the request
+//! (every refusal is an HTTP error, never a half-open connection), then
+//! [`take_slot`] (the connection limits), then [`attach`] once its
+//! connection is up, which joins the hub and returns the [`Attached`]
+//! guard; [`Attached::catch_up`] sends the welcome and backlog. From then
+//! on it hands what the client sends to a [`ClientInput`] and writes the
+//! session's queue. When the guard drops — the connection ended, by any
+//! path, a panic in a handler included — the session leaves its group and
+//! `on_disconnect` runs.
+//!
+//! What a transport keeps for itself: its handshake, reading and writing
+//! its bytes, how it encodes a queued message, and how it signals a
+//! session's [`CloseReason`](crate::CloseReason).
+
+use std::net::SocketAddr;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tungstenite::Utf8Bytes;
+
+use crate::auth::refresh::{RefreshRequest, parse_refresh, refreshed_message};
+use crate::auth::{AuthError, Claims, http::client_token};
+use crate::config::ClientMessages;
+use crate::error::SessionError;
+use crate::group::{GroupName, GroupNameError};
+use crate::http_error::ApiError;
+use crate::limits::{ConnectionPermit, LimitRejection, TokenBucket};
+use crate::protocol::Protocol;
+use crate::resume::Replay;
+use crate::{Hub, HubError, Message, Session};
+
+/// Who is joining, as admission let them in.
+pub(crate) struct Admitted {
+    pub group: GroupName,
+    pub claims: Claims,
+    pub replay: Replay,
+}
+
+/// Why a connection was refused before it was answered.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    BadGroup(GroupNameError),
+    BadQuery(String),
+    Auth(AuthError),
+    ShuttingDown,
+    Limit(LimitRejection),
+}
+
+impl IntoResponse for Refusal {
+    /// The JSON error every transport answers with: 400 for a bad group or
+    /// query, the auth error's own status (401, 403), 503 when the node is
+    /// shutting down or full (another node may have room; `Retry-After`),
+    /// 429 when this address holds too many connections.
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::BadGroup(error) => ApiError::bad_group(error).into_response(),
+            Refusal::BadQuery(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message).into_response()
+            }
+            Refusal::Auth(error) => error.into_response(),
+            Refusal::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down; connect to another node",
+            )
+            .into_response(),
+            Refusal::Limit(limit) => limit_response(limit),
+        }
+    }
+}
+
+fn limit_response(limit: LimitRejection) -> Response {
+    let (status, code) = match limit {
+        LimitRejection::ConnectionsPerIp { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections_from_ip",
+        ),
+        LimitRejection::Groups { .. } => (StatusCode::SERVICE_UNAVAILABLE, "too_many_groups"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "node_full"),
+    };
+    let mut response = ApiError::new(status, code, limit.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+/// The checks before a connection is answered, cheapest first: the group
+/// name, the replay parameters, then security (Origin, token and group;
+/// see [`crate::auth::policy`]; counted when refused), then whether the
+/// node is shutting down.
+pub(crate) fn admit(
+    hub: &Hub,
+    group: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Admitted, Refusal> {
+    let group = GroupName::new(group).map_err(Refusal::BadGroup)?;
+    // Replay parameters before anything else costs: a bad one is a 400.
+    let replay = Replay::from_query(query).map_err(|error| Refusal::BadQuery(error.to_string()))?;
+    let auth = hub.client_auth();
+    let claims = auth
+        .check_origin(headers.get(header::ORIGIN))
+        .and_then(|()| client_token(headers, query))
+        .and_then(|token| auth.admit(&group, token.as_deref()))
+        .map_err(|error| {
+            hub.metrics().count_auth_rejection(error.code());
+            tracing::debug!(%group, code = error.code(), %error, "connection refused");
+            Refusal::Auth(error)
+        })?;
+    if hub.is_shutting_down() {
+        return Err(Refusal::ShuttingDown);
+    }
+    Ok(Admitted {
+        group,
+        claims,
+        replay,
+    })
+}
+
+/// The connection limits (see [`crate::limits`]): the slot is held until
+/// the connection ends, so connections being set up count too.
+pub(crate) fn take_slot(
+    hub: &Hub,
+    admitted: &Admitted,
+    remote: Option<SocketAddr>,
+) -> Result<ConnectionPermit, Refusal> {
+    hub.admit_connection(&admitted.group, remote.map(|addr| addr.ip()))
+        .map_err(Refusal::Limit)
+}
+
+/// A session in the hub for as long as this lives. Dropping it is the one
+/// way a session leaves: its group is left and `on_disconnect` runs — also
+/// when the connection's task ends by a panic in a handler, so that no
+/// session ever outlives its connection in the registry.
+pub(crate) struct Attached {
+    hub: Hub,
+    session: Session,
+    /// Whether the queue is held until the catch-up is in.
+    held: bool,
+    /// The hub waits for tracked connections on shutdown.
+    _tracked: TaskTrackerToken,
+    _permit: ConnectionPermit,
+}
+
+/// Joins the hub: the session exists, its group is held, `on_connect` has
+/// run. A `groupcast.v1` client's first message is its welcome, and a
+/// backlog goes before the live messages: in both cases the session's
+/// queue is held until [`Attached::catch_up`] is done.
+pub(crate) fn attach(
+    hub: &Hub,
+    admitted: Admitted,
+    remote: Option<SocketAddr>,
+    protocol: Protocol,
+    permit: ConnectionPermit,
+) -> Result<(Attached, Replay), HubError> {
+    let held = protocol == Protocol::V1 || admitted.replay.wants_backlog();
+    let session = hub.join(admitted.group, remote, admitted.claims, protocol, held)?;
+    let attached = Attached {
+        hub: hub.clone(),
+        session,
+        held,
+        _tracked: hub.track_connection(),
+        _permit: permit,
+    };
+    tracing::debug!(session = %attached.session.id(), group = %attached.session.group(), ?remote, "connected");
+    if let Some(on_connect) = &hub.handlers().connect {
+        on_connect(hub, &attached.session);
+    }
+    Ok((attached, admitted.replay))
+}
+
+impl Attached {
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Sends the welcome and the backlog `replay` asks for, then releases
+    /// the queue (nothing to do when it was not held).
+    pub(crate) async fn catch_up(&self, replay: &Replay) {
+        if self.held {
+            // Boxed: the catch-up's state (history reads) is large, and
+            // would otherwise stay part of every connection's future.
+            Box::pin(self.hub.catch_up(&self.session, replay)).await;
+        }
+    }
+
+    /// A connection that ended with `error`: logged and handed to
+    /// `on_error`.
+    pub(crate) fn report(&self, error: &SessionError) {
+        tracing::debug!(session = %self.session.id(), %error, "connection error");
+        if let Some(on_error) = &self.hub.handlers().error {
+            on_error(&self.hub, &self.session, error);
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.hub.leave(&self.session);
+        tracing::debug!(session = %self.session.id(), group = %self.session.group(), "disconnected");
+        // A handler that panics while we are already unwinding would abort
+        // the process: skip it then.
+        if !std::thread::panicking()
+            && let Some(on_disconnect) = &self.hub.handlers().disconnect
+        {
+            on_disconnect(&self.hub, &self.session);
+        }
+    }
+}
+
+/// What a client sent, as every transport reads it.
+pub(crate) enum FromClient {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+    /// A keep-alive probe from the client (it counts against its rate).
+    Ping,
+    /// The answer to ours (it does not count).
+    Pong,
+}
+
+/// What a client's messages mean, for one connection.
+///
+/// Security comes before any handler: everything the client sends counts
+/// against its rate (except the pongs it owes us), a refresh message is
+/// taken out of the stream (see [`crate::auth::refresh`]), and a data
+/// message from a session that may not publish ends it
+/// ([`SessionError::PublishNotAllowed`]).
+///
+/// A text or binary message goes to the application's handler for its
+/// kind; without one, `Config::client_messages` decides: forwarded to the
+/// sender's group, or ignored. The setting is applied here, by the library,
+/// so that what `/api/info` reports is what happens.
+pub(crate) struct ClientInput {
+    bucket: Option<TokenBucket>,
+    rate: u32,
+    forward_unhandled: bool,
+}
+
+impl ClientInput {
+    pub(crate) fn new(hub: &Hub) -> Self {
+        let config = hub.config();
+        ClientInput {
+            bucket: TokenBucket::new(config.max_inbound_rate, config.max_inbound_burst),
+            rate: config.max_inbound_rate,
+            forward_unhandled: config.client_messages == ClientMessages::Group,
+        }
+    }
+
+    /// Handles one message; an error ends the session with the error's
+    /// close reason.
+    pub(crate) fn on_message(
+        &mut self,
+        hub: &Hub,
+        session: &Session,
+        message: FromClient,
+    ) -> Result<(), SessionError> {
+        let handlers = hub.handlers();
+        if !matches!(message, FromClient::Pong)
+            && let Some(bucket) = &mut self.bucket
+            && !bucket.take()
+        {
+            let rate = self.rate;
+            hub.count_limit(&LimitRejection::InboundRate { rate });
+            return Err(SessionError::RateLimited { rate });
+        }
+        match message {
+            FromClient::Text(text) => {
+                hub.count_incoming(text.len());
+                if try_refresh(hub, session, text.as_str())? {
+                    return Ok(());
+                }
+                may_publish(hub, session)?;
+                match &handlers.text {
+                    Some(on_text) => on_text(hub, session, text),
+                    // The message's bytes are shared, not copied, into
+                    // every member's queue.
+                    None if self.forward_unhandled => {
+                        forward(hub, session, Message::Text(text));
+                    }
+                    None => {}
+                }
+            }
+            FromClient::Binary(data) => {
+                hub.count_incoming(data.len());
+                may_publish(hub, session)?;
+                match &handlers.binary {
+                    Some(on_binary) => on_binary(hub, session, data),
+                    None if self.forward_unhandled => {
+                        forward(hub, session, Message::Binary(data));
+                    }
+                    None => {}
+                }
+            }
+            FromClient::Pong => {
+                if let Some(on_pong) = &handlers.pong {
+                    on_pong(hub, session);
+                }
+            }
+            FromClient::Ping => {}
+        }
+        Ok(())
+    }
+}
+
+/// `ClientMessages::Group`: sends a client's message to its own group (the
+/// sender included, as in melody's chat). A failure (the hub shutting
+/// down, the bus refusing) costs this one message, not the connection.
+fn forward(hub: &Hub, session: &Session, message: Message) {
+    if let Err(error) = hub.to(session.group()).send(message) {
+        tracing::warn!(session = %session.id(), %error, "could not forward a client message");
+    }
+}
+
+/// Handles `text` if it is a refresh request of a token-admitted session:
+/// `Ok(true)` when it was one and succeeded, an error (closing 4003) when it
+/// was one and failed, `Ok(false)` when it is an ordinary message.
+fn try_refresh(hub: &Hub, session: &Session, text: &str) -> Result<bool, SessionError> {
+    let current = session.claims();
+    if current.admission != crate::auth::Admission::Token {
+        return Ok(false);
+    }
+    let Some(request) = parse_refresh(text) else {
+        return Ok(false);
+    };
+    let renewed = match request {
+        RefreshRequest::Token(token) => {
+            hub.client_auth().refresh(&current, session.group(), &token)
+        }
+        RefreshRequest::Malformed => Err(AuthError::MalformedToken(
+            "a refresh needs {\"type\":\"refresh\",\"token\":\"<token>\"}".into(),
+        )),
+    };
+    match renewed {
+        Ok(claims) => {
+            tracing::debug!(session = %session.id(), exp = ?claims.exp, "token refreshed");
+            let ack = refreshed_message(&claims);
+            session.set_claims(claims);
+            session.send(Message::text(ack));
+            Ok(true)
+        }
+        Err(error) => {
+            hub.metrics().count_auth_rejection("refresh_rejected");
+            Err(SessionError::RefreshRejected(error.to_string()))
+        }
+    }
+}
+
+/// Whether the session may send messages; ending it if not.
+fn may_publish(hub: &Hub, session: &Session) -> Result<(), SessionError> {
+    if session.claims().publish {
+        Ok(())
+    } else {
+        hub.metrics().count_auth_rejection("publish_not_allowed");
+        Err(SessionError::PublishNotAllowed)
+    }
+}

@@ -1,0 +1,182 @@
+//! The WebSocket transport (RFC 6455): `GET /ws/{*group}`.
+//!
+//! What is the WebSocket's own: the upgrade handshake (`upgrade.rs`),
+//! reading frames and answering pings and closes, the one task that writes
+//! the session's queue (`connection.rs`, on the shared vectored writer),
+//! how a queued message becomes a frame (`encoding.rs`), and how a
+//! session's [`CloseReason`](crate::CloseReason) becomes a close code
+//! ([`CloseReason::websocket_code`](crate::CloseReason::websocket_code)).
+//! Everything else about the session's life — admission, join and leave,
+//! catch-up, handlers, what a client's messages mean — is
+//! [`lifecycle`](crate::transport::lifecycle), shared by every transport.
+
+mod connection;
+mod encoding;
+mod upgrade;
+
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use self::connection::Connection;
+use self::encoding::Compression;
+use self::upgrade::{Negotiated, NotAnUpgrade, Socket, Upgrade};
+use crate::http_error::ApiError;
+use crate::limits::ConnectionPermit;
+use crate::protocol::{self, Protocol};
+use crate::transport::lifecycle::{self, Admitted, ClientInput};
+use crate::wire::close_code;
+use crate::wire::{FrameReader, Limits, Role, frame};
+use crate::{Hub, HubError};
+
+/// The response header of a WebSocket upgrade that names the node serving it.
+pub(crate) const NODE_HEADER: HeaderName = HeaderName::from_static("x-groupcast-node");
+
+/// Admits the connection (group, replay parameters, Origin, token,
+/// limits: see [`lifecycle::admit`]), then upgrades. Nothing that fails a
+/// check reaches the upgrade: the client gets a JSON error with its status
+/// (400, 401, 403, 429, 503) instead of a socket.
+pub(crate) async fn upgrade(
+    State(hub): State<Hub>,
+    Path(group): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ws: Result<Upgrade, NotAnUpgrade>,
+) -> Response {
+    let admitted = match lifecycle::admit(&hub, &group, query.as_deref(), &headers) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        // Not a WebSocket request (no upgrade headers, wrong version…):
+        // answered in JSON like every other error.
+        Err(rejection) => return rejection.into_response(),
+    };
+    let remote = connect_info.map(|Extension(ConnectInfo(addr))| addr);
+    let permit = match lifecycle::take_slot(&hub, &admitted, remote) {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let config = hub.config();
+    // Which node took the connection: behind a load balancer, this is how
+    // a client (or a test) tells the replicas apart.
+    let node = HeaderValue::from_str(hub.node_id()).ok();
+    // Chosen when the client offers it; otherwise the raw protocol.
+    let mut response = ws.accept(
+        protocol::V1,
+        config.compression,
+        move |socket, leftover, negotiated| {
+            let joining = Joining {
+                admitted,
+                remote,
+                permit,
+            };
+            serve(hub, socket, leftover, negotiated, joining)
+        },
+    );
+    if let Some(node) = node {
+        response.headers_mut().insert(NODE_HEADER, node);
+    }
+    response
+}
+
+/// `GET /ws/`: the catch-all route never matches an empty group, so the
+/// empty name gets its own route and the same 400 as any other bad name.
+pub(crate) async fn no_group() -> Response {
+    ApiError::bad_group(crate::group::GroupNameError::Empty).into_response()
+}
+
+/// Who is joining, as the upgrade admitted them.
+struct Joining {
+    admitted: Admitted,
+    remote: Option<SocketAddr>,
+    permit: ConnectionPermit,
+}
+
+/// Runs one connection from join to leave.
+///
+/// The arguments are used in place, not moved into locals: everything
+/// alive here lives as long as the connection, in every connection's
+/// future (see BENCHMARKS.md, W3).
+async fn serve(
+    hub: Hub,
+    socket: Socket,
+    leftover: Bytes,
+    negotiated: Negotiated,
+    joining: Joining,
+) {
+    let protocol = match negotiated.protocol {
+        Some(chosen) if chosen == protocol::V1 => Protocol::V1,
+        _ => Protocol::Raw,
+    };
+    let (attached, replay) = match lifecycle::attach(
+        &hub,
+        joining.admitted,
+        joining.remote,
+        protocol,
+        joining.permit,
+    ) {
+        Ok(attached) => attached,
+        Err(error) => {
+            Box::pin(refuse(&hub, socket, error)).await;
+            return;
+        }
+    };
+    attached.catch_up(&replay).await;
+    drop(replay);
+    let session = attached.session();
+
+    // Built in one expression: no moved-from local stays part of the
+    // connection's future.
+    let mut connection = Connection::new(
+        &hub,
+        session,
+        socket,
+        reader_for(&hub, leftover, negotiated),
+        negotiated.deflate.then(|| Compression {
+            threshold: hub.config().compression_threshold,
+            compressed: hub.metrics().messages_compressed.clone(),
+        }),
+    );
+
+    let mut input = ClientInput::new(&hub);
+    if let Err(error) = connection
+        .run(|incoming| input.on_message(&hub, session, incoming))
+        .await
+    {
+        attached.report(&error);
+    }
+}
+
+/// Another upgrade took the last group slot since this one was admitted
+/// (the same answer, as a close frame), or the node is shutting down.
+async fn refuse(hub: &Hub, mut socket: Socket, error: HubError) {
+    let close = match error {
+        HubError::Limit(limit) => {
+            frame::close(Some(close_code::TRY_AGAIN_LATER), &limit.to_string())
+        }
+        _ => frame::close(Some(close_code::GOING_AWAY), "server shutting down"),
+    };
+    let _ = tokio::time::timeout(hub.config().write_timeout, socket.write_all(&close)).await;
+}
+
+/// The reader of a connection's frames, fed what the client sent right
+/// behind its upgrade request. The bytes are dropped here: they may hold
+/// on to HTTP's whole read buffer.
+fn reader_for(hub: &Hub, leftover: Bytes, negotiated: Negotiated) -> FrameReader {
+    let config = hub.config();
+    let limits = Limits {
+        max_message_size: config.max_message_size,
+        max_frame_size: config.max_message_size,
+    };
+    let mut reader = FrameReader::new(Role::Server, limits).with_deflate(negotiated.deflate);
+    reader.feed(&leftover);
+    reader
+}
