@@ -12,7 +12,7 @@
 //! * A close code a peer may not send (1005, 1006, 1015, unassigned ones):
 //!   tungstenite replaces the whole close frame by `1002 "Protocol
 //!   violation"`; our reader hands the code as sent and the server answers
-//!   1002 for it (`CloseFrame::code_is_allowed`, `server/connection.rs`).
+//!   1002 for it (`CloseFrame::code_is_allowed`, `transport/websocket/connection.rs`).
 //!   Both are normalised to tungstenite's form ([`close`]).
 //! * The end ([`End`]): tungstenite reads from a stream, and when that
 //!   stream runs out it returns `ResetWithoutClosingHandshake` (before a
@@ -212,7 +212,7 @@ pub fn theirs(input: &[u8], role: Role, limits: Limits) -> Outcome {
 /// `ConnectionClosed`, whatever follows. Our reader refuses anything after
 /// a close (RFC 6455 section 5.5.1: nothing may follow it), so a failure
 /// for that reason, right after a close, is tungstenite's clean end. (The
-/// server stops reading at a close either way: `server/connection.rs`.)
+/// server stops reading at a close either way: `transport/websocket/connection.rs`.)
 pub fn after_close(ours: &Ours) -> Outcome {
     let mut outcome = ours.outcome.clone();
     if matches!(outcome.messages.last(), Some(Got::Close(_)))

@@ -5,7 +5,7 @@
 //! `0` turns a limit off. A connection is admitted against the connection
 //! limits *before* the WebSocket upgrade, so a full node answers with an
 //! HTTP status and a JSON reason instead of a socket (see
-//! `server/ws.rs`): 503 `node_full` or `too_many_groups`, 429
+//! `transport/lifecycle.rs`): 503 `node_full` or `too_many_groups`, 429
 //! `too_many_connections_from_ip`. The admission holds a
 //! permit until the connection ends, so upgrades in flight
 //! count too and a burst of connects cannot overshoot the limit.

@@ -1,10 +1,12 @@
-//! One WebSocket connection, as the hub and handlers see it.
+//! One client, as the hub and handlers see it, whatever its transport.
 //!
 //! A [`Session`] is a cheap handle (an `Arc`): the registry holds one, the
 //! connection's tasks hold one, handlers get a reference. It carries the
 //! session's identity (id, group, remote address), the keys the application
-//! attaches to it, and its outbound queue. It knows nothing of sockets: the
-//! server's writer task drains the queue (see `server/ws.rs`).
+//! attaches to it, and its outbound queue. It knows nothing of sockets or transports: a
+//! transport's writer drains the queue, encoding each message its own way,
+//! and maps the session's [`CloseReason`] to its own signal (see
+//! `transport/`).
 
 use std::any::Any;
 use std::collections::HashMap;

@@ -10,7 +10,7 @@
 //! *our* token, so a node whose lease expired (a long GC pause, a network
 //! partition) can never extend or delete the new holder's lease. On top of
 //! that the holder stops its worker at a local deadline that is earlier
-//! than the moment Redis could let anyone else in (see `workers/mod.rs`).
+//! than the moment Redis could let anyone else in (see `workers/supervisor.rs`).
 //!
 //! Every backend supplies a [`LeaseStore`]: standalone nodes use
 //! [`LocalLeases`] (same interface, one process), Redis backends keep

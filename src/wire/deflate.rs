@@ -4,7 +4,7 @@
 //! With `server_no_context_takeover` every message the server sends is a
 //! deflate stream of its own, independent of what that socket was sent
 //! before; so the compressed bytes of one broadcast are the same for every
-//! member, and are built once (see `outbound::Queued::frame`). With
+//! member, and are built once (see `transport/websocket/encoding.rs`). With
 //! `client_no_context_takeover` (which a server may ask for even when the
 //! client did not offer it, RFC 7692 section 7.1.1.1) the client does the
 //! same, so no connection keeps a 32 KiB inflate window while idle.

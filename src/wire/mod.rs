@@ -6,7 +6,7 @@
 //! a buffer kept per connection. A server's frames are unmasked, so one
 //! broadcast is the same bytes for every member: [`frame`] builds them
 //! once, the queues share them, and the connection writes them with one
-//! vectored write per batch (`server/connection.rs`). [`deflate`]
+//! vectored write per batch (`transport/websocket/connection.rs`). [`deflate`]
 //! compresses a broadcast once for every member that negotiated it.
 //! [`reader`] reads what clients send, with tungstenite's header parser
 //! and tungstenite's rules, holding a buffer only while a frame is

@@ -3,7 +3,7 @@
 //!
 //! Why one task and not a reader and a writer? An idle connection then
 //! costs one small future and no buffer at all: frames to send are shared
-//! bytes built once per broadcast (`outbound::Queued::frame`), written with
+//! bytes built once per broadcast (`transport/websocket/encoding.rs`), written with
 //! one vectored write per batch, and what the client sends is read into a
 //! stack buffer and handed to the [`FrameReader`], which keeps bytes only
 //! while a frame is incomplete.

@@ -1,7 +1,7 @@
 //! The WebSocket handshake (RFC 6455 section 4.2), done here rather than by
 //! axum's `WebSocketUpgrade`, because groupcast keeps the socket itself:
 //! after the 101 answer the connection is handed over as the raw
-//! `TcpStream` (see `server/connection.rs`), and the answer negotiates
+//! `TcpStream` (see `transport/websocket/connection.rs`), and the answer negotiates
 //! what axum's does not — permessage-deflate (`wire::deflate`).
 
 use std::future::Future;
