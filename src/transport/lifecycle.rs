@@ -271,40 +271,34 @@ impl ClientInput {
             hub.count_limit(&LimitRejection::InboundRate { rate });
             return Err(SessionError::RateLimited { rate });
         }
-        match message {
+        let message = match message {
             FromClient::Text(text) => {
                 hub.count_incoming(text.len());
                 if try_refresh(hub, session, text.as_str())? {
                     return Ok(());
                 }
-                may_publish(hub, session)?;
-                match &handlers.text {
-                    Some(on_text) => on_text(hub, session, text),
-                    // The message's bytes are shared, not copied, into
-                    // every member's queue.
-                    None if self.forward_unhandled => {
-                        forward(hub, session, Message::Text(text));
-                    }
-                    None => {}
-                }
+                Message::Text(text)
             }
             FromClient::Binary(data) => {
                 hub.count_incoming(data.len());
-                may_publish(hub, session)?;
-                match &handlers.binary {
-                    Some(on_binary) => on_binary(hub, session, data),
-                    None if self.forward_unhandled => {
-                        forward(hub, session, Message::Binary(data));
-                    }
-                    None => {}
-                }
+                Message::Binary(data)
             }
             FromClient::Pong => {
                 if let Some(on_pong) = &handlers.pong {
                     on_pong(hub, session);
                 }
+                return Ok(());
             }
-            FromClient::Ping => {}
+            FromClient::Ping => return Ok(()),
+        };
+        may_publish(hub, session)?;
+        match (message, &handlers.text, &handlers.binary) {
+            (Message::Text(text), Some(on_text), _) => on_text(hub, session, text),
+            (Message::Binary(data), _, Some(on_binary)) => on_binary(hub, session, data),
+            // No handler for its kind: the setting decides. The message's
+            // bytes are shared, not copied, into every member's queue.
+            (message, _, _) if self.forward_unhandled => forward(hub, session, message),
+            _ => {}
         }
         Ok(())
     }
