@@ -16,6 +16,26 @@ use groupcast::{GroupName, Hub, Message};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+/// `hub` served on loopback, and a headless Chromium session to visit it
+/// (with its chromedriver, to keep for as long as the session).
+async fn serve_to_chromium(hub: Hub) -> (TestServer, Chromedriver, Browser) {
+    let server = TestServer::start(hub).await;
+    let driver = Chromedriver::start().await;
+    let browser = driver.browser().await;
+    (server, driver, browser)
+}
+
+/// Clicks the element with the id `id` in the current tab.
+async fn click(browser: &Browser, id: &str) {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("find #{id}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click #{id}: {e}"));
+}
+
 /// One tab of the browser, showing the demo page.
 struct Page {
     window: WindowHandle,
@@ -40,13 +60,7 @@ impl Page {
         let input = browser.find(Locator::Id("group")).await.unwrap();
         input.clear().await.unwrap();
         input.send_keys(group).await.unwrap();
-        browser
-            .find(Locator::Id("connect"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(browser, "connect").await;
         self.wait_for(browser, "the page to connect", |state| {
             state["status"] == "connected" && state["canSend"] == true
         })
@@ -58,13 +72,7 @@ impl Page {
         self.focus(browser).await;
         let input = browser.find(Locator::Id("text")).await.unwrap();
         input.send_keys(text).await.unwrap();
-        browser
-            .find(Locator::Id("sendBtn"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(browser, "sendBtn").await;
     }
 
     /// What the page shows: connection status and the received messages.
@@ -119,12 +127,10 @@ async fn demo_page_chats_within_a_group_only() {
         })
         .build()
         .unwrap();
-    let server = TestServer::start(hub).await;
+    let (server, _driver, browser) = serve_to_chromium(hub).await;
     let addr: SocketAddr = server.addr;
     assert!(addr.ip().is_loopback());
 
-    let driver = Chromedriver::start().await;
-    let browser = driver.browser().await;
     let first = browser.window().await.unwrap();
     let second = browser.new_window(true).await.unwrap().handle;
     let third = browser.new_window(true).await.unwrap().handle;
@@ -228,9 +234,7 @@ async fn chromium_negotiates_compression_and_reads_every_compressed_message() {
         })
         .build()
         .unwrap();
-    let server = TestServer::start(hub).await;
-    let driver = Chromedriver::start().await;
-    let browser = driver.browser().await;
+    let (server, _driver, browser) = serve_to_chromium(hub).await;
     let first = browser.window().await.unwrap();
     let second = browser.new_window(true).await.unwrap().handle;
     let open = format!(
@@ -404,9 +408,7 @@ async fn chromium_gets_every_payload_back_byte_for_byte_through_compression() {
         })
         .build()
         .unwrap();
-    let server = TestServer::start(hub).await;
-    let driver = Chromedriver::start().await;
-    let browser = driver.browser().await;
+    let (server, _driver, browser) = serve_to_chromium(hub).await;
     browser.goto(&server.http_url("/healthz")).await.unwrap();
 
     let started = Instant::now();

@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use crate::common;
 use crate::common::browser::{Chromedriver, wait_for_script};
+use crate::common::http::post_text_with;
 use crate::common::node::NodeProcess;
 use crate::common::redis::TestRedis;
 use crate::common::{WAIT, wait_until_async};
+use fantoccini::Client as Browser;
 use serde_json::{Value, json};
 use tokio::time::MissedTickBehavior;
 
@@ -86,6 +88,17 @@ fn numbered(n: usize) -> String {
     format!("m-{n:04}")
 }
 
+/// Waits until the page's client has been welcomed `n` times (1: the first
+/// join); the page's [`SUMMARY`] then, and that `n`th welcome.
+async fn wait_for_welcome(browser: &Browser, n: usize, what: &str) -> (Value, Value) {
+    let summary = wait_for_script(browser, what, SUMMARY, |s| {
+        s["welcomes"].as_array().is_some_and(|w| w.len() == n)
+    })
+    .await;
+    let welcome = summary["welcomes"][n - 1].clone();
+    (summary, welcome)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_js_client_resumes_on_the_surviving_node_with_every_message_once() {
     let redis = TestRedis::start().await;
@@ -106,11 +119,7 @@ async fn the_js_client_resumes_on_the_surviving_node_with_every_message_once() {
     assert_eq!(started, json!(true));
 
     // Joined on a, in a group that keeps history.
-    let joined = wait_for_script(&browser, "the welcome from node a", SUMMARY, |s| {
-        s["welcomes"].as_array().is_some_and(|w| w.len() == 1)
-    })
-    .await;
-    let welcome = &joined["welcomes"][0];
+    let (_, welcome) = wait_for_welcome(&browser, 1, "the welcome from node a").await;
     assert_eq!(welcome["node"], a.name, "the first URL is tried first");
     assert_eq!(
         welcome["history"], true,
@@ -132,13 +141,7 @@ async fn the_js_client_resumes_on_the_surviving_node_with_every_message_once() {
         let mut last_offset = 0;
         for n in (1..=TOTAL).map(numbered).chain([END.to_string()]) {
             tick.tick().await;
-            let response = http
-                .post(&publish_url)
-                .header("content-type", "text/plain")
-                .body(n.clone())
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("publish {n} through b: {e}"));
+            let response = post_text_with(&http, &publish_url, n.clone()).await;
             assert_eq!(response.status(), 200, "publish {n} through b");
             let answer: Value = response.json().await.expect("a JSON publish answer");
             // History groups: the answer carries the message's offset.
@@ -161,11 +164,7 @@ async fn the_js_client_resumes_on_the_surviving_node_with_every_message_once() {
     a.kill();
 
     // The client notices, reconnects to b and resumes.
-    let resumed = wait_for_script(&browser, "the welcome from node b", SUMMARY, |s| {
-        s["welcomes"].as_array().is_some_and(|w| w.len() == 2)
-    })
-    .await;
-    let welcome = &resumed["welcomes"][1];
+    let (resumed, welcome) = wait_for_welcome(&browser, 2, "the welcome from node b").await;
     assert_eq!(welcome["node"], b.name, "the next URL: the surviving node");
     assert_eq!(
         welcome["recovered"], true,

@@ -14,14 +14,18 @@
 //! Two containers (`REDIS_CLUSTER_IMAGE`, default `local/redis-cluster:7`
 //! from `scripts/build-local-images.sh`), one per test, started at once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::cluster::TestCluster;
-use crate::common::http::get_json;
+use crate::common::cluster::{TestCluster, shard_numsub};
+use crate::common::multinode::{
+    api_info_connections, assert_bursts_in_order, every_node_broadcasts_to_every_group,
+    members_of_every_group, members_on_every_node, probe_until_each_hears,
+    publish_bursts_from_a_and_b, the_binary_hears,
+};
 use crate::common::node::NodeProcess;
 use crate::common::redis::{fast_options, three_nodes_on, wait_subscribed};
 use crate::common::silence::marker_is_next;
@@ -44,6 +48,16 @@ fn group_where(prefix: &str, wanted: impl Fn(u16) -> bool) -> String {
         .expect("some name has such a slot")
 }
 
+/// One name `prefix-<i>` in each primary's slot range, as `--cluster
+/// create` lays them out (0-5460, 5461-10922, 10923-16383).
+fn one_group_per_primary(prefix: &str) -> [String; 3] {
+    [
+        group_where(prefix, |s| s <= 5460),
+        group_where(prefix, |s| (5461..=10922).contains(&s)),
+        group_where(prefix, |s| s >= 10923),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_pub_sub_delivers_across_nodes_in_order_over_one_connection_per_primary() {
     const N: usize = 1000;
@@ -59,45 +73,12 @@ async fn sharded_pub_sub_delivers_across_nodes_in_order_over_one_connection_per_
     let nodes = three_nodes_on(|| options.clone(), |b| b.config(config.clone())).await;
     // One group in each primary's slot range (as `--cluster create` lays
     // them out), a member of each on every node.
-    let groups = [
-        group_where("chat", |s| s <= 5460),
-        group_where("chat", |s| (5461..=10922).contains(&s)),
-        group_where("chat", |s| s >= 10923),
-    ];
-    let mut members: Vec<Vec<Client>> = Vec::new();
-    for group in &groups {
-        let mut of_group = Vec::new();
-        for node in &nodes {
-            of_group.push(node.connect(group).await);
-        }
-        members.push(of_group);
-    }
-    let all: Vec<&TestServer> = nodes.iter().collect();
-    for group in &groups {
-        wait_subscribed(&all, &format!("group:{group}")).await;
-    }
+    let groups = one_group_per_primary("chat");
+    let mut members = members_of_every_group(&nodes, &groups).await;
 
     // Every node broadcasts to every group; each member reads its group's
     // three messages (three publishers: compared as a set).
-    for (n, node) in nodes.iter().enumerate() {
-        for group in &groups {
-            node.hub
-                .to(group.as_str())
-                .send(format!("{n}:{group}"))
-                .unwrap();
-        }
-    }
-    for (g, of_group) in members.iter_mut().enumerate() {
-        for member in of_group.iter_mut() {
-            let mut got = Vec::new();
-            for _ in 0..3 {
-                got.push(member.recv_text().await);
-            }
-            got.sort();
-            let expected: Vec<String> = (0..3).map(|n| format!("{n}:{}", groups[g])).collect();
-            assert_eq!(got, expected);
-        }
-    }
+    every_node_broadcasts_to_every_group(&nodes, &groups, &mut members).await;
     // From outside: `redis-cli -c SPUBLISH` reaches every member, and only
     // the members of that group (the marker of each group comes next).
     for group in &groups {
@@ -117,41 +98,10 @@ async fn sharded_pub_sub_delivers_across_nodes_in_order_over_one_connection_per_
 
     // Per-publisher order: nodes a and b each send 1,000 messages to every
     // group at once.
-    let publishers: Vec<_> = [("a", &nodes[0]), ("b", &nodes[1])]
-        .into_iter()
-        .map(|(name, node)| {
-            let hub = node.hub.clone();
-            let groups = groups.clone();
-            tokio::spawn(async move {
-                for i in 0..N {
-                    for group in &groups {
-                        hub.to(group.as_str()).send(format!("{name}:{i}")).unwrap();
-                    }
-                    if i % 64 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-            })
-        })
-        .collect();
-    for publisher in publishers {
-        publisher.await.unwrap();
-    }
-    for (g, of_group) in members.iter_mut().enumerate() {
+    publish_bursts_from_a_and_b(&nodes, &groups, N).await;
+    for (group, of_group) in groups.iter().zip(&mut members) {
         for member in of_group.iter_mut() {
-            let mut next: HashMap<String, usize> = HashMap::new();
-            for _ in 0..2 * N {
-                let text = member.recv_text().await;
-                let (from, i) = text.split_once(':').expect("name:index");
-                let expected = next.entry(from.to_string()).or_default();
-                assert_eq!(
-                    i.parse::<usize>().unwrap(),
-                    *expected,
-                    "{}: {from}'s messages out of order",
-                    groups[g]
-                );
-                *expected += 1;
-            }
+            assert_bursts_in_order(member, N, group).await;
         }
     }
 
@@ -182,11 +132,8 @@ async fn sharded_pub_sub_delivers_across_nodes_in_order_over_one_connection_per_
     eprintln!("cluster: node a holds {total} subscriber connections for 1,004 channels");
 
     // /api/info names the mode and each primary connection.
-    let (code, info) = get_json(&nodes[0].http_url("/api/info")).await;
-    assert_eq!(code, 200);
-    assert_eq!(info["mode"], "cluster");
-    let redis = info["redis"].as_array().expect("a list of connections");
-    assert_eq!(redis.len(), 3, "{info}");
+    let redis = api_info_connections(&nodes[0], "cluster").await;
+    assert_eq!(redis.len(), 3, "{redis:?}");
     assert!(
         redis
             .iter()
@@ -204,12 +151,12 @@ async fn sharded_pub_sub_delivers_across_nodes_in_order_over_one_connection_per_
     drop(many);
 
     // The binary, in the same mode from its flags, joins a group.
-    let binary = NodeProcess::spawn_clustered(
+    let binary = NodeProcess::start_clustered(
         "cluster-binary",
         &cluster.seeds().join(","),
         &["--redis-mode", "cluster"],
-    );
-    binary.wait_ready().await;
+    )
+    .await;
     let mut on_binary = binary.connect(&groups[0], 4).await;
     let channel = format!("group:{}", groups[0]);
     let owner = cluster
@@ -219,35 +166,15 @@ async fn sharded_pub_sub_delivers_across_nodes_in_order_over_one_connection_per_
     wait_until_async("the binary subscribed on the group's primary", || {
         let mut conn = conn.clone();
         let channel = channel.clone();
-        async move {
-            let (_, n): (String, i64) = redis::cmd("PUBSUB")
-                .arg("SHARDNUMSUB")
-                .arg(&channel)
-                .query_async(&mut conn)
-                .await
-                .expect("PUBSUB SHARDNUMSUB");
-            n == 4
-        }
+        async move { shard_numsub(&mut conn, &channel).await == 4 }
     })
     .await;
-    nodes[1]
-        .hub
-        .to(groups[0].as_str())
-        .send("to the binary")
-        .unwrap();
-    assert_eq!(on_binary.recv_text().await, "to the binary");
+    the_binary_hears(&nodes[1], &groups[0], &mut on_binary).await;
 
     // History on a cluster: a group in each primary's slots keeps its
     // messages (the append script's keys are in the channel's slot and it
     // SPUBLISHes); a late joiner on another node gets them, then live.
-    for (i, group) in [
-        group_where("logs", |s| s <= 5460),
-        group_where("logs", |s| (5461..=10922).contains(&s)),
-        group_where("logs", |s| s >= 10923),
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, group) in one_group_per_primary("logs").iter().enumerate() {
         for n in 1..=5u64 {
             let sent = nodes[0]
                 .hub
@@ -299,16 +226,10 @@ async fn delivery_goes_on_through_a_reshard_of_the_groups_slot_and_a_primary_fai
     // lowest slot: slot 0, which this group's channel is in.
     let group = group_where("moving", |s| s == 0);
     let other = group_where("steady", |s| s >= 10923);
-    let mut members = Vec::new();
-    let mut others = Vec::new();
-    for node in &nodes {
-        members.push(node.connect(&group).await);
-        others.push(node.connect(&other).await);
-    }
+    let members = members_on_every_node(&nodes, &group).await;
+    let mut others = members_on_every_node(&nodes, &other).await;
     let all: Vec<&TestServer> = nodes.iter().collect();
     let channel = format!("group:{group}");
-    wait_subscribed(&all, &channel).await;
-    wait_subscribed(&all, &format!("group:{other}")).await;
 
     // ---- reshard while numbered messages flow -------------------------
     let source = cluster.owner_of(0, cluster.base).await;
@@ -367,16 +288,7 @@ async fn delivery_goes_on_through_a_reshard_of_the_groups_slot_and_a_primary_fai
     // Resubscribed on the new owner by every node.
     let mut conn = cluster.conn(target.port).await;
     let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, n): (String, i64) = redis::cmd("PUBSUB")
-            .arg("SHARDNUMSUB")
-            .arg(&channel)
-            .query_async(&mut conn)
-            .await
-            .expect("PUBSUB SHARDNUMSUB");
-        if n == 3 {
-            break;
-        }
+    while shard_numsub(&mut conn, &channel).await != 3 {
         assert!(
             Instant::now() < deadline,
             "not resubscribed on the new owner"
@@ -433,35 +345,7 @@ async fn delivery_goes_on_through_a_reshard_of_the_groups_slot_and_a_primary_fai
         marker_is_next(client, "steady", "a group on a primary that stayed").await;
     }
     // Probes every 50 ms until both remote members hear one.
-    let stop = Arc::new(AtomicBool::new(false));
-    let prober = {
-        let hub = nodes[0].hub.clone();
-        let group = group.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut k = 0;
-            while !stop.load(Ordering::SeqCst) && k < 1200 {
-                let _ = hub.to(group.as_str()).send(format!("probe-{k}"));
-                k += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
-    let mut resumed = Vec::new();
-    for client in members.iter_mut().skip(1) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let frame = tokio::time::timeout(Duration::from_secs(60), client.recv_text()).await;
-            let text = frame.expect("delivery resumed within 60 s");
-            if text.starts_with("probe-") {
-                resumed.push(killed_at.elapsed());
-                break;
-            }
-            assert!(Instant::now() < deadline);
-        }
-    }
-    stop.store(true, Ordering::SeqCst);
-    prober.await.unwrap();
+    let resumed = probe_until_each_hears(&nodes[0].hub, &group, &mut members[1..], killed_at).await;
     let promoted = cluster.owner_of(0, replica_of_killed).await;
     assert_ne!(promoted.port, killed.port, "a replica was promoted");
     eprintln!(

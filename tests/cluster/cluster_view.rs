@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::node::NodeProcess;
+use crate::common::node::start_clustered_nodes;
 use crate::common::redis::{TestRedis, publish, three_nodes};
 use crate::common::silence::{marker_is_next, quiet_after_marker};
 use crate::common::{Client, http, wait_until_async};
@@ -150,13 +150,7 @@ async fn cluster_view_lists_every_node_and_a_clean_shutdown_leaves_it_at_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawned_binaries_form_a_cluster_and_a_killed_node_leaves_the_view() {
     let redis = TestRedis::start().await;
-    let mut nodes: Vec<NodeProcess> = ["bin-a", "bin-b", "bin-c"]
-        .into_iter()
-        .map(|name| NodeProcess::spawn_clustered(name, &redis.url(), &[]))
-        .collect();
-    for node in &nodes {
-        node.wait_ready().await;
-    }
+    let mut nodes = start_clustered_nodes(&["bin-a", "bin-b", "bin-c"], &redis.url(), &[]).await;
 
     let mut members = vec![
         Client::connect(&nodes[0].ws_url("ticker_ws")).await,

@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::node::NodeProcess;
+use crate::common::http::post_text_with;
+use crate::common::multinode::members_on_every_node;
+use crate::common::node::{NodeProcess, start_clustered_nodes};
 use crate::common::redis::{TestRedis, fast_options, free_port, three_nodes, wait_subscribed};
 use crate::common::{Client, TestServer, WAIT, http, wait_until, wait_until_async};
 use futures_util::StreamExt;
@@ -114,12 +116,8 @@ async fn a_panicking_handler_ends_only_its_connection_and_leaves_no_ghost() {
 async fn redis_restart_keeps_sessions_and_delivery_resumes() {
     let redis = TestRedis::start().await;
     let nodes = three_nodes(&redis, |b| b).await;
-    let mut clients = Vec::new();
-    for node in &nodes {
-        clients.push(node.connect("live").await);
-    }
+    let mut clients = members_on_every_node(&nodes, "live").await;
     let all: Vec<&TestServer> = nodes.iter().collect();
-    wait_subscribed(&all, "group:live").await;
     redis.publish("group:live", "before").await;
     for client in &mut clients {
         assert_eq!(client.recv_text().await, "before");
@@ -135,11 +133,7 @@ async fn redis_restart_keeps_sessions_and_delivery_resumes() {
 
     redis.stop().await;
     for node in &nodes {
-        let url = node.http_url("/readyz");
-        wait_until_async("/readyz says not ready", || async {
-            http::status(&url).await == 503
-        })
-        .await;
+        node.wait_readyz(503).await;
         let status = node.hub.status();
         assert!(!status.connected && status.last_error.is_some());
         assert_eq!(node.hub.session_count(), 1, "sessions stay");
@@ -157,11 +151,7 @@ async fn redis_restart_keeps_sessions_and_delivery_resumes() {
 
     redis.restart().await;
     for node in &nodes {
-        let url = node.http_url("/readyz");
-        wait_until_async("/readyz is ready again", || async {
-            http::status(&url).await == 200
-        })
-        .await;
+        node.wait_readyz(200).await;
     }
     wait_subscribed(&all, "group:live").await;
 
@@ -208,19 +198,13 @@ async fn a_paused_redis_is_noticed_by_health_checks() {
 
     // Paused: no socket closes, only the PINGs go unanswered.
     redis.pause().await;
-    let readyz = node.http_url("/readyz");
-    wait_until_async("the health check notices", || async {
-        http::status(&readyz).await == 503
-    })
-    .await;
+    // The health check notices.
+    node.wait_readyz(503).await;
     let error = node.hub.status().last_error.unwrap_or_default();
     assert!(error.contains("did not answer"), "{error}");
 
     redis.unpause().await;
-    wait_until_async("ready again", || async {
-        http::status(&readyz).await == 200
-    })
-    .await;
+    node.wait_readyz(200).await;
     wait_subscribed(&[&node], "group:paused").await;
     redis.publish("group:paused", "awake").await;
     assert_eq!(client.recv_text().await, "awake");
@@ -305,13 +289,7 @@ fn bad_urls_and_a_missing_runtime_are_typed_errors() {
 async fn a_killed_node_costs_the_other_nodes_clients_nothing() {
     const N: u64 = 300;
     let redis = TestRedis::start().await;
-    let mut nodes: Vec<NodeProcess> = ["kill-a", "kill-b", "kill-c"]
-        .into_iter()
-        .map(|name| NodeProcess::spawn_clustered(name, &redis.url(), &[]))
-        .collect();
-    for node in &nodes {
-        node.wait_ready().await;
-    }
+    let mut nodes = start_clustered_nodes(&["kill-a", "kill-b", "kill-c"], &redis.url(), &[]).await;
     let mut survivors = Vec::new();
     let mut doomed = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
@@ -358,13 +336,7 @@ async fn a_killed_node_costs_the_other_nodes_clients_nothing() {
             let mut tick = tokio::time::interval(Duration::from_millis(5));
             for i in 0..N {
                 tick.tick().await;
-                let answer = http
-                    .post(&url)
-                    .header("content-type", "text/plain")
-                    .body(format!("a:{i}"))
-                    .send()
-                    .await
-                    .expect("A's API answers");
+                let answer = post_text_with(&http, &url, format!("a:{i}")).await;
                 assert!(answer.status().is_success(), "{}", answer.status());
             }
         })
@@ -552,13 +524,7 @@ async fn a_rolling_restart_leaves_no_client_behind_and_delivers_nothing_twice() 
     const NAMES: [&str; 3] = ["roll-a", "roll-b", "roll-c"];
     let drain = ["--drain-period", "500ms", "--shutdown-timeout", "5s"];
     let redis = TestRedis::start().await;
-    let mut nodes: Vec<NodeProcess> = NAMES
-        .iter()
-        .map(|name| NodeProcess::spawn_clustered(name, &redis.url(), &drain))
-        .collect();
-    for node in &nodes {
-        node.wait_ready().await;
-    }
+    let mut nodes = start_clustered_nodes(&NAMES, &redis.url(), &drain).await;
     let live: Live = Arc::new(Mutex::new(
         nodes
             .iter()
@@ -624,8 +590,7 @@ async fn a_rolling_restart_leaves_no_client_behind_and_delivers_nothing_twice() 
             .unwrap_or_else(|| panic!("{} did not exit after SIGTERM", NAMES[i]));
         assert!(status.success(), "{} exited with {status}", NAMES[i]);
         // Back under the same name, on a new port.
-        nodes[i] = NodeProcess::spawn_clustered(NAMES[i], &redis.url(), &drain);
-        nodes[i].wait_ready().await;
+        nodes[i] = NodeProcess::start_clustered(NAMES[i], &redis.url(), &drain).await;
         live.lock()
             .push((NAMES[i].to_string(), nodes[i].ws_url("roll")));
         wait_until_async("every client is back on a node", settled).await;
@@ -722,13 +687,8 @@ async fn what_redis_outages_cost_is_counted() {
                     wait_until("B is back", || b_back.load(Ordering::SeqCst)).await;
                 }
                 tick.tick().await;
-                let answer = http
-                    .post(&url)
-                    .header("content-type", "text/plain")
-                    .body(i.to_string())
-                    .send()
-                    .await
-                    .expect("A's API answers while Redis is away");
+                // A's API answers while Redis is away.
+                let answer = post_text_with(&http, &url, i.to_string()).await;
                 match answer.status().as_u16() {
                     200 => {}
                     // Delivered locally, not to other nodes.

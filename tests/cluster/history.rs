@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::common;
-use crate::common::redis::{TestRedis, fast_options};
+use crate::common::redis::{TestRedis, fast_options, query};
 use crate::common::{Client, TestServer, http, wait_until_async};
 use groupcast::history::HistoryPolicy;
 use groupcast::{Config, Hub};
@@ -67,11 +67,46 @@ async fn publish_numbered(server: &TestServer, group: &str, from: u64, to: u64) 
     }
 }
 
+/// A task that publishes `m1` … `m<total>` to `group` through `hub`, one
+/// every `every` (each acknowledged before the next).
+fn publish_paced(
+    hub: &Hub,
+    group: &'static str,
+    total: u64,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        for n in 1..=total {
+            tick.tick().await;
+            hub.to(group)
+                .publish(format!("m{n}"))
+                .await
+                .expect("publish");
+        }
+    })
+}
+
 /// A `groupcast.v1` client at `url`.
 async fn v1(url: &str) -> Client {
     Client::try_connect(url, &[("sec-websocket-protocol", "groupcast.v1")])
         .await
         .unwrap_or_else(|refused| panic!("{url}: {refused:?}"))
+}
+
+/// A `groupcast.v1` client at `url`, and the welcome it reads first.
+async fn v1_welcomed(url: &str) -> (Client, Value) {
+    let mut client = v1(url).await;
+    let welcome = next_json(&mut client).await;
+    assert_eq!(welcome["type"], "welcome", "{url}: {welcome}");
+    (client, welcome)
+}
+
+/// A `groupcast.v1` client of the group at `ws_url` resuming after offset
+/// `since` of `epoch` (`?since=&epoch=`), and its welcome.
+async fn resume_v1(ws_url: &str, since: u64, epoch: &str) -> (Client, Value) {
+    v1_welcomed(&format!("{ws_url}?since={since}&epoch={epoch}")).await
 }
 
 /// The next frame as JSON (a `groupcast.v1` client's frames all are).
@@ -138,9 +173,7 @@ async fn a_late_joiner_gets_the_backlog_standalone_and_more_than_kept_is_capped(
 async fn a_group_without_a_history_rule_behaves_as_before() {
     let server = standalone(&["task/*=10:1h"]).await;
     server.hub.to("chat").send("before").unwrap();
-    let mut client = v1(&format!("{}?history=5", server.ws_url("chat"))).await;
-    let welcome = next_json(&mut client).await;
-    assert_eq!(welcome["type"], "welcome");
+    let (mut client, welcome) = v1_welcomed(&format!("{}?history=5", server.ws_url("chat"))).await;
     assert_eq!(welcome["history"], false);
     assert_eq!(welcome["epoch"], Value::Null);
     assert_eq!(welcome["offset"], Value::Null);
@@ -160,9 +193,7 @@ async fn a_group_without_a_history_rule_behaves_as_before() {
 async fn a_v1_client_resumes_on_another_node_with_exactly_what_it_missed() {
     let redis = TestRedis::shared();
     let (a, b) = two_nodes(redis, &["task/**=1000:1h"]).await;
-    let mut first = v1(&a.ws_url("task/resume")).await;
-    let welcome = next_json(&mut first).await;
-    assert_eq!(welcome["type"], "welcome");
+    let (mut first, welcome) = v1_welcomed(&a.ws_url("task/resume")).await;
     assert_eq!(welcome["group"], "task/resume");
     assert_eq!(welcome["history"], true);
     assert!(welcome.get("recovered").is_none(), "no resume asked");
@@ -173,12 +204,7 @@ async fn a_v1_client_resumes_on_another_node_with_exactly_what_it_missed() {
     drop(first);
 
     publish_numbered(&a, "task/resume", 6, 205).await;
-    let mut back = v1(&format!(
-        "{}?since=5&epoch={epoch}",
-        b.ws_url("task/resume")
-    ))
-    .await;
-    let welcome = next_json(&mut back).await;
+    let (mut back, welcome) = resume_v1(&b.ws_url("task/resume"), 5, &epoch).await;
     assert_eq!(welcome["recovered"], true, "{welcome}");
     assert_eq!(welcome["epoch"], epoch.as_str());
     assert_eq!(welcome["offset"], 205);
@@ -194,19 +220,7 @@ async fn a_resume_under_continuous_publishing_has_no_gap_and_no_duplicate() {
     let (a, b) = two_nodes(redis, &["busy=100000:1h"]).await;
     const TOTAL: u64 = 3000;
     // ≥ 500 messages/s through node A for the whole test, bounded in count.
-    let publisher = {
-        let hub = a.hub.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_micros(1500));
-            for n in 1..=TOTAL {
-                tick.tick().await;
-                hub.to("busy")
-                    .publish(format!("m{n}"))
-                    .await
-                    .expect("publish");
-            }
-        })
-    };
+    let publisher = publish_paced(&a.hub, "busy", TOTAL, Duration::from_micros(1500));
     let mut seen: Vec<(u64, String)> = Vec::new();
     let mut epoch = String::new();
     // Connect, read a while, drop, resume on the other node; four times.
@@ -221,8 +235,7 @@ async fn a_resume_under_continuous_publishing_has_no_gap_and_no_duplicate() {
                 seen.last().unwrap().0
             )
         };
-        let mut client = v1(&url).await;
-        let welcome = next_json(&mut client).await;
+        let (mut client, welcome) = v1_welcomed(&url).await;
         if !seen.is_empty() {
             assert_eq!(welcome["recovered"], true, "round {round}: {welcome}");
         }
@@ -262,8 +275,8 @@ async fn a_trimmed_offset_or_another_epoch_is_not_recovered_and_goes_on_live() {
         (31, "since=30&epoch=someotherepoch".to_string()),
         (32, format!("since=40&epoch={epoch}")), // from the future
     ] {
-        let mut client = v1(&format!("{}?{query}", server.ws_url("small"))).await;
-        let welcome = next_json(&mut client).await;
+        let (mut client, welcome) =
+            v1_welcomed(&format!("{}?{query}", server.ws_url("small"))).await;
         assert_eq!(welcome["recovered"], false, "{query}: {welcome}");
         assert_eq!(welcome["offset"], top, "continue from the top");
         server.hub.to("small").send("live").unwrap();
@@ -274,12 +287,7 @@ async fn a_trimmed_offset_or_another_epoch_is_not_recovered_and_goes_on_live() {
         );
     }
     // Nothing missed at all: recovered, nothing replayed.
-    let mut client = v1(&format!(
-        "{}?since=33&epoch={epoch}",
-        server.ws_url("small")
-    ))
-    .await;
-    let welcome = next_json(&mut client).await;
+    let (_client, welcome) = resume_v1(&server.ws_url("small"), 33, &epoch).await;
     assert_eq!(welcome["recovered"], true, "{welcome}");
     assert_eq!(server.hub.metrics().resumes_not_recovered.get(), 3);
 }
@@ -303,12 +311,7 @@ async fn an_epoch_from_before_a_redis_restart_without_persistence_is_not_recover
         a.hub.to("restarted").publish("fresh").await.is_ok()
     })
     .await;
-    let mut client = v1(&format!(
-        "{}?since=10&epoch={old_epoch}",
-        b.ws_url("restarted")
-    ))
-    .await;
-    let welcome = next_json(&mut client).await;
+    let (mut client, welcome) = resume_v1(&b.ws_url("restarted"), 10, &old_epoch).await;
     assert_eq!(welcome["recovered"], false, "{welcome}");
     assert_ne!(welcome["epoch"], old_epoch.as_str(), "a new epoch");
     let sent = a.hub.to("restarted").publish("live").await.unwrap();
@@ -332,81 +335,43 @@ async fn the_epoch_key_survives_an_upgrade_from_the_meta_hash_and_its_loss_is_a_
     let legacy = "groupcast:history-meta:{group:layout/old}";
     // What an earlier version left: entries 0-1..0-3 and the meta hash.
     for n in 1..=3 {
-        let _: String = redis::cmd("XADD")
-            .arg(stream)
-            .arg(format!("0-{n}"))
-            .arg("d")
-            .arg(format!("m{n}"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let (id, data) = (format!("0-{n}"), format!("m{n}"));
+        let _: String = query(&mut conn, &["XADD", stream, &id, "d", &data]).await;
     }
-    let _: i64 = redis::cmd("HSET")
-        .arg(legacy)
-        .arg("e")
-        .arg("oldepoch")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: i64 = query(&mut conn, &["HSET", legacy, "e", "oldepoch"]).await;
     let (_, page) = http::get_json(&b.http_url("/api/groups/layout/old/history")).await;
     assert_eq!(page["epoch"], "oldepoch", "{page}");
     assert_eq!(page["offset"], 3, "{page}");
     let sent = a.hub.to("layout/old").publish("m4").await.unwrap();
     let position = sent.position.unwrap();
     assert_eq!((position.offset, &*position.epoch), (4, "oldepoch"));
-    let stored: Option<String> = redis::cmd("GET")
-        .arg(epoch_key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let stored: Option<String> = query(&mut conn, &["GET", epoch_key]).await;
     assert_eq!(
         stored.as_deref(),
         Some("oldepoch"),
         "copied into the epoch key"
     );
     for key in [stream, epoch_key] {
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let ttl: i64 = query(&mut conn, &["PTTL", key]).await;
         assert!((1..=3_600_000).contains(&ttl), "{key}: PTTL {ttl}");
     }
     // The epoch key and the hash gone, the stream still there: a new epoch.
-    let _: i64 = redis::cmd("DEL")
-        .arg(epoch_key)
-        .arg(legacy)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: i64 = query(&mut conn, &["DEL", epoch_key, legacy]).await;
     let sent = a.hub.to("layout/old").publish("m5").await.unwrap();
     let renewed = sent.position.unwrap();
     assert_eq!(renewed.offset, 5);
     assert_ne!(&*renewed.epoch, "oldepoch", "the epoch key was lost");
     // The stream gone, the epoch key still there: a new epoch from 1.
-    let _: i64 = redis::cmd("DEL")
-        .arg(stream)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: i64 = query(&mut conn, &["DEL", stream]).await;
     let sent = a.hub.to("layout/old").publish("m6").await.unwrap();
     let restarted = sent.position.unwrap();
     assert_eq!(restarted.offset, 1);
     assert_ne!(restarted.epoch, renewed.epoch, "the stream was lost");
     // A new epoch is told to the hash too, for nodes of the earlier version
     // still running in a rolling upgrade, with the same TTL.
-    let told: Option<String> = redis::cmd("HGET")
-        .arg(legacy)
-        .arg("e")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let told: Option<String> = query(&mut conn, &["HGET", legacy, "e"]).await;
     assert_eq!(told.as_deref(), Some(&*restarted.epoch));
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(legacy)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let ttl: i64 = query(&mut conn, &["PTTL", legacy]).await;
     assert!((1..=3_600_000).contains(&ttl), "{legacy}: PTTL {ttl}");
     let (_, page) = http::get_json(&b.http_url("/api/groups/layout/old/history")).await;
     assert_eq!(page["epoch"], &*restarted.epoch, "{page}");
@@ -427,12 +392,7 @@ async fn redis_history_reads_exactly_the_last_size_messages_between_trims() {
     let conn = redis.client().await;
     let stream = "groupcast:history:{group:steps/log}";
     let xlen = |mut conn: redis::aio::MultiplexedConnection| async move {
-        let n: u64 = redis::cmd("XLEN")
-            .arg(stream)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        n
+        query::<u64>(&mut conn, &["XLEN", stream]).await
     };
     // Trimmed to 10 at offset 20; 21..25 appended since.
     publish_numbered(&a, "steps/log", 1, 25).await;
@@ -459,13 +419,11 @@ async fn redis_history_reads_exactly_the_last_size_messages_between_trims() {
     let (_, page) = http::get_json(&b.http_url("/api/groups/steps/log/history")).await;
     let epoch = page["epoch"].as_str().unwrap().to_string();
     // Offset 14 is stored but no longer in the last 10: not recovered.
-    let mut client = v1(&format!("{}?since=14&epoch={epoch}", b.ws_url("steps/log"))).await;
-    let welcome = next_json(&mut client).await;
+    let (_client, welcome) = resume_v1(&b.ws_url("steps/log"), 14, &epoch).await;
     assert_eq!(welcome["recovered"], false, "{welcome}");
     assert_eq!(welcome["offset"], 25);
     // From 15 on, 16..25 is the whole of what was missed: recovered.
-    let mut client = v1(&format!("{}?since=15&epoch={epoch}", b.ws_url("steps/log"))).await;
-    let welcome = next_json(&mut client).await;
+    let (mut client, welcome) = resume_v1(&b.ws_url("steps/log"), 15, &epoch).await;
     assert_eq!(welcome["recovered"], true, "{welcome}");
     assert_eq!(messages(&mut client, 10).await, numbered(16, 25));
 
@@ -668,13 +626,7 @@ struct Resumed {
 /// Cuts every node's subscriber connection (Redis closes them at once;
 /// the nodes reconnect and resubscribe on their own).
 async fn cut_subscriber_connections(conn: &mut redis::aio::MultiplexedConnection) {
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(conn)
-        .await
-        .expect("CLIENT KILL");
+    let _: i64 = query(conn, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
 }
 
 /// A node that has received nothing of a group live since it subscribed
@@ -694,8 +646,7 @@ async fn a_subscription_lost_before_the_first_live_message_is_a_gap_too() {
     for attempt in 1..=10 {
         let group = format!("early-{attempt}");
         publish_numbered(&a, &group, 1, 1).await;
-        let mut client = v1(&format!("{}?history=10", b.ws_url(&group))).await;
-        let welcome = next_json(&mut client).await;
+        let (mut client, welcome) = v1_welcomed(&format!("{}?history=10", b.ws_url(&group))).await;
         assert_eq!(welcome["offset"], 1, "{welcome}");
         let epoch = welcome["epoch"].as_str().expect("an epoch").to_string();
         assert_eq!(messages(&mut client, 1).await, numbered(1, 1));
@@ -759,7 +710,7 @@ async fn a_subscription_lost_before_the_first_live_message_is_a_gap_too() {
 /// client gets all 1,000, in order, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_clients_lose_nothing_across_a_rolling_restart() {
-    use crate::common::node::NodeProcess;
+    use crate::common::node::{NodeProcess, start_clustered_nodes};
     const CLIENTS: usize = 4;
     const TOTAL: u64 = 1000;
     const NAMES: [&str; 3] = ["hroll-a", "hroll-b", "hroll-c"];
@@ -772,13 +723,7 @@ async fn resuming_clients_lose_nothing_across_a_rolling_restart() {
         "--shutdown-timeout",
         "5s",
     ];
-    let mut nodes: Vec<NodeProcess> = NAMES
-        .iter()
-        .map(|name| NodeProcess::spawn_clustered(name, &redis.url(), &args))
-        .collect();
-    for node in &nodes {
-        node.wait_ready().await;
-    }
+    let mut nodes = start_clustered_nodes(&NAMES, &redis.url(), &args).await;
     let publisher_node = TestServer::start(
         Hub::builder()
             .node_id("hroll-publisher")
@@ -800,17 +745,7 @@ async fn resuming_clients_lose_nothing_across_a_rolling_restart() {
     .await;
 
     // 1,000 messages at ~250/s, through the restarts.
-    let hub = publisher_node.hub.clone();
-    let publisher = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(4));
-        for n in 1..=TOTAL {
-            tick.tick().await;
-            hub.to("roll")
-                .publish(format!("m{n}"))
-                .await
-                .expect("publish");
-        }
-    });
+    let publisher = publish_paced(&publisher_node.hub, "roll", TOTAL, Duration::from_millis(4));
     for (i, name) in NAMES.iter().enumerate() {
         live.lock().retain(|url| url != &nodes[i].ws_url("roll"));
         nodes[i].terminate();
@@ -818,8 +753,7 @@ async fn resuming_clients_lose_nothing_across_a_rolling_restart() {
             .wait_exit(Duration::from_secs(15))
             .await
             .unwrap_or_else(|| panic!("{name} did not exit"));
-        nodes[i] = NodeProcess::spawn_clustered(name, &redis.url(), &args);
-        nodes[i].wait_ready().await;
+        nodes[i] = NodeProcess::start_clustered(name, &redis.url(), &args).await;
         live.lock().push(nodes[i].ws_url("roll"));
     }
     publisher.await.unwrap();

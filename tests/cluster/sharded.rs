@@ -13,14 +13,15 @@
 //! Each test has its own three containers (`REDIS_IMAGE=local/redis:7`
 //! where no registry is reachable), started at once.
 
-use std::collections::HashMap;
-
 use crate::common;
-use crate::common::http::get_json;
+use crate::common::multinode::{
+    api_info_connections, assert_bursts_in_order, every_node_broadcasts_to_every_group,
+    members_of_every_group, publish_bursts_from_a_and_b, the_binary_hears,
+};
 use crate::common::node::NodeProcess;
 use crate::common::redis::{fast_sharded, start_many, three_nodes_on, wait_subscribed};
 use crate::common::silence::marker_is_next;
-use crate::common::{Client, TestServer, wait_until, wait_until_async};
+use crate::common::{TestServer, wait_until, wait_until_async};
 use groupcast::Config;
 use groupcast::backend::sharded::ShardedOptions;
 use groupcast::group::GroupName;
@@ -33,25 +34,20 @@ fn group_on(options: &ShardedOptions, shard: usize, prefix: &str) -> String {
         .expect("some name lands on every shard")
 }
 
+/// One group name `prefix-<i>` on each of the three shards of `options`,
+/// in shard order.
+fn one_group_per_shard(options: &ShardedOptions, prefix: &str) -> Vec<String> {
+    (0..3).map(|s| group_on(options, s, prefix)).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_on_any_node_reaches_every_member_on_every_node_through_its_shard_only() {
     let shards = start_many(3).await;
     let options = fast_sharded(&shards);
     let nodes = three_nodes_on(|| options.clone(), |b| b).await;
     // One group per shard, a member of each on every node.
-    let groups: Vec<String> = (0..3).map(|s| group_on(&options, s, "room")).collect();
-    let mut members: Vec<Vec<Client>> = Vec::new();
-    for group in &groups {
-        let mut of_group = Vec::new();
-        for node in &nodes {
-            of_group.push(node.connect(group).await);
-        }
-        members.push(of_group);
-    }
-    let all: Vec<&TestServer> = nodes.iter().collect();
-    for group in &groups {
-        wait_subscribed(&all, &format!("group:{group}")).await;
-    }
+    let groups = one_group_per_shard(&options, "room");
+    let mut members = members_of_every_group(&nodes, &groups).await;
     // Each group's channel is on its own shard, one subscriber per node;
     // the cluster channel on shard 0 only.
     for (s, shard) in shards.iter().enumerate() {
@@ -68,27 +64,9 @@ async fn a_broadcast_on_any_node_reaches_every_member_on_every_node_through_its_
     }
 
     // Every node broadcasts to every group: each member reads exactly its
-    // group's messages.
-    for (n, node) in nodes.iter().enumerate() {
-        for group in &groups {
-            node.hub
-                .to(group.as_str())
-                .send(format!("{n}:{group}"))
-                .unwrap();
-        }
-    }
-    // (Three publishers: no order between them, so compared as sets.)
-    for (g, of_group) in members.iter_mut().enumerate() {
-        for member in of_group.iter_mut() {
-            let mut got = Vec::new();
-            for _ in 0..3 {
-                got.push(member.recv_text().await);
-            }
-            got.sort();
-            let expected: Vec<String> = (0..3).map(|n| format!("{n}:{}", groups[g])).collect();
-            assert_eq!(got, expected);
-        }
-    }
+    // group's messages. (Three publishers: no order between them, so
+    // compared as sets.)
+    every_node_broadcasts_to_every_group(&nodes, &groups, &mut members).await;
     // A raw PUBLISH on the group's own shard reaches its members (every
     // node); on another shard it reaches no one.
     for (g, group) in groups.iter().enumerate() {
@@ -131,10 +109,7 @@ async fn a_broadcast_on_any_node_reaches_every_member_on_every_node_through_its_
     assert!(!shards[1].exists("{groupcast:nodes}:info").await);
 
     // /api/info names the mode and each shard's connection.
-    let (code, info) = get_json(&nodes[0].http_url("/api/info")).await;
-    assert_eq!(code, 200);
-    assert_eq!(info["mode"], "sharded");
-    let redis = info["redis"].as_array().expect("a list of connections");
+    let redis = api_info_connections(&nodes[0], "sharded").await;
     assert_eq!(redis.len(), 3);
     for (s, shard) in shards.iter().enumerate() {
         assert_eq!(redis[s]["role"], format!("shard {s}"));
@@ -145,24 +120,19 @@ async fn a_broadcast_on_any_node_reaches_every_member_on_every_node_through_its_
     // The binary, in the same mode from its flags, joins the same groups on
     // the same shards; its `shard-of` names the shard every node uses.
     let urls: Vec<String> = shards.iter().map(|s| s.url()).collect();
-    let binary = NodeProcess::spawn_clustered(
+    let binary = NodeProcess::start_clustered(
         "sharded-binary",
         &urls.join(","),
         &["--redis-mode", "sharded"],
-    );
-    binary.wait_ready().await;
+    )
+    .await;
     let mut on_binary = binary.connect(&groups[1], 4).await;
     let channel = format!("group:{}", groups[1]);
     wait_until_async("the binary subscribed on the group's shard", || async {
         shards[1].numsub(&channel).await == 4
     })
     .await;
-    nodes[0]
-        .hub
-        .to(groups[1].as_str())
-        .send("to the binary")
-        .unwrap();
-    assert_eq!(on_binary.recv_text().await, "to the binary");
+    the_binary_hears(&nodes[0], &groups[1], &mut on_binary).await;
     let output = common::node::command()
         .args(["shard-of", &groups[1], "--redis-url", &urls.join(",")])
         .output()
@@ -181,54 +151,15 @@ async fn per_publisher_order_holds_over_1000_messages_on_every_shard() {
         ..Config::default()
     };
     let nodes = three_nodes_on(|| options.clone(), |b| b.config(config.clone())).await;
-    let groups: Vec<String> = (0..3).map(|s| group_on(&options, s, "ordered")).collect();
+    let groups = one_group_per_shard(&options, "ordered");
     // A member of every group on every node.
-    let mut clients = Vec::new();
-    for node in &nodes {
-        for group in &groups {
-            clients.push((group.clone(), node.connect(group).await));
-        }
-    }
-    let all: Vec<&TestServer> = nodes.iter().collect();
-    for group in &groups {
-        wait_subscribed(&all, &format!("group:{group}")).await;
-    }
+    let mut members = members_of_every_group(&nodes, &groups).await;
     // Two publishers at once, on nodes a and b, to every group.
-    let publishers: Vec<_> = [("a", &nodes[0]), ("b", &nodes[1])]
-        .into_iter()
-        .map(|(name, node)| {
-            let hub = node.hub.clone();
-            let groups = groups.clone();
-            tokio::spawn(async move {
-                for i in 0..N {
-                    for group in &groups {
-                        hub.to(group.as_str()).send(format!("{name}:{i}")).unwrap();
-                    }
-                    if i % 64 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-            })
-        })
-        .collect();
-    for publisher in publishers {
-        publisher.await.unwrap();
-    }
-    for (group, client) in &mut clients {
-        let mut next: HashMap<String, usize> = HashMap::new();
-        for _ in 0..2 * N {
-            let text = client.recv_text().await;
-            let (from, i) = text.split_once(':').expect("name:index");
-            let expected = next.entry(from.to_string()).or_default();
-            assert_eq!(
-                i.parse::<usize>().unwrap(),
-                *expected,
-                "{group}: {from}'s messages out of order"
-            );
-            *expected += 1;
+    publish_bursts_from_a_and_b(&nodes, &groups, N).await;
+    for (group, of_group) in groups.iter().zip(&mut members) {
+        for member in of_group.iter_mut() {
+            assert_bursts_in_order(member, N, group).await;
         }
-        assert_eq!(next["a"], N);
-        assert_eq!(next["b"], N);
     }
 }
 
@@ -244,19 +175,9 @@ async fn one_shard_down_costs_only_its_own_groups_which_resume_when_it_returns()
     let shards = start_many(3).await;
     let options = fast_sharded(&shards);
     let nodes = three_nodes_on(|| options.clone(), |b| b).await;
-    let groups: Vec<String> = (0..3).map(|s| group_on(&options, s, "outage")).collect();
-    let mut members: Vec<Vec<Client>> = Vec::new();
-    for group in &groups {
-        let mut of_group = Vec::new();
-        for node in &nodes {
-            of_group.push(node.connect(group).await);
-        }
-        members.push(of_group);
-    }
+    let groups = one_group_per_shard(&options, "outage");
+    let mut members = members_of_every_group(&nodes, &groups).await;
     let all: Vec<&TestServer> = nodes.iter().collect();
-    for group in &groups {
-        wait_subscribed(&all, &format!("group:{group}")).await;
-    }
 
     // Shard 1 goes away.
     shards[1].stop().await;

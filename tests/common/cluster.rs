@@ -14,7 +14,7 @@ use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use super::redis::free_ports;
+use super::redis::{connect, free_ports, query, shutdown_nosave};
 
 /// One node as `CLUSTER NODES` describes it.
 #[derive(Debug, Clone)]
@@ -70,21 +70,12 @@ impl TestCluster {
 
     /// A plain connection to the node on `port`.
     pub async fn conn(&self, port: u16) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .expect("a node url")
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap_or_else(|e| panic!("connect to cluster node {port}: {e}"))
+        connect(&format!("redis://127.0.0.1:{port}")).await
     }
 
     /// `CLUSTER NODES`, asked of the node on `port`.
     pub async fn nodes_from(&self, port: u16) -> Vec<ClusterNode> {
-        let mut conn = self.conn(port).await;
-        let text: String = redis::cmd("CLUSTER")
-            .arg("NODES")
-            .query_async(&mut conn)
-            .await
-            .expect("CLUSTER NODES");
+        let text: String = query(&mut self.conn(port).await, &["CLUSTER", "NODES"]).await;
         text.lines()
             .filter_map(|line| {
                 let fields: Vec<&str> = line.split_whitespace().collect();
@@ -142,12 +133,7 @@ impl TestCluster {
 
     /// Clients named `name` connected to the node on `port` (`CLIENT LIST`).
     pub async fn clients_named(&self, port: u16, name: &str) -> usize {
-        let mut conn = self.conn(port).await;
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query_async(&mut conn)
-            .await
-            .expect("CLIENT LIST");
+        let list: String = query(&mut self.conn(port).await, &["CLIENT", "LIST"]).await;
         let wanted = format!("name={name}");
         list.lines()
             .filter(|line| line.split_whitespace().any(|field| field == wanted))
@@ -162,12 +148,13 @@ impl TestCluster {
     /// Shuts the node on `port` down (as if it crashed: no save, no
     /// handover); returns when it is gone.
     pub async fn kill(&self, port: u16) -> Instant {
-        let mut conn = self.conn(port).await;
-        // The connection drops instead of answering.
-        let _ = redis::cmd("SHUTDOWN")
-            .arg("NOSAVE")
-            .query_async::<redis::Value>(&mut conn)
-            .await;
-        Instant::now()
+        shutdown_nosave(&format!("redis://127.0.0.1:{port}")).await
     }
+}
+
+/// Subscribers of the shard channel `channel` on `conn`'s node (`PUBSUB
+/// SHARDNUMSUB`).
+pub async fn shard_numsub(conn: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {
+    let (_, n): (String, i64) = query(conn, &["PUBSUB", "SHARDNUMSUB", channel]).await;
+    n
 }

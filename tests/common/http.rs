@@ -44,6 +44,23 @@ pub async fn post(url: &str, content_type: &str, body: impl Into<Vec<u8>>) -> (u
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// `POST url` with the `text/plain` body `text` on `client` (one client
+/// for a whole burst of publishes); the response, whatever its status.
+/// Panics when nothing answers.
+pub async fn post_text_with(
+    client: &reqwest::Client,
+    url: &str,
+    text: impl Into<String>,
+) -> reqwest::Response {
+    client
+        .post(url)
+        .header("content-type", "text/plain")
+        .body(text.into())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+}
+
 /// `POST url` with a `text/plain` body.
 pub async fn post_text(url: &str, text: &str) -> (u16, Value) {
     post(url, "text/plain", text.as_bytes().to_vec()).await

@@ -11,6 +11,9 @@
 //! * [`http`] — JSON GET/POST with the status, Prometheus samples;
 //! * [`redis`] — a Redis in a container (testcontainers);
 //! * [`cluster`] — a Redis Cluster in one container;
+//! * [`multinode`] — checks several in-process nodes share (members on
+//!   every node, bursts from two nodes and their order, failover probes);
+//! * [`frames`] — WebSocket frames written by hand, as a client sends them;
 //! * [`sentinel`] — a primary, a replica and three Sentinels in one container;
 //! * [`silence`] — showing that something did *not* arrive.
 //!
@@ -22,7 +25,9 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod frames;
 pub mod http;
+pub mod multinode;
 pub mod node;
 pub mod redis;
 pub mod sentinel;
@@ -137,10 +142,28 @@ impl TestServer {
             .map_or(0, |n| n.trim().parse().expect("a counter value"))
     }
 
+    /// Waits until `/readyz` answers `status` (200: ready, 503: not).
+    pub async fn wait_readyz(&self, status: u16) {
+        let url = self.http_url("/readyz");
+        wait_until_async(&format!("{url} answers {status}"), || async {
+            http::status(&url).await == status
+        })
+        .await;
+    }
+
     /// Connects a client to `group` and waits until the hub has registered it.
     pub async fn connect(&self, group: &str) -> Client {
+        self.connect_admitted(&self.ws_url(group), &[]).await
+    }
+
+    /// Upgrades at `url` (one of this server's WebSocket URLs, with any
+    /// query) with extra request `headers`, expecting to be admitted, and
+    /// waits until the hub has registered the session.
+    pub async fn connect_admitted(&self, url: &str, headers: &[(&str, &str)]) -> Client {
         let before = self.hub.metrics().connections_opened.get();
-        let client = Client::connect(&self.ws_url(group)).await;
+        let client = Client::try_connect(url, headers)
+            .await
+            .unwrap_or_else(|refused| panic!("expected to connect to {url}: {refused:?}"));
         wait_until("the hub registers the session", || {
             self.hub.metrics().connections_opened.get() > before
         })
@@ -225,15 +248,20 @@ impl Client {
         self.ws.send(Message::text(text)).await.expect("send text");
     }
 
+    /// The next frame of any kind (pings and close frames included);
+    /// panics after [`WAIT`], or when the connection ends or fails first.
+    pub async fn next_frame(&mut self) -> Message {
+        tokio::time::timeout(WAIT, self.ws.next())
+            .await
+            .expect("timed out waiting for a frame")
+            .expect("connection ended while waiting for a frame")
+            .expect("websocket error while waiting for a frame")
+    }
+
     /// The next data frame (text or binary), skipping pings and pongs.
     pub async fn next_data(&mut self) -> Message {
         loop {
-            let frame = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for a frame")
-                .expect("connection ended while waiting for a frame")
-                .expect("websocket error while waiting for a frame");
-            match frame {
+            match self.next_frame().await {
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => return other,
             }

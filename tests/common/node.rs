@@ -123,6 +123,14 @@ impl NodeProcess {
         NodeProcess::spawn(name, &args)
     }
 
+    /// [`NodeProcess::spawn_clustered`], then waits until `/readyz`
+    /// answers 200.
+    pub async fn start_clustered(name: &str, redis_url: &str, extra: &[&str]) -> NodeProcess {
+        let node = NodeProcess::spawn_clustered(name, redis_url, extra);
+        node.wait_ready().await;
+        node
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -203,6 +211,24 @@ impl NodeProcess {
         })
         .await;
     }
+}
+
+/// One cluster member per name of `names` ([`NodeProcess::spawn_clustered`]
+/// on the Redis at `redis_url`, with `extra` flags), all spawned at once;
+/// returns once every one answers `/readyz` with 200.
+pub async fn start_clustered_nodes(
+    names: &[&str],
+    redis_url: &str,
+    extra: &[&str],
+) -> Vec<NodeProcess> {
+    let nodes: Vec<NodeProcess> = names
+        .iter()
+        .map(|name| NodeProcess::spawn_clustered(name, redis_url, extra))
+        .collect();
+    for node in &nodes {
+        node.wait_ready().await;
+    }
+    nodes
 }
 
 impl Drop for NodeProcess {

@@ -116,11 +116,13 @@ impl TestRedis {
     /// A plain client connection, as any program publishing to groupcast
     /// would have.
     pub async fn client(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the test Redis")
+        connect(&self.url()).await
+    }
+
+    /// Runs the command `args` (its name first) on a new connection; its
+    /// answer.
+    pub async fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        query(&mut self.client().await, args).await
     }
 
     /// `PUBLISH channel payload`; returns how many subscribers got it.
@@ -131,48 +133,24 @@ impl TestRedis {
 
     /// Subscribers of `channel` (`PUBSUB NUMSUB`).
     pub async fn numsub(&self, channel: &str) -> i64 {
-        let mut conn = self.client().await;
-        let (_, n): (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query_async(&mut conn)
-            .await
-            .expect("PUBSUB NUMSUB");
-        n
+        numsub(&mut self.client().await, channel).await
     }
 
     /// Channels with at least one subscriber matching `pattern`
     /// (`PUBSUB CHANNELS`).
     pub async fn channels(&self, pattern: &str) -> Vec<String> {
-        let mut conn = self.client().await;
-        redis::cmd("PUBSUB")
-            .arg("CHANNELS")
-            .arg(pattern)
-            .query_async(&mut conn)
-            .await
-            .expect("PUBSUB CHANNELS")
+        self.query(&["PUBSUB", "CHANNELS", pattern]).await
     }
 
     /// Whether `key` exists.
     pub async fn exists(&self, key: &str) -> bool {
-        let mut conn = self.client().await;
-        redis::cmd("EXISTS")
-            .arg(key)
-            .query_async::<i64>(&mut conn)
-            .await
-            .expect("EXISTS")
-            == 1
+        self.query::<i64>(&["EXISTS", key]).await == 1
     }
 
     /// How often Redis has run `command` since it started (`INFO
     /// commandstats`; 0 when never).
     pub async fn command_calls(&self, command: &str) -> u64 {
-        let mut conn = self.client().await;
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut conn)
-            .await
-            .expect("INFO commandstats");
+        let info: String = self.query(&["INFO", "commandstats"]).await;
         let prefix = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
         info.lines()
             .find_map(|line| line.strip_prefix(prefix.as_str()))
@@ -184,13 +162,8 @@ impl TestRedis {
     /// Whether the presence hash holds an entry for `node` (the default
     /// presence key).
     pub async fn presence_has(&self, node: &str) -> bool {
-        let mut conn = self.client().await;
-        redis::cmd("HEXISTS")
-            .arg("{groupcast:nodes}:info")
-            .arg(node)
-            .query_async::<i64>(&mut conn)
+        self.query::<i64>(&["HEXISTS", "{groupcast:nodes}:info", node])
             .await
-            .expect("HEXISTS")
             == 1
     }
 
@@ -242,6 +215,48 @@ impl TestRedis {
         })
         .await;
     }
+}
+
+/// A plain connection to the Redis server at `url`.
+pub async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap_or_else(|e| panic!("a Redis url {url:?}: {e}"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+}
+
+/// Runs the command `args` (its name first, e.g. `["PUBSUB", "NUMSUB",
+/// channel]`) on `conn`; its answer. Panics naming the command when it
+/// fails.
+pub async fn query<T: redis::FromRedisValue>(
+    conn: &mut redis::aio::MultiplexedConnection,
+    args: &[&str],
+) -> T {
+    let (name, rest) = args.split_first().expect("a command");
+    redis::cmd(name)
+        .arg(rest)
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")))
+}
+
+/// Subscribers of `channel` (`PUBSUB NUMSUB`) on `conn`'s server.
+pub async fn numsub(conn: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {
+    let (_, n): (String, i64) = query(conn, &["PUBSUB", "NUMSUB", channel]).await;
+    n
+}
+
+/// Shuts the server at `url` down as if it crashed (`SHUTDOWN NOSAVE`: no
+/// save, no handover); the moment it was told to.
+pub async fn shutdown_nosave(url: &str) -> std::time::Instant {
+    let mut conn = connect(url).await;
+    // The connection drops instead of answering.
+    let _ = redis::cmd("SHUTDOWN")
+        .arg("NOSAVE")
+        .query_async::<redis::Value>(&mut conn)
+        .await;
+    std::time::Instant::now()
 }
 
 /// `PUBLISH channel payload` on an existing connection.
@@ -385,19 +400,7 @@ pub async fn three_nodes(
     redis: &TestRedis,
     configure: impl Fn(HubBuilder) -> HubBuilder,
 ) -> Vec<TestServer> {
-    let mut nodes = Vec::new();
-    for name in ["a", "b", "c"] {
-        let builder = Hub::builder()
-            .node_id(format!("node-{name}"))
-            .backend(fast_options(redis.url()));
-        let hub = configure(builder).build().expect("build a clustered hub");
-        nodes.push(TestServer::start(hub).await);
-    }
-    super::wait_until("every node is connected to Redis", || {
-        nodes.iter().all(|n| n.hub.status().connected)
-    })
-    .await;
-    nodes
+    three_nodes_on(|| fast_options(redis.url()), configure).await
 }
 
 /// Waits until every node in `nodes` is subscribed to `channel`.

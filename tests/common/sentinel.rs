@@ -13,7 +13,7 @@ use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use super::redis::free_ports;
+use super::redis::{connect, free_ports, query, shutdown_nosave};
 
 /// The name the Sentinels watch the primary under.
 pub const MASTER: &str = "groupcast";
@@ -60,31 +60,19 @@ impl TestSentinel {
 
     /// The primary's port, as the first Sentinel names it now.
     pub async fn primary_port(&self) -> u16 {
-        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}", self.base + 2))
-            .expect("a sentinel url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to a Sentinel");
-        let (_, port): (String, u16) = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(MASTER)
-            .query_async(&mut conn)
-            .await
-            .expect("SENTINEL get-master-addr-by-name");
+        let mut conn = connect(&format!("redis://127.0.0.1:{}", self.base + 2)).await;
+        let (_, port): (String, u16) =
+            query(&mut conn, &["SENTINEL", "get-master-addr-by-name", MASTER]).await;
         port
+    }
+
+    /// A plain connection to the primary as the set-up starts (`base`).
+    pub async fn first_primary(&self) -> redis::aio::MultiplexedConnection {
+        connect(&format!("redis://127.0.0.1:{}", self.base)).await
     }
 
     /// Shuts the server on `port` down as if it crashed.
     pub async fn kill(&self, port: u16) -> Instant {
-        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .expect("a url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the primary");
-        let _ = redis::cmd("SHUTDOWN")
-            .arg("NOSAVE")
-            .query_async::<redis::Value>(&mut conn)
-            .await;
-        Instant::now()
+        shutdown_nosave(&format!("redis://127.0.0.1:{port}")).await
     }
 }

@@ -184,38 +184,45 @@ async fn expect_refused(
     refused
 }
 
+/// [`expect_refused`] for `token` in the query of `path` (`?token=`, as a
+/// browser sends it).
+async fn expect_token_refused(
+    server: &TestServer,
+    path: &str,
+    token: &str,
+    status: u16,
+    code: &str,
+) -> Refused {
+    expect_refused(server, &format!("{path}?token={token}"), &[], status, code).await
+}
+
 /// Connects with `token` in the Authorization header and waits until the
 /// hub has registered the session.
 async fn connect_bearer(server: &TestServer, group: &str, token: &str) -> Client {
-    let before = server.hub.metrics().connections_opened.get();
-    let client = Client::try_connect(
-        &server.ws_url(group),
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap_or_else(|refused| panic!("expected to connect to {group}: {refused:?}"));
-    wait_until("the hub registers the session", || {
-        server.hub.metrics().connections_opened.get() > before
-    })
-    .await;
-    client
+    let bearer = format!("Bearer {token}");
+    server
+        .connect_admitted(&server.ws_url(group), &[("authorization", &bearer)])
+        .await
 }
 
 /// Connects with `?token=`, as a browser would.
 async fn connect_query(server: &TestServer, group: &str, token: &str) -> Client {
-    let before = server.hub.metrics().connections_opened.get();
-    let client = Client::try_connect(&format!("{}?token={token}", server.ws_url(group)), &[])
-        .await
-        .unwrap_or_else(|refused| panic!("expected to connect to {group}: {refused:?}"));
-    wait_until("the hub registers the session", || {
-        server.hub.metrics().connections_opened.get() > before
-    })
-    .await;
-    client
+    let url = format!("{}?token={token}", server.ws_url(group));
+    server.connect_admitted(&url, &[]).await
 }
 
 fn http() -> reqwest::Client {
     reqwest::Client::new()
+}
+
+/// `GET url`, with `api_key` as its Bearer token if given; the response,
+/// whatever its status. Panics when nothing answers.
+async fn get(url: impl reqwest::IntoUrl, api_key: Option<&str>) -> reqwest::Response {
+    let mut request = http().get(url);
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.expect("an answer to GET")
 }
 
 /// Publishes `text` to `group` through the API, with the API key.
@@ -267,14 +274,7 @@ async fn a_bad_signature_is_401() {
         &claims("alice", &["chat"], true, 60),
         &EncodingKey::from_secret(b"not-the-server-secret-0123456789abcdef"),
     );
-    let refused = expect_refused(
-        &server,
-        &format!("/ws/chat?token={forged}"),
-        &[],
-        401,
-        "bad_signature",
-    )
-    .await;
+    let refused = expect_token_refused(&server, "/ws/chat", &forged, 401, "bad_signature").await;
     assert_eq!(
         refused.header("www-authenticate").as_deref(),
         Some("Bearer error=\"invalid_token\"")
@@ -288,14 +288,7 @@ async fn a_bad_signature_is_401() {
         .as_bytes());
     parts[1] = &upgraded;
     let tampered = parts.join(".");
-    expect_refused(
-        &server,
-        &format!("/ws/admin?token={tampered}"),
-        &[],
-        401,
-        "bad_signature",
-    )
-    .await;
+    expect_token_refused(&server, "/ws/admin", &tampered, 401, "bad_signature").await;
 }
 
 #[tokio::test]
@@ -322,14 +315,7 @@ async fn wrong_algorithms_are_401_including_alg_none() {
             "{:?}",
             refused.body
         );
-        expect_refused(
-            &server,
-            &format!("/ws/chat?token={token}"),
-            &[],
-            401,
-            "algorithm_not_allowed",
-        )
-        .await;
+        expect_token_refused(&server, "/ws/chat", &token, 401, "algorithm_not_allowed").await;
     }
     // Algorithm confusion: HS256 "signed" with the RSA *public* key as the
     // HMAC secret, naming the RSA key.
@@ -340,14 +326,7 @@ async fn wrong_algorithms_are_401_including_alg_none() {
         &c,
         &EncodingKey::from_secret(&public_pem),
     );
-    expect_refused(
-        &server,
-        &format!("/ws/chat?token={confused}"),
-        &[],
-        401,
-        "algorithm_not_allowed",
-    )
-    .await;
+    expect_token_refused(&server, "/ws/chat", &confused, 401, "algorithm_not_allowed").await;
     // The same without a kid: only HS256 keys are tried, and the RSA public
     // key is not one of them.
     let confused = sign(
@@ -356,20 +335,13 @@ async fn wrong_algorithms_are_401_including_alg_none() {
         &c,
         &EncodingKey::from_secret(&public_pem),
     );
-    expect_refused(
-        &server,
-        &format!("/ws/chat?token={confused}"),
-        &[],
-        401,
-        "bad_signature",
-    )
-    .await;
+    expect_token_refused(&server, "/ws/chat", &confused, 401, "bad_signature").await;
     // A real RS256 signature presented under the HS256 key's kid.
     let wrong_kid = sign(Algorithm::RS256, Some("hs1"), &c, &rsa_key());
-    expect_refused(
+    expect_token_refused(
         &server,
-        &format!("/ws/chat?token={wrong_kid}"),
-        &[],
+        "/ws/chat",
+        &wrong_kid,
         401,
         "algorithm_not_allowed",
     )
@@ -381,39 +353,18 @@ async fn wrong_algorithms_are_401_including_alg_none() {
         &c,
         &EncodingKey::from_secret(SECRET),
     );
-    expect_refused(
-        &server,
-        &format!("/ws/chat?token={hs512}"),
-        &[],
-        401,
-        "algorithm_not_allowed",
-    )
-    .await;
+    expect_token_refused(&server, "/ws/chat", &hs512, 401, "algorithm_not_allowed").await;
 }
 
 #[tokio::test]
 async fn expired_and_not_yet_valid_tokens_are_401() {
     let server = secured_server(token_auth()).await;
     let expired = hs256(&claims("alice", &["chat"], true, -30));
-    expect_refused(
-        &server,
-        &format!("/ws/chat?token={expired}"),
-        &[],
-        401,
-        "token_expired",
-    )
-    .await;
+    expect_token_refused(&server, "/ws/chat", &expired, 401, "token_expired").await;
     let mut early = claims("alice", &["chat"], true, 120);
     early.nbf = Some(now() + 60);
     let early = hs256(&early);
-    expect_refused(
-        &server,
-        &format!("/ws/chat?token={early}"),
-        &[],
-        401,
-        "token_not_yet_valid",
-    )
-    .await;
+    expect_token_refused(&server, "/ws/chat", &early, 401, "token_not_yet_valid").await;
 }
 
 #[tokio::test]
@@ -425,14 +376,7 @@ async fn an_unknown_kid_is_401() {
         &claims("alice", &["chat"], true, 60),
         &EncodingKey::from_secret(SECRET),
     );
-    let refused = expect_refused(
-        &server,
-        &format!("/ws/chat?token={token}"),
-        &[],
-        401,
-        "unknown_kid",
-    )
-    .await;
+    let refused = expect_token_refused(&server, "/ws/chat", &token, 401, "unknown_kid").await;
     assert!(
         refused.body["message"]
             .as_str()
@@ -566,12 +510,8 @@ async fn right_tokens_connect_receive_and_publish_for_every_key_type() {
     assert_eq!(subs, ["alice", "bob", "carol"]);
     assert!(sessions.iter().all(|s| s.get("sub").is_some()));
     // The API shows how each session got in.
-    let group: Value = http()
-        .get(server.http_url("/api/groups/chat"))
-        .bearer_auth(API_KEY)
-        .send()
+    let group: Value = get(server.http_url("/api/groups/chat"), Some(API_KEY))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -638,14 +578,7 @@ async fn jwks_keys_rotate_by_kid() {
     // After it, the old key is gone: its tokens name an unknown kid.
     let after = server_for(only_new).await;
     connect_query(&after, "chat", &new_token).await;
-    expect_refused(
-        &after,
-        &format!("/ws/chat?token={old_token}"),
-        &[],
-        401,
-        "unknown_kid",
-    )
-    .await;
+    expect_token_refused(&after, "/ws/chat", &old_token, 401, "unknown_kid").await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -849,15 +782,11 @@ async fn the_api_and_debug_state_need_an_api_key() {
     }
     // Health, readiness and metrics stay unauthenticated.
     for path in ["/healthz", "/readyz", "/metrics"] {
-        let response = http().get(server.http_url(path)).send().await.unwrap();
+        let response = get(server.http_url(path), None).await;
         assert_eq!(response.status(), 200, "{path}");
     }
     // An unknown path is still 404, not 401.
-    let response = http()
-        .get(server.http_url("/api/nothing-here"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(server.http_url("/api/nothing-here"), None).await;
     assert_eq!(response.status(), 404);
 }
 
@@ -868,12 +797,7 @@ async fn the_debug_endpoint_can_be_turned_off() {
         ..secured_options()
     };
     let server = TestServer::start_with(hub_with(ClientAuth::open()), options).await;
-    let response = http()
-        .get(server.http_url("/debug/state"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
+    let response = get(server.http_url("/debug/state"), Some(API_KEY)).await;
     assert_eq!(response.status(), 404);
 }
 
@@ -892,22 +816,13 @@ async fn health_endpoints_can_move_to_an_admin_listener() {
         let _ = axum::serve(admin, app).await;
     });
     for path in ["/healthz", "/readyz", "/metrics"] {
-        let on_main = http().get(main.http_url(path)).send().await.unwrap();
+        let on_main = get(main.http_url(path), None).await;
         assert_eq!(on_main.status(), 404, "{path} is not on the main port");
-        let on_admin = http()
-            .get(format!("http://{admin_addr}{path}"))
-            .send()
-            .await
-            .unwrap();
+        let on_admin = get(format!("http://{admin_addr}{path}"), None).await;
         assert_eq!(on_admin.status(), 200, "{path} is on the admin port");
     }
     // The admin port serves nothing else.
-    let api = http()
-        .get(format!("http://{admin_addr}/api/groups"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
+    let api = get(format!("http://{admin_addr}/api/groups"), Some(API_KEY)).await;
     assert_eq!(api.status(), 404);
     admin_task.abort();
 }
@@ -1010,14 +925,7 @@ async fn the_token_subcommand_mints_a_token_the_server_accepts() {
     let mut b = connect_bearer(&server, "task/9", &token).await;
     a.send_text("minted").await;
     assert_eq!(b.recv_text().await, "minted");
-    expect_refused(
-        &server,
-        &format!("/ws/admin?token={token}"),
-        &[],
-        403,
-        "group_not_allowed",
-    )
-    .await;
+    expect_token_refused(&server, "/ws/admin", &token, 403, "group_not_allowed").await;
 
     // A secret too short for HS256 is refused by the minter too.
     let output = common::node::command()
@@ -1059,25 +967,12 @@ async fn the_binary_serves_secured_with_an_admin_listener() {
     .await;
     let main = node.addr.to_string();
     // Health is only on the admin port.
-    let response = http()
-        .get(format!("http://{main}/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(format!("http://{main}/healthz"), None).await;
     assert_eq!(response.status(), 404);
     // The debug endpoint is off, the API needs the key.
-    let response = http()
-        .get(format!("http://{main}/debug/state"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
+    let response = get(format!("http://{main}/debug/state"), Some(API_KEY)).await;
     assert_eq!(response.status(), 404);
-    let response = http()
-        .get(format!("http://{main}/api/groups"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(format!("http://{main}/api/groups"), None).await;
     assert_eq!(response.status(), 401);
     // WebSockets need a token, a good origin, and an allowed group.
     let refused = Client::try_connect(&format!("ws://{main}/ws/chat"), &[])
@@ -1200,6 +1095,17 @@ fn clustered_hub(name: &str, url: String) -> Hub {
         .expect("build a clustered hub")
 }
 
+/// Waits until `hub` reports that Redis refused it (its last error
+/// contains `why`); it is then neither connected nor ready.
+async fn assert_refused_by_redis(hub: &Hub, why: &str) {
+    wait_until(&format!("the node reports {why:?}"), || {
+        hub.status().last_error.is_some_and(|e| e.contains(why))
+    })
+    .await;
+    assert!(!hub.is_ready());
+    assert!(!hub.status().connected);
+}
+
 #[tokio::test]
 async fn redis_acl_user_and_password_are_required_and_work() {
     let redis = acl_redis().await;
@@ -1217,24 +1123,10 @@ async fn redis_acl_user_and_password_are_required_and_work() {
     })
     .await;
     assert!(right.is_ready());
-    wait_until("the refused node reports why", || {
-        wrong
-            .status()
-            .last_error
-            .is_some_and(|e| e.contains("authentication failed"))
-    })
-    .await;
-    assert!(!wrong.is_ready());
-    assert!(!wrong.status().connected);
-    wait_until("the node without credentials reports why", || {
-        anonymous
-            .status()
-            .last_error
-            .is_some_and(|e| e.contains("NOAUTH"))
-    })
-    .await;
-    assert!(!anonymous.is_ready());
-    assert!(!anonymous.status().connected);
+    // The refused node reports why.
+    assert_refused_by_redis(&wrong, "authentication failed").await;
+    // The node without credentials reports why.
+    assert_refused_by_redis(&anonymous, "NOAUTH").await;
 }
 
 #[tokio::test]
@@ -1283,14 +1175,7 @@ async fn tokens_work_across_a_cluster_over_an_acl_redis() {
     // Rejections are the same on every node.
     expect_refused(&b, "/ws/chat", &[], 401, "token_missing").await;
     let other = hs256(&claims("alice", &["other"], true, 60));
-    expect_refused(
-        &a,
-        &format!("/ws/chat?token={other}"),
-        &[],
-        403,
-        "group_not_allowed",
-    )
-    .await;
+    expect_token_refused(&a, "/ws/chat", &other, 403, "group_not_allowed").await;
 }
 
 // ----- history: the same grants as joining ------------------------------------------
@@ -1323,9 +1208,9 @@ async fn history_is_read_under_the_same_grants_as_joining() {
     }
     expect_refused(&server, "/ws/secret?history=10", &[], 401, "token_missing").await;
     let url = format!("http://{}/api/groups/secret/history", server.addr);
-    let anonymous = http().get(&url).send().await.unwrap();
+    let anonymous = get(&url, None).await;
     assert_eq!(anonymous.status(), 401);
-    let keyed = http().get(&url).bearer_auth(API_KEY).send().await.unwrap();
+    let keyed = get(&url, Some(API_KEY)).await;
     assert_eq!(keyed.status(), 200);
     let page: Value = keyed.json().await.unwrap();
     assert_eq!(page["messages"][0]["data"], "classified");

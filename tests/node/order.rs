@@ -8,7 +8,11 @@
 
 use std::collections::HashMap;
 
-use crate::common::redis::{TestRedis, three_nodes, wait_subscribed};
+use crate::common::http::post_text_with;
+use crate::common::multinode::{
+    assert_bursts_in_order, members_on_every_node, publish_bursts_from_a_and_b,
+};
+use crate::common::redis::{TestRedis, three_nodes};
 use crate::common::{TestServer, WAIT, forwarding};
 use futures_util::{SinkExt, StreamExt};
 use groupcast::{Config, Hub};
@@ -57,13 +61,8 @@ async fn per_publisher_order_holds_over_1000_messages_on_one_node() {
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             for i in 0..N {
-                let status = http
-                    .post(&url)
-                    .header("content-type", "text/plain")
-                    .body(format!("api {i}"))
-                    .send()
+                let status = post_text_with(&http, &url, format!("api {i}"))
                     .await
-                    .unwrap()
                     .status();
                 assert!(status.is_success());
             }
@@ -138,45 +137,11 @@ async fn per_publisher_order_holds_over_1000_messages_across_nodes() {
         ..Config::default()
     };
     let nodes = three_nodes(&redis, |b| b.config(config.clone())).await;
-    let mut clients = Vec::new();
-    for node in &nodes {
-        clients.push(node.connect("ordered").await);
-    }
-    let all: Vec<&TestServer> = nodes.iter().collect();
-    wait_subscribed(&all, "group:ordered").await;
+    let mut clients = members_on_every_node(&nodes, "ordered").await;
 
     // Two publishers at once, on A and on B.
-    let publishers: Vec<_> = [("a", &nodes[0]), ("b", &nodes[1])]
-        .into_iter()
-        .map(|(name, node)| {
-            let hub = node.hub.clone();
-            tokio::spawn(async move {
-                for i in 0..N {
-                    hub.to("ordered").send(format!("{name}:{i}")).unwrap();
-                    if i % 64 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-            })
-        })
-        .collect();
-    for publisher in publishers {
-        publisher.await.unwrap();
-    }
-
+    publish_bursts_from_a_and_b(&nodes, &["ordered"], N).await;
     for (node, client) in clients.iter_mut().enumerate() {
-        let mut next = [0usize; 2];
-        for _ in 0..2 * N {
-            let text = client.recv_text().await;
-            let (from, i) = text.split_once(':').expect("name:index");
-            let slot = usize::from(from == "b");
-            let i: usize = i.parse().unwrap();
-            assert_eq!(
-                i, next[slot],
-                "client on node {node}: {from}'s messages out of order"
-            );
-            next[slot] += 1;
-        }
-        assert_eq!(next, [N, N]);
+        assert_bursts_in_order(client, N, &format!("client on node {node}")).await;
     }
 }

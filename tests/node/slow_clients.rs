@@ -157,11 +157,7 @@ async fn a_client_that_never_reads_is_closed_with_1013_while_others_keep_receivi
     // was already in the socket), then the close frame with 1013.
     let mut next = 0;
     let close = loop {
-        let frame = tokio::time::timeout(WAIT, slow.ws.next())
-            .await
-            .expect("timed out reading the slow client")
-            .expect("the slow client's stream ended without a close frame")
-            .expect("the slow client's stream failed");
+        let frame = slow.next_frame().await;
         match frame {
             Ws::Binary(_) => {
                 assert_eq!(seq_of(&frame), next);

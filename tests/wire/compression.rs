@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::common::frames::masked_client_frame;
 use crate::common::{TestServer, WAIT, wait_until};
 use groupcast::wire::{FrameReader, Incoming, Limits, Role, deflate};
 use groupcast::{Config, GroupName, Hub};
@@ -98,21 +99,7 @@ impl DeflateClient {
 
     /// Sends one masked frame with `first` as its first byte.
     async fn send_frame(&mut self, first: u8, payload: &[u8]) {
-        let key = [0x12, 0x34, 0x56, 0x78];
-        let mut frame = vec![first];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&key);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        let frame = masked_client_frame(first, [0x12, 0x34, 0x56, 0x78], payload);
         self.stream.write_all(&frame).await.unwrap();
     }
 }

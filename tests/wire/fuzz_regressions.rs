@@ -16,6 +16,7 @@ use groupcast::SessionId;
 use groupcast::envelope::{Envelope, FrameKind};
 
 use crate::checks;
+use crate::common::frames::masked_client_frame;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -179,22 +180,7 @@ fn request_seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 /// A masked client frame (key `1 2 3 4`), with the shortest length.
 fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [1, 2, 3, 4];
-    let mut out = vec![first];
-    match payload.len() {
-        len @ 0..126 => out.push(0x80 | len as u8),
-        len @ 126..65_536 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
+    masked_client_frame(first, [1, 2, 3, 4], payload)
 }
 
 /// `frames` inputs: a config byte (limits, chunking), then client frames.
