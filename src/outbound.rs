@@ -131,6 +131,7 @@ impl Queued {
 /// | slots | used by |
 /// | --- | --- |
 /// | 0–3 | the WebSocket transport (`transport/websocket/encoding.rs`): raw and `groupcast.v1` frames, each plain and compressed |
+/// | 4 | the Server-Sent Events transport (`transport/sse/encoding.rs`): the event |
 ///
 /// A new transport takes the next free numbers and raises [`ENCODINGS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +147,7 @@ impl Encoding {
 }
 
 /// How many encodings a message can have at once, all transports together.
-pub(crate) const ENCODINGS: usize = 4;
+pub(crate) const ENCODINGS: usize = 5;
 
 impl From<Message> for Queued {
     fn from(message: Message) -> Self {

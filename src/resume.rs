@@ -82,16 +82,7 @@ impl Replay {
             (None, None, None) => Ok(Replay::None),
             (Some(n), None, None) => Ok(Replay::Last(number("history", &n)?)),
             (None, Some(offset), Some(epoch)) => {
-                let valid = !epoch.is_empty()
-                    && epoch.len() <= MAX_EPOCH_LEN
-                    && epoch
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-                if !valid {
-                    return Err(ReplayError(format!(
-                        "epoch must be 1 to {MAX_EPOCH_LEN} letters, digits, '-' or '_' (as a welcome or message frame gave it), not {epoch:?}"
-                    )));
-                }
+                check_epoch(&epoch)?;
                 Ok(Replay::Since {
                     offset: number("since", &offset)?,
                     epoch,
@@ -109,9 +100,46 @@ impl Replay {
         }
     }
 
+    /// Reads a Server-Sent Events `Last-Event-ID`: `<epoch>:<offset>`, as
+    /// the `id` of a message event gave it.
+    pub fn from_last_event_id(id: &str) -> Result<Replay, ReplayError> {
+        let Some((epoch, offset)) = id.rsplit_once(':') else {
+            return Err(ReplayError(format!(
+                "Last-Event-ID must be <epoch>:<offset> (as an event's id gave it), not {id:?}"
+            )));
+        };
+        check_epoch(epoch)?;
+        let offset = offset.parse::<u64>().map_err(|_| {
+            ReplayError(format!(
+                "the offset of Last-Event-ID must be a whole number, not {offset:?}"
+            ))
+        })?;
+        Ok(Replay::Since {
+            offset,
+            epoch: epoch.to_owned(),
+        })
+    }
+
     /// Whether a session that asked this must join held.
     pub(crate) fn wants_backlog(&self) -> bool {
         !matches!(self, Replay::None | Replay::Last(0))
+    }
+}
+
+/// An epoch as a client may send it back: what a welcome or a message gave
+/// it, never anything longer or stranger.
+fn check_epoch(epoch: &str) -> Result<(), ReplayError> {
+    let valid = !epoch.is_empty()
+        && epoch.len() <= MAX_EPOCH_LEN
+        && epoch
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(ReplayError(format!(
+            "epoch must be 1 to {MAX_EPOCH_LEN} letters, digits, '-' or '_' (as a welcome or message frame gave it), not {epoch:?}"
+        )))
     }
 }
 
@@ -339,6 +367,28 @@ mod tests {
         ] {
             let error = Replay::from_query(Some(query)).unwrap_err().to_string();
             assert!(error.contains(says), "{query}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_last_event_id_is_an_epoch_and_an_offset_or_says_why_not() {
+        assert_eq!(
+            Replay::from_last_event_id("ab-1_c:42"),
+            Ok(Replay::Since {
+                offset: 42,
+                epoch: "ab-1_c".into()
+            })
+        );
+        for (id, says) in [
+            ("42", "<epoch>:<offset>"),
+            (":42", "epoch must be"),
+            ("a b:42", "epoch must be"),
+            ("e:", "whole number"),
+            ("e:-1", "whole number"),
+            ("e:1:2", "epoch must be"),
+        ] {
+            let error = Replay::from_last_event_id(id).unwrap_err().to_string();
+            assert!(error.contains(says), "{id}: {error}");
         }
     }
 }

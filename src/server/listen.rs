@@ -23,6 +23,7 @@ use std::io;
 use std::pin::pin;
 use std::time::Duration;
 
+use crate::transport::ConnectionAbort;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -107,8 +108,14 @@ pub async fn serve(
         }
 
         let app = app.clone();
+        // A transport whose writes hyper drives (Server-Sent Events) cannot
+        // see a stalled client from inside its body: it ends the connection
+        // through this instead (`transport::ConnectionAbort`).
+        let abort = ConnectionAbort::default();
+        let abort_request = abort.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(remote));
+            request.extensions_mut().insert(abort_request.clone());
             app.clone().oneshot(request.map(Body::new))
         });
         let signal_tx = signal_tx.clone();
@@ -132,6 +139,10 @@ pub async fn serve(
                         break;
                     }
                     () = &mut stopping => connection.as_mut().graceful_shutdown(),
+                    () = abort.aborted() => {
+                        tracing::debug!(%remote, "HTTP connection aborted by its transport");
+                        break;
+                    }
                 }
             }
             drop(close_rx);

@@ -35,7 +35,7 @@ use axum::routing::get;
 use crate::Hub;
 use crate::auth::http::{ApiKeyGuard, require_api_key};
 use crate::auth::{ApiKeys, CorsPolicy};
-use crate::transport::websocket;
+use crate::transport::{sse, websocket};
 
 /// Settings of the full router.
 #[derive(Debug, Clone)]
@@ -72,6 +72,8 @@ pub fn ws_router(hub: Hub) -> Router {
     Router::new()
         .route("/ws/", get(websocket::no_group))
         .route("/ws/{*group}", get(websocket::upgrade))
+        .route("/sse/", get(sse::no_group))
+        .route("/sse/{*group}", get(sse::subscribe))
         .with_state(hub)
 }
 

@@ -192,6 +192,21 @@ impl Attached {
         }
     }
 
+    /// The same catch-up as a future of its own (it holds what it needs),
+    /// for a transport whose session runs inside a value that cannot lend
+    /// from itself (an SSE body).
+    pub(crate) fn catch_up_owned(
+        &self,
+        replay: Replay,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let (hub, session, held) = (self.hub.clone(), self.session.clone(), self.held);
+        async move {
+            if held {
+                hub.catch_up(&session, &replay).await;
+            }
+        }
+    }
+
     /// A connection that ended with `error`: logged and handed to
     /// `on_error`.
     pub(crate) fn report(&self, error: &SessionError) {

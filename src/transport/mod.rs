@@ -14,11 +14,41 @@
 //! | `lifecycle.rs` | a session's life, for every transport |
 //! | `writer.rs` | the vectored writer: a batch of shared buffers, one `writev` |
 //! | `websocket/` | RFC 6455: the upgrade, frames, permessage-deflate, close codes |
+//! | `sse/` | Server-Sent Events: an event stream per session, resumed with `Last-Event-ID` |
 //!
 //! A new transport is a new directory here that calls [`lifecycle`] and
 //! [`writer`], takes a free encoding slot in `outbound.rs`, and maps a
 //! [`CloseReason`](crate::CloseReason) to its own signal.
 
 pub(crate) mod lifecycle;
+pub(crate) mod sse;
 pub(crate) mod websocket;
 pub(crate) mod writer;
+
+use axum::http::HeaderName;
+use tokio_util::sync::CancellationToken;
+
+/// The response header that names the node serving a session: behind a
+/// load balancer, this is how a client (or a test) tells the replicas
+/// apart.
+pub(crate) const NODE_HEADER: HeaderName = HeaderName::from_static("x-groupcast-node");
+
+/// Ends one HTTP connection from inside a response: for a transport whose
+/// body hyper writes (Server-Sent Events), which is not polled at all
+/// while its client does not read, so it cannot end a stalled connection
+/// from inside. The accept loop (`server/listen.rs`) puts one in every
+/// request's extensions and drops the connection when it fires.
+#[derive(Clone, Default)]
+pub(crate) struct ConnectionAbort(CancellationToken);
+
+impl ConnectionAbort {
+    /// Ends the connection.
+    pub(crate) fn abort(&self) {
+        self.0.cancel();
+    }
+
+    /// Resolves once the connection must end.
+    pub(crate) async fn aborted(&self) {
+        self.0.cancelled().await;
+    }
+}

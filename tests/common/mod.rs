@@ -32,6 +32,7 @@ pub mod node;
 pub mod redis;
 pub mod sentinel;
 pub mod silence;
+pub mod sse;
 
 use std::future::Future;
 use std::net::SocketAddr;

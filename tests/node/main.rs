@@ -22,4 +22,5 @@ mod limits;
 mod order;
 mod slow_clients;
 mod smoke;
+mod sse;
 mod workers;

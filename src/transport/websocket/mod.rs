@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 
 use axum::Extension;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
@@ -29,13 +29,11 @@ use self::upgrade::{Negotiated, NotAnUpgrade, Socket, Upgrade};
 use crate::http_error::ApiError;
 use crate::limits::ConnectionPermit;
 use crate::protocol::{self, Protocol};
+use crate::transport::NODE_HEADER;
 use crate::transport::lifecycle::{self, Admitted, ClientInput};
 use crate::wire::close_code;
 use crate::wire::{FrameReader, Limits, Role, frame};
 use crate::{Hub, HubError};
-
-/// The response header of a WebSocket upgrade that names the node serving it.
-pub(crate) const NODE_HEADER: HeaderName = HeaderName::from_static("x-groupcast-node");
 
 /// Admits the connection (group, replay parameters, Origin, token,
 /// limits: see [`lifecycle::admit`]), then upgrades. Nothing that fails a
