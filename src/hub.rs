@@ -254,7 +254,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     delivery: Arc<Delivery>,
     handlers: Handlers,
-    backend: Arc<dyn Backend>,
+    backend: Backend,
     /// Envelope ids: one sequence per node.
     seq: AtomicU64,
     shutting_down: AtomicBool,
@@ -317,7 +317,7 @@ impl Hub {
         &self.inner.client_auth
     }
 
-    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+    pub(crate) fn backend(&self) -> &Backend {
         &self.inner.backend
     }
 
@@ -361,7 +361,7 @@ impl Hub {
             .inspect_err(|limit| self.count_limit(limit))?;
         if first {
             self.inner.delivery.forget(session.group());
-            self.inner.backend.subscribe(session.group());
+            self.inner.backend.broker().subscribe(session.group());
             self.inner.workers.wake(session.group());
         }
         self.inner.metrics.connections_opened.inc();
@@ -379,7 +379,7 @@ impl Hub {
     /// unsubscribes from each group that empties.
     pub(crate) fn leave(&self, session: &Session) {
         for emptied in self.inner.registry.leave(session) {
-            self.inner.backend.unsubscribe(&emptied);
+            self.inner.backend.broker().unsubscribe(&emptied);
         }
         self.inner.metrics.connections_closed.inc();
     }
@@ -433,11 +433,14 @@ impl Hub {
             let local = inner.registry.count(&broadcast);
             return Ok((
                 local,
-                inner.backend.publish_with_history(group, limits, payload),
+                inner
+                    .backend
+                    .broker()
+                    .publish_with_history(group, limits, payload),
             ));
         }
-        let ack = if inner.backend.is_clustered() && keep.is_none() {
-            inner.backend.publish(
+        let ack = if inner.backend.broker().is_clustered() && keep.is_none() {
+            inner.backend.broker().publish(
                 channel_of(&broadcast),
                 self.envelope(&broadcast, &message).encode()?,
             )
@@ -479,7 +482,7 @@ impl Hub {
     /// must not miss anything published after the join — a history read,
     /// say — knows when it may start. At once when standalone.
     pub async fn subscribed(&self, group: &GroupName) -> Result<(), HubError> {
-        Ok(self.inner.backend.subscribed(group).await?)
+        Ok(self.inner.backend.broker().subscribed(group).await?)
     }
 
     // ----- workers -------------------------------------------------
@@ -534,18 +537,18 @@ impl Hub {
 
     /// The backend's state (always connected when standalone).
     pub fn status(&self) -> BackendStatus {
-        self.inner.backend.status()
+        self.inner.backend.broker().status()
     }
 
     /// Whether the node can serve: not shutting down, and the backend works.
     pub fn is_ready(&self) -> bool {
-        !self.is_shutting_down() && self.inner.backend.status().connected
+        !self.is_shutting_down() && self.inner.backend.broker().status().connected
     }
 
     /// Every live node of the cluster, this one included, sorted by id
     /// (standalone: this node alone).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BackendError> {
-        self.inner.backend.nodes().await
+        self.inner.backend.cluster().nodes().await
     }
 
     // ----- shutting down -------------------------------------------------

@@ -231,7 +231,7 @@ impl Hub {
     ) -> Result<(HistoryPage, Vec<Queued>, bool), HubError> {
         let group = session.group();
         self.subscribed(group).await?;
-        let backend = self.backend();
+        let backend = self.backend().broker();
         match replay {
             Replay::None => {
                 let page = backend.history(group, HistoryQuery::Last(0)).await?;
@@ -314,7 +314,7 @@ impl Hub {
         if self.config().history.for_group(group).is_none() {
             return Ok(None);
         }
-        let page = self.backend().history(group, query).await?;
+        let page = self.backend().broker().history(group, query).await?;
         let messages = page
             .entries
             .iter()

@@ -5,7 +5,7 @@
 //! epoch that changes whenever the stream was lost (Redis restarted without
 //! persistence, the stream expired or was deleted). Appending and
 //! publishing are one atomic step in the backend
-//! ([`Backend::publish_with_history`](super::Backend::publish_with_history)),
+//! ([`Broker::publish_with_history`](super::Broker::publish_with_history)),
 //! so every member on every node sees the same offsets in the same order,
 //! and history never holds a message that was not published or the other
 //! way round.

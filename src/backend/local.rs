@@ -1,12 +1,13 @@
 //! The standalone backend: one node, no Redis.
 //!
 //! The hub has already delivered every broadcast to its own sessions, and
-//! there is no one else to tell, so publishing is a no-op, a subscription is
-//! confirmed at once, the cluster view is this node alone, and leases live
-//! in this process ([`LocalLeases`]). History lives in memory
-//! (`memory_history.rs`), with the semantics of the Redis streams: an append
-//! is delivered to the members through the inbox, under the same lock, so
-//! they see offsets in order. The wanted channels are kept anyway
+//! there is no one else to tell, so publishing is a no-op and a
+//! subscription is confirmed at once (`LocalBroker`), the cluster view is
+//! this node alone (`ThisNode`), and leases live in this process
+//! ([`LocalLeases`]). History lives in memory (`memory_history.rs`), with
+//! the semantics of the Redis streams: an append is delivered to the
+//! members through the inbox, under the same lock, so they see offsets in
+//! order. The wanted channels are kept anyway
 //! (with the same state machine as every other backend, without a linger)
 //! so that `/debug/state` looks the same in every mode.
 
@@ -16,22 +17,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::broker::Broker;
 use super::channels::ChannelNames;
-use super::leases::{LeaseStore, LocalLeases};
+use super::cluster_view::ClusterView;
+use super::leases::LocalLeases;
 use super::memory_history::MemoryHistory;
 use super::subscriptions::Subscriptions;
 use crate::backend::error::BackendError;
 use crate::backend::future::BoxFuture;
 use crate::backend::history::HistoryPage;
 use crate::backend::history::HistoryQuery;
-use crate::backend::inbound::Channel;
-use crate::backend::inbound::Inbound;
+use crate::backend::inbound::{Channel, Inbound, Inbox};
 use crate::backend::presence::NodeInfo;
 use crate::backend::publish::PublishAck;
 use crate::backend::publish::Published;
-use crate::backend::seam::Backend;
-use crate::backend::seam::BackendContext;
-use crate::backend::seam::IntoBackend;
+use crate::backend::seam::{Backend, BackendContext, IntoBackend};
 use crate::backend::status::BackendStatus;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
@@ -42,28 +42,32 @@ use crate::history::HistoryLimits;
 pub struct Standalone;
 
 impl IntoBackend for Standalone {
-    fn start(self: Box<Self>, context: BackendContext) -> Result<Arc<dyn Backend>, BackendError> {
+    fn start(self: Box<Self>, context: BackendContext) -> Result<Backend, BackendError> {
         context.metrics.bus_up.set(1);
-        Ok(Arc::new(LocalBackend {
-            context,
+        let broker = LocalBroker {
+            inbox: context.inbox.clone(),
             names: ChannelNames::default(),
             subscriptions: Mutex::new(Subscriptions::new(Duration::ZERO)),
-            leases: Arc::new(LocalLeases::default()),
             history: MemoryHistory::default(),
-        }))
+        };
+        Ok(Backend::new(
+            Arc::new(broker),
+            Arc::new(ThisNode(context)),
+            Arc::new(LocalLeases::default()),
+        ))
     }
 }
 
-/// The started standalone backend.
-struct LocalBackend {
-    context: BackendContext,
+/// The standalone broker: no one to publish to, history in memory.
+struct LocalBroker {
+    /// Where a history group's appends are delivered.
+    inbox: Inbox,
     names: ChannelNames,
     subscriptions: Mutex<Subscriptions>,
-    leases: Arc<LocalLeases>,
     history: MemoryHistory,
 }
 
-impl Backend for LocalBackend {
+impl Broker for LocalBroker {
     fn is_clustered(&self) -> bool {
         false
     }
@@ -78,7 +82,7 @@ impl Backend for LocalBackend {
         limits: HistoryLimits,
         payload: Bytes,
     ) -> PublishAck {
-        let inbox = &self.context.inbox;
+        let inbox = &self.inbox;
         let position = self
             .history
             .append(group, limits, payload, |position, payload| {
@@ -140,17 +144,14 @@ impl Backend for LocalBackend {
             connections: Vec::new(),
         }
     }
+}
 
+/// The standalone cluster view: this node alone, computed live.
+struct ThisNode(BackendContext);
+
+impl ClusterView for ThisNode {
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BackendError>> {
-        let node = self.context.local_node();
+        let node = self.0.local_node();
         Box::pin(async move { Ok(vec![node]) })
-    }
-
-    fn leases(&self) -> Arc<dyn LeaseStore> {
-        self.leases.clone()
-    }
-
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
     }
 }

@@ -3,36 +3,52 @@
 //! A hub delivers every broadcast to its own sessions itself. What it cannot
 //! do alone is reach the sessions of other nodes, know which other nodes
 //! exist, and agree with them on who runs a group's worker. A [`Backend`]
-//! supplies exactly that:
+//! supplies exactly that, as three parts, each a trait of its own file:
 //!
-//! * **pub/sub** — [`Backend::publish`] carries an encoded envelope to the
-//!   other nodes on a [`Channel`]; [`Backend::subscribe`] /
-//!   [`Backend::unsubscribe`] tell it which group channels this node holds
-//!   (the registry's first join and last leave), and what arrives goes to
-//!   the [`Inbox`] as an [`Inbound`], in order per channel;
-//! * **node presence** — [`Backend::nodes`], the cluster view
-//!   ([`presence`]);
-//! * **worker leases** — [`Backend::leases`] ([`leases`]);
-//! * **history** — for groups a `--history` rule names:
-//!   [`Backend::publish_with_history`] appends and publishes in one atomic
-//!   step, [`Backend::history`] reads pages back ([`history`]).
+//! * **the broker** ([`Broker`], `broker.rs`) — [`Broker::publish`]
+//!   carries an encoded envelope to the other nodes on a [`Channel`];
+//!   [`Broker::subscribe`] / [`Broker::unsubscribe`] tell it which group
+//!   channels this node holds (the registry's first join and last leave),
+//!   and what arrives goes to the [`Inbox`] as an [`Inbound`], in order per
+//!   channel, through the typed handler [`BackendEvents`]; for groups a
+//!   `--history` rule names, [`Broker::publish_with_history`] appends and
+//!   publishes in one atomic step, [`Broker::history`] reads pages back
+//!   ([`history`]);
+//! * **the cluster view** ([`ClusterView`], `cluster_view.rs`) —
+//!   [`ClusterView::nodes`], every live node and its groups ([`presence`]);
+//! * **worker leases** ([`LeaseStore`], [`leases`]).
+//!
+//! Why parts rather than one trait: each backend is made of pieces that do
+//! one of these jobs (on Redis, a link publishes and subscribes, the
+//! presence heartbeats, the leases are scripts), and a single trait made
+//! every backend restate which piece answers which call. Now each piece
+//! implements its part itself; the hub asks the part it means
+//! (`backend.broker().publish(..)`), and what involves all three — the
+//! order of a shutdown, the tasks they run — is written once, in
+//! [`Backend`] (`seam.rs`, `tasks.rs`). Centrifuge splits its engine the
+//! same way (`Broker`, `PresenceManager`, `BrokerEventHandler`).
 //!
 //! The backends: [`local::Standalone`] (one process, nothing to tell
 //! anyone), [`redis::RedisOptions`] (one Redis) and
 //! [`sharded::ShardedOptions`] (N independent Redis, each group on one),
 //! [`cluster::ClusterOptions`] (a Redis Cluster, sharded pub/sub) and
-//! [`sentinel::SentinelOptions`] (one primary, followed through Sentinel). A hub is built with a
-//! value that implements [`IntoBackend`]; `docs/architecture.md`, "Adding a
-//! backend", says what a new one needs (Redis Cluster, N shards and
-//! Sentinel are each a new file here plus a flag).
+//! [`sentinel::SentinelOptions`] (one primary, followed through Sentinel).
+//! A hub is built with a value that implements [`IntoBackend`];
+//! `docs/architecture.md`, "Adding a backend", says what a new one needs
+//! (Redis Cluster, N shards and Sentinel are each a new folder here plus a
+//! flag).
 //!
 //! What every backend reuses rather than rewrites: channel naming
 //! ([`channels`]), the wanted-set and linger state machine
-//! (`subscriptions.rs`), the backoff (`crate::backoff`) and the cluster
-//! view's sums ([`presence::group_totals`]).
+//! (`subscriptions.rs`), the backoff (`crate::backoff`), the cluster view's
+//! sums ([`presence::group_totals`]), the shutdown ([`Backend::shutdown`]);
+//! and every Redis backend, the Redis pieces in [`redis`] (a link, its
+//! subscriber and publisher, the presence, the leases, the option checks).
 
+pub mod broker;
 pub mod channels;
 pub mod cluster;
+pub mod cluster_view;
 pub mod error;
 mod future;
 pub mod history;
@@ -48,7 +64,10 @@ pub mod sentinel;
 pub mod sharded;
 mod status;
 pub(crate) mod subscriptions;
+mod tasks;
 
+pub use self::broker::Broker;
+pub use self::cluster_view::ClusterView;
 pub use self::error::BackendError;
 pub use self::future::BoxFuture;
 pub use self::history::{HistoryEntry, HistoryPage, HistoryQuery};

@@ -1,11 +1,12 @@
-//! The cluster view: which nodes are alive, which groups they hold, and the
-//! per-group sums everyone shows.
+//! What the cluster view answers: which nodes are alive, which groups they
+//! hold, and the per-group sums everyone shows.
 //!
 //! Each node knows only its own sessions. To answer "who is in group G,
 //! cluster-wide?" (`GET /api/groups`, `/api/nodes`, `/debug/state`, and the
-//! workers' "does the group still have members anywhere?") every backend
-//! returns a list of [`NodeInfo`]: standalone, just this node; on Redis,
-//! every node's last heartbeat (`backend/redis/presence.rs`).
+//! workers' "does the group still have members anywhere?") every backend's
+//! [`ClusterView`](super::ClusterView) returns a list of [`NodeInfo`]:
+//! standalone, just this node; on Redis, every node's last heartbeat
+//! (`backend/redis/presence.rs`).
 //!
 //! Two rules keep the view consistent wherever it is shown:
 //!

@@ -1,20 +1,25 @@
-//! The seam itself: the trait every backend implements, and what it is
-//! given when the hub starts it.
+//! The seam itself: the backend the hub holds, what it is given when the
+//! hub starts it, and the one place its parts are shut down in order.
+//!
+//! A backend is three parts ([`Broker`], [`ClusterView`], [`LeaseStore`])
+//! that each backend makes of its own pieces, plus the tasks those pieces
+//! run. [`Backend`] is a plain struct rather than a fourth trait so that
+//! nothing has to restate "publish goes to the link, nodes to the presence,
+//! leases to the lease store" once per backend: the hub asks the part it
+//! means (`backend.broker().publish(..)`), and [`Backend::shutdown`] is
+//! written once, here, for every backend.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use bytes::Bytes;
-
+use super::broker::Broker;
+use super::cluster_view::ClusterView;
 use super::error::BackendError;
-use super::future::BoxFuture;
-use super::history::{HistoryPage, HistoryQuery};
-use super::inbound::{Channel, Inbox};
+use super::inbound::Inbox;
 use super::leases::LeaseStore;
 use super::presence::{LocalGroups, NodeInfo};
-use super::publish::PublishAck;
-use super::status::BackendStatus;
-use crate::group::GroupName;
-use crate::history::HistoryLimits;
+use super::tasks::Tasks;
 use crate::metrics::Metrics;
 
 /// What a backend is given when the hub starts it.
@@ -40,74 +45,222 @@ impl BackendContext {
     }
 }
 
-/// A backend chosen at run time (the binary's `--redis-mode`).
-impl IntoBackend for Box<dyn IntoBackend> {
-    fn start(self: Box<Self>, context: BackendContext) -> Result<Arc<dyn Backend>, BackendError> {
-        <dyn IntoBackend as IntoBackend>::start(*self, context)
-    }
-}
-
-/// A started backend. See the module docs.
-pub trait Backend: Send + Sync + 'static {
-    /// Whether other nodes exist at all (false standalone, which lets the
-    /// hub skip encoding envelopes).
-    fn is_clustered(&self) -> bool;
-
-    /// Sends `payload` on `channel`. Publishes leave in call order.
-    fn publish(&self, channel: Channel, payload: Bytes) -> PublishAck;
-
-    /// Appends `payload` to `group`'s history (keeping `limits`) and
-    /// publishes it on the group's channel with its position, in one atomic
-    /// step, in call order with [`Backend::publish`]. The message reaches
-    /// this node's members too through the inbox, positioned like everyone
-    /// else's. The ack carries the position.
-    fn publish_with_history(
-        &self,
-        group: &GroupName,
-        limits: HistoryLimits,
-        payload: Bytes,
-    ) -> PublishAck;
-
-    /// Reads a page of `group`'s history.
-    fn history<'a>(
-        &'a self,
-        group: &'a GroupName,
-        query: HistoryQuery,
-    ) -> BoxFuture<'a, Result<HistoryPage, BackendError>>;
-
-    /// The node now has members in `group`: listen to its channel. Returns
-    /// at once; [`Backend::subscribed`] waits for the confirmation.
-    fn subscribe(&self, group: &GroupName);
-
-    /// The node's last member of `group` left: stop listening (a backend
-    /// may wait a little first, in case someone joins again).
-    fn unsubscribe(&self, group: &GroupName);
-
-    /// Resolves once the backend is confirmed to listen to `group`'s
-    /// channel (after [`Backend::subscribe`]), so that whatever is
-    /// published from then on reaches this node. Fails when that cannot be
-    /// confirmed in the backend's command timeout.
-    fn subscribed<'a>(&'a self, group: &'a GroupName) -> BoxFuture<'a, Result<(), BackendError>>;
-
-    /// Whether the backend works now.
-    fn status(&self) -> BackendStatus;
-
-    /// Every live node of the cluster, this one included, sorted by id.
-    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BackendError>>;
-
-    /// Where group workers' leases live.
-    fn leases(&self) -> Arc<dyn LeaseStore>;
-
-    /// Stops the backend: sends what is queued, withdraws this node's
-    /// presence and closes connections.
-    fn shutdown(&self) -> BoxFuture<'_, ()>;
-}
-
 /// What a hub is built with ([`HubBuilder::backend`](crate::HubBuilder::backend)):
 /// a backend's settings, started once the hub knows its context.
 pub trait IntoBackend: Send + 'static {
     /// Checks the settings and starts the backend. A backend that talks to
-    /// a server connects in the background and reports its state in
-    /// [`Backend::status`]; only invalid settings fail here.
-    fn start(self: Box<Self>, context: BackendContext) -> Result<Arc<dyn Backend>, BackendError>;
+    /// a server connects in the background and reports its state in its
+    /// broker's [`status`](Broker::status); only invalid settings (and a
+    /// missing Tokio runtime) fail here.
+    fn start(self: Box<Self>, context: BackendContext) -> Result<Backend, BackendError>;
+}
+
+/// A backend chosen at run time (the binary's `--redis-mode`).
+impl IntoBackend for Box<dyn IntoBackend> {
+    fn start(self: Box<Self>, context: BackendContext) -> Result<Backend, BackendError> {
+        <dyn IntoBackend as IntoBackend>::start(*self, context)
+    }
+}
+
+/// A started backend: its three parts and their tasks. See the module docs.
+pub struct Backend {
+    broker: Arc<dyn Broker>,
+    cluster: Arc<dyn ClusterView>,
+    leases: Arc<dyn LeaseStore>,
+    /// What the parts run in the background (none standalone). Dropping
+    /// the backend cancels them, shut down or not.
+    tasks: Option<Tasks>,
+    /// Set by the first `shutdown`; later calls return at once.
+    shut_down: AtomicBool,
+}
+
+impl Backend {
+    /// A backend of these parts, with no background tasks of its own.
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        cluster: Arc<dyn ClusterView>,
+        leases: Arc<dyn LeaseStore>,
+    ) -> Self {
+        Backend {
+            broker,
+            cluster,
+            leases,
+            tasks: None,
+            shut_down: AtomicBool::new(false),
+        }
+    }
+
+    /// The same backend, owning the tasks its parts run: shutdown stops
+    /// them, and so does dropping it.
+    pub(crate) fn with_tasks(mut self, tasks: Tasks) -> Self {
+        self.tasks = Some(tasks);
+        self
+    }
+
+    /// Publishing, subscribing and history.
+    pub fn broker(&self) -> &dyn Broker {
+        &*self.broker
+    }
+
+    /// Which nodes are alive.
+    pub fn cluster(&self) -> &dyn ClusterView {
+        &*self.cluster
+    }
+
+    /// Where group workers' leases live (a handle the workers keep).
+    pub fn leases(&self) -> Arc<dyn LeaseStore> {
+        self.leases.clone()
+    }
+
+    /// Stops the backend, each part's step in its place:
+    ///
+    /// 1. the broker sends what is queued ([`Broker::flush`]);
+    /// 2. every background task stops — the heartbeat among them, so that
+    ///    a late beat cannot write back the entry step 3 removes;
+    /// 3. this node leaves the cluster view ([`ClusterView::withdraw`]);
+    /// 4. the broker closes its connections ([`Broker::close`]): step 3
+    ///    still needed them.
+    ///
+    /// Each step waits at most the backend's command timeout. Calling it
+    /// again does nothing.
+    pub async fn shutdown(&self) {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let budget = self.tasks.as_ref().map_or(Duration::ZERO, Tasks::budget);
+        if !self.broker.flush(budget).await {
+            tracing::warn!("shutdown: queued publishes did not all leave in time");
+        }
+        if let Some(tasks) = &self.tasks {
+            tasks.stop().await;
+        }
+        if let Err(error) = self.cluster.withdraw().await {
+            tracing::warn!(%error, "shutdown: could not remove this node's presence");
+        }
+        self.broker.close();
+        tracing::info!(mode = self.broker.status().kind, "backend stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::backend::future::BoxFuture;
+    use crate::backend::history::{HistoryPage, HistoryQuery};
+    use crate::backend::inbound::Channel;
+    use crate::backend::leases::LocalLeases;
+    use crate::backend::publish::PublishAck;
+    use crate::backend::status::BackendStatus;
+    use crate::group::GroupName;
+    use crate::history::HistoryLimits;
+
+    /// The shutdown steps, in the order the parts were asked for them.
+    type Steps = Arc<Mutex<Vec<&'static str>>>;
+
+    /// A broker and a cluster view that only write their shutdown steps
+    /// down.
+    struct Parts(Steps);
+
+    impl Broker for Parts {
+        fn publish(&self, _: Channel, _: Bytes) -> PublishAck {
+            PublishAck::done()
+        }
+
+        fn publish_with_history(&self, _: &GroupName, _: HistoryLimits, _: Bytes) -> PublishAck {
+            PublishAck::done()
+        }
+
+        fn history<'a>(
+            &'a self,
+            _: &'a GroupName,
+            _: HistoryQuery,
+        ) -> BoxFuture<'a, Result<HistoryPage, BackendError>> {
+            Box::pin(async { Ok(HistoryPage::default()) })
+        }
+
+        fn subscribe(&self, _: &GroupName) {}
+
+        fn unsubscribe(&self, _: &GroupName) {}
+
+        fn subscribed<'a>(&'a self, _: &'a GroupName) -> BoxFuture<'a, Result<(), BackendError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn status(&self) -> BackendStatus {
+            BackendStatus {
+                kind: "test",
+                connected: true,
+                subscriptions: Vec::new(),
+                last_error: None,
+                connections: Vec::new(),
+            }
+        }
+
+        fn flush(&self, _: Duration) -> BoxFuture<'_, bool> {
+            self.0.lock().push("flush");
+            Box::pin(async { true })
+        }
+
+        fn close(&self) {
+            self.0.lock().push("close");
+        }
+    }
+
+    impl ClusterView for Parts {
+        fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BackendError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn withdraw(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+            self.0.lock().push("withdraw");
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A backend of [`Parts`] writing to `steps`, with one task that
+    /// writes "task stopped" when it is cancelled.
+    fn backend(steps: &Steps) -> Backend {
+        let mut tasks = Tasks::on_current_runtime(Duration::from_secs(5)).expect("in a runtime");
+        let (token, stopped) = (tasks.token(), steps.clone());
+        let task = async move {
+            token.cancelled().await;
+            stopped.lock().push("task stopped");
+        };
+        tasks.spawn(task, tracing::Span::none());
+        Backend::new(
+            Arc::new(Parts(steps.clone())),
+            Arc::new(Parts(steps.clone())),
+            Arc::new(LocalLeases::default()),
+        )
+        .with_tasks(tasks)
+    }
+
+    #[tokio::test]
+    async fn shutdown_runs_each_parts_step_in_order_once() {
+        let steps = Steps::default();
+        let backend = backend(&steps);
+        backend.shutdown().await;
+        let order = ["flush", "task stopped", "withdraw", "close"];
+        assert_eq!(*steps.lock(), order);
+        backend.shutdown().await;
+        assert_eq!(*steps.lock(), order, "a second shutdown does nothing");
+    }
+
+    #[tokio::test]
+    async fn a_backend_dropped_without_shutdown_stops_its_tasks() {
+        let steps = Steps::default();
+        drop(backend(&steps));
+        let stopped = async {
+            while steps.lock().is_empty() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), stopped)
+            .await
+            .expect("the task was cancelled");
+        assert_eq!(*steps.lock(), ["task stopped"], "no shutdown step ran");
+    }
 }

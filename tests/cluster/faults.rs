@@ -30,8 +30,8 @@ use crate::common::node::{NodeProcess, start_clustered_nodes};
 use crate::common::redis::{TestRedis, fast_options, free_port, three_nodes, wait_subscribed};
 use crate::common::{Client, TestServer, WAIT, http, wait_until, wait_until_async};
 use futures_util::StreamExt;
-use groupcast::backend::redis::{RedisBackend, RedisOptions};
-use groupcast::backend::{Backend, BackendContext, Channel, Inbound};
+use groupcast::backend::redis::RedisOptions;
+use groupcast::backend::{Backend, BackendContext, Channel, Inbound, IntoBackend};
 use groupcast::metrics::Metrics;
 use groupcast::{BackendError, Hub};
 use parking_lot::Mutex;
@@ -211,6 +211,11 @@ async fn a_paused_redis_is_noticed_by_health_checks() {
     assert_eq!(node.hub.metrics().bus_connects.get(), 2);
 }
 
+/// A single-Redis backend started alone, outside a hub.
+fn start_redis(options: RedisOptions, context: BackendContext) -> Result<Backend, BackendError> {
+    Box::new(options).start(context)
+}
+
 fn lonely_context(metrics: std::sync::Arc<Metrics>) -> BackendContext {
     BackendContext {
         node_id: "lonely".into(),
@@ -228,24 +233,31 @@ async fn an_unreachable_redis_is_reported_not_fatal() {
     let mut options = RedisOptions::new(format!("redis://127.0.0.1:{}", free_port()));
     options.command_timeout = Duration::from_millis(300);
     options.backoff_max = Duration::from_millis(200);
-    let bus = RedisBackend::start(options, lonely_context(metrics.clone())).expect("starts anyway");
-    assert!(!bus.status().connected);
+    let bus = start_redis(options, lonely_context(metrics.clone())).expect("starts anyway");
+    assert!(!bus.broker().status().connected);
     wait_until("the failure is recorded", || {
-        bus.status().last_error.is_some()
+        bus.broker().status().last_error.is_some()
     })
     .await;
-    assert_eq!(bus.status().kind, "redis");
+    assert_eq!(bus.broker().status().kind, "redis");
 
-    let outcome = bus.publish(Channel::Cluster, "x".into()).wait().await;
+    let outcome = bus
+        .broker()
+        .publish(Channel::Cluster, "x".into())
+        .wait()
+        .await;
     assert!(
         matches!(outcome, Err(BackendError::Unavailable(_))),
         "{outcome:?}"
     );
     assert_eq!(metrics.bus_publish_errors.get(), 1);
-    assert!(bus.nodes().await.is_err());
+    assert!(bus.cluster().nodes().await.is_err());
     bus.shutdown().await;
     assert!(matches!(
-        bus.publish(Channel::Cluster, "y".into()).wait().await,
+        bus.broker()
+            .publish(Channel::Cluster, "y".into())
+            .wait()
+            .await,
         Err(BackendError::Closed)
     ));
 }
@@ -253,8 +265,7 @@ async fn an_unreachable_redis_is_reported_not_fatal() {
 #[test]
 fn bad_urls_and_a_missing_runtime_are_typed_errors() {
     let metrics = std::sync::Arc::new(Metrics::new());
-    let start =
-        |url: &str| RedisBackend::start(RedisOptions::new(url), lonely_context(metrics.clone()));
+    let start = |url: &str| start_redis(RedisOptions::new(url), lonely_context(metrics.clone()));
     assert!(matches!(
         start("redis://127.0.0.1:1"),
         Err(BackendError::NoRuntime)

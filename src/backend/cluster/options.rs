@@ -23,40 +23,28 @@ pub struct ClusterOptions {
 impl ClusterOptions {
     /// Defaults ([`RedisOptions::new`]) for the seed nodes `seeds`.
     pub fn new<S: Into<String>>(seeds: impl IntoIterator<Item = S>) -> Self {
-        let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
-        let redis = RedisOptions::new(seeds.first().cloned().unwrap_or_default());
+        let (seeds, redis) = RedisOptions::for_urls(seeds);
         ClusterOptions { seeds, redis }
     }
 
     /// Checks every seed URL and the shared settings; returns the channel
     /// naming.
     pub fn validate(&self) -> Result<ChannelNames, BackendError> {
-        let Some(first) = self.seeds.first() else {
-            return Err(BackendError::InvalidOptions(
-                "the cluster mode needs at least one seed node URL".into(),
-            ));
-        };
-        let mut names = None;
-        for url in &self.seeds {
-            let seed = RedisOptions {
-                url: url.clone(),
-                ..self.redis.clone()
-            };
-            names = Some(seed.validate()?);
-            if url
-                .trim_end_matches('/')
-                .rsplit_once('/')
-                .is_some_and(|(head, db)| {
+        let mode = ("cluster", "seed node URL");
+        self.redis
+            .validate_each(&self.seeds, mode, |_, url, checked| {
+                let names = checked?;
+                let database = url.trim_end_matches('/').rsplit_once('/');
+                if database.is_some_and(|(head, db)| {
                     head.contains("://") && !head.ends_with('/') && !db.is_empty() && db != "0"
-                })
-            {
-                return Err(BackendError::InvalidOptions(format!(
-                    "{}: a Redis Cluster has database 0 only",
-                    redact(url)
-                )));
-            }
-        }
-        names.ok_or_else(|| BackendError::InvalidUrl(redact(first)))
+                }) {
+                    return Err(BackendError::InvalidOptions(format!(
+                        "{}: a Redis Cluster has database 0 only",
+                        redact(url)
+                    )));
+                }
+                Ok(names)
+            })
     }
 }
 

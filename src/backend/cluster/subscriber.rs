@@ -7,7 +7,9 @@
 //! the server's unprompted `sunsubscribe` on a slot move takes the channel
 //! out of its tracker for good. Here:
 //!
-//! * the **wanted set** is the same [`Subscriptions`] every backend uses,
+//! * the **wanted set** is the same
+//!   [`Subscriptions`](crate::backend::subscriptions::Subscriptions) every
+//!   backend uses (in the [`Listener`] the single-server subscriber has too),
 //!   plus the cluster channel (itself a shard channel, in one slot);
 //! * each wanted channel is SSUBSCRIBEd **alone** (one slot per command)
 //!   on the primary of its slot, read from `CLUSTER SLOTS` and corrected
@@ -35,51 +37,20 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use redis::{AsyncConnectionConfig, ConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::slot::slot;
 use super::topology::{NodeAddr, SlotMap, node_info, read_slot_map};
-use crate::backend::channels::ChannelNames;
 use crate::backend::error::BackendError;
-use crate::backend::inbound::Inbox;
+use crate::backend::redis::connections::PrimaryConnections;
 use crate::backend::redis::errors::is_server_error;
-use crate::backend::redis::inbound::inbound_of;
-use crate::backend::redis::link_state::LinkState;
-use crate::backend::redis::subscriber::SubscriptionCommand;
-use crate::backend::status::ConnectionStatus;
-use crate::backend::subscriptions::{Change, Subscriptions};
+use crate::backend::redis::listener::Listener;
+use crate::backend::subscriptions::Change;
 use crate::backoff::Backoff;
-
-/// What `status()` shows per primary connection, written by the
-/// subscriber.
-#[derive(Default)]
-pub(crate) struct PrimaryConnections {
-    inner: Mutex<HashMap<NodeAddr, (bool, usize)>>,
-}
-
-impl PrimaryConnections {
-    pub(crate) fn snapshot(&self) -> Vec<ConnectionStatus> {
-        let mut out: Vec<ConnectionStatus> = self
-            .inner
-            .lock()
-            .iter()
-            .map(|(node, &(connected, subscriptions))| ConnectionStatus {
-                role: "primary".into(),
-                redis: node.clone(),
-                connected,
-                subscriptions,
-            })
-            .collect();
-        out.sort_by(|a, b| a.redis.cmp(&b.redis));
-        out
-    }
-}
 
 /// How the subscriber is set up.
 pub(crate) struct ClusterSubscriberSettings {
@@ -87,7 +58,6 @@ pub(crate) struct ClusterSubscriberSettings {
     pub seed: ConnectionInfo,
     /// `host:port` of every seed, asked for the slot map in turn.
     pub seeds: Vec<NodeAddr>,
-    pub names: ChannelNames,
     pub command_timeout: Duration,
     pub health_interval: Duration,
     pub backoff: Backoff,
@@ -98,15 +68,11 @@ pub(crate) struct ClusterSubscriberSettings {
 /// The subscriber task's state. See the module docs.
 pub(crate) struct ClusterSubscriber {
     pub settings: ClusterSubscriberSettings,
-    pub inbox: Inbox,
-    pub state: Arc<LinkState>,
+    /// Each primary connection as `status()` shows it.
     pub primaries: Arc<PrimaryConnections>,
-    pub commands: mpsc::UnboundedReceiver<SubscriptionCommand>,
-    pub cancel: CancellationToken,
-    pub wake_presence: Arc<Notify>,
-    pub wanted: Subscriptions,
-    /// The epoch of the last positioned message (shared, not re-allocated).
-    pub last_epoch: Option<Arc<str>>,
+    /// The hub's commands, the wanted set, the inbox
+    /// (`redis/listener.rs`).
+    pub listener: Listener,
 }
 
 /// What a primary's connection task tells the subscriber.
@@ -172,15 +138,15 @@ impl ClusterSubscriber {
         let mut map_failures = 0u32;
         // Made once, not per round (each `cancelled()` made in the loop
         // would enter and leave its Notify's list of waiters per event).
-        let cancel = self.cancel.clone();
+        let cancel = self.listener.cancel.clone();
         let mut cancelled = pin!(cancel.cancelled());
         loop {
-            let next_linger = self.wanted.next_deadline();
+            let next_linger = self.listener.wanted.next_deadline();
             tokio::select! {
                 () = &mut cancelled => return,
-                command = self.commands.recv() => match command {
+                command = self.listener.commands.recv() => match command {
                     Some(command) => {
-                        if let Some(change) = self.on_command(command) {
+                        if let Some(change) = self.listener.on_command(command) {
                             let channel = match change {
                                 Change::Subscribe(c) | Change::Unsubscribe(c) => c,
                             };
@@ -220,7 +186,7 @@ impl ClusterSubscriber {
                                 if map_failures == 1 {
                                     tracing::warn!(%error, "cannot read the Redis Cluster slot map; retrying");
                                 }
-                                self.state.set_down(&error);
+                                self.listener.state.set_down(&error);
                             }
                         }
                     }
@@ -236,7 +202,7 @@ impl ClusterSubscriber {
                     self.publish_status(&wire);
                 }
                 _ = sleep_until(next_linger.unwrap_or_else(Instant::now)), if next_linger.is_some() => {
-                    for change in self.wanted.expire() {
+                    for change in self.listener.wanted.expire() {
                         let channel = match change {
                             Change::Subscribe(c) | Change::Unsubscribe(c) => c,
                         };
@@ -264,21 +230,8 @@ impl ClusterSubscriber {
         .await
     }
 
-    fn on_command(&mut self, command: SubscriptionCommand) -> Option<Change> {
-        match command {
-            SubscriptionCommand::Subscribe(group) => {
-                let channel = self.settings.names.group(&group);
-                self.wanted.join(channel, group)
-            }
-            SubscriptionCommand::Unsubscribe(group) => {
-                let channel = self.settings.names.group(&group);
-                self.wanted.leave(channel, group)
-            }
-        }
-    }
-
     fn is_wanted(&self, channel: &str) -> bool {
-        channel == self.settings.names.cluster() || self.wanted.is_wanted(channel)
+        channel == self.listener.names.cluster() || self.listener.wanted.is_wanted(channel)
     }
 
     /// Makes the wire match the wanted set for `channel`.
@@ -316,8 +269,8 @@ impl ClusterSubscriber {
     }
 
     fn reconcile_all(&self, wire: &mut Wire, events: &mpsc::UnboundedSender<Event>) {
-        let mut channels: Vec<String> = self.wanted.wanted().map(str::to_string).collect();
-        channels.push(self.settings.names.cluster().to_string());
+        let mut channels: Vec<String> = self.listener.wanted.wanted().map(str::to_string).collect();
+        channels.push(self.listener.names.cluster().to_string());
         channels.extend(wire.confirmed.keys().cloned());
         channels.sort();
         channels.dedup();
@@ -342,7 +295,7 @@ impl ClusterSubscriber {
         for node in idle {
             tracing::debug!(redis = %node, "no wanted channel on this primary any more: closing its connection");
             wire.primaries.remove(&node);
-            self.primaries.inner.lock().remove(&node);
+            self.primaries.forget(&node);
         }
     }
 
@@ -398,7 +351,7 @@ impl ClusterSubscriber {
                     wire.retry_at.remove(&node);
                     self.settings.backoff.reset();
                     tracing::info!(redis = %node, "subscriber connected to a cluster primary");
-                    self.wake_presence.notify_one();
+                    self.listener.wake_presence.notify_one();
                 }
             }
             Event::Push(node, generation, push) => self.on_push(wire, node, generation, push),
@@ -439,7 +392,7 @@ impl ClusterSubscriber {
         match push.kind {
             PushKind::SMessage | PushKind::Message => {
                 if let Some(message) = redis::Msg::from_push_info(push) {
-                    self.deliver(&message);
+                    self.listener.deliver(&message);
                 }
             }
             PushKind::SSubscribe => {
@@ -451,7 +404,7 @@ impl ClusterSubscriber {
                 }
                 wire.pending.remove(&channel);
                 wire.confirmed.insert(channel.clone(), node.clone());
-                self.state.set_subscribed(channel.clone(), true);
+                self.listener.state.set_subscribed(channel.clone(), true);
                 if !self.is_wanted(&channel) {
                     // Left while the subscription was on its way.
                     if let Some(primary) = wire.primaries.get(&node) {
@@ -467,7 +420,7 @@ impl ClusterSubscriber {
                     return;
                 }
                 wire.confirmed.remove(&channel);
-                self.state.set_subscribed(channel.clone(), false);
+                self.listener.state.set_subscribed(channel.clone(), false);
                 if self.is_wanted(&channel) {
                     // Unprompted: the slot moved away (reshard) or the
                     // primary lost it. Ask again; a MOVED answer says where.
@@ -493,7 +446,7 @@ impl ClusterSubscriber {
     /// subscribe them wherever their slots live by then.
     fn node_lost(&mut self, wire: &mut Wire, node: &NodeAddr, error: &BackendError) {
         wire.primaries.remove(node);
-        self.primaries.inner.lock().insert(node.clone(), (false, 0));
+        self.primaries.lost(node);
         let lost: Vec<String> = wire
             .confirmed
             .iter()
@@ -502,7 +455,7 @@ impl ClusterSubscriber {
             .collect();
         for channel in &lost {
             wire.confirmed.remove(channel);
-            self.state.set_subscribed(channel.clone(), false);
+            self.listener.state.set_subscribed(channel.clone(), false);
         }
         wire.pending.retain(|_, (n, _)| n != node);
         let delay = self.settings.backoff.next_delay();
@@ -525,17 +478,10 @@ impl ClusterSubscriber {
                 entry.1 += 1;
             }
         }
-        {
-            let mut shown = self.primaries.inner.lock();
-            // Keep lost primaries visible (down) until the map drops them.
-            shown.retain(|node, _| {
-                per_node.contains_key(node) || wire.map.primaries().any(|p| p == node)
-            });
-            for (node, entry) in per_node {
-                shown.insert(node, entry);
-            }
-        }
-        let metrics = self.state.metrics();
+        // Keep lost primaries visible (down) until the map drops them.
+        self.primaries
+            .show(per_node, |node| wire.map.primaries().any(|p| p == node));
+        let metrics = self.listener.state.metrics();
         for connection in self.primaries.snapshot() {
             metrics
                 .redis_connection_up
@@ -547,23 +493,12 @@ impl ClusterSubscriber {
                 .set(i64::from(connection.connected));
         }
         // Connected: the map is known and the cluster channel is heard.
-        if !wire.stale && wire.confirmed.contains_key(self.settings.names.cluster()) {
-            self.state.set_connected();
+        if !wire.stale && wire.confirmed.contains_key(self.listener.names.cluster()) {
+            self.listener.state.set_connected();
         } else if !wire.stale {
-            self.state.set_down(&BackendError::Unavailable(
+            self.listener.state.set_down(&BackendError::Unavailable(
                 "the cluster channel is not subscribed yet".into(),
             ));
-        }
-    }
-
-    fn deliver(&mut self, message: &redis::Msg) {
-        if let Some(inbound) = inbound_of(
-            message,
-            &self.wanted,
-            &self.settings.names,
-            &mut self.last_epoch,
-        ) {
-            self.inbox.on_message(inbound);
         }
     }
 }

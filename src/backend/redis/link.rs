@@ -1,172 +1,217 @@
-//! One Redis server, as a node uses it: its subscriber connection, its
-//! ordered publisher and its pool.
+//! A link: one Redis deployment as a node uses it — its subscriber, its
+//! ordered publisher, its pool and its history — and the [`Broker`] of
+//! every Redis backend.
 //!
-//! The single-Redis backend has one link; the sharded backend
-//! (`backend/sharded/`) has one per shard, and routes each group to the
-//! link its shard is on. Keeping the three together here is what lets both
-//! reuse the same reconnecting subscriber, the same pipelined publisher and
-//! the same pool without copying them: a link is told its URL, whether it
-//! carries the cluster channel, and the cancellation token of the backend
-//! that owns it.
+//! The single-Redis and the Sentinel backend have one link to one server;
+//! the sharded backend has one per shard and routes each group to its
+//! shard's (`backend/sharded/`); the Redis Cluster backend has one link
+//! whose subscriber keeps a connection per primary and whose pool routes
+//! by slot (`backend/cluster/`). What differs between them is given to
+//! [`RedisLink::start`] — the pool, the subscriber task, how `status()`
+//! lists the connections — and everything else is made here, once: the
+//! state, the publish queue and its publisher, the history scripts, and
+//! the broker's methods on top of them. Nothing here knows which backend
+//! it serves.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
+use super::connections::Connections;
 use super::history::RedisHistory;
-use super::link_state::{LinkSnapshot, LinkState};
-use super::options::{RedisOptions, redact};
+use super::link_state::LinkState;
+use super::listener::{Listener, SubscriptionCommand};
+use super::options::{RedisOptions, prepare_tls, redact};
 use super::pool::RedisPool;
 use super::publisher::{PublishQueue, Publisher};
-use super::subscriber::{Subscriber, SubscriberSettings, SubscriptionCommand};
+use super::subscriber::{Subscriber, SubscriberSettings};
 use super::target::{CurrentServer, Server};
+use crate::backend::broker::Broker;
 use crate::backend::channels::ChannelNames;
 use crate::backend::error::BackendError;
+use crate::backend::future::BoxFuture;
+use crate::backend::history::{HistoryPage, HistoryQuery};
 use crate::backend::inbound::Channel;
 use crate::backend::publish::PublishAck;
 use crate::backend::seam::BackendContext;
-use crate::backend::status::ConnectionStatus;
+use crate::backend::status::BackendStatus;
 use crate::backend::subscriptions::Subscriptions;
+use crate::backend::tasks::Tasks;
 use crate::backoff::Backoff;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
 
-/// One Redis server's subscriber, publisher and pool. See the module docs.
+/// A link's publishing and subscribing, as the hub's broker. See the
+/// module docs.
 pub(crate) struct RedisLink {
-    /// The server (`host:port` in logs and status, never the URL).
-    pub(crate) target: Arc<CurrentServer>,
-    pub(crate) state: Arc<LinkState>,
-    pub(crate) pool: RedisPool,
-    /// History groups' streams on this server.
-    pub(crate) history: Arc<RedisHistory>,
+    /// The backend's mode, `status().kind`.
+    kind: &'static str,
+    names: ChannelNames,
+    /// How long `subscribed()` waits for Redis to confirm.
+    command_timeout: Duration,
+    state: Arc<LinkState>,
+    connections: Connections,
+    pool: RedisPool,
+    /// History groups' streams, each in its channel's slot.
+    history: Arc<RedisHistory>,
+    /// To the subscriber task.
     commands: mpsc::UnboundedSender<SubscriptionCommand>,
+    /// To the publisher task.
     publishes: PublishQueue,
+    /// Notified by the subscriber on every (re)connect, for the presence
+    /// on this link's pool: it beats at once (and loads the Function).
+    reconnected: Arc<Notify>,
 }
 
-/// What a link needs besides its options.
+/// What a link — and the presence on its pool — is started with.
 pub(crate) struct LinkStart<'a> {
     pub(crate) options: &'a RedisOptions,
     pub(crate) names: &'a ChannelNames,
     pub(crate) context: &'a BackendContext,
-    /// Subscribe the cluster channel on this link.
-    pub(crate) listen_cluster: bool,
-    /// Notified on every (re)connect of this link.
-    pub(crate) wake_presence: Arc<Notify>,
-    pub(crate) cancel: &'a CancellationToken,
-    /// For the logs: `redis_backend`, `shard`, ...
+    /// For the logs: `redis_backend`, `redis_shard`, ...
     pub(crate) span: tracing::Span,
-    /// The backend's mode and this link's role in it (`redis`, `shard 2`),
-    /// for `groupcast_redis_connection_up`.
-    pub(crate) mode: &'a str,
+    /// The backend's mode (`redis`, `sharded`, `sentinel`, `cluster`):
+    /// `status().kind`, and `mode` in `groupcast_redis_connection_up`.
+    pub(crate) mode: &'static str,
+    /// This link's `role` (`redis`, `shard 2`, `primary`, `subscriber`)
+    /// and `redis` (`host:port`, `primary of mymaster`, the seeds) in
+    /// `groupcast_redis_connection_up`.
     pub(crate) role: String,
+    pub(crate) label: String,
 }
 
 impl RedisLink {
-    /// Connects to `start.options.url` in the background: spawns the
-    /// subscriber and the publisher, whose handles go to `tasks`.
-    pub(crate) fn start(
-        start: LinkStart<'_>,
-        tasks: &mut Vec<JoinHandle<()>>,
-    ) -> Result<Self, BackendError> {
+    /// A link to the one server `target` names — fixed, or the primary
+    /// Sentinel names, which may change — with one subscriber connection
+    /// (`subscriber.rs`), which also hears the cluster channel when
+    /// `listen_cluster`.
+    pub(crate) fn on_server(
+        start: &LinkStart<'_>,
+        target: Arc<CurrentServer>,
+        listen_cluster: bool,
+        tasks: &mut Tasks,
+    ) -> Self {
         let options = start.options;
-        if options.is_tls() {
-            // TLS: rustls needs a process-wide crypto provider. Ours is
-            // ring; if the application installed one already, keep it.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", redact(&options.url))))?;
-        let address = client.get_connection_info().addr().to_string();
-        let pool = RedisPool::build(&client, options)?;
-        let target = Arc::new(CurrentServer::fixed(Server {
-            client,
-            address: address.clone(),
-            pool,
-        }));
-        Self::start_on(start, target, address, tasks)
+        let settings = SubscriberSettings {
+            target: target.clone(),
+            command_timeout: options.command_timeout,
+            health_interval: options.health_interval,
+            backoff: Backoff::new(options.backoff_min, options.backoff_max),
+            listen_cluster,
+        };
+        let pool = RedisPool::for_target(target.clone(), options.command_timeout);
+        let connections = Connections::One {
+            target,
+            role: start.role.clone(),
+        };
+        let subscriber = |listener| Subscriber { settings, listener }.run();
+        RedisLink::start(start, pool, connections, subscriber, tasks)
     }
 
-    /// Like [`RedisLink::start`], on a server that `target` names (and may
-    /// change): `label` stands for it in `groupcast_redis_connection_up`.
-    pub(crate) fn start_on(
-        start: LinkStart<'_>,
-        target: Arc<CurrentServer>,
-        label: String,
-        tasks: &mut Vec<JoinHandle<()>>,
-    ) -> Result<Self, BackendError> {
+    /// A link on `pool`, whose subscriber connections `connections` lists:
+    /// makes the link's state, its queue and publisher, its history, and
+    /// the [`Listener`] that `subscriber` turns into the subscriber task.
+    /// Both tasks go to `tasks`.
+    ///
+    /// On a Redis Cluster pool, publishing is SPUBLISH (sharded pub/sub, a
+    /// message travels to its slot's primary only); elsewhere PUBLISH.
+    pub(crate) fn start<F, Run>(
+        start: &LinkStart<'_>,
+        pool: RedisPool,
+        connections: Connections,
+        subscriber: F,
+        tasks: &mut Tasks,
+    ) -> Self
+    where
+        F: FnOnce(Listener) -> Run,
+        Run: Future<Output = ()> + Send + 'static,
+    {
         let options = start.options;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BackendError::NoRuntime)?;
-        let address = label;
-        let pool = RedisPool::for_target(target.clone(), options.command_timeout);
-        let labels = vec![
-            ("mode".to_string(), start.mode.to_string()),
-            ("role".to_string(), start.role),
-            ("redis".to_string(), address.clone()),
-        ];
-        let state = Arc::new(LinkState::new(start.context.metrics.clone(), labels));
-        let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (publishes, publishes_rx) = PublishQueue::new(
-            options.publish_queue_len,
-            address.clone(),
-            start.context.metrics.clone(),
-        );
-        let subscriber = Subscriber {
-            settings: SubscriberSettings {
-                target: target.clone(),
-                names: start.names.clone(),
-                command_timeout: options.command_timeout,
-                health_interval: options.health_interval,
-                backoff: Backoff::new(options.backoff_min, options.backoff_max),
-                listen_cluster: start.listen_cluster,
-            },
-            inbox: start.context.inbox.clone(),
-            state: state.clone(),
-            commands: commands_rx,
-            cancel: start.cancel.clone(),
-            wake_presence: start.wake_presence,
-            wanted: Subscriptions::new(options.unsubscribe_linger),
-            last_epoch: None,
+        let metrics = &start.context.metrics;
+        let (publish, queue_target) = if pool.is_cluster() {
+            ("SPUBLISH", "the Redis Cluster".to_string())
+        } else {
+            ("PUBLISH", start.label.clone())
         };
+        let state = Arc::new(LinkState::new(
+            metrics.clone(),
+            vec![
+                ("mode".to_string(), start.mode.to_string()),
+                ("role".to_string(), start.role.clone()),
+                ("redis".to_string(), start.label.clone()),
+            ],
+        ));
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let reconnected = Arc::new(Notify::new());
+        let (publishes, queue) =
+            PublishQueue::new(options.publish_queue_len, queue_target, metrics.clone());
         let history = Arc::new(RedisHistory::new(
             pool.clone(),
             start.names.clone(),
             start.context.history.clone(),
-            "PUBLISH",
+            publish,
         ));
+        let listener = Listener::new(
+            start.names.clone(),
+            start.context.inbox.clone(),
+            state.clone(),
+            commands_rx,
+            tasks.token(),
+            reconnected.clone(),
+            Subscriptions::new(options.unsubscribe_linger),
+        );
         let publisher = Publisher {
             pool: pool.clone(),
-            queue: publishes_rx,
+            queue,
             names: start.names.clone(),
             history: history.clone(),
-            command: "PUBLISH",
-            metrics: start.context.metrics.clone(),
+            command: publish,
+            metrics: metrics.clone(),
             failed_in_a_row: 0,
         };
-        let span = start.span;
-        tasks.push(runtime.spawn(subscriber.run().instrument(span.clone())));
-        tasks.push(runtime.spawn(publisher.run(start.cancel.clone()).instrument(span)));
-        Ok(RedisLink {
-            target,
+        tasks.spawn(subscriber(listener), start.span.clone());
+        tasks.spawn(publisher.run(tasks.token()), start.span.clone());
+        RedisLink {
+            kind: start.mode,
+            names: start.names.clone(),
+            command_timeout: options.command_timeout,
             state,
+            connections,
             pool,
             history,
             commands,
             publishes,
-        })
+            reconnected,
+        }
     }
 
-    /// Queues one publish, in call order; a full queue fails it at once.
-    pub(crate) fn publish(&self, channel: Channel, payload: Bytes) -> PublishAck {
+    /// The pool publishing uses, for the presence and the leases that live
+    /// on the same server(s).
+    pub(crate) fn pool(&self) -> RedisPool {
+        self.pool.clone()
+    }
+
+    /// Notified on every (re)connect of this link's subscriber.
+    pub(crate) fn reconnected(&self) -> Arc<Notify> {
+        self.reconnected.clone()
+    }
+
+    fn command(&self, command: SubscriptionCommand) {
+        // Fails only once the subscriber has stopped (shutdown): nothing
+        // to do.
+        let _ = self.commands.send(command);
+    }
+}
+
+impl Broker for RedisLink {
+    fn publish(&self, channel: Channel, payload: Bytes) -> PublishAck {
         self.publishes.publish(channel, payload)
     }
 
-    /// Queues one append-and-publish to `group`'s history, in call order
-    /// with plain publishes.
-    pub(crate) fn publish_with_history(
+    fn publish_with_history(
         &self,
         group: &GroupName,
         limits: HistoryLimits,
@@ -175,32 +220,53 @@ impl RedisLink {
         self.publishes.publish_with_history(group, limits, payload)
     }
 
-    pub(crate) fn subscribe(&self, group: &GroupName) {
-        // Fails only once the subscriber has stopped (shutdown): nothing to do.
-        let _ = self
-            .commands
-            .send(SubscriptionCommand::Subscribe(group.clone()));
+    fn history<'a>(
+        &'a self,
+        group: &'a GroupName,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, BackendError>> {
+        Box::pin(self.history.read(group, query))
     }
 
-    pub(crate) fn unsubscribe(&self, group: &GroupName) {
-        let _ = self
-            .commands
-            .send(SubscriptionCommand::Unsubscribe(group.clone()));
+    fn subscribe(&self, group: &GroupName) {
+        self.command(SubscriptionCommand::Subscribe(group.clone()));
     }
 
-    /// This link in `status().connections`.
-    pub(crate) fn connection_status(&self, role: &str, link: &LinkSnapshot) -> ConnectionStatus {
-        ConnectionStatus {
-            role: role.to_string(),
-            redis: self.target.address(),
-            connected: link.connected,
-            subscriptions: link.subscribed.len(),
-        }
+    fn unsubscribe(&self, group: &GroupName) {
+        self.command(SubscriptionCommand::Unsubscribe(group.clone()));
     }
 
-    /// Waits until everything queued before this call was sent, at most
-    /// `budget`; false when it was not.
-    pub(crate) async fn flush(&self, budget: std::time::Duration) -> bool {
-        self.publishes.flush(budget).await
+    fn subscribed<'a>(&'a self, group: &'a GroupName) -> BoxFuture<'a, Result<(), BackendError>> {
+        let channel = self.names.group(group);
+        Box::pin(async move { self.state.confirmed(&channel, self.command_timeout).await })
     }
+
+    fn status(&self) -> BackendStatus {
+        self.connections.status(self.kind, self.state.snapshot())
+    }
+
+    fn flush(&self, budget: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(self.publishes.flush(budget))
+    }
+
+    fn close(&self) {
+        self.pool.close();
+        self.state.set_broken(&BackendError::Closed);
+    }
+}
+
+/// The one server `options.url` names, for good: the single-Redis
+/// backend's, a shard's. Fails on a URL redis-rs cannot read (the password
+/// left out of the error).
+pub(crate) fn fixed_server(options: &RedisOptions) -> Result<Arc<CurrentServer>, BackendError> {
+    prepare_tls([&options.url]);
+    let client = redis::Client::open(options.url.as_str())
+        .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", redact(&options.url))))?;
+    let address = client.get_connection_info().addr().to_string();
+    let pool = RedisPool::build(&client, options)?;
+    Ok(Arc::new(CurrentServer::fixed(Server {
+        client,
+        address,
+        pool,
+    })))
 }

@@ -113,11 +113,60 @@ impl RedisOptions {
             .map_err(|e| BackendError::InvalidOptions(e.to_string()))
     }
 
-    /// Whether the URL asks for TLS.
-    pub(crate) fn is_tls(&self) -> bool {
-        self.url
-            .get(..9)
+    /// These settings at `url`: a shard's, a seed's, a Sentinel's (the
+    /// modes of several servers keep one `RedisOptions` for all of them).
+    pub(crate) fn at(&self, url: &str) -> RedisOptions {
+        RedisOptions {
+            url: url.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// `urls` as given, and defaults for the first of them: what the
+    /// constructors of the modes of several servers start from.
+    pub(crate) fn for_urls<S: Into<String>>(
+        urls: impl IntoIterator<Item = S>,
+    ) -> (Vec<String>, RedisOptions) {
+        let urls: Vec<String> = urls.into_iter().map(Into::into).collect();
+        let first = RedisOptions::new(urls.first().cloned().unwrap_or_default());
+        (urls, first)
+    }
+
+    /// Checks these settings at each of `urls` in turn, each result passed
+    /// through `also` (what a mode asks more of its URLs: no repeated
+    /// shard, database 0 on a cluster, the Sentinel's wording); returns
+    /// the channel naming. No URL at all fails as "the `mode` mode needs at
+    /// least one `what`".
+    pub(crate) fn validate_each(
+        &self,
+        urls: &[String],
+        (mode, what): (&str, &str),
+        mut also: impl FnMut(
+            usize,
+            &str,
+            Result<ChannelNames, BackendError>,
+        ) -> Result<ChannelNames, BackendError>,
+    ) -> Result<ChannelNames, BackendError> {
+        let mut names = Err(BackendError::InvalidOptions(format!(
+            "the {mode} mode needs at least one {what}"
+        )));
+        for (index, url) in urls.iter().enumerate() {
+            names = Ok(also(index, url, self.at(url).validate())?);
+        }
+        names
+    }
+}
+
+/// Makes TLS possible when one of `urls` asks for it (`rediss://`): rustls
+/// needs a process-wide crypto provider. Ours is ring; if the application
+/// installed one already, that one stays.
+pub(crate) fn prepare_tls<'a>(urls: impl IntoIterator<Item = &'a String>) {
+    let tls = |url: &str| {
+        url.get(..9)
             .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"))
+    };
+    if urls.into_iter().any(|url| tls(url)) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 

@@ -30,14 +30,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::errors::command_error;
+use super::link::{LinkStart, RedisLink};
+use super::periodic::{Every, Streak, Woken};
 use super::pool::RedisPool;
+use crate::backend::cluster_view::ClusterView;
 use crate::backend::error::BackendError;
+use crate::backend::future::BoxFuture;
 use crate::backend::presence::NodeInfo;
 use crate::backend::seam::BackendContext;
+use crate::backend::tasks::Tasks;
 
 /// Writes one node's entry: `KEYS = [info, seen]`, `ARGV = [node, json,
 /// ttl_ms]`. Returns the time it recorded.
@@ -75,7 +79,8 @@ for i = 1, #live, 2 do
 end
 return out";
 
-/// Writes this node's heartbeat and reads everyone's.
+/// Writes this node's heartbeat and reads everyone's: the
+/// [`ClusterView`] of every Redis backend.
 pub(crate) struct Presence {
     pool: RedisPool,
     context: BackendContext,
@@ -89,22 +94,35 @@ pub(crate) struct Presence {
 }
 
 impl Presence {
-    pub(crate) fn new(
-        pool: RedisPool,
-        context: BackendContext,
-        presence_key: &str,
-        ttl: Duration,
-    ) -> Self {
-        Presence {
-            pool,
-            context,
+    /// The presence on `link`'s pool, with the heartbeat running in
+    /// `tasks`, at once whenever the link (re)connects. `function`: the
+    /// Redis Function's library, loaded on every (re)connect, when there is
+    /// one to load (the backends of one server).
+    pub(crate) fn start(
+        link: &RedisLink,
+        start: &LinkStart<'_>,
+        function: Option<String>,
+        tasks: &mut Tasks,
+    ) -> Arc<Self> {
+        let options = start.options;
+        let presence_key = &options.presence_key;
+        let presence = Arc::new(Presence {
+            pool: link.pool(),
+            context: start.context.clone(),
             info_key: format!("{{{presence_key}}}:info"),
             seen_key: format!("{{{presence_key}}}:seen"),
-            ttl,
+            ttl: options.presence_ttl,
             beat: redis::Script::new(BEAT),
             read: redis::Script::new(READ),
-            function: None,
-        }
+            function,
+        });
+        let heartbeat = presence.clone().run(
+            options.heartbeat_interval,
+            link.reconnected(),
+            tasks.token(),
+        );
+        tasks.spawn(heartbeat, start.span.clone());
+        presence
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -131,14 +149,8 @@ impl Presence {
         }
     }
 
-    /// Also loads `library` (the Redis Function) on every (re)connect.
-    pub(crate) fn with_function(mut self, library: Option<String>) -> Self {
-        self.function = library;
-        self
-    }
-
     /// Writes one heartbeat.
-    pub(crate) async fn beat(&self) -> Result<(), BackendError> {
+    async fn beat(&self) -> Result<(), BackendError> {
         // Serializing strings and integers does not fail; mapped anyway
         // rather than unwrapped.
         let json = serde_json::to_vec(&self.context.local_node())
@@ -159,97 +171,94 @@ impl Presence {
             .map(drop)
     }
 
-    /// Removes this node's entry (clean shutdown).
-    pub(crate) async fn withdraw(&self) -> Result<(), BackendError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hdel(&self.info_key, &self.context.node_id)
-            .zrem(&self.seen_key, &self.context.node_id);
-        self.pool
-            .run(|mut conn| async move {
-                pipe.query_async::<redis::Value>(&mut conn)
-                    .await
-                    .map_err(command_error)
-            })
-            .await
-            .map(drop)
-    }
-
-    /// Every live node, sorted by id, this one computed live.
-    pub(crate) async fn nodes(&self) -> Result<Vec<NodeInfo>, BackendError> {
-        let mut call = self.read.prepare_invoke();
-        call.key(&self.info_key)
-            .key(&self.seen_key)
-            .arg(self.ttl_ms());
-        let flat: Vec<redis::Value> = self
-            .pool
-            .run(
-                |mut conn| async move { call.invoke_async(&mut conn).await.map_err(command_error) },
-            )
-            .await?;
-        let mut nodes = vec![self.context.local_node()];
-        for entry in flat.chunks_exact(3) {
-            let node_id: Option<String> = redis::from_redis_value(entry[0].clone()).ok();
-            let seen: Option<u64> = redis::from_redis_value(entry[1].clone()).ok();
-            let json: Option<Vec<u8>> = redis::from_redis_value(entry[2].clone()).ok();
-            let (Some(node_id), Some(json)) = (node_id, json) else {
-                continue;
-            };
-            if node_id == self.context.node_id {
-                continue; // computed live above
-            }
-            match serde_json::from_slice::<NodeInfo>(&json) {
-                Ok(mut node) => {
-                    node.last_seen_ms = seen.unwrap_or(node.last_seen_ms);
-                    nodes.push(node);
-                }
-                // A future format, or someone else's field: skip it rather
-                // than fail the whole view.
-                Err(error) => {
-                    tracing::debug!(%node_id, %error, "ignored an unreadable presence entry")
-                }
-            }
-        }
-        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        Ok(nodes)
-    }
-
     /// Heartbeats every `interval` until `cancel`, and at once whenever
     /// `wake` is notified (the subscriber does so on every (re)connect, so a
     /// node reappears in the view as soon as Redis is back).
-    pub(crate) async fn run(
+    async fn run(
         self: Arc<Self>,
         interval: Duration,
         wake: Arc<Notify>,
         cancel: CancellationToken,
     ) {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // Log the first failure of a streak and the recovery, not every
-        // beat: while Redis is down the subscriber already says so.
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = ticks.tick() => {}
-                _ = wake.notified() => {
-                    // A (re)connect: a Redis that restarted without
-                    // persistence also forgot the Function.
-                    self.load_function().await;
-                }
+        let mut every = Every::new(interval, cancel);
+        let mut streak = Streak::default();
+        while let Some(woken) = every.next(Some(&wake)).await {
+            if let Woken::Notified = woken {
+                // A (re)connect: a Redis that restarted without
+                // persistence also forgot the Function.
+                self.load_function().await;
             }
             match self.beat().await {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!("presence heartbeats are written again");
+                Ok(()) => {
+                    if streak.worked() {
+                        tracing::info!("presence heartbeats are written again");
+                    }
                 }
-                Ok(()) => {}
-                Err(error) if !failing => {
-                    failing = true;
-                    tracing::warn!(%error, "cannot write the presence heartbeat");
+                Err(error) => {
+                    if streak.failed() {
+                        tracing::warn!(%error, "cannot write the presence heartbeat");
+                    } else {
+                        tracing::debug!(%error, "presence heartbeat failed again");
+                    }
                 }
-                Err(error) => tracing::debug!(%error, "presence heartbeat failed again"),
             }
         }
+    }
+}
+
+impl ClusterView for Presence {
+    /// Every live node, sorted by id, this one computed live.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BackendError>> {
+        Box::pin(async move {
+            let mut call = self.read.prepare_invoke();
+            call.key(&self.info_key)
+                .key(&self.seen_key)
+                .arg(self.ttl_ms());
+            let flat: Vec<redis::Value> =
+                self.pool
+                    .run(|mut conn| async move {
+                        call.invoke_async(&mut conn).await.map_err(command_error)
+                    })
+                    .await?;
+            let mut nodes = vec![self.context.local_node()];
+            for entry in flat.chunks_exact(3) {
+                let node_id: Option<String> = redis::from_redis_value(entry[0].clone()).ok();
+                let seen: Option<u64> = redis::from_redis_value(entry[1].clone()).ok();
+                let json: Option<Vec<u8>> = redis::from_redis_value(entry[2].clone()).ok();
+                let (Some(node_id), Some(json)) = (node_id, json) else {
+                    continue;
+                };
+                if node_id == self.context.node_id {
+                    continue; // computed live above
+                }
+                match serde_json::from_slice::<NodeInfo>(&json) {
+                    Ok(mut node) => {
+                        node.last_seen_ms = seen.unwrap_or(node.last_seen_ms);
+                        nodes.push(node);
+                    }
+                    // A future format, or someone else's field: skip it
+                    // rather than fail the whole view.
+                    Err(error) => {
+                        tracing::debug!(%node_id, %error, "ignored an unreadable presence entry")
+                    }
+                }
+            }
+            nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+            Ok(nodes)
+        })
+    }
+
+    /// Removes this node's entry (clean shutdown).
+    fn withdraw(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hdel(&self.info_key, &self.context.node_id)
+            .zrem(&self.seen_key, &self.context.node_id);
+        Box::pin(self.pool.run(|mut conn| async move {
+            pipe.query_async::<redis::Value>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(command_error)
+        }))
     }
 }

@@ -3,10 +3,11 @@
 //!
 //! Two tasks share the work:
 //!
-//! * the **subscriber** owns the connection's stream and the wanted set
-//!   ([`Subscriptions`]). It reads every incoming message and calls the
-//!   inbox from this single task, in the order Redis sent them: that is
-//!   what keeps the order of one publisher's messages. It turns the hub's
+//! * the **subscriber** owns the connection's stream and, in its
+//!   [`Listener`] (shared with the cluster subscriber), the wanted set.
+//!   It reads every incoming message and calls the inbox from this single
+//!   task, in the order Redis sent them: that is what keeps the order of
+//!   one publisher's messages. It turns the hub's
 //!   `subscribe` / `unsubscribe` calls (plain, non-blocking channel sends)
 //!   into SUBSCRIBE / UNSUBSCRIBE. When the connection is lost it reconnects
 //!   with backoff and subscribes the whole wanted set again. Sessions never
@@ -29,24 +30,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
+use redis::RedisError;
 use redis::aio::{PubSubSink, PubSubStream};
-use redis::{Msg, RedisError};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::errors::{command_error, is_auth_error, is_server_error};
-use super::inbound::inbound_of;
 use super::link_state::LinkState;
+use super::listener::Listener;
 use super::target::CurrentServer;
-use crate::backend::channels::ChannelNames;
 use crate::backend::error::BackendError;
-use crate::backend::inbound::Inbox;
-use crate::backend::subscriptions::{Change, Subscriptions};
+use crate::backend::subscriptions::Change;
 use crate::backoff::Backoff;
-use crate::group::GroupName;
 
 /// How many already-received messages the subscriber delivers in a row
 /// before it looks at commands and timers again.
@@ -54,19 +51,10 @@ const MAX_DRAIN: usize = 256;
 
 // ----- the subscriber ---------------------------------------------------------
 
-/// What the hub asks of the subscriber.
-pub(crate) enum SubscriptionCommand {
-    /// A first local member joined `group` (the registry said so).
-    Subscribe(GroupName),
-    /// The last local member of `group` left.
-    Unsubscribe(GroupName),
-}
-
 /// How the subscriber is set up.
 pub(crate) struct SubscriberSettings {
     /// The server: fixed, or followed through Sentinel.
     pub target: Arc<CurrentServer>,
-    pub names: ChannelNames,
     pub command_timeout: Duration,
     pub health_interval: Duration,
     pub backoff: Backoff,
@@ -79,19 +67,8 @@ pub(crate) struct SubscriberSettings {
 /// The subscriber task's state. See the module docs.
 pub(crate) struct Subscriber {
     pub settings: SubscriberSettings,
-    /// Where every message read goes.
-    pub inbox: Inbox,
-    pub state: Arc<LinkState>,
-    /// The hub's subscribe / unsubscribe calls.
-    pub commands: mpsc::UnboundedReceiver<SubscriptionCommand>,
-    pub cancel: CancellationToken,
-    /// Notified on every (re)connect, so presence is written at once (and
-    /// the Redis Function loaded again).
-    pub wake_presence: Arc<Notify>,
-    /// What this node wants to hear; `Subscriptions::new(linger)` to start.
-    pub wanted: Subscriptions,
-    /// The epoch of the last positioned message (shared, not re-allocated).
-    pub last_epoch: Option<Arc<str>>,
+    /// The hub's commands, the wanted set, the inbox (`listener.rs`).
+    pub listener: Listener,
 }
 
 /// One live subscriber connection.
@@ -159,13 +136,13 @@ impl Subscriber {
         loop {
             // Connect and subscribe everything we want.
             let attempt = tokio::select! {
-                _ = self.cancel.cancelled() => return,
+                _ = self.listener.cancel.cancelled() => return,
                 attempt = self.connect() => attempt,
             };
             let (mut connection, channels) = match attempt {
                 Ok(connected) => connected,
                 Err(error) => {
-                    self.state.set_broken(&error);
+                    self.listener.state.set_broken(&error);
                     failures += 1;
                     let delay = self.settings.backoff.next_delay();
                     let redis = self.settings.target.address();
@@ -183,8 +160,8 @@ impl Subscriber {
                     continue;
                 }
             };
-            self.state.set_connected();
-            self.state.metrics().bus_connects.inc();
+            self.listener.state.set_connected();
+            self.listener.state.metrics().bus_connects.inc();
             let redis = self.settings.target.address();
             if connected_before {
                 tracing::info!(
@@ -196,7 +173,7 @@ impl Subscriber {
             }
             connected_before = true;
             failures = 0;
-            self.wake_presence.notify_one();
+            self.listener.wake_presence.notify_one();
 
             let connected_at = Instant::now();
             let ended = self.serve(&mut connection).await;
@@ -204,7 +181,7 @@ impl Subscriber {
             match ended {
                 Ended::Stopped => return,
                 Ended::Lost(error) => {
-                    self.state.set_broken(&error);
+                    self.listener.state.set_broken(&error);
                     tracing::warn!(
                         redis = %self.settings.target.address(), %error,
                         "lost the Redis connection; sessions stay, reconnecting"
@@ -240,8 +217,9 @@ impl Subscriber {
             .map_err(command_error)?;
         let (sink, stream) = pubsub.split();
         let (ops, ops_rx) = mpsc::unbounded_channel();
-        let worker =
-            tokio::spawn(sink_worker(sink, ops_rx, limit, self.state.clone()).in_current_span());
+        let worker = tokio::spawn(
+            sink_worker(sink, ops_rx, limit, self.listener.state.clone()).in_current_span(),
+        );
         let mut connection = SubscriberConnection {
             stream,
             ops,
@@ -253,10 +231,10 @@ impl Subscriber {
         connection.send(SinkOp::Ping);
         let mut channels = 0;
         if self.settings.listen_cluster {
-            connection.send(SinkOp::Subscribe(self.settings.names.cluster().to_string()));
+            connection.send(SinkOp::Subscribe(self.listener.names.cluster().to_string()));
             channels += 1;
         }
-        for channel in self.wanted.wanted() {
+        for channel in self.listener.wanted.wanted() {
             connection.send(SinkOp::Subscribe(channel.to_string()));
             channels += 1;
         }
@@ -279,20 +257,20 @@ impl Subscriber {
         let mut moved = self.settings.target.watch();
         moved.mark_unchanged();
         loop {
-            let next_linger = self.wanted.next_deadline();
+            let next_linger = self.listener.wanted.next_deadline();
             tokio::select! {
-                _ = self.cancel.cancelled() => return Err(()),
+                _ = self.listener.cancel.cancelled() => return Err(()),
                 _ = sleep_until(deadline) => return Ok(()),
                 // A new primary: try it at once.
                 Ok(()) = moved.changed() => return Ok(()),
-                command = self.commands.recv() => match command {
-                    Some(command) => { self.on_command(command); }
+                command = self.listener.commands.recv() => match command {
+                    Some(command) => { self.listener.on_command(command); }
                     None => return Err(()),
                 },
                 _ = sleep_until(next_linger.unwrap_or(deadline)), if next_linger.is_some() => {
                     // Nothing to send: the next connect subscribes what is
                     // still wanted.
-                    self.wanted.expire();
+                    self.listener.wanted.expire();
                 }
             }
         }
@@ -311,21 +289,21 @@ impl Subscriber {
         // and leave it again (a lock each way) for every message read.
         // Fused: a failover's watch that ends (its sender gone) stays
         // pending instead of being polled again after it finished.
-        let cancel = self.cancel.clone();
+        let cancel = self.listener.cancel.clone();
         let mut cancelled = pin!(cancel.cancelled());
         let mut failover = pin!(moved.changed().fuse());
         loop {
-            let next_linger = self.wanted.next_deadline();
+            let next_linger = self.listener.wanted.next_deadline();
             tokio::select! {
                 () = &mut cancelled => return Ended::Stopped,
                 message = connection.stream.next() => {
                     let Some(message) = message else { return Ended::Lost(connection_closed()) };
-                    self.deliver(&message);
+                    self.listener.deliver(&message);
                     // Deliver what is already here before going round the
                     // select again: cheaper under load, same order.
                     for _ in 0..MAX_DRAIN {
                         match connection.stream.next().now_or_never() {
-                            Some(Some(message)) => self.deliver(&message),
+                            Some(Some(message)) => self.listener.deliver(&message),
                             Some(None) => return Ended::Lost(connection_closed()),
                             None => break,
                         }
@@ -337,9 +315,9 @@ impl Subscriber {
                         "the primary moved (Sentinel failover); reconnecting to the new one".into(),
                     ));
                 }
-                command = self.commands.recv() => match command {
+                command = self.listener.commands.recv() => match command {
                     Some(command) => {
-                        if let Some(change) = self.on_command(command) {
+                        if let Some(change) = self.listener.on_command(command) {
                             connection.send(change.into());
                         }
                     }
@@ -347,37 +325,11 @@ impl Subscriber {
                 },
                 _ = health.tick() => connection.send(SinkOp::Ping),
                 _ = sleep_until(next_linger.unwrap_or_else(Instant::now)), if next_linger.is_some() => {
-                    for change in self.wanted.expire() {
+                    for change in self.listener.wanted.expire() {
                         connection.send(change.into());
                     }
                 }
             }
-        }
-    }
-
-    fn on_command(&mut self, command: SubscriptionCommand) -> Option<Change> {
-        match command {
-            SubscriptionCommand::Subscribe(group) => {
-                let channel = self.settings.names.group(&group);
-                self.wanted.join(channel, group)
-            }
-            SubscriptionCommand::Unsubscribe(group) => {
-                let channel = self.settings.names.group(&group);
-                self.wanted.leave(channel, group)
-            }
-        }
-    }
-
-    /// Hands one message to the hub's inbox. The hub decodes it: envelope
-    /// or raw payload, and counts what it cannot read.
-    fn deliver(&mut self, message: &Msg) {
-        if let Some(inbound) = inbound_of(
-            message,
-            &self.wanted,
-            &self.settings.names,
-            &mut self.last_epoch,
-        ) {
-            self.inbox.on_message(inbound);
         }
     }
 }

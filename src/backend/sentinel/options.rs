@@ -26,8 +26,7 @@ impl SentinelOptions {
         sentinels: impl IntoIterator<Item = S>,
         master: impl Into<String>,
     ) -> Self {
-        let sentinels: Vec<String> = sentinels.into_iter().map(Into::into).collect();
-        let redis = RedisOptions::new(sentinels.first().cloned().unwrap_or_default());
+        let (sentinels, redis) = RedisOptions::for_urls(sentinels);
         SentinelOptions {
             sentinels,
             master: master.into(),
@@ -43,22 +42,16 @@ impl SentinelOptions {
                 "the sentinel mode needs the primary's name (--redis-sentinel-master)".into(),
             ));
         }
-        let mut names = None;
-        for url in &self.sentinels {
-            let sentinel = RedisOptions {
-                url: url.clone(),
-                ..self.redis.clone()
-            };
-            names = Some(sentinel.validate().map_err(|e| match e {
-                BackendError::InvalidUrl(_) => {
-                    BackendError::InvalidUrl(format!("{}: not a Sentinel URL", redact(url)))
-                }
-                other => other,
-            })?);
-        }
-        names.ok_or_else(|| {
-            BackendError::InvalidOptions("the sentinel mode needs at least one Sentinel URL".into())
-        })
+        let mode = ("sentinel", "Sentinel URL");
+        self.redis
+            .validate_each(&self.sentinels, mode, |_, url, checked| {
+                checked.map_err(|e| match e {
+                    BackendError::InvalidUrl(_) => {
+                        BackendError::InvalidUrl(format!("{}: not a Sentinel URL", redact(url)))
+                    }
+                    other => other,
+                })
+            })
     }
 }
 

@@ -12,11 +12,12 @@
 use std::sync::Arc;
 
 use redis::{ConnectionInfo, IntoConnectionInfo, Value};
-use tokio::time::{MissedTickBehavior, timeout};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::cluster::topology::node_info;
 use crate::backend::error::BackendError;
+use crate::backend::redis::periodic::{Every, Streak};
 use crate::backend::redis::pool::RedisPool;
 use crate::backend::redis::target::{CurrentServer, Server};
 use crate::backend::redis::{RedisOptions, command_error, redact};
@@ -31,39 +32,38 @@ pub(crate) struct Watcher {
 
 impl Watcher {
     pub(crate) async fn run(self, cancel: CancellationToken) {
-        let mut ticks = tokio::time::interval(self.options.health_interval);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = ticks.tick() => {}
+        let mut every = Every::new(self.options.health_interval, cancel);
+        let mut streak = Streak::default();
+        while every.next(None).await.is_some() {
+            let (address, info) = match self.primary().await {
+                Ok(found) => {
+                    streak.worked();
+                    found
+                }
+                Err(error) => {
+                    if streak.failed() {
+                        tracing::warn!(master = %self.master, %error, "no Sentinel says where the primary is; retrying");
+                    } else {
+                        tracing::debug!(%error, "still no primary from Sentinel");
+                    }
+                    continue;
+                }
+            };
+            if self.target.current().is_some_and(|s| s.address == address) {
+                continue;
             }
-            match self.primary().await {
-                Ok((address, info)) => {
-                    failing = false;
-                    if self.target.current().is_some_and(|s| s.address == address) {
-                        continue;
-                    }
-                    match self.server(address.clone(), info) {
-                        Ok(server) => {
-                            let was = self.target.address();
-                            tracing::info!(
-                                master = %self.master, primary = %address, previous = %was,
-                                "Sentinel names a new primary; moving publishing and subscriptions there"
-                            );
-                            self.target.switch(server);
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "cannot use the primary Sentinel named")
-                        }
-                    }
+            match self.server(address.clone(), info) {
+                Ok(server) => {
+                    let was = self.target.address();
+                    tracing::info!(
+                        master = %self.master, primary = %address, previous = %was,
+                        "Sentinel names a new primary; moving publishing and subscriptions there"
+                    );
+                    self.target.switch(server);
                 }
-                Err(error) if !failing => {
-                    failing = true;
-                    tracing::warn!(master = %self.master, %error, "no Sentinel says where the primary is; retrying");
+                Err(error) => {
+                    tracing::warn!(%error, "cannot use the primary Sentinel named")
                 }
-                Err(error) => tracing::debug!(%error, "still no primary from Sentinel"),
             }
         }
     }

@@ -8,10 +8,12 @@
 //! publishes and its subscribers meet on one server, and each server
 //! carries about 1/N of the traffic.
 //!
-//! * **Per shard** one [`RedisLink`]: a subscriber connection for the
-//!   groups of that shard this node holds, an ordered publisher, a pool.
-//!   A group always goes through the same link, so per-publisher order
-//!   holds exactly as on one Redis.
+//! * **Per shard** one link (`redis/link.rs`): a subscriber connection for
+//!   the groups of that shard this node holds, an ordered publisher, a
+//!   pool. A group always goes through the same link, so per-publisher
+//!   order holds exactly as on one Redis. The backend's broker is the
+//!   links together (`ShardedBroker`): it routes each call to the link of
+//!   its group, and adds the links' statuses up.
 //! * **Shard 0** also carries what is not a group's: the cluster channel
 //!   (broadcast-all, session lists), node presence and worker leases. They
 //!   are small, and one place for them keeps the cluster view and the
@@ -33,130 +35,87 @@ mod options;
 pub use self::options::ShardedOptions;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
-use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use super::channels::ChannelNames;
-use super::leases::LeaseStore;
-use super::redis::{LinkStart, Presence, RedisLeases, RedisLink};
+use super::redis::{LinkStart, Presence, RedisLeases, RedisLink, fixed_server};
+use crate::backend::broker::Broker;
 use crate::backend::error::BackendError;
 use crate::backend::future::BoxFuture;
 use crate::backend::history::HistoryPage;
 use crate::backend::history::HistoryQuery;
 use crate::backend::inbound::Channel;
-use crate::backend::presence::NodeInfo;
 use crate::backend::publish::PublishAck;
-use crate::backend::seam::Backend;
-use crate::backend::seam::BackendContext;
-use crate::backend::seam::IntoBackend;
+use crate::backend::seam::{Backend, BackendContext, IntoBackend};
 use crate::backend::status::BackendStatus;
+use crate::backend::tasks::Tasks;
 use crate::group::GroupName;
 use crate::history::HistoryLimits;
 
 impl IntoBackend for ShardedOptions {
     /// Validates the options and starts one link per shard. Returns at
     /// once; the connections are made in the background.
-    fn start(self: Box<Self>, context: BackendContext) -> Result<Arc<dyn Backend>, BackendError> {
-        Ok(Arc::new(ShardedBackend::start(*self, context)?))
-    }
-}
-
-/// The started sharded backend. See the module docs.
-pub struct ShardedBackend {
-    options: ShardedOptions,
-    names: ChannelNames,
-    /// One per shard, in the order of `options.urls`.
-    links: Vec<RedisLink>,
-    presence: Arc<Presence>,
-    leases: Arc<RedisLeases>,
-    cancel: CancellationToken,
-    shut_down: AtomicBool,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl ShardedBackend {
-    /// Validates `options` and starts the links (see [`IntoBackend::start`]).
-    pub fn start(options: ShardedOptions, context: BackendContext) -> Result<Self, BackendError> {
-        let names = options.validate()?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BackendError::NoRuntime)?;
-        let cancel = CancellationToken::new();
-        let wake_presence = Arc::new(Notify::new());
-        let mut tasks = Vec::new();
-        let mut links = Vec::with_capacity(options.urls.len());
-        for index in 0..options.urls.len() {
-            let shard = options
+    fn start(self: Box<Self>, context: BackendContext) -> Result<Backend, BackendError> {
+        let names = self.validate()?;
+        let mut tasks = Tasks::on_current_runtime(self.redis.command_timeout)?;
+        let mut shards = Vec::with_capacity(self.urls.len());
+        for index in 0..self.urls.len() {
+            let shard = self
                 .shard(index)
                 .ok_or_else(|| BackendError::InvalidOptions(format!("no shard {index}")))?;
-            // Only shard 0's reconnects matter to presence, which lives there.
-            let wake = if index == 0 {
-                wake_presence.clone()
-            } else {
-                Arc::new(Notify::new())
-            };
-            let link = RedisLink::start(
-                LinkStart {
-                    options: &shard,
-                    names: &names,
-                    context: &context,
-                    listen_cluster: index == 0,
-                    wake_presence: wake,
-                    cancel: &cancel,
-                    span: tracing::info_span!("redis_shard", node = %context.node_id, shard = index),
-                    mode: "sharded",
-                    role: format!("shard {index}"),
-                },
-                &mut tasks,
-            )?;
-            links.push(link);
+            let target = fixed_server(&shard)?;
+            shards.push((shard, target));
         }
-        let control = &links[0];
-        let presence = Arc::new(Presence::new(
-            control.pool.clone(),
-            context.clone(),
-            &options.redis.presence_key,
-            options.redis.presence_ttl,
-        ));
-        let leases = Arc::new(RedisLeases::new(
-            control.pool.clone(),
-            options.redis.lease_prefix.clone(),
-        ));
-        let span = tracing::info_span!("redis_shard", node = %context.node_id, shard = 0);
-        tasks.push(
-            runtime.spawn(
-                presence
-                    .clone()
-                    .run(
-                        options.redis.heartbeat_interval,
-                        wake_presence,
-                        cancel.clone(),
-                    )
-                    .instrument(span),
-            ),
-        );
+        let starts: Vec<LinkStart<'_>> = shards
+            .iter()
+            .enumerate()
+            .map(|(index, (shard, target))| LinkStart {
+                options: shard,
+                names: &names,
+                context: &context,
+                span: tracing::info_span!("redis_shard", node = %context.node_id, shard = index),
+                mode: "sharded",
+                role: format!("shard {index}"),
+                label: target.address(),
+            })
+            .collect();
+        let links: Vec<RedisLink> = starts
+            .iter()
+            .zip(&shards)
+            .enumerate()
+            .map(|(index, (start, (_, target)))| {
+                RedisLink::on_server(start, target.clone(), index == 0, &mut tasks)
+            })
+            .collect();
+        let (Some(control), Some(control_link)) = (starts.first(), links.first()) else {
+            return Err(BackendError::InvalidOptions("no shard".into()));
+        };
+        let presence = Presence::start(control_link, control, None, &mut tasks);
+        let leases = RedisLeases::new(control_link.pool(), self.redis.lease_prefix.clone());
         tracing::info!(
             shards = links.len(),
-            addresses = ?links.iter().map(|l| l.target.address()).collect::<Vec<_>>(),
+            addresses = ?shards.iter().map(|(_, target)| target.address()).collect::<Vec<_>>(),
             "sharded Redis backend: groups by jump hash; cluster channel, presence and leases on shard 0"
         );
-        Ok(ShardedBackend {
-            options,
-            names,
+        let broker = ShardedBroker {
+            options: *self,
             links,
-            presence,
-            leases,
-            cancel,
-            shut_down: AtomicBool::new(false),
-            tasks: Mutex::new(tasks),
-        })
+        };
+        Ok(Backend::new(Arc::new(broker), presence, Arc::new(leases)).with_tasks(tasks))
     }
+}
 
+/// The sharded backend's broker: one link per shard, each group on its
+/// shard's, the cluster channel on shard 0's. See the module docs.
+struct ShardedBroker {
+    options: ShardedOptions,
+    /// One per shard, in the order of `options.urls`; never empty (the
+    /// options were validated, and the backend starts only then).
+    links: Vec<RedisLink>,
+}
+
+impl ShardedBroker {
     fn link_of(&self, group: &GroupName) -> &RedisLink {
         // shard_of is below the number of links, which is never zero.
         let index = self.options.shard_of(group).min(self.links.len() - 1);
@@ -164,14 +123,11 @@ impl ShardedBackend {
     }
 }
 
-impl Backend for ShardedBackend {
-    fn is_clustered(&self) -> bool {
-        true
-    }
-
+impl Broker for ShardedBroker {
     fn publish(&self, channel: Channel, payload: Bytes) -> PublishAck {
         let link = match &channel {
             Channel::Group(group) => self.link_of(group),
+            // Shard 0 carries what is not a group's; there is one.
             Channel::Cluster => &self.links[0],
         };
         link.publish(channel, payload)
@@ -192,7 +148,7 @@ impl Backend for ShardedBackend {
         group: &'a GroupName,
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, BackendError>> {
-        Box::pin(self.link_of(group).history.read(group, query))
+        self.link_of(group).history(group, query)
     }
 
     fn subscribe(&self, group: &GroupName) {
@@ -204,34 +160,30 @@ impl Backend for ShardedBackend {
     }
 
     fn subscribed<'a>(&'a self, group: &'a GroupName) -> BoxFuture<'a, Result<(), BackendError>> {
-        let channel = self.names.group(group);
-        Box::pin(async move {
-            self.link_of(group)
-                .state
-                .confirmed(&channel, self.options.redis.command_timeout)
-                .await
-        })
+        self.link_of(group).subscribed(group)
     }
 
+    /// The shards' statuses added up. `connected` is shard 0's alone (see
+    /// the module docs); the shards that are down are named in
+    /// `last_error`.
     fn status(&self) -> BackendStatus {
         let mut subscriptions = Vec::new();
         let mut connections = Vec::with_capacity(self.links.len());
         let mut down = Vec::new();
         let mut connected = false;
-        for (index, link) in self.links.iter().enumerate() {
-            let snapshot = link.state.snapshot();
+        for (index, shard) in self.links.iter().map(Broker::status).enumerate() {
             if index == 0 {
-                connected = snapshot.connected;
+                connected = shard.connected;
             }
-            if !snapshot.connected {
+            if !shard.connected {
+                let address = shard.connections.first().map_or("unknown", |c| &c.redis);
                 down.push(format!(
-                    "shard {index} ({}) down: {}",
-                    link.target.address(),
-                    snapshot.last_error.as_deref().unwrap_or("connecting")
+                    "shard {index} ({address}) down: {}",
+                    shard.last_error.as_deref().unwrap_or("connecting")
                 ));
             }
-            connections.push(link.connection_status(&format!("shard {index}"), &snapshot));
-            subscriptions.extend(snapshot.subscribed);
+            connections.extend(shard.connections);
+            subscriptions.extend(shard.subscriptions);
         }
         subscriptions.sort();
         BackendStatus {
@@ -243,46 +195,20 @@ impl Backend for ShardedBackend {
         }
     }
 
-    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BackendError>> {
-        Box::pin(self.presence.nodes())
-    }
-
-    fn leases(&self) -> Arc<dyn LeaseStore> {
-        self.leases.clone()
-    }
-
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
+    /// Every shard's queue at once.
+    fn flush(&self, budget: Duration) -> BoxFuture<'_, bool> {
+        let flushes = self.links.iter().map(move |link| link.flush(budget));
         Box::pin(async move {
-            if self.shut_down.swap(true, Ordering::AcqRel) {
-                return;
-            }
-            let budget = self.options.redis.command_timeout;
-            // 1. Everything published before shutdown leaves, every shard
-            //    at once.
-            let flushed =
-                futures_util::future::join_all(self.links.iter().map(|l| l.flush(budget))).await;
-            if flushed.contains(&false) {
-                tracing::warn!("shutdown: queued publishes did not all leave in time");
-            }
-            // 2. Stop the tasks, the heartbeat among them.
-            self.cancel.cancel();
-            let tasks = std::mem::take(&mut *self.tasks.lock());
-            let _ = timeout(budget, futures_util::future::join_all(tasks)).await;
-            // 3. Leave the cluster view at once.
-            if let Err(error) = self.presence.withdraw().await {
-                tracing::warn!(%error, "shutdown: could not remove this node's presence");
-            }
-            for link in &self.links {
-                link.pool.close();
-                link.state.set_broken(&BackendError::Closed);
-            }
-            tracing::info!("sharded Redis backend stopped");
+            futures_util::future::join_all(flushes)
+                .await
+                .into_iter()
+                .all(|flushed| flushed)
         })
     }
-}
 
-impl Drop for ShardedBackend {
-    fn drop(&mut self) {
-        self.cancel.cancel();
+    fn close(&self) {
+        for link in &self.links {
+            link.close();
+        }
     }
 }

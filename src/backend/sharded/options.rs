@@ -9,7 +9,7 @@
 use super::hash::shard_of;
 use crate::backend::channels::ChannelNames;
 use crate::backend::error::BackendError;
-use crate::backend::redis::options::RedisOptions;
+use crate::backend::redis::options::{RedisOptions, redact};
 use crate::group::GroupName;
 
 /// Settings of the sharded backend: N independent Redis, each group on
@@ -27,19 +27,14 @@ pub struct ShardedOptions {
 impl ShardedOptions {
     /// Defaults ([`RedisOptions::new`]) for the shards `urls`.
     pub fn new<S: Into<String>>(urls: impl IntoIterator<Item = S>) -> Self {
-        let urls: Vec<String> = urls.into_iter().map(Into::into).collect();
-        let redis = RedisOptions::new(urls.first().cloned().unwrap_or_default());
+        let (urls, redis) = RedisOptions::for_urls(urls);
         ShardedOptions { urls, redis }
     }
 
     /// The settings of shard `index`: [`ShardedOptions::redis`] with that
     /// shard's URL.
     pub fn shard(&self, index: usize) -> Option<RedisOptions> {
-        let url = self.urls.get(index)?;
-        Some(RedisOptions {
-            url: url.clone(),
-            ..self.redis.clone()
-        })
+        Some(self.redis.at(self.urls.get(index)?))
     }
 
     /// Which shard `group` is on (an index into [`ShardedOptions::urls`]).
@@ -50,27 +45,18 @@ impl ShardedOptions {
     /// Checks every URL and the shared settings; returns the channel
     /// naming.
     pub fn validate(&self) -> Result<ChannelNames, BackendError> {
-        if self.urls.is_empty() {
-            return Err(BackendError::InvalidOptions(
-                "the sharded mode needs at least one Redis URL".into(),
-            ));
-        }
-        let mut names = None;
-        for (index, url) in self.urls.iter().enumerate() {
-            if self.urls[..index].contains(url) {
-                return Err(BackendError::InvalidOptions(format!(
-                    "shard {index} repeats an earlier shard's URL {}",
-                    crate::backend::redis::options::redact(url)
-                )));
-            }
-            let shard = RedisOptions {
-                url: url.clone(),
-                ..self.redis.clone()
-            };
-            names = Some(shard.validate()?);
-        }
-        // Not reached: `urls` is not empty.
-        names.ok_or_else(|| BackendError::InvalidOptions("no shard URL".into()))
+        let mode = ("sharded", "Redis URL");
+        self.redis
+            .validate_each(&self.urls, mode, |index, url, checked| {
+                let names = checked?;
+                if self.urls[..index].iter().any(|earlier| earlier == url) {
+                    return Err(BackendError::InvalidOptions(format!(
+                        "shard {index} repeats an earlier shard's URL {}",
+                        redact(url)
+                    )));
+                }
+                Ok(names)
+            })
     }
 }
 
