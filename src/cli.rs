@@ -186,6 +186,13 @@ pub struct Cli {
     )]
     pub history: Vec<HistoryRule>,
 
+    /// Payload bytes kept in memory of the history groups' latest
+    /// messages (the node-local tail): a late join or resume whose range it
+    /// covers is served without reading Redis, and identical reads of a
+    /// group are merged into one. 0: off
+    #[arg(long, env = "GROUPCAST_HISTORY_CACHE", value_name = "BYTES", default_value_t = Config::default().history_cache)]
+    pub history_cache: usize,
+
     /// Redis URL; makes this node a cluster member.
     /// `redis://[user:password@]host:6379[/db]`, or `rediss://` for TLS.
     /// Repeat it (or separate URLs with commas) for several: the shards
@@ -423,6 +430,7 @@ impl Cli {
             max_inbound_burst: self.max_inbound_burst,
             max_groups: self.max_groups,
             client_messages: self.client_messages,
+            history_cache: self.history_cache,
             history: HistoryPolicy::new(self.history.iter().cloned()),
         }
     }

@@ -187,6 +187,10 @@ pub struct Config {
     /// (`--history 'task/*=1000:24h'`). Empty by default: no group does,
     /// and publishing costs what it always did. See [`crate::history`].
     pub history: HistoryPolicy,
+    /// Payload bytes this node keeps of its history groups' most recent
+    /// messages (the node-local tail: late joins and resumes it covers are
+    /// served without a history read). `0`: no tail.
+    pub history_cache: usize,
 }
 
 impl Default for Config {
@@ -208,6 +212,7 @@ impl Default for Config {
             max_groups: 10_000,
             client_messages: ClientMessages::Group,
             history: HistoryPolicy::default(),
+            history_cache: 64 * 1024 * 1024,
         }
     }
 }

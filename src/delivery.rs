@@ -13,6 +13,8 @@ use crate::backend::{BackendEvents, Channel, Inbound};
 use crate::broadcast::{Broadcast, Target};
 use crate::envelope::{self, Decoded};
 use crate::group::GroupName;
+use crate::history::HistoryPolicy;
+use crate::history_tail::HistoryTails;
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::outbound::{Queued, Stamp};
@@ -32,6 +34,11 @@ pub(crate) struct Delivery {
     /// before the first), to see the stream skip (messages lost while the
     /// backend reconnected).
     offsets: parking_lot::Mutex<std::collections::HashMap<GroupName, StreamPoint>>,
+    /// Which groups keep history, and how much.
+    history: HistoryPolicy,
+    /// The recent messages of each history group this node's live stream
+    /// brought, for reads it covers (`history_tail.rs`).
+    pub(crate) tails: HistoryTails,
 }
 
 /// A point in a group's history: its epoch (`None`: no history was stored
@@ -40,12 +47,19 @@ pub(crate) struct Delivery {
 type StreamPoint = (Option<Arc<str>>, u64);
 
 impl Delivery {
-    pub(crate) fn new(registry: Arc<Registry>, metrics: Arc<Metrics>, node_id: String) -> Self {
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        node_id: String,
+        (history, tail_budget): (HistoryPolicy, usize),
+    ) -> Self {
         Delivery {
             registry,
             metrics,
             node_id,
             offsets: parking_lot::Mutex::default(),
+            history,
+            tails: HistoryTails::new(tail_budget),
         }
     }
 
@@ -113,6 +127,7 @@ impl Delivery {
     /// Forgets `group`'s last offset (its subscription starts over).
     pub(crate) fn forget(&self, group: &GroupName) {
         self.offsets.lock().remove(group);
+        self.tails.forget(group);
     }
 
     /// A session read `group`'s history while this node was subscribed,
@@ -124,10 +139,12 @@ impl Delivery {
     /// the messages published meanwhile unseen: there would be no last
     /// offset to compare the next one with.
     pub(crate) fn read_at(&self, group: &GroupName, epoch: Option<&str>, top: u64) {
+        let epoch: Option<Arc<str>> = epoch.map(Arc::from);
         self.offsets
             .lock()
             .entry(group.clone())
-            .or_insert_with(|| (epoch.map(Arc::from), top));
+            .or_insert_with(|| (epoch.clone(), top));
+        self.tails.begin(group, epoch, top);
     }
 
     fn invalid(&self, channel: &Channel, error: &dyn std::fmt::Display) {
@@ -146,6 +163,9 @@ impl BackendEvents for Delivery {
             payload,
             position,
         } = inbound;
+        // A history group's message is kept in its tail as history keeps
+        // it: the bytes as published.
+        let kept = position.as_ref().map(|_| payload.clone());
         let (broadcast, message, origin) = match decode(channel.clone(), payload) {
             Ok(decoded) => decoded,
             Err(error) => return self.invalid(&channel, &error),
@@ -158,6 +178,10 @@ impl BackendEvents for Delivery {
         }
         if let (Some(position), Target::Group(group)) = (&position, &broadcast.target) {
             self.check_continuity(group, position);
+            if let (Some(payload), Some(limits)) = (&kept, self.history.for_group(group)) {
+                self.tails
+                    .append(group, &position.epoch, position.offset, payload, limits);
+            }
         }
         let queued = Queued::new(message, position.map(|p| Stamp::new(p.offset, p.epoch)));
         self.deliver(&broadcast, &queued, &|_| true);

@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::auth::{Claims, ClientAuth};
+use crate::backend::history::{HistoryPage, HistoryQuery};
 use crate::backend::local::Standalone;
 use crate::backend::{
     Backend, BackendContext, BackendStatus, Channel, IntoBackend, NodeInfo, PublishAck,
@@ -41,6 +42,7 @@ use crate::delivery::Delivery;
 use crate::envelope::{Envelope, FrameKind};
 use crate::error::{BackendError, HubError, SessionError};
 use crate::group::{GroupName, IntoGroupName};
+use crate::history_reads::{MergedReads, ReadBy};
 use crate::limits::{ConnectionLimiter, ConnectionPermit, LimitRejection};
 use crate::message::{Message, Utf8Bytes};
 use crate::metrics::Metrics;
@@ -175,6 +177,7 @@ impl HubBuilder {
             registry.clone(),
             metrics.clone(),
             node_id.clone(),
+            (self.config.history.clone(), self.config.history_cache),
         ));
         let groups_registry = registry.clone();
         let context = BackendContext {
@@ -197,6 +200,7 @@ impl HubBuilder {
                 registry,
                 metrics,
                 delivery,
+                history_reads: MergedReads::default(),
                 handlers: self.handlers,
                 backend,
                 seq: AtomicU64::new(0),
@@ -253,6 +257,8 @@ struct Inner {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     delivery: Arc<Delivery>,
+    /// History reads in flight, merged (`history_reads.rs`).
+    history_reads: MergedReads,
     handlers: Handlers,
     backend: Backend,
     /// Envelope ids: one sequence per node.
@@ -317,10 +323,6 @@ impl Hub {
         &self.inner.client_auth
     }
 
-    pub(crate) fn backend(&self) -> &Backend {
-        &self.inner.backend
-    }
-
     pub(crate) fn handlers(&self) -> &Handlers {
         &self.inner.handlers
     }
@@ -373,6 +375,38 @@ impl Hub {
     /// group must continue from, if nothing arrived live yet.
     pub(crate) fn history_read_at(&self, group: &GroupName, epoch: Option<&str>, top: u64) {
         self.inner.delivery.read_at(group, epoch, top);
+    }
+
+    /// A page of `group`'s history for a reader that joined at
+    /// `not_before`: from this node's tail when it covers the page, else
+    /// from the history store, merged with an identical read in flight
+    /// that began after the reader joined (see `history_reads.rs`).
+    /// Counted by where it came from.
+    pub(crate) async fn read_history(
+        &self,
+        group: &GroupName,
+        query: HistoryQuery,
+        not_before: tokio::time::Instant,
+    ) -> Result<HistoryPage, BackendError> {
+        let metrics = &self.inner.metrics;
+        if let Some(page) = self.inner.delivery.tails.read(group, query) {
+            metrics.history_reads_tail.inc();
+            return Ok(page);
+        }
+        let broker = self.inner.backend.broker_handle();
+        let owned = group.clone();
+        let (page, by) = self
+            .inner
+            .history_reads
+            .read(group, query, not_before, move || async move {
+                broker.history(&owned, query).await
+            })
+            .await;
+        match by {
+            ReadBy::Store => metrics.history_reads_store.inc(),
+            ReadBy::Merged => metrics.history_reads_merged.inc(),
+        };
+        page
     }
 
     /// Removes a session from every group it holds; the backend

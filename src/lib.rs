@@ -44,6 +44,8 @@ pub mod envelope;
 mod error;
 pub mod group;
 pub mod history;
+mod history_reads;
+mod history_tail;
 mod http_error;
 mod hub;
 pub mod limits;

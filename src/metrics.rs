@@ -74,6 +74,12 @@ pub struct Metrics {
     /// Gaps seen in a session's live stream of offsets (a `groupcast.v1`
     /// client is sent a reset).
     pub history_gaps: Counter,
+    /// History reads served from this node's tail.
+    pub history_reads_tail: Counter,
+    /// History reads that went to the history store.
+    pub history_reads_store: Counter,
+    /// History reads that waited for an identical read in flight.
+    pub history_reads_merged: Counter,
     /// Requests and connections refused or closed by security, by reason
     /// (`token_missing`, `bad_signature`, `publish_not_allowed`, …).
     pub auth_rejections: Family<Vec<(String, String)>, Counter>,
@@ -175,6 +181,21 @@ impl Metrics {
                 Counter
             ),
             history_gaps: metric!("history_gaps", "Gaps in a session's live offsets", Counter),
+            history_reads_tail: metric!(
+                "history_reads_tail",
+                "History reads served from this node's tail of the group",
+                Counter
+            ),
+            history_reads_store: metric!(
+                "history_reads_store",
+                "History reads that went to the history store (Redis)",
+                Counter
+            ),
+            history_reads_merged: metric!(
+                "history_reads_merged",
+                "History reads that waited for an identical read in flight",
+                Counter
+            ),
             bus_subscriptions: metric!(
                 "bus_subscriptions",
                 "Channels this node is subscribed to",

@@ -231,26 +231,32 @@ impl Hub {
     ) -> Result<(HistoryPage, Vec<Queued>, bool), HubError> {
         let group = session.group();
         self.subscribed(group).await?;
-        let backend = self.backend().broker();
+        // Reads that began after this one joined may be shared with it.
+        let joined = tokio::time::Instant::now();
         match replay {
             Replay::None => {
-                let page = backend.history(group, HistoryQuery::Last(0)).await?;
+                let page = self
+                    .read_history(group, HistoryQuery::Last(0), joined)
+                    .await?;
                 Ok((page, Vec::new(), false))
             }
             Replay::Last(n) => {
                 let n = usize::try_from((*n).min(size)).unwrap_or(usize::MAX);
-                let page = backend.history(group, HistoryQuery::Last(n)).await?;
+                let page = self
+                    .read_history(group, HistoryQuery::Last(n), joined)
+                    .await?;
                 let backlog = self.replayable(session, &page);
                 Ok((page, backlog, false))
             }
             Replay::Since { offset, epoch } => {
-                let first = backend
-                    .history(
+                let first = self
+                    .read_history(
                         group,
                         HistoryQuery::After {
                             offset: *offset,
                             limit: MAX_PAGE,
                         },
+                        joined,
                     )
                     .await?;
                 if !first.continues(epoch, *offset) {
@@ -261,13 +267,14 @@ impl Hub {
                 let mut backlog = self.replayable(session, &first);
                 let mut last = first.entries.last().map_or(*offset, |e| e.offset);
                 while last < first.top {
-                    let page = backend
-                        .history(
+                    let page = self
+                        .read_history(
                             group,
                             HistoryQuery::After {
                                 offset: last,
                                 limit: MAX_PAGE,
                             },
+                            joined,
                         )
                         .await?;
                     let Some(newest) = page.entries.last().map(|e| e.offset) else {
@@ -314,7 +321,9 @@ impl Hub {
         if self.config().history.for_group(group).is_none() {
             return Ok(None);
         }
-        let page = self.backend().broker().history(group, query).await?;
+        let page = self
+            .read_history(group, query, tokio::time::Instant::now())
+            .await?;
         let messages = page
             .entries
             .iter()

@@ -21,7 +21,7 @@ use bytes::Bytes;
 pub const MAX_PAGE: usize = 1000;
 
 /// Which part of a group's history to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HistoryQuery {
     /// The newest `n` entries (oldest first).
     Last(usize),

@@ -55,7 +55,7 @@ pub mod history;
 mod inbound;
 pub mod leases;
 pub mod local;
-mod memory_history;
+pub(crate) mod memory_history;
 pub mod presence;
 mod publish;
 pub mod redis;

@@ -102,6 +102,12 @@ impl Backend {
         &*self.broker
     }
 
+    /// The broker, owned: for a read that must outlive its caller's borrow
+    /// (a history read merged for several readers).
+    pub(crate) fn broker_handle(&self) -> Arc<dyn Broker> {
+        self.broker.clone()
+    }
+
     /// Which nodes are alive.
     pub fn cluster(&self) -> &dyn ClusterView {
         &*self.cluster

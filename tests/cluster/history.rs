@@ -888,3 +888,91 @@ async fn a_gap_in_a_nodes_live_stream_is_repaired_by_resuming() {
         "told to resume {told_to_resume} times for {gaps} gaps"
     );
 }
+
+// ----- the node's tail ---------------------------------------------------------
+
+/// A node whose live stream of a history group is continuous serves late
+/// joiners and resumes from its tail: exactly what Redis holds (the last
+/// `size`, trimmed alike), without a history read. The other node, which
+/// holds no member of the group, reads Redis and gets the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiners_and_resumes_are_served_from_the_nodes_tail_as_history_holds_them() {
+    let redis = TestRedis::shared();
+    let (a, b) = two_nodes(redis, &["tail-*=30:1h"]).await;
+    // A member on A: A listens to the group, and its tail begins.
+    let (mut watcher, _) = v1_welcomed(&a.ws_url("tail-1")).await;
+    publish_numbered(&b, "tail-1", 1, 50).await;
+    assert_eq!(messages(&mut watcher, 50).await, numbered(1, 50));
+
+    let metrics = a.hub.metrics();
+    let (store, tail) = (
+        metrics.history_reads_store.get(),
+        metrics.history_reads_tail.get(),
+    );
+    let mut epoch = String::new();
+    for _ in 0..20 {
+        let (mut joiner, welcome) = v1_welcomed(&format!("{}?history=30", a.ws_url("tail-1"))).await;
+        assert_eq!(welcome["offset"], 50, "{welcome}");
+        epoch = welcome["epoch"].as_str().expect("an epoch").to_owned();
+        assert_eq!(messages(&mut joiner, 30).await, numbered(21, 50), "the last 30, as kept");
+    }
+    let (mut resumed, welcome) = resume_v1(&a.ws_url("tail-1"), 40, &epoch).await;
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    assert_eq!(messages(&mut resumed, 10).await, numbered(41, 50));
+    // Trimmed: not the tail's to answer, nor history's.
+    let (_, trimmed) = resume_v1(&a.ws_url("tail-1"), 5, &epoch).await;
+    assert_eq!(trimmed["recovered"], false, "{trimmed}");
+
+    assert_eq!(
+        metrics.history_reads_store.get(),
+        store + 1,
+        "only the trimmed resume asked Redis"
+    );
+    assert_eq!(metrics.history_reads_tail.get(), tail + 21);
+
+    // B has no tail of the group: it reads Redis, and gets the same.
+    let (mut elsewhere, welcome) = v1_welcomed(&format!("{}?history=30", b.ws_url("tail-1"))).await;
+    assert_eq!(welcome["epoch"], epoch.as_str());
+    assert_eq!(messages(&mut elsewhere, 30).await, numbered(21, 50));
+    assert!(b.hub.metrics().history_reads_store.get() >= 1);
+}
+
+/// Without a tail, a storm of identical late joins is merged into few
+/// Redis reads, and every joiner gets the same backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_identical_late_joins_shares_its_redis_reads() {
+    let redis = TestRedis::shared();
+    let node = Hub::builder()
+        .node_id(format!("storm-{:04x}", rand::random::<u16>()))
+        .config(Config {
+            history_cache: 0,
+            ..config(&["storm-*=100:1h"])
+        })
+        .backend(fast_options(redis.url()))
+        .build()
+        .unwrap();
+    let a = TestServer::start(node).await;
+    common::wait_until("the node reaches Redis", || a.hub.status().connected).await;
+    publish_numbered(&a, "storm-1", 1, 40).await;
+    let url = format!("{}?history=40", a.ws_url("storm-1"));
+    let joiners: Vec<_> = (0..50)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let (mut client, _) = v1_welcomed(&url).await;
+                messages(&mut client, 40).await
+            })
+        })
+        .collect();
+    for joiner in joiners {
+        assert_eq!(joiner.await.unwrap(), numbered(1, 40));
+    }
+    let metrics = a.hub.metrics();
+    let (store, merged, tail) = (
+        metrics.history_reads_store.get(),
+        metrics.history_reads_merged.get(),
+        metrics.history_reads_tail.get(),
+    );
+    assert_eq!(tail, 0, "no tail");
+    assert_eq!(store + merged, 50, "one read per joiner, to Redis or merged");
+}
