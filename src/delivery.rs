@@ -4,12 +4,29 @@
 //!
 //! Out of the hub's façade so that the hub, the backend's inbox and the
 //! resume path share one piece that holds no reference to the hub.
+//!
+//! **A gap, repaired here.** When this node's live stream of a history
+//! group skips (its subscriber reconnected and messages were published
+//! meanwhile), the node reads the missing offsets from history itself and
+//! delivers them, in order, before the message that revealed the gap and
+//! before any later one: every member gets every message — raw,
+//! `groupcast.v1` and SSE alike — and no client is asked to resume. Live
+//! messages that arrive while the history is read wait in a bounded
+//! buffer. Only when the history no longer holds what was missed (trimmed,
+//! expired, another epoch), or cannot be read, does the node fall back to
+//! what it did before: its `groupcast.v1` sessions are closed with
+//! `RESUME` (they reconnect, and their own resume says what is lost), and
+//! the loss is counted.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 
-use crate::backend::{BackendEvents, Channel, Inbound};
+use crate::backend::broker::Broker;
+use crate::backend::history::{HistoryEntry, HistoryQuery, MAX_PAGE};
+use crate::backend::{BackendEvents, Channel, Inbound, Position};
 use crate::broadcast::{Broadcast, Target};
 use crate::envelope::{self, Decoded};
 use crate::group::GroupName;
@@ -35,11 +52,33 @@ pub(crate) struct Delivery {
     /// backend reconnected).
     offsets: parking_lot::Mutex<std::collections::HashMap<GroupName, StreamPoint>>,
     /// Which groups keep history, and how much.
-    history: HistoryPolicy,
+    history_policy: HistoryPolicy,
     /// The recent messages of each history group this node's live stream
     /// brought, for reads it covers (`history_tail.rs`).
     pub(crate) tails: HistoryTails,
+    /// Gaps being repaired: per group, the live messages that arrived
+    /// since, waiting for the missing ones.
+    repairs: Mutex<HashMap<GroupName, Vec<Held>>>,
+    /// Where a repair reads the missing messages: the backend's broker,
+    /// set once it has started (weak: the backend owns this delivery).
+    history: OnceLock<Weak<dyn Broker>>,
+    /// Itself, for the repairs it spawns.
+    me: Weak<Delivery>,
 }
+
+/// A positioned message on its way: live, held back while a gap before
+/// it is repaired, or read from history by the repair.
+struct Held {
+    broadcast: Broadcast,
+    message: Message,
+    position: Position,
+    /// The bytes as published (what the tail keeps).
+    payload: Bytes,
+}
+
+/// The most live messages of one group held back while its gap is
+/// repaired; past it the repair gives up and falls back to resuming.
+const MAX_HELD: usize = 10_000;
 
 /// A point in a group's history: its epoch (`None`: no history was stored
 /// yet, so the first epoch to come starts after `offset`, which is 0) and
@@ -52,15 +91,24 @@ impl Delivery {
         metrics: Arc<Metrics>,
         node_id: String,
         (history, tail_budget): (HistoryPolicy, usize),
+        me: Weak<Delivery>,
     ) -> Self {
         Delivery {
             registry,
             metrics,
             node_id,
             offsets: parking_lot::Mutex::default(),
-            history,
+            history_policy: history,
             tails: HistoryTails::new(tail_budget),
+            repairs: Mutex::default(),
+            history: OnceLock::new(),
+            me,
         }
+    }
+
+    /// Where gap repairs read history from (the started backend's broker).
+    pub(crate) fn repair_from(&self, broker: &Arc<dyn Broker>) {
+        let _ = self.history.set(Arc::downgrade(broker));
     }
 
     pub(crate) fn deliver(
@@ -85,49 +133,163 @@ impl Delivery {
         fanout
     }
 
-    /// Sees whether this node's live stream of `group` skipped offsets
-    /// since the last message (or changed epoch). If it did, the group's
-    /// `groupcast.v1` sessions are closed with `RESUME` *before* the new
-    /// message reaches them: they reconnect with the last offset they got,
-    /// and history gives them what this node missed. (Raw sessions cannot
-    /// resume; the gap is counted.)
-    fn check_continuity(&self, group: &GroupName, position: &crate::backend::Position) {
-        let broken = {
-            let mut offsets = self.offsets.lock();
-            let previous = offsets.insert(
-                group.clone(),
-                (Some(position.epoch.clone()), position.offset),
-            );
-            match previous {
-                None => false,
-                Some((epoch, last)) => {
-                    epoch.is_some_and(|epoch| epoch != position.epoch)
-                        || position.offset > last.saturating_add(1)
+    /// Where `position` stands against this node's live stream of
+    /// `group`, which moves on to it.
+    fn continuity(&self, group: &GroupName, position: &Position) -> Continuity {
+        let previous = self.offsets.lock().insert(
+            group.clone(),
+            (Some(position.epoch.clone()), position.offset),
+        );
+        match previous {
+            Some((Some(epoch), _)) if epoch != position.epoch => Continuity::NewEpoch,
+            Some((epoch, last)) if position.offset > last.saturating_add(1) => {
+                match epoch {
+                    Some(epoch) => Continuity::Skipped { after: last, epoch },
+                    // No history when the stream began: its first epoch's
+                    // messages up to this one were missed.
+                    None => Continuity::Skipped {
+                        after: last,
+                        epoch: position.epoch.clone(),
+                    },
                 }
             }
-        };
-        if broken {
-            self.metrics.history_gaps.inc();
-            let members = self.registry.members(group);
-            let resumable: Vec<_> = members
-                .iter()
-                .filter(|s| s.protocol() == Protocol::V1)
-                .collect();
-            tracing::warn!(%group, offset = position.offset, sessions = resumable.len(),
-                "this node's live stream skipped messages: groupcast.v1 sessions resume from history");
-            for session in resumable {
-                session.close_with(crate::CloseReason::new(
-                    crate::CloseKind::Resume,
-                    "messages were lost: resume with since",
-                ));
+            _ => Continuity::Continues,
+        }
+    }
+
+    /// A positioned message of `group` arrived live: delivered now when the
+    /// stream continues, held while a gap before it is repaired, or the
+    /// start of a repair (see the module docs).
+    fn on_positioned(&self, group: &GroupName, held: Held) {
+        {
+            let mut repairs = self.repairs.lock();
+            if let Some(waiting) = repairs.get_mut(group) {
+                if waiting.len() < MAX_HELD {
+                    waiting.push(held);
+                    return;
+                }
+                tracing::warn!(%group, held = MAX_HELD, "a gap's repair took too long: giving up");
+                let mut waiting = repairs.remove(group).unwrap_or_default();
+                waiting.push(held);
+                self.give_up(group, waiting);
+                return;
             }
         }
+        match self.continuity(group, &held.position) {
+            Continuity::Continues => self.deliver_positioned(group, held, false),
+            Continuity::NewEpoch => {
+                // What the old epoch held is gone with it: nothing to read.
+                self.metrics.history_gaps.inc();
+                self.give_up(group, vec![held]);
+            }
+            Continuity::Skipped { after, epoch } => {
+                self.metrics.history_gaps.inc();
+                let (Some(me), Some(_)) = (self.me.upgrade(), self.history.get()) else {
+                    return self.give_up(group, vec![held]);
+                };
+                tracing::info!(%group, after, offset = held.position.offset,
+                    "this node's live stream skipped messages: reading them from history");
+                self.repairs.lock().insert(group.clone(), vec![held]);
+                tokio::spawn(repair(me, group.clone(), after, epoch));
+            }
+        }
+    }
+
+    /// Delivers a positioned message in its turn, keeping it in the tail.
+    /// A `repaired` one is queued even past a member's queue length: a
+    /// repair delivers what was missed in one go.
+    fn deliver_positioned(&self, group: &GroupName, held: Held, repaired: bool) {
+        if let Some(limits) = self.history_policy.for_group(group) {
+            self.tails.append(
+                group,
+                &held.position.epoch,
+                held.position.offset,
+                &held.payload,
+                limits,
+            );
+        }
+        let stamp = Stamp::new(held.position.offset, held.position.epoch);
+        let queued = if repaired {
+            Queued::repaired(held.message, stamp)
+        } else {
+            Queued::new(held.message, Some(stamp))
+        };
+        self.deliver(&held.broadcast, &queued, &|_| true);
+    }
+
+    /// What was missed cannot be read: the group's `groupcast.v1` sessions
+    /// are closed with `RESUME` (their own resume says what is lost), and
+    /// `waiting` is delivered as it came. Raw sessions cannot resume; the
+    /// loss is counted.
+    fn give_up(&self, group: &GroupName, waiting: Vec<Held>) {
+        self.metrics.history_gaps_unrepaired.inc();
+        let members = self.registry.members(group);
+        let resumable: Vec<_> = members
+            .iter()
+            .filter(|s| s.protocol() == Protocol::V1)
+            .collect();
+        tracing::warn!(%group, sessions = resumable.len(),
+            "messages this node missed cannot be read from history: groupcast.v1 sessions resume");
+        for session in resumable {
+            session.close_with(crate::CloseReason::new(
+                crate::CloseKind::Resume,
+                "messages were lost: resume with since",
+            ));
+        }
+        if let Some(last) = waiting.last() {
+            self.offsets.lock().insert(
+                group.clone(),
+                (Some(last.position.epoch.clone()), last.position.offset),
+            );
+        }
+        for held in waiting {
+            self.deliver_positioned(group, held, true);
+        }
+    }
+
+    /// Reads `(after, until]` of `group`'s history in `epoch`, page by
+    /// page; `None` when it cannot all be read.
+    async fn read_missing(
+        &self,
+        group: &GroupName,
+        after: u64,
+        until: u64,
+        epoch: &str,
+    ) -> Option<Vec<HistoryEntry>> {
+        let broker = self.history.get()?.upgrade()?;
+        let mut entries: Vec<HistoryEntry> = Vec::new();
+        let mut last = after;
+        while last < until {
+            let query = HistoryQuery::After {
+                offset: last,
+                limit: MAX_PAGE,
+            };
+            let page = match broker.history(group, query).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%group, %error, "cannot read the messages this node missed");
+                    return None;
+                }
+            };
+            if !page.continues(epoch, last) || page.entries.is_empty() {
+                return None;
+            }
+            for entry in page.entries {
+                if entry.offset > until {
+                    break;
+                }
+                last = entry.offset;
+                entries.push(entry);
+            }
+        }
+        Some(entries)
     }
 
     /// Forgets `group`'s last offset (its subscription starts over).
     pub(crate) fn forget(&self, group: &GroupName) {
         self.offsets.lock().remove(group);
         self.tails.forget(group);
+        self.repairs.lock().remove(group);
     }
 
     /// A session read `group`'s history while this node was subscribed,
@@ -145,6 +307,13 @@ impl Delivery {
             .entry(group.clone())
             .or_insert_with(|| (epoch.clone(), top));
         self.tails.begin(group, epoch, top);
+    }
+
+    /// The live stream of `group` stands at `offset` of `epoch`.
+    fn set_stream_point(&self, group: &GroupName, epoch: &Arc<str>, offset: u64) {
+        self.offsets
+            .lock()
+            .insert(group.clone(), (Some(epoch.clone()), offset));
     }
 
     fn invalid(&self, channel: &Channel, error: &dyn std::fmt::Display) {
@@ -176,15 +345,116 @@ impl BackendEvents for Delivery {
         if position.is_none() && origin.as_deref() == Some(self.node_id.as_str()) {
             return; // delivered locally when it was sent
         }
-        if let (Some(position), Target::Group(group)) = (&position, &broadcast.target) {
-            self.check_continuity(group, position);
-            if let (Some(payload), Some(limits)) = (&kept, self.history.for_group(group)) {
-                self.tails
-                    .append(group, &position.epoch, position.offset, payload, limits);
-            }
+        if let (Some(position), Target::Group(group), Some(payload)) =
+            (position.clone(), &broadcast.target, kept)
+        {
+            let group = group.clone();
+            return self.on_positioned(
+                &group,
+                Held {
+                    broadcast,
+                    message,
+                    position,
+                    payload,
+                },
+            );
         }
         let queued = Queued::new(message, position.map(|p| Stamp::new(p.offset, p.epoch)));
         self.deliver(&broadcast, &queued, &|_| true);
+    }
+}
+
+/// Where a message stands against a group's live stream.
+enum Continuity {
+    /// The next offset (or the first this node sees).
+    Continues,
+    /// Offsets after `after` were skipped, in `epoch`.
+    Skipped { after: u64, epoch: Arc<str> },
+    /// Another epoch: the history was lost.
+    NewEpoch,
+}
+
+/// Repairs `group`'s gap after offset `after` of `epoch`: reads what was
+/// missed, then delivers it and the messages held meanwhile, in order; a
+/// second skip among those starts the next round. Gives up (see
+/// [`Delivery::give_up`]) when history does not hold it all.
+async fn repair(delivery: Arc<Delivery>, group: GroupName, mut after: u64, epoch: Arc<str>) {
+    loop {
+        let Some(until) = delivery
+            .repairs
+            .lock()
+            .get(&group)
+            .and_then(|waiting| waiting.first())
+            .map(|first| first.position.offset.saturating_sub(1))
+        else {
+            return; // forgotten meanwhile: the group's subscription ended
+        };
+        let missing = delivery.read_missing(&group, after, until, &epoch).await;
+        let mut repairs = delivery.repairs.lock();
+        let Some(waiting) = repairs.remove(&group) else {
+            return;
+        };
+        let Some(missing) = missing else {
+            drop(repairs);
+            return delivery.give_up(&group, waiting);
+        };
+        let channel = Channel::Group(group.clone());
+        let mut last = after;
+        for entry in missing {
+            let Ok((broadcast, message, _)) = decode(channel.clone(), entry.payload.clone()) else {
+                delivery.metrics.bus_invalid.inc();
+                last = entry.offset;
+                continue;
+            };
+            let position = Position {
+                offset: entry.offset,
+                epoch: epoch.clone(),
+            };
+            last = entry.offset;
+            delivery.deliver_positioned(
+                &group,
+                Held {
+                    broadcast,
+                    message,
+                    position,
+                    payload: entry.payload,
+                },
+                true,
+            );
+        }
+        delivery.metrics.history_gaps_repaired.inc();
+        tracing::info!(%group, after, until, "the messages this node missed were delivered from history");
+        let mut waiting = waiting.into_iter();
+        while let Some(held) = waiting.next() {
+            let same_epoch = held.position.epoch == epoch;
+            if same_epoch && held.position.offset <= last {
+                continue; // already delivered from history
+            }
+            if same_epoch && held.position.offset == last + 1 {
+                last = held.position.offset;
+                delivery.deliver_positioned(&group, held, true);
+                continue;
+            }
+            delivery.set_stream_point(&group, &epoch, last);
+            if same_epoch {
+                // Another skip while the first was read: the next round.
+                delivery.metrics.history_gaps.inc();
+                repairs.insert(
+                    group.clone(),
+                    std::iter::once(held).chain(waiting).collect(),
+                );
+                after = last;
+                break;
+            }
+            // Another epoch: what the old one held is gone.
+            delivery.metrics.history_gaps.inc();
+            drop(repairs);
+            return delivery.give_up(&group, std::iter::once(held).chain(waiting).collect());
+        }
+        if !repairs.contains_key(&group) {
+            delivery.set_stream_point(&group, &epoch, last);
+            return;
+        }
     }
 }
 

@@ -173,12 +173,15 @@ impl HubBuilder {
         let node_id = self.node_id.unwrap_or_else(default_node_id);
         let registry = Arc::new(Registry::default());
         let metrics = Arc::new(Metrics::new());
-        let delivery = Arc::new(Delivery::new(
-            registry.clone(),
-            metrics.clone(),
-            node_id.clone(),
-            (self.config.history.clone(), self.config.history_cache),
-        ));
+        let delivery = Arc::new_cyclic(|me| {
+            Delivery::new(
+                registry.clone(),
+                metrics.clone(),
+                node_id.clone(),
+                (self.config.history.clone(), self.config.history_cache),
+                me.clone(),
+            )
+        });
         let groups_registry = registry.clone();
         let context = BackendContext {
             node_id: node_id.clone(),
@@ -188,6 +191,7 @@ impl HubBuilder {
             history: self.config.history.clone(),
         };
         let backend = self.backend.start(context)?;
+        delivery.repair_from(&backend.broker_handle());
         let workers = Workers::new(backend.leases(), self.worker_options, metrics.clone());
         let limiter = Arc::new(ConnectionLimiter::new(
             self.config.max_connections,

@@ -74,6 +74,10 @@ pub struct Metrics {
     /// Gaps seen in a session's live stream of offsets (a `groupcast.v1`
     /// client is sent a reset).
     pub history_gaps: Counter,
+    /// Gaps in a node's live stream repaired from history.
+    pub history_gaps_repaired: Counter,
+    /// Gaps that history could not repair (sessions told to resume).
+    pub history_gaps_unrepaired: Counter,
     /// History reads served from this node's tail.
     pub history_reads_tail: Counter,
     /// History reads that went to the history store.
@@ -181,6 +185,16 @@ impl Metrics {
                 Counter
             ),
             history_gaps: metric!("history_gaps", "Gaps in a session's live offsets", Counter),
+            history_gaps_repaired: metric!(
+                "history_gaps_repaired",
+                "Gaps in this node's live stream of a history group repaired from history",
+                Counter
+            ),
+            history_gaps_unrepaired: metric!(
+                "history_gaps_unrepaired",
+                "Gaps history could not repair: groupcast.v1 sessions were told to resume",
+                Counter
+            ),
             history_reads_tail: metric!(
                 "history_reads_tail",
                 "History reads served from this node's tail of the group",

@@ -57,6 +57,10 @@ struct Outgoing {
     /// Already a `groupcast.v1` protocol frame (welcome, reset): sent as
     /// it is, never wrapped.
     protocol: bool,
+    /// Part of a gap's repair (`delivery.rs`): queued even past the
+    /// queue's length, like a catch-up's backlog, because the repair
+    /// delivers what a member missed in one go.
+    repaired: bool,
     /// Its encodings, one per [`Encoding`] slot, each filled by the first
     /// writer that needs it.
     encoded: [OnceLock<Bytes>; ENCODINGS],
@@ -68,6 +72,7 @@ impl Queued {
             message,
             stamp,
             protocol: false,
+            repaired: false,
             encoded: Default::default(),
         }))
     }
@@ -78,6 +83,19 @@ impl Queued {
             message: Message::text(text),
             stamp: None,
             protocol: true,
+            repaired: false,
+            encoded: Default::default(),
+        }))
+    }
+
+    /// A message of a gap's repair, delivered in its turn: queued even
+    /// past a queue's length (see `Outgoing::repaired`).
+    pub(crate) fn repaired(message: Message, stamp: Stamp) -> Self {
+        Queued(Arc::new(Outgoing {
+            message,
+            stamp: Some(stamp),
+            protocol: false,
+            repaired: true,
             encoded: Default::default(),
         }))
     }
@@ -223,7 +241,7 @@ impl Outbound {
             if state.closing {
                 return Pushed::Closed;
             }
-            if state.frames.len() < self.capacity {
+            if state.frames.len() < self.capacity || message.0.repaired {
                 let was_empty = state.frames.is_empty();
                 state.frames.push_back(message);
                 (Pushed::Queued, was_empty)

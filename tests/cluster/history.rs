@@ -632,8 +632,8 @@ async fn cut_subscriber_connections(conn: &mut redis::aio::MultiplexedConnection
 /// A node that has received nothing of a group live since it subscribed
 /// still knows where its stream stands: the top its session's history read
 /// found. So when its subscription drops before the first live message,
-/// the messages published meanwhile are a gap, repaired by a resume, and
-/// not lost unseen. (Each try takes a fresh group, so that the node has
+/// the messages published meanwhile are a gap, repaired by the node from
+/// history, and not lost unseen. (Each try takes a fresh group, so that the node has
 /// received nothing of it live; a try shows something only when the node
 /// missed messages, that is when its subscriber was still reconnecting as
 /// they were published: bounded.)
@@ -697,7 +697,8 @@ async fn a_subscription_lost_before_the_first_live_message_is_a_gap_too() {
             "try {attempt}: everything once, in order"
         );
         if b.hub.metrics().history_gaps.get() > gaps {
-            assert!(resumed, "B saw the gap and the client resumed");
+            assert!(!resumed, "B saw the gap and repaired it: no resume");
+            assert!(b.hub.metrics().history_gaps_repaired.get() >= 1);
             return;
         }
     }
@@ -820,21 +821,34 @@ async fn outsiders_publish_with_history_through_the_redis_function() {
 }
 
 /// When a node's own live stream skips (its subscriber connection dropped
-/// and messages were published before it was back), the node closes its
-/// `groupcast.v1` sessions with 4010 so that they resume from history:
-/// the client still gets every message once, in order.
+/// and messages were published before it was back), the node reads what
+/// it missed from history and delivers it in order before anything later:
+/// a raw client and a `groupcast.v1` client on that node each get every
+/// message once, in order, and nobody is told to resume (no 4010).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gap_in_a_nodes_live_stream_is_repaired_by_resuming() {
+async fn a_gap_in_a_nodes_live_stream_is_repaired_by_the_node_for_every_client() {
     use std::sync::atomic::{AtomicU64, Ordering};
     const TOTAL: u64 = 3000;
     let redis = TestRedis::start().await;
     let (a, b) = two_nodes(&redis, &["gappy=10000:1h"]).await;
     let live = std::sync::Arc::new(parking_lot::Mutex::new(vec![b.ws_url("gappy")]));
     let client = tokio::spawn(resuming_client(0, live, TOTAL));
+    let mut raw = Client::connect(&b.ws_url("gappy")).await;
+    let raw_reader = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(TOTAL as usize);
+        while (got.len() as u64) < TOTAL {
+            match raw.next_data().await {
+                Ws::Text(text) => got.push(text.to_string()),
+                other => panic!("a raw client got {other:?}"),
+            }
+        }
+        got
+    });
     wait_until_async("B listens to the group", || async {
         redis.numsub("group:gappy").await == 1
     })
     .await;
+    common::wait_until("both of B's clients joined", || b.hub.session_count() == 2).await;
     // As fast as acks come back: a reconnect of a few milliseconds misses
     // some of them for sure.
     let sent = std::sync::Arc::new(AtomicU64::new(0));
@@ -879,14 +893,16 @@ async fn a_gap_in_a_nodes_live_stream_is_repaired_by_resuming() {
         ..
     } = client.await.unwrap();
     assert_eq!(got, numbered(1, TOTAL), "everything once, in order");
-    // The first gap closes the client's session with 4010; a later one
-    // may fall while it is reconnecting (nothing to close: its resume
-    // reads what B missed anyway), so there can be fewer closes than gaps.
-    let gaps = b.hub.metrics().history_gaps.get();
+    assert_eq!(told_to_resume, 0, "the node repaired its gaps itself");
+    let raw_got = raw_reader.await.unwrap();
+    let expected: Vec<String> = (1..=TOTAL).map(|n| format!("m{n}")).collect();
     assert!(
-        (1..=gaps).contains(&(told_to_resume as u64)),
-        "told to resume {told_to_resume} times for {gaps} gaps"
+        raw_got == expected,
+        "the raw client got every message once, in order"
     );
+    let metrics = b.hub.metrics();
+    assert!(metrics.history_gaps_repaired.get() >= 1);
+    assert_eq!(metrics.history_gaps_unrepaired.get(), 0);
 }
 
 // ----- the node's tail ---------------------------------------------------------
@@ -911,10 +927,15 @@ async fn late_joiners_and_resumes_are_served_from_the_nodes_tail_as_history_hold
     );
     let mut epoch = String::new();
     for _ in 0..20 {
-        let (mut joiner, welcome) = v1_welcomed(&format!("{}?history=30", a.ws_url("tail-1"))).await;
+        let (mut joiner, welcome) =
+            v1_welcomed(&format!("{}?history=30", a.ws_url("tail-1"))).await;
         assert_eq!(welcome["offset"], 50, "{welcome}");
         epoch = welcome["epoch"].as_str().expect("an epoch").to_owned();
-        assert_eq!(messages(&mut joiner, 30).await, numbered(21, 50), "the last 30, as kept");
+        assert_eq!(
+            messages(&mut joiner, 30).await,
+            numbered(21, 50),
+            "the last 30, as kept"
+        );
     }
     let (mut resumed, welcome) = resume_v1(&a.ws_url("tail-1"), 40, &epoch).await;
     assert_eq!(welcome["recovered"], true, "{welcome}");
@@ -974,5 +995,54 @@ async fn a_storm_of_identical_late_joins_shares_its_redis_reads() {
         metrics.history_reads_tail.get(),
     );
     assert_eq!(tail, 0, "no tail");
-    assert_eq!(store + merged, 50, "one read per joiner, to Redis or merged");
+    assert_eq!(
+        store + merged,
+        50,
+        "one read per joiner, to Redis or merged"
+    );
+}
+
+/// When history no longer holds what the node missed (here it keeps one
+/// message), the node cannot repair the gap: its `groupcast.v1` sessions
+/// are told to resume (4010), as before, and the loss is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_history_no_longer_holds_falls_back_to_resuming() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let redis = TestRedis::start().await;
+    let (a, b) = two_nodes(&redis, &["tiny=1:1h"]).await;
+    let (mut client, _) = v1_welcomed(&b.ws_url("tiny")).await;
+    // Read all along (a full queue would close it with 1013 instead).
+    let closed = tokio::spawn(async move { client.expect_close_code(4010).await });
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (hub, stop) = (a.hub.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) && n < 100_000 {
+                n += 1;
+                hub.to("tiny")
+                    .publish(format!("m{n}"))
+                    .await
+                    .expect("publish");
+            }
+        })
+    };
+    let mut conn = redis.client().await;
+    let mut cuts = 0;
+    while b.hub.metrics().history_gaps_unrepaired.get() == 0 {
+        cuts += 1;
+        assert!(cuts <= 30, "30 cuts and B never missed a message");
+        let connects = b.hub.metrics().bus_connects.get();
+        cut_subscriber_connections(&mut conn).await;
+        wait_until_async("B reconnected", || async {
+            b.hub.metrics().bus_connects.get() > connects
+        })
+        .await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    publisher.await.unwrap();
+    assert_eq!(
+        closed.await.unwrap(),
+        "messages were lost: resume with since"
+    );
 }
