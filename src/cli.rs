@@ -193,6 +193,12 @@ pub struct Cli {
     #[arg(long, env = "GROUPCAST_HISTORY_CACHE", value_name = "BYTES", default_value_t = Config::default().history_cache)]
     pub history_cache: usize,
 
+    /// Most groups one groupcast.v1 connection may hold (its own and those
+    /// it subscribes to); a subscribe beyond it gets an error frame. 0: no
+    /// limit
+    #[arg(long, env = "GROUPCAST_MAX_GROUPS_PER_CONNECTION", default_value_t = Config::default().max_groups_per_connection)]
+    pub max_groups_per_connection: usize,
+
     /// Redis URL; makes this node a cluster member.
     /// `redis://[user:password@]host:6379[/db]`, or `rediss://` for TLS.
     /// Repeat it (or separate URLs with commas) for several: the shards
@@ -431,6 +437,7 @@ impl Cli {
             max_groups: self.max_groups,
             client_messages: self.client_messages,
             history_cache: self.history_cache,
+            max_groups_per_connection: self.max_groups_per_connection,
             history: HistoryPolicy::new(self.history.iter().cloned()),
         }
     }

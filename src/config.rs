@@ -191,6 +191,10 @@ pub struct Config {
     /// messages (the node-local tail: late joins and resumes it covers are
     /// served without a history read). `0`: no tail.
     pub history_cache: usize,
+    /// Most groups one `groupcast.v1` connection may hold (its own and
+    /// those it subscribes to); a subscribe beyond it is answered with an
+    /// error, not a close. `0`: no limit.
+    pub max_groups_per_connection: usize,
 }
 
 impl Default for Config {
@@ -213,6 +217,7 @@ impl Default for Config {
             client_messages: ClientMessages::Group,
             history: HistoryPolicy::default(),
             history_cache: 64 * 1024 * 1024,
+            max_groups_per_connection: 100,
         }
     }
 }

@@ -213,7 +213,8 @@ impl Delivery {
             Queued::repaired(held.message, stamp)
         } else {
             Queued::new(held.message, Some(stamp))
-        };
+        }
+        .in_group(group);
         self.deliver(&held.broadcast, &queued, &|_| true);
     }
 
@@ -360,6 +361,10 @@ impl BackendEvents for Delivery {
             );
         }
         let queued = Queued::new(message, position.map(|p| Stamp::new(p.offset, p.epoch)));
+        let queued = match &broadcast.target {
+            Target::Group(group) => queued.in_group(group),
+            _ => queued,
+        };
         self.deliver(&broadcast, &queued, &|_| true);
     }
 }

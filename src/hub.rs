@@ -244,6 +244,15 @@ impl Session {
         self.hub()?.to(self.group()).except(self.id()).send(message)
     }
 
+    /// The groups this session holds: the one it connected to and those it
+    /// subscribed to since (`groupcast.v1`), in that order. Empty once it
+    /// left, or when the hub is gone.
+    pub fn groups(&self) -> Vec<GroupName> {
+        self.hub()
+            .map(|hub| hub.inner.registry.groups_of(self.id()))
+            .unwrap_or_default()
+    }
+
     /// The hub this session belongs to; fails once the hub is gone.
     pub fn hub(&self) -> Result<Hub, HubError> {
         self.hub_handle()
@@ -360,18 +369,37 @@ impl Hub {
             protocol,
             held,
         );
+        self.join_group(&session, session.group())?;
+        self.inner.metrics.connections_opened.inc();
+        Ok(session)
+    }
+
+    /// Adds `session` to `group` (one more group of a live session, or its
+    /// first); on the group's first local member the backend subscribes.
+    /// Refused when the node is at its group limit.
+    pub(crate) fn join_group(&self, session: &Session, group: &GroupName) -> Result<(), HubError> {
         let first = self
             .inner
             .registry
-            .join(&session, session.group(), self.inner.config.max_groups)
+            .join(session, group, self.inner.config.max_groups)
             .inspect_err(|limit| self.count_limit(limit))?;
         if first {
-            self.inner.delivery.forget(session.group());
-            self.inner.backend.broker().subscribe(session.group());
-            self.inner.workers.wake(session.group());
+            self.inner.delivery.forget(group);
+            self.inner.backend.broker().subscribe(group);
+            self.inner.workers.wake(group);
         }
-        self.inner.metrics.connections_opened.inc();
-        Ok(session)
+        Ok(())
+    }
+
+    /// Takes `session` out of `group` (the session stays connected);
+    /// false when it was not in it. On the group's last local member the
+    /// backend unsubscribes.
+    pub(crate) fn leave_group(&self, session: &Session, group: &GroupName) -> bool {
+        let held = self.inner.registry.groups_of(session.id()).contains(group);
+        if self.inner.registry.leave_group(session, group) {
+            self.inner.backend.broker().unsubscribe(group);
+        }
+        held
     }
 
     /// A session's history read, made while subscribed to `group`, found
@@ -485,11 +513,13 @@ impl Hub {
         } else {
             PublishAck::done()
         };
-        let fanout = inner.delivery.deliver(
-            &broadcast,
-            &Queued::from(message),
-            keep.unwrap_or(&|_| true),
-        );
+        let queued = match &broadcast.target {
+            Target::Group(group) => Queued::from(message).in_group(group),
+            _ => Queued::from(message),
+        };
+        let fanout = inner
+            .delivery
+            .deliver(&broadcast, &queued, keep.unwrap_or(&|_| true));
         Ok((fanout.delivered, ack))
     }
 

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 
 use crate::close::{CloseKind, CloseReason};
 use crate::config::QueueFullPolicy;
+use crate::group::GroupName;
 use crate::message::Message;
 pub(crate) use crate::protocol::Stamp;
 use crate::protocol::Welcome;
@@ -50,6 +51,8 @@ pub(crate) struct Queued(Arc<Outgoing>);
 #[derive(Debug)]
 struct Outgoing {
     message: Message,
+    /// The group it was sent to (`groupcast.v1` frames name it).
+    group: Option<GroupName>,
     /// Its history position, when its group keeps history. A client that
     /// speaks `groupcast.v1` is sent it; every other client gets the plain
     /// frame.
@@ -70,6 +73,7 @@ impl Queued {
     pub(crate) fn new(message: Message, stamp: Option<Stamp>) -> Self {
         Queued(Arc::new(Outgoing {
             message,
+            group: None,
             stamp,
             protocol: false,
             repaired: false,
@@ -81,6 +85,7 @@ impl Queued {
     pub(crate) fn protocol(text: String) -> Self {
         Queued(Arc::new(Outgoing {
             message: Message::text(text),
+            group: None,
             stamp: None,
             protocol: true,
             repaired: false,
@@ -93,6 +98,7 @@ impl Queued {
     pub(crate) fn repaired(message: Message, stamp: Stamp) -> Self {
         Queued(Arc::new(Outgoing {
             message,
+            group: None,
             stamp: Some(stamp),
             protocol: false,
             repaired: true,
@@ -105,8 +111,23 @@ impl Queued {
         Queued::protocol(welcome.to_json())
     }
 
+    /// The same message, naming the group it was sent to. Called right
+    /// after construction, while nothing else shares it (otherwise it is
+    /// left as it is).
+    pub(crate) fn in_group(mut self, group: &GroupName) -> Self {
+        if let Some(outgoing) = Arc::get_mut(&mut self.0) {
+            outgoing.group = Some(group.clone());
+        }
+        self
+    }
+
     pub(crate) fn message(&self) -> &Message {
         &self.0.message
+    }
+
+    /// The group it was sent to, if it was sent to one.
+    pub(crate) fn group(&self) -> Option<&GroupName> {
+        self.0.group.as_ref()
     }
 
     pub(crate) fn stamp(&self) -> Option<&Stamp> {
@@ -192,9 +213,10 @@ struct State {
     close: Option<CloseReason>,
     /// Whether `close` is final (no push is accepted after it).
     closing: bool,
-    /// Catching up: pushes queue as usual, but the writer waits until
-    /// [`Outbound::release`] puts the backlog in front of them.
-    held: bool,
+    /// Catch-ups in progress (the join's, and one per group subscribed
+    /// since): pushes queue as usual, but the writer waits until each
+    /// [`Outbound::release`] has put its backlog in front of them.
+    holds: u32,
 }
 
 pub(crate) struct Outbound {
@@ -220,7 +242,7 @@ impl Outbound {
     pub(crate) fn new(capacity: usize, policy: QueueFullPolicy, held: bool) -> Self {
         Outbound {
             state: Mutex::new(State {
-                held,
+                holds: u32::from(held),
                 ..State::default()
             }),
             ready: AtomicWaker::new(),
@@ -298,6 +320,18 @@ impl Outbound {
         self.state.lock().frames.len()
     }
 
+    /// Holds the writer for one more catch-up (a group subscribed on a
+    /// live connection), ended by its [`Outbound::release`]. False when
+    /// the session is closing.
+    pub(crate) fn hold(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.closing {
+            return false;
+        }
+        state.holds += 1;
+        true
+    }
+
     /// Ends a catch-up: `front` (the welcome, then the backlog in offset
     /// order) goes before what was queued live meanwhile, and live
     /// messages the backlog already holds are dropped, so the client sees
@@ -309,10 +343,10 @@ impl Outbound {
     pub(crate) fn release(&self, front: Vec<Queued>, seen: Option<(Arc<str>, u64)>) {
         {
             let mut state = self.state.lock();
-            if !state.held {
+            if state.holds == 0 {
                 return;
             }
-            state.held = false;
+            state.holds -= 1;
             let newest = front
                 .iter()
                 .rev()
@@ -349,7 +383,7 @@ impl Outbound {
         let mut state = self.state.lock();
         // Cleared under the lock: a push after this sets it again.
         self.maybe_ready.store(false, Ordering::SeqCst);
-        let writable = !state.held && !state.frames.is_empty();
+        let writable = state.holds == 0 && !state.frames.is_empty();
         if !writable && state.close.is_none() {
             return None;
         }
@@ -361,7 +395,7 @@ impl Outbound {
     /// taking a batch moves no message and frees nothing, and the queue
     /// goes on with the writer's spare buffer.
     fn drain(state: &mut State, frames: &mut VecDeque<Queued>) -> Option<CloseReason> {
-        if !state.held {
+        if state.holds == 0 {
             if frames.is_empty() {
                 std::mem::swap(&mut state.frames, frames);
             } else {

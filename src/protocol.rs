@@ -43,8 +43,12 @@ pub enum Protocol {
 /// The first frame of a `groupcast.v1` session.
 #[derive(Debug, Clone, Serialize)]
 pub struct Welcome {
+    /// `welcome`, or `subscribed` when it answers a subscribe request.
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The id of the subscribe request it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
     pub session: String,
     pub node: String,
     pub group: String,
@@ -63,6 +67,10 @@ pub struct Welcome {
 struct MessageFrame<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
+    /// The group it was sent to (absent for a message to sessions, not a
+    /// group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     offset: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,7 +109,11 @@ impl Stamp {
 
 /// A message as a `groupcast.v1` message frame (JSON text), with its
 /// position when it has one.
-pub(crate) fn message_frame(message: &Message, position: Option<(u64, &str)>) -> Utf8Bytes {
+pub(crate) fn message_frame(
+    message: &Message,
+    group: Option<&str>,
+    position: Option<(u64, &str)>,
+) -> Utf8Bytes {
     let (data, binary) = match message {
         Message::Text(text) => (std::borrow::Cow::Borrowed(text.as_str()), false),
         Message::Binary(bytes) => (
@@ -111,6 +123,7 @@ pub(crate) fn message_frame(message: &Message, position: Option<(u64, &str)>) ->
     };
     Utf8Bytes::from(to_json(&MessageFrame {
         kind: "message",
+        group,
         offset: position.map(|p| p.0),
         epoch: position.map(|p| p.1),
         data,
@@ -118,29 +131,40 @@ pub(crate) fn message_frame(message: &Message, position: Option<(u64, &str)>) ->
     }))
 }
 
-/// The last offset a session was sent, so that a live message the backlog
-/// already held is not sent twice. (Gaps are the node's business: see
-/// `Delivery::check_continuity` in `hub.rs`.)
+/// The last offset a session was sent of each group's epoch, so that a
+/// live message the backlog already held is not sent twice. (Gaps are the
+/// node's business: see `delivery.rs`.) A session holds few groups: a
+/// short list, most recent first, beats a map.
 #[derive(Debug, Default)]
 pub(crate) struct Offsets {
-    last: Option<(Arc<str>, u64)>,
+    last: Vec<(Arc<str>, u64)>,
 }
+
+/// Epochs a session remembers at most (one per group it holds; beyond,
+/// the oldest is forgotten: a repeat of a group it left is then sent).
+const MAX_EPOCHS: usize = 128;
 
 impl Offsets {
     /// Whether `stamp` is news to this session (not a repeat).
     pub(crate) fn is_new(&mut self, stamp: &Stamp) -> bool {
-        if let Some((epoch, last)) = &mut self.last
-            && **epoch == *stamp.epoch
+        if let Some(at) = self
+            .last
+            .iter()
+            .position(|(epoch, _)| **epoch == *stamp.epoch)
         {
+            let last = &mut self.last[at].1;
             if stamp.offset <= *last {
                 return false;
             }
-            // The same epoch: no clone of it (every member's writer would
+            // A known epoch: no clone of it (every member's writer would
             // touch its shared count once per message).
             *last = stamp.offset;
             return true;
         }
-        self.last = Some((stamp.epoch.clone(), stamp.offset));
+        if self.last.len() >= MAX_EPOCHS {
+            self.last.remove(0);
+        }
+        self.last.push((stamp.epoch.clone(), stamp.offset));
         true
     }
 }
@@ -164,5 +188,12 @@ mod tests {
             offsets.is_new(&Stamp::new(1, Arc::from("e2"))),
             "a new epoch"
         );
+        // Two groups interleaved: each keeps its own last offset.
+        assert!(
+            !offsets.is_new(&Stamp::new(9, e1.clone())),
+            "e1 is still known"
+        );
+        assert!(offsets.is_new(&Stamp::new(10, e1.clone())));
+        assert!(!offsets.is_new(&Stamp::new(1, Arc::from("e2"))));
     }
 }

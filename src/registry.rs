@@ -98,10 +98,6 @@ impl Registry {
 
     /// Removes `session` from `group` (and from the registry when it was
     /// its last group); true when it was the group's last local member.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "a one-group session leaves all at once")
-    )]
     pub(crate) fn leave_group(&self, session: &Session, group: &GroupName) -> bool {
         let mut maps = self.maps.write();
         let Some(member) = maps.sessions.get_mut(session.id()) else {
@@ -146,10 +142,6 @@ impl Registry {
     }
 
     /// The groups `id` holds, in join order.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "a one-group session knows its group")
-    )]
     pub(crate) fn groups_of(&self, id: &SessionId) -> Vec<GroupName> {
         self.maps
             .read()

@@ -170,10 +170,29 @@ impl Hub {
     /// See the module docs. Never fails the connection: what cannot be
     /// replayed is reported as `recovered: false`.
     pub(crate) async fn catch_up(&self, session: &Session, replay: &Replay) {
-        let group = session.group();
+        self.catch_up_in(session, session.group(), replay, None)
+            .await;
+    }
+
+    /// The same for `group`, which `session` just joined: with `request`,
+    /// the answer to a `subscribe` request of that id (a `subscribed`
+    /// frame in place of the welcome). The session's queue is held (by the
+    /// join, or by [`Outbound::hold`](crate::outbound::Outbound::hold)).
+    pub(crate) async fn catch_up_in(
+        &self,
+        session: &Session,
+        group: &GroupName,
+        replay: &Replay,
+        request: Option<u64>,
+    ) {
         let limits = self.config().history.for_group(group);
         let mut welcome = Welcome {
-            kind: "welcome",
+            kind: if request.is_some() {
+                "subscribed"
+            } else {
+                "welcome"
+            },
+            id: request,
             session: session.id().to_string(),
             node: self.node_id().to_string(),
             group: group.to_string(),
@@ -184,7 +203,7 @@ impl Hub {
         };
         let mut backlog = Vec::new();
         if let Some(limits) = limits {
-            match self.read_backlog(session, replay, limits.size).await {
+            match self.read_backlog(session, group, replay, limits.size).await {
                 Ok((page, entries, recovered)) => {
                     self.history_read_at(group, page.epoch.as_deref(), page.top);
                     welcome.epoch = page.epoch.as_deref().map(str::to_owned);
@@ -208,7 +227,7 @@ impl Hub {
         }
         let mut front = Vec::with_capacity(backlog.len() + 1);
         let mut seen = None;
-        if session.protocol() == Protocol::V1 {
+        if session.protocol() == Protocol::V1 || request.is_some() {
             front.push(Queued::welcome(&welcome));
             // The client starts from the welcome's top: what is queued live
             // up to it belongs before its join point.
@@ -226,10 +245,10 @@ impl Hub {
     async fn read_backlog(
         &self,
         session: &Session,
+        group: &GroupName,
         replay: &Replay,
         size: u64,
     ) -> Result<(HistoryPage, Vec<Queued>, bool), HubError> {
-        let group = session.group();
         self.subscribed(group).await?;
         // Reads that began after this one joined may be shared with it.
         let joined = tokio::time::Instant::now();
@@ -245,7 +264,7 @@ impl Hub {
                 let page = self
                     .read_history(group, HistoryQuery::Last(n), joined)
                     .await?;
-                let backlog = self.replayable(session, &page);
+                let backlog = self.replayable(session, group, &page);
                 Ok((page, backlog, false))
             }
             Replay::Since { offset, epoch } => {
@@ -264,7 +283,7 @@ impl Hub {
                 }
                 // Page on up to the top the first read saw: bounded by the
                 // group's size, never one unbounded read.
-                let mut backlog = self.replayable(session, &first);
+                let mut backlog = self.replayable(session, group, &first);
                 let mut last = first.entries.last().map_or(*offset, |e| e.offset);
                 while last < first.top {
                     let page = self
@@ -284,7 +303,7 @@ impl Hub {
                         // Trimmed or reset while we read: not complete.
                         return Ok((first, Vec::new(), false));
                     }
-                    backlog.extend(self.replayable(session, &page));
+                    backlog.extend(self.replayable(session, group, &page));
                     last = newest;
                 }
                 Ok((first, backlog, true))
@@ -294,18 +313,19 @@ impl Hub {
 
     /// A page's entries as queued messages for `session` (an envelope's
     /// `except` and key filter apply as they did live).
-    fn replayable(&self, session: &Session, page: &HistoryPage) -> Vec<Queued> {
+    fn replayable(&self, session: &Session, group: &GroupName, page: &HistoryPage) -> Vec<Queued> {
         let Some(epoch) = &page.epoch else {
             return Vec::new();
         };
         page.entries
             .iter()
             .filter_map(|entry| {
-                let channel = Channel::Group(session.group().clone());
+                let channel = Channel::Group(group.clone());
                 let (broadcast, message, _) = decode(channel, entry.payload.clone()).ok()?;
-                broadcast
-                    .admits(session)
-                    .then(|| Queued::new(message, Some(Stamp::new(entry.offset, epoch.clone()))))
+                broadcast.admits(session).then(|| {
+                    Queued::new(message, Some(Stamp::new(entry.offset, epoch.clone())))
+                        .in_group(group)
+                })
             })
             .collect()
     }

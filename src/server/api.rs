@@ -302,6 +302,8 @@ pub(crate) fn session_json(node: &str, s: &crate::Session) -> Value {
     json!({
         "id": s.id(),
         "group": s.group(),
+        // The group it connected to, then those it subscribed to since.
+        "groups": s.groups(),
         "node": node,
         "remote_addr": s.remote_addr().map(|a| a.to_string()),
         "connected_at_ms": connected_at,

@@ -34,6 +34,7 @@ use crate::http_error::ApiError;
 use crate::limits::{ConnectionPermit, LimitRejection, TokenBucket};
 use crate::protocol::Protocol;
 use crate::resume::Replay;
+use crate::transport::subscriptions;
 use crate::{Hub, HubError, Message, Session};
 
 /// Who is joining, as admission let them in.
@@ -41,6 +42,9 @@ pub(crate) struct Admitted {
     pub group: GroupName,
     pub claims: Claims,
     pub replay: Replay,
+    /// The token it was admitted with, for the groups it subscribes to
+    /// later (`subscriptions.rs`).
+    pub token: Option<String>,
 }
 
 /// Why a connection was refused before it was answered.
@@ -106,10 +110,14 @@ pub(crate) fn admit(
     // Replay parameters before anything else costs: a bad one is a 400.
     let replay = Replay::from_query(query).map_err(|error| Refusal::BadQuery(error.to_string()))?;
     let auth = hub.client_auth();
+    let mut token = None;
     let claims = auth
         .check_origin(headers.get(header::ORIGIN))
         .and_then(|()| client_token(headers, query))
-        .and_then(|token| auth.admit(&group, token.as_deref()))
+        .and_then(|given| {
+            token = given.as_deref().map(str::to_owned);
+            auth.admit(&group, given.as_deref())
+        })
         .map_err(|error| {
             hub.metrics().count_auth_rejection(error.code());
             tracing::debug!(%group, code = error.code(), %error, "connection refused");
@@ -122,6 +130,7 @@ pub(crate) fn admit(
         group,
         claims,
         replay,
+        token,
     })
 }
 
@@ -257,15 +266,18 @@ pub(crate) struct ClientInput {
     bucket: Option<TokenBucket>,
     rate: u32,
     forward_unhandled: bool,
+    /// The connection's token (its latest refresh), for subscriptions.
+    token: Option<String>,
 }
 
 impl ClientInput {
-    pub(crate) fn new(hub: &Hub) -> Self {
+    pub(crate) fn new(hub: &Hub, token: Option<String>) -> Self {
         let config = hub.config();
         ClientInput {
             bucket: TokenBucket::new(config.max_inbound_rate, config.max_inbound_burst),
             rate: config.max_inbound_rate,
             forward_unhandled: config.client_messages == ClientMessages::Group,
+            token,
         }
     }
 
@@ -289,7 +301,13 @@ impl ClientInput {
         let message = match message {
             FromClient::Text(text) => {
                 hub.count_incoming(text.len());
-                if try_refresh(hub, session, text.as_str())? {
+                if session.protocol() == Protocol::V1
+                    && subscriptions::try_request(hub, session, self.token.as_deref(), &text)
+                {
+                    return Ok(());
+                }
+                if let Some(renewed) = try_refresh(hub, session, text.as_str())? {
+                    self.token = Some(renewed);
                     return Ok(());
                 }
                 Message::Text(text)
@@ -329,15 +347,19 @@ fn forward(hub: &Hub, session: &Session, message: Message) {
 }
 
 /// Handles `text` if it is a refresh request of a token-admitted session:
-/// `Ok(true)` when it was one and succeeded, an error (closing 4003) when it
-/// was one and failed, `Ok(false)` when it is an ordinary message.
-fn try_refresh(hub: &Hub, session: &Session, text: &str) -> Result<bool, SessionError> {
+/// `Ok(Some(token))` when it was one and succeeded, an error (closing 4003)
+/// when it was one and failed, `Ok(None)` when it is an ordinary message.
+fn try_refresh(hub: &Hub, session: &Session, text: &str) -> Result<Option<String>, SessionError> {
     let current = session.claims();
     if current.admission != crate::auth::Admission::Token {
-        return Ok(false);
+        return Ok(None);
     }
     let Some(request) = parse_refresh(text) else {
-        return Ok(false);
+        return Ok(None);
+    };
+    let given = match &request {
+        RefreshRequest::Token(token) => Some(token.to_string()),
+        RefreshRequest::Malformed => None,
     };
     let renewed = match request {
         RefreshRequest::Token(token) => {
@@ -353,7 +375,7 @@ fn try_refresh(hub: &Hub, session: &Session, text: &str) -> Result<bool, Session
             let ack = refreshed_message(&claims);
             session.set_claims(claims);
             session.send(Message::text(ack));
-            Ok(true)
+            Ok(given)
         }
         Err(error) => {
             hub.metrics().count_auth_rejection("refresh_rejected");

@@ -12,6 +12,7 @@
 //! | file | job |
 //! | --- | --- |
 //! | `lifecycle.rs` | a session's life, for every transport |
+//! | `subscriptions.rs` | many groups over one `groupcast.v1` connection: `subscribe` / `unsubscribe` |
 //! | `writer.rs` | the vectored writer: a batch of shared buffers, one `writev` |
 //! | `websocket/` | RFC 6455: the upgrade, frames, permessage-deflate, close codes |
 //! | `sse/` | Server-Sent Events: an event stream per session, resumed with `Last-Event-ID` |
@@ -22,6 +23,7 @@
 
 pub(crate) mod lifecycle;
 pub(crate) mod sse;
+pub(crate) mod subscriptions;
 pub(crate) mod websocket;
 pub(crate) mod writer;
 

@@ -15,5 +15,6 @@ mod cluster;
 mod cluster_view;
 mod faults;
 mod history;
+mod multigroup;
 mod sentinel;
 mod sharded;

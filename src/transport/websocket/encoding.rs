@@ -51,7 +51,8 @@ pub(crate) fn frame_for<'a>(
     let plain = queued.encoded(plain, |queued| {
         if v1 {
             let position = queued.stamp().map(|s| (s.offset, &*s.epoch));
-            let text = crate::protocol::message_frame(queued.message(), position);
+            let group = queued.group().map(|group| group.as_str());
+            let text = crate::protocol::message_frame(queued.message(), group, position);
             frame::encode(OpCode::Text, false, text.as_bytes())
         } else {
             match queued.message() {
@@ -133,6 +134,7 @@ mod tests {
     fn protocol_frames_are_sent_as_they_are() {
         let welcome = Welcome {
             kind: "welcome",
+            id: None,
             session: "s".into(),
             node: "n".into(),
             group: "g".into(),

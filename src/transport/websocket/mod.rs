@@ -114,6 +114,7 @@ async fn serve(
         Some(chosen) if chosen == protocol::V1 => Protocol::V1,
         _ => Protocol::Raw,
     };
+    let token = joining.admitted.token.clone();
     let (attached, replay) = match lifecycle::attach(
         &hub,
         joining.admitted,
@@ -144,7 +145,7 @@ async fn serve(
         }),
     );
 
-    let mut input = ClientInput::new(&hub);
+    let mut input = ClientInput::new(&hub, token);
     if let Err(error) = connection
         .run(|incoming| input.on_message(&hub, session, incoming))
         .await
