@@ -57,6 +57,17 @@ fi
 step "cargo test --doc (the examples in the API docs)"
 cargo test --doc
 
+# The Grafana dashboard and the Prometheus alerts in deploy/: promtool
+# (Debian's prometheus package, unpacked into target/ if missing) checks
+# and unit-tests the rules and parses every dashboard query; that they use
+# only exported metrics is `cargo test --test node dashboards::` above.
+if [ "${SKIP_MONITORING:-0}" = 1 ]; then
+  step "monitoring files: SKIPPED (SKIP_MONITORING=1)"
+else
+  step "monitoring files: scripts/check-monitoring.sh"
+  scripts/check-monitoring.sh
+fi
+
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
   step "fuzz targets, ${FUZZ_SECONDS:-60}s each (any crash fails)"
   scripts/fuzz.sh

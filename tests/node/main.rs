@@ -15,6 +15,7 @@ mod common;
 mod api;
 mod auth;
 mod bad_input;
+mod dashboards;
 mod delivery;
 mod docs;
 mod drain;
