@@ -6,15 +6,21 @@
 //! cargo run --example task_logs
 //! curl -X POST http://127.0.0.1:5000/tasks
 //!     {"task":1,"group":"task/1","watch":"ws://127.0.0.1:5000/ws/task/1"}
-//! websocat ws://127.0.0.1:5000/ws/task/1
+//! groupcast tail ws://127.0.0.1:5000/ws/task/1
 //! ```
 //!
 //! Task groups keep their log (`task/*=1000:1h`), so a watcher that opens
 //! the page late gets every line written so far, then the live tail:
 //!
 //! ```text
-//! websocat 'ws://127.0.0.1:5000/ws/task/1?history=1000'   # any time during the task
+//! groupcast tail ws://127.0.0.1:5000/ws/task/1 --history 1000   # any time during the task
 //! ```
+//!
+//! (`groupcast tail` is the binary's terminal client: `cargo run --release
+//! -- tail …`, or any WebSocket client such as websocat.) When the task
+//! ends it closes its watchers with 1000; tail, as the protocol asks of a
+//! client the server closed, reconnects and resumes (nothing is missing,
+//! so it prints nothing more) until Ctrl-C.
 //!
 //! A task starts at once, writes 20 log lines (one every 500 ms), then
 //! closes its watchers with 1000. The task itself shows a late joiner: at

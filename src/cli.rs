@@ -551,6 +551,108 @@ pub enum CliCommand {
     /// --redis-url redis://r1:6379` (or with GROUPCAST_REDIS_URL set, as in
     /// the node's own environment).
     ShardOf(ShardOfArgs),
+    /// Print a group's messages as they arrive, one line each.
+    ///
+    /// Example: `groupcast tail task/42 --history 100` (the last 100
+    /// retained lines, then live). Reconnects with backoff when the
+    /// connection drops and, for groups with history, resumes where it was:
+    /// no line lost, none printed twice. Ctrl-C stops it.
+    Tail(TailArgs),
+    /// Publish a message, or stdin's lines, to a group.
+    ///
+    /// Through a node's HTTP API (`--url`, `--api-key`), or straight to
+    /// Redis (`--redis-url`; with history through the nodes' Redis
+    /// Function). Example: `make 2>&1 | groupcast publish task/42 -
+    /// --rate 200`.
+    Publish(PublishArgs),
+}
+
+/// Where the terminal client finds a node when given a bare group: the
+/// binary's own default listen port, on this machine.
+pub const DEFAULT_NODE_URL: &str = "http://127.0.0.1:8080";
+
+/// `groupcast tail`.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// A WebSocket URL (`ws://host:8080/ws/task/42`, any query kept) or a
+    /// bare group name (`task/42`, joined on `--url`).
+    #[arg(value_name = "WS-URL|GROUP")]
+    pub target: String,
+
+    /// The node a bare group is joined on (http:// or ws://).
+    #[arg(long, env = "GROUPCAST_URL", default_value = DEFAULT_NODE_URL)]
+    pub url: String,
+
+    /// First print up to the last N retained messages of the group (groups
+    /// with history), then the live ones.
+    #[arg(long, value_name = "N")]
+    pub history: Option<u64>,
+
+    /// One JSON object per message: `group`, `offset`, `epoch` (null for
+    /// groups without history), `data` (and `binary: true`, base64 data,
+    /// for binary messages).
+    #[arg(long)]
+    pub json: bool,
+
+    /// A client token, when the node requires one (sent as
+    /// `Authorization: Bearer`).
+    #[arg(long, env = "GROUPCAST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// No notes on stderr (joins, reconnects); errors are still printed.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `groupcast publish`.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// The group.
+    pub group: String,
+
+    /// The message; `-` (the default) publishes stdin, one message per
+    /// line (empty lines are skipped).
+    #[arg(value_name = "MESSAGE|-", default_value = "-")]
+    pub message: String,
+
+    /// The node whose HTTP API to publish through.
+    #[arg(long, env = "GROUPCAST_URL", default_value = DEFAULT_NODE_URL)]
+    pub url: String,
+
+    /// The API key, when the node requires one (`--api-keys` on the node).
+    #[arg(long, env = "GROUPCAST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Publish straight to this Redis (single or sentinel-managed primary)
+    /// instead of through a node: with `FCALL groupcast_publish`, so that
+    /// history groups keep the message, or a plain PUBLISH when no node
+    /// has loaded the function. `--url` and `--api-key` are then unused.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+
+    /// With --redis-url: the nodes' --channel-prefix.
+    #[arg(long, default_value = redis_defaults().channel_prefix, requires = "redis_url")]
+    pub channel_prefix: String,
+
+    /// At most this many messages per second (e.g. 50, or 0.5).
+    #[arg(long, value_name = "PER-SECOND", value_parser = rate)]
+    pub rate: Option<f64>,
+
+    /// No progress line and no summary on stderr; errors are still printed.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `--rate`: a positive, finite number of messages per second.
+fn rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .parse()
+        .map_err(|_| format!("expected messages per second, e.g. 50 or 0.5, got {s:?}"))?;
+    if rate.is_finite() && rate > 0.0 {
+        Ok(rate)
+    } else {
+        Err("the rate must be greater than zero".into())
+    }
 }
 
 /// What `--redis-url` points at.

@@ -1,7 +1,10 @@
 //! The `groupcast` server: parse the command line, build the hub, serve,
-//! and shut down gracefully on SIGTERM or Ctrl-C.
+//! and shut down gracefully on SIGTERM or Ctrl-C. Its subcommands are the
+//! tools around a node: `token`, `shard-of`, and the terminal client
+//! (`tail`, `publish`, in `terminal/`).
 
 mod cli;
+mod terminal;
 
 use std::net::SocketAddr;
 
@@ -21,6 +24,14 @@ async fn main() -> anyhow::Result<()> {
         Some(CliCommand::ShardOf(args)) => {
             println!("{}", args.url().map_err(anyhow::Error::msg)?);
             return Ok(());
+        }
+        Some(CliCommand::Tail(args)) => {
+            let ran = terminal::tail::run(args.clone()).await;
+            return client_exit("tail", ran);
+        }
+        Some(CliCommand::Publish(args)) => {
+            let ran = terminal::publish::run(args.clone()).await;
+            return client_exit("publish", ran);
         }
         None => {}
     }
@@ -83,6 +94,18 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("the server failed")?;
     tracing::info!("groupcast stopped");
+    Ok(())
+}
+
+/// How the terminal client ends: an error is one line on stderr naming
+/// the command and the whole chain of causes (`publish: message 3 was not
+/// published: …: Connection refused`), and exit status 1, instead of
+/// anyhow's multi-line `Error:` report, which reads like a crash.
+fn client_exit(command: &str, ran: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(error) = ran {
+        eprintln!("{command}: error: {error:#}");
+        std::process::exit(1);
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! One node and its clients: delivery, order, limits, slow clients, bad
-//! input, the HTTP API, auth, drain, workers, and the README's settings.
+//! input, the HTTP API, auth, drain, workers, the README's settings, and
+//! the terminal client (`groupcast tail` and `publish`).
 //! Most tests serve a hub in-process or spawn the binary with no Redis; a
 //! few show that the same rule holds across nodes and start their own
 //! Redis container, and `bad_input` publishes garbage on this binary's
@@ -24,4 +25,5 @@ mod order;
 mod slow_clients;
 mod smoke;
 mod sse;
+mod terminal;
 mod workers;
