@@ -306,8 +306,6 @@ mod tests {
             budget in prop_oneof![Just(usize::MAX), 0usize..200],
             steps in proptest::collection::vec(step(), 1..120),
         ) {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            let _guard = runtime.enter();
             let g = group("g");
             let mut history = MemoryHistory::default();
             let tails = HistoryTails::new(budget);
@@ -352,11 +350,6 @@ mod tests {
 
     #[test]
     fn a_skip_or_a_new_epoch_starts_the_tail_over() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let _guard = runtime.enter();
         let g = group("g");
         let tails = HistoryTails::new(usize::MAX);
         let e1: Arc<str> = Arc::from("e1");
@@ -411,11 +404,6 @@ mod tests {
 
     #[test]
     fn a_tail_that_saw_nothing_serves_nothing_and_a_forgotten_one_is_gone() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let _guard = runtime.enter();
         let g = group("g");
         let tails = HistoryTails::new(usize::MAX);
         tails.begin(&g, Some(Arc::from("e1")), 7);
@@ -458,11 +446,6 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_tails_go_when_the_budget_is_full() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let _guard = runtime.enter();
         let tails = HistoryTails::new(10);
         let e: Arc<str> = Arc::from("e");
         let (a, b) = (group("a"), group("b"));
