@@ -182,7 +182,7 @@ async fn a_group_without_a_history_rule_behaves_as_before() {
     let frame = next_json(&mut client).await;
     assert_eq!(
         frame,
-        serde_json::json!({"type": "message", "data": "after"}),
+        serde_json::json!({"type": "message", "group": "chat", "data": "after"}),
         "nothing replayed, no offset"
     );
 }
@@ -805,7 +805,7 @@ async fn outsiders_publish_with_history_through_the_redis_function() {
     let frame = next_json(&mut member).await;
     assert_eq!(
         frame,
-        serde_json::json!({"type": "message", "offset": 1, "epoch": epoch, "data": "line 1"})
+        serde_json::json!({"type": "message", "group": "jobs/7", "offset": 1, "epoch": epoch, "data": "line 1"})
     );
     let mut late = Client::connect(&format!("{}?history=10", a.ws_url("jobs/7"))).await;
     assert_eq!(late.recv_text().await, "line 1");
