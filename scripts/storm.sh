@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The join storm of BENCHMARKS.md, loopback only: one node on a local
+# redis-server holding a history group of 1,000 messages with one member
+# (so its live stream, and its tail, are warm), then N groupcast.v1 clients
+# join within a second with ?history=1000 (examples/join_storm.rs). Each
+# run measures, with the node's tail on and off alternating in the same
+# run: the clients' catch-up times, messages lost or doubled, the history
+# reads that reached Redis (XRANGE/XREVRANGE calls, from INFO
+# commandstats) and Redis CPU during the storm, and the node's own counts
+# of reads served from its tail, from Redis, and merged.
+#
+#   scripts/storm.sh                     # N = 2000 and 5000, 2 runs each
+#   STORM_CLIENTS="2000 5000 9000" RUNS=3 scripts/storm.sh
+#   NO_BUILD=1 scripts/storm.sh          # use the binaries already built
+#
+# Every step is bounded in time; everything started is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STORM_CLIENTS=${STORM_CLIENTS:-"2000 5000"}
+RUNS=${RUNS:-2}
+HISTORY=${HISTORY:-1000}
+OUT=${OUT:-bench/results/$(date -u +%Y-%m-%d)/storm}
+TARGET=${CARGO_TARGET_DIR:-target}/release
+mkdir -p "$OUT/logs"
+
+command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install -y redis-server)" >&2; exit 1; }
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  cargo build --release --bin groupcast --example join_storm
+fi
+# One socket per client, in the storm tool and in the node.
+ulimit -n "$(ulimit -Hn)"
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$OUT/summary.txt"; }
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/logs/redis.log" 2>&1 &
+pids+=($!)
+rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
+for _ in $(seq 50); do rcli PING >/dev/null 2>&1 && break; sleep 0.1; done
+
+# Waits (bounded) until `$1` succeeds.
+wait_for() {
+  local what=$1; shift
+  for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "timed out waiting for $what" >&2; exit 1
+}
+
+# One storm: $1 clients, tail "on" or "off", run $3.
+storm() {
+  local clients=$1 tail=$2 run=$3 group="storm-$1-$2-$3" port cache
+  port=$(free_port)
+  cache=$([ "$tail" = on ] && echo 67108864 || echo 0)
+  "$TARGET/groupcast" --listen "127.0.0.1:$port" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+    --history "storm-*=1000:1h" --history-cache "$cache" --max-connections 20000 \
+    --max-connections-per-ip 0 --queue-len 2048 >"$OUT/logs/node-$group.log" 2>&1 &
+  local node=$!
+  pids+=("$node")
+  wait_for "the node" curl -sf "http://127.0.0.1:$port/readyz"
+  # A member, so that the node listens to the group and its tail is warm.
+  "$TARGET/groupcast" tail --quiet "ws://127.0.0.1:$port/ws/$group" >"$OUT/logs/keeper-$group.txt" 2>/dev/null &
+  local keeper=$!
+  pids+=("$keeper")
+  wait_for "the member to join" test "$(rcli PUBSUB NUMSUB "group:$group" | tail -1)" = 1
+  seq 1 "$HISTORY" | timeout 120 "$TARGET/groupcast" publish "$group" - --redis-url "redis://127.0.0.1:$REDIS_PORT" >/dev/null 2>&1
+  wait_for "the member to get the backlog" test "$(wc -l <"$OUT/logs/keeper-$group.txt")" -ge "$HISTORY"
+  rcli CONFIG RESETSTAT >/dev/null
+  local cpu_before cpu_after
+  cpu_before=$(rcli INFO cpu | awk -F: '/used_cpu_(sys|user):/ {s+=$2} END {print s}')
+  timeout 300 "$TARGET/examples/join_storm" --url "ws://127.0.0.1:$port" --group "$group" \
+    --clients "$clients" --history "$HISTORY" --within-secs 1 >"$OUT/logs/storm-$group.json"
+  cpu_after=$(rcli INFO cpu | awk -F: '/used_cpu_(sys|user):/ {s+=$2} END {print s}')
+  local reads metrics
+  reads=$(rcli INFO commandstats | awk -F'[:=,]' '/cmdstat_x(rev)?range:/ {s+=$3} END {print s+0}')
+  metrics=$(curl -sf "http://127.0.0.1:$port/metrics")
+  local m_tail m_store m_merged
+  m_tail=$(echo "$metrics" | awk '/^groupcast_history_reads_tail_total/ {print $2}')
+  m_store=$(echo "$metrics" | awk '/^groupcast_history_reads_store_total/ {print $2}')
+  m_merged=$(echo "$metrics" | awk '/^groupcast_history_reads_merged_total/ {print $2}')
+  python3 - "$OUT/logs/storm-$group.json" "$clients" "$tail" "$run" "$reads" "$cpu_before" "$cpu_after" \
+    "$m_tail" "$m_store" "$m_merged" <<'PY' | tee -a "$OUT/summary.txt"
+import json, sys
+path, clients, tail, run, reads, before, after, m_tail, m_store, m_merged = sys.argv[1:]
+r = json.load(open(path))
+cpu_ms = (float(after) - float(before)) * 1000
+print(json.dumps({"clients": int(clients), "tail": tail, "run": int(run),
+  "caught_up": r["caught_up"], "failed": r["failed"], "lost": r["lost"], "doubled": r["doubled"],
+  "p50_ms": round(r["catch_up_ms_p50"], 1), "p99_ms": round(r["catch_up_ms_p99"], 1),
+  "max_ms": round(r["catch_up_ms_max"], 1), "redis_history_commands": int(reads),
+  "redis_cpu_ms": round(cpu_ms, 1), "node_reads_tail": int(float(m_tail or 0)),
+  "node_reads_store": int(float(m_store or 0)), "node_reads_merged": int(float(m_merged or 0)),
+  "first_error": r["first_error"]}))
+PY
+  kill "$keeper" "$node" 2>/dev/null || true
+  wait "$keeper" "$node" 2>/dev/null || true
+}
+
+log "join storm: clients ${STORM_CLIENTS}, ?history=$HISTORY, $RUNS runs, tail on/off alternating (results in $OUT)"
+for run in $(seq "$RUNS"); do
+  for clients in $STORM_CLIENTS; do
+    # Alternate which goes first, so neither always follows a change.
+    if [ $((run % 2)) = 1 ]; then order="on off"; else order="off on"; fi
+    for tail in $order; do
+      log "run $run: $clients clients, tail $tail"
+      storm "$clients" "$tail" "$run"
+    done
+  done
+done
+log "done"
