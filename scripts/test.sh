@@ -7,6 +7,7 @@
 #   SKIP_DEPLOY=1 scripts/test.sh   # skip the compose and k8s checks
 #   SKIP_FUZZ=1 scripts/test.sh     # skip the bounded fuzzing (FUZZ_SECONDS=60)
 #   SKIP_AUTOBAHN=1 scripts/test.sh # skip the Autobahn|Testsuite subset
+#   SKIP_TYPESCRIPT=1 scripts/test.sh # skip the tsc check of the JS client's types
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,19 @@ if command -v node >/dev/null 2>&1; then
   node --test clients/js/test/
 else
   step "JavaScript client: SKIPPED, node is not installed (the browser tests still drive the client)"
+fi
+
+# The client's TypeScript declarations (clients/js/groupcast.d.ts):
+# tsc --noEmit --strict over a typed usage example. tsc is Debian's
+# node-typescript, unpacked into target/typescript/ when missing; where it
+# cannot be had, the step says why and is skipped.
+if [ "${SKIP_TYPESCRIPT:-0}" = 1 ]; then
+  step "TypeScript declarations: SKIPPED (SKIP_TYPESCRIPT=1)"
+elif why=$(clients/js/check-types.sh --setup); then
+  step "TypeScript declarations: clients/js/check-types.sh"
+  clients/js/check-types.sh
+else
+  step "TypeScript declarations: SKIPPED, ${why} (clients/js/check-types.sh --setup)"
 fi
 
 step "test dependencies: chromium and chromedriver (browser test)"

@@ -14,6 +14,8 @@
 //   client.on("reset", ({ reason }) => refetchEverything());
 //   client.on("reconnecting", ({ delay }) => showStatus(`retry in ${delay} ms`));
 //   client.send("hello");            // false while not connected
+//   await client.subscribe("task/43", { history: 10 });  // same socket
+//   client.unsubscribe("task/43");
 //   client.close();                  // for good: no more events
 //
 // `connect(url, options)` is `new GroupcastClient(url, options)`; either
@@ -50,10 +52,17 @@
 //                                     frames are then plain payloads)
 //   welcome      the server's welcome frame: {session, node, group, epoch,
 //                offset, history, recovered?}
-//   message      {data, offset, epoch, binary}: data is a string, or a
-//                Uint8Array when binary; offset and epoch are null for
-//                groups without history (and plain `PUBLISH` messages)
-//   reset        {reason, epoch, offset}: continuity was lost, messages may
+//   message      {data, offset, epoch, binary, group}: data is a string,
+//                or a Uint8Array when binary; offset and epoch are null for
+//                groups without history (and plain `PUBLISH` messages);
+//                group is the group the server named (every server with
+//                subscriptions names it; older ones do not)
+//   subscribed   the server's answer to a subscribe: {group, id, epoch,
+//                offset, history, recovered?}, on every (re)connect
+//   unsubscribed {group}: the server confirmed an unsubscribe
+//   error        {code, reason, group, id}: a request was refused (the
+//                group is then dropped; see subscribe())
+//   reset        {reason, epoch, offset, group}: continuity was lost, messages may
 //                be missing; the application should refetch its state.
 //                Emitted when a resume was not recovered, for the server's
 //                `reset` frame, and after every reconnect to a group that
@@ -64,8 +73,10 @@
 //                getToken, maxRetries reached)
 //   reconnecting {delay, attempt, url, code}: next attempt in delay ms
 //
-// Properties: state ("connecting" | "open" | "reconnecting" | "closed"),
-//   position ({epoch, offset} of the last message seen, or null), welcome
+// Properties: state ("connecting" | "open" | "reconnecting" | "idle",
+//   when every group was left and the socket went, | "closed"),
+//   position ({epoch, offset} of the last message seen in the first
+//   group, or null; positionOf(group) for any), groups (names), welcome
 //   (the last welcome frame), stats ({duplicates, gaps, resets,
 //   reconnects}).
 //
@@ -86,6 +97,15 @@
 // Whatever the server does, a message at or below the last offset of the
 // same epoch is dropped and counted in stats.duplicates, so `message`
 // never delivers one twice.
+//
+// Many groups, one connection: `subscribe(group, {history, position})`
+// joins another group on the same socket (the `subscribe` request of
+// docs/protocol.md) and resolves with the server's answer;
+// `unsubscribe(group)` leaves one. Positions, duplicates and resets are
+// per group. A reconnect resumes all of them in one round trip: the first
+// group in the URL with its since/epoch, every other one in a `subscribe`
+// request with its own since/epoch, all sent the moment the socket opens,
+// none waiting for another's answer.
 
 /** The WebSocket subprotocol this client speaks. */
 export const PROTOCOL = "groupcast.v1";
@@ -141,6 +161,48 @@ function decodeBase64(text) {
   return bytes;
 }
 
+/**
+ * An error the server (or this client) gave a subscribe or unsubscribe:
+ * `code` is the machine code (`group_not_allowed`, `too_many_groups`, ...,
+ * see docs/protocol.md), `group` the group it was about.
+ */
+export class GroupcastError extends Error {
+  constructor(code, reason, group = null) {
+    super(reason || code);
+    this.name = "GroupcastError";
+    this.code = code;
+    this.group = group;
+  }
+}
+
+/**
+ * One group this client is in, and everything it knows about it. The
+ * client keeps these in the order they were asked for; the first is the
+ * one the URL names on each (re)connect, the others are `subscribe`d.
+ */
+class Subscription {
+  constructor(name, { history = 0, position = null } = {}) {
+    this.name = name; // null until the welcome for a full-endpoint URL
+    this.inUrl = false; // the URL itself names this group (no `group` option)
+    this.history = history;
+    this.position = position ? { ...position } : null;
+    this.joinedOnce = false; // a later answer is a re-join: continuity matters
+    // Per connection: reset by every _connect.
+    this.answered = false; // its welcome / `subscribed` came on this socket
+    this.resumeAsked = false; // this connection asked since/epoch for it
+    this.id = null; // the id of this connection's subscribe request
+    // subscribe() promises waiting for the first answer.
+    this.waiters = [];
+  }
+
+  settle(error, answer) {
+    for (const { resolve, reject } of this.waiters.splice(0)) {
+      if (error) reject(error);
+      else resolve(answer);
+    }
+  }
+}
+
 export class GroupcastClient {
   constructor(url, options = {}) {
     this.urls = (Array.isArray(url) ? url : [url]).map(String);
@@ -159,9 +221,17 @@ export class GroupcastClient {
     }
 
     this.state = "connecting";
-    this.position = options.position ? { ...options.position } : null;
     this.welcome = null;
     this.stats = { duplicates: 0, gaps: 0, resets: 0, reconnects: 0 };
+
+    // The connection's own group: the `group` option, or (without it) the
+    // one the URL names, learnt from the first welcome.
+    this._first = new Subscription(this.group, { history: this.history, position: options.position });
+    this._first.inUrl = this.group == null;
+    this._subs = [this._first]; // every group, in the order asked for
+    this._conn = null; // the subscription the current socket's URL names
+    this._nextId = 0; // request ids, unique for the client's lifetime
+    this._leaving = new Map(); // unsubscribe id -> resolve
 
     this._listeners = new Map();
     this._ws = null;
@@ -169,12 +239,29 @@ export class GroupcastClient {
     this._stopped = false;
     this._attempt = 0; // consecutive attempts without a welcome: the backoff exponent
     this._urlIndex = 0;
-    this._joinedOnce = false; // a later welcome is a re-join: continuity matters
-    this._resumeAsked = false; // this connection asked since/epoch
+    this._joinedOnce = false; // a welcome (or a raw open) came once
     this._raw = false; // this connection has no groupcast.v1 (plain frames)
 
     // On a microtask: listeners added right after `new` see `connecting`.
     queueMicrotask(() => this._connect());
+  }
+
+  /**
+   * The (epoch, offset) of the last message seen in the first group (the
+   * `group` option), or null. `positionOf(group)` for any group.
+   */
+  get position() {
+    return this._first.position;
+  }
+
+  /** The (epoch, offset) of the last message seen in `group`, or null. */
+  positionOf(group) {
+    return this._find(group)?.position ?? null;
+  }
+
+  /** The groups this client is in (or joining), in the order asked for. */
+  get groups() {
+    return this._subs.map((sub) => sub.name ?? this.group).filter((name) => name != null);
   }
 
   /** Adds `fn` for event `name`; returns a function that removes it. */
@@ -215,6 +302,67 @@ export class GroupcastClient {
     return true;
   }
 
+  /**
+   * Joins one more group on this same connection: a `subscribe` request
+   * now if the socket is open, else with the next connection's. Options:
+   * `history` (the last N messages first, like the connect option) or
+   * `position` ({epoch, offset} to resume from). Its messages come as
+   * `message` events naming the group; every reconnect resumes it.
+   *
+   * Resolves with the server's `subscribed` answer (epoch, offset,
+   * history, recovered?); rejects with a GroupcastError (`code` from the
+   * server, e.g. group_not_allowed; or already_subscribed, closed), and
+   * the group is then dropped. Ignoring the promise is fine: a refusal is
+   * also an `error` event.
+   */
+  subscribe(group, options = {}) {
+    const name = String(group);
+    if (this._stopped) return settled(new GroupcastError("closed", "the client is closed", name));
+    if (this._find(name)) {
+      return settled(new GroupcastError("already_subscribed", `already subscribed to ${name}`, name));
+    }
+    const sub = new Subscription(name, options);
+    const answer = new Promise((resolve, reject) => sub.waiters.push({ resolve, reject }));
+    // Handled here so that an ignored refusal is no unhandled rejection;
+    // whoever awaits `answer` still gets it.
+    answer.catch(() => {});
+    this._subs.push(sub);
+    if (this.state === "idle") {
+      // Every group was left and the socket went: this one reconnects.
+      this._timer = setTimeout(() => this._connect(), 0);
+      this.state = "connecting";
+    } else if (this._ws && this._ws.readyState === OPEN && !this._raw) {
+      this._sendSubscribe(sub);
+    }
+    // Otherwise the socket is on its way: _onOpen sends it.
+    return answer;
+  }
+
+  /**
+   * Leaves `group`: from now on none of its messages is delivered, and no
+   * reconnect joins it again. Resolves once the server confirmed (at once
+   * when not connected). The group a full-endpoint URL names cannot be
+   * left (every reconnect joins it): that is a GroupcastError.
+   */
+  unsubscribe(group) {
+    const name = String(group);
+    const sub = this._find(name);
+    if (!sub) return Promise.resolve();
+    if (sub.inUrl) {
+      return settled(new GroupcastError("bad_request", `the URL names ${name}: it cannot be left`, name));
+    }
+    this._subs.splice(this._subs.indexOf(sub), 1);
+    sub.settle(new GroupcastError("unsubscribed", `unsubscribed from ${name} before an answer`, name));
+    const ws = this._ws;
+    if (!ws || ws.readyState !== OPEN || this._raw) return Promise.resolve();
+    // Sent even when the subscribe is still unanswered: the server takes
+    // requests in order, so it joins, then leaves, and what comes of the
+    // join in between is dropped here (the group is no longer ours).
+    const id = ++this._nextId;
+    ws.send(JSON.stringify({ type: "unsubscribe", group: name, id }));
+    return new Promise((resolve) => this._leaving.set(id, resolve));
+  }
+
   /** Closes for good: no reconnect, and `closed` is the last event. */
   close() {
     if (this._stopped) return;
@@ -232,6 +380,7 @@ export class GroupcastClient {
       }
     }
     this.state = "closed";
+    this._settleAll();
     this._emit("closed", { code: 1000, reason: "closed by the client", reconnect: false });
   }
 
@@ -240,6 +389,12 @@ export class GroupcastClient {
   async _connect() {
     if (this._stopped) return;
     this._timer = null;
+    const conn = this._subs[0];
+    if (!conn) {
+      // Every group was left: nothing to connect for until a subscribe().
+      this.state = "idle";
+      return;
+    }
     this.state = "connecting";
     if (this.getToken && (this._joinedOnce || this._attempt > 0 || this.token == null)) {
       try {
@@ -253,22 +408,23 @@ export class GroupcastClient {
       if (this._stopped) return;
     }
 
-    const params = { token: this.token };
-    this._resumeAsked = false;
-    if (this.position) {
-      // Resume after the last message we delivered.
-      params.since = this.position.offset;
-      params.epoch = this.position.epoch;
-      this._resumeAsked = true;
-    } else if (this.history > 0) {
-      // Nothing seen yet (first connect, or a history group that sent
-      // nothing before we lost it): ask for the backlog again.
-      params.history = this.history;
+    // Resuming every group takes one round trip: the first in the URL
+    // (since/epoch in the query), the others in `subscribe` requests sent
+    // together the moment the socket opens, none waiting for another's
+    // answer. Each answer (the welcome, or `subscribed`) says for its
+    // group whether the resume was complete.
+    for (const sub of this._subs) {
+      sub.answered = false;
+      sub.resumeAsked = false;
+      sub.id = null;
     }
+    this._conn = conn;
+    this._leaving.clear(); // answers of a gone socket never come
+    const params = { token: this.token, ...this._replay(conn) };
     const base = this.urls[this._urlIndex];
     let url;
     try {
-      url = endpoint(base, this.group, params);
+      url = endpoint(base, conn.inUrl ? null : conn.name, params);
     } catch (error) {
       // A malformed URL: no retry will fix it.
       this._stop({ code: 1006, reason: `bad URL ${base}: ${error?.message ?? error}` });
@@ -305,6 +461,26 @@ export class GroupcastClient {
     }, this.connectTimeout);
   }
 
+  /**
+   * What to ask for `sub` on this connection: `since`/`epoch` after the
+   * last message delivered, else the backlog (first join, or a history
+   * group that sent nothing before we lost it), else nothing (live).
+   */
+  _replay(sub) {
+    if (sub.position) {
+      sub.resumeAsked = true;
+      return { since: sub.position.offset, epoch: sub.position.epoch };
+    }
+    if (sub.history > 0) return { history: sub.history };
+    return {};
+  }
+
+  _sendSubscribe(sub) {
+    sub.id = ++this._nextId;
+    const request = { type: "subscribe", group: sub.name, ...this._replay(sub), id: sub.id };
+    this._ws.send(JSON.stringify(request));
+  }
+
   _onOpen(ws, url) {
     if (ws !== this._ws) return;
     clearTimeout(this._timer);
@@ -315,12 +491,28 @@ export class GroupcastClient {
     // open with protocol ""). Its frames are then the payloads themselves.
     this._raw = ws.protocol !== PROTOCOL;
     this._emit("open", { url, protocol: ws.protocol ?? "" });
+    if (ws !== this._ws) return; // a listener may close()
     if (this._raw) {
       this._attempt = 0;
       if (this._joinedOnce) {
         this._reset({ reason: "reconnected without groupcast.v1: messages may have been missed" });
       }
       this._joinedOnce = true;
+      // Without groupcast.v1 there are no requests: only the URL's group.
+      for (const sub of this._subs.slice(1)) {
+        this._refuse(sub, { code: "unsupported", reason: "the server does not speak groupcast.v1" });
+      }
+      return;
+    }
+    // The other groups' requests, all at once (see _connect).
+    for (const sub of this._subs) {
+      if (sub !== this._conn) this._sendSubscribe(sub);
+    }
+    if (!this._subs.includes(this._conn)) {
+      // The URL's group was left while the socket was opening: the server
+      // joined it all the same, so leave it on the server too.
+      const id = ++this._nextId;
+      ws.send(JSON.stringify({ type: "unsubscribe", group: this._conn.name, id }));
     }
   }
 
@@ -350,6 +542,12 @@ export class GroupcastClient {
     switch (frame.type) {
       case "welcome":
         return this._onWelcome(frame);
+      case "subscribed":
+        return this._onSubscribed(frame);
+      case "unsubscribed":
+        return this._onUnsubscribed(frame);
+      case "error":
+        return this._onError(frame);
       case "message":
         return this._onMessage(frame);
       case "reset":
@@ -363,54 +561,131 @@ export class GroupcastClient {
   }
 
   _onWelcome(welcome) {
+    const conn = this._conn;
     this.welcome = welcome;
     this._attempt = 0;
-    const rejoin = this._joinedOnce;
     this._joinedOnce = true;
+    if (conn.name == null && welcome.group != null) conn.name = String(welcome.group);
     this._emit("welcome", welcome);
+    // The URL's group may have been left (unsubscribe) meanwhile.
+    if (this._subs.includes(conn)) this._joined(conn, welcome);
+  }
+
+  _onSubscribed(answer) {
+    // By id: after an unsubscribe and a new subscribe of the same group,
+    // only the latest request's answer is ours.
+    const sub = this._subs.find((s) => s.id != null && s.id === answer.id);
+    if (!sub) return;
+    this._emit("subscribed", { ...answer, group: sub.name });
+    this._joined(sub, answer);
+    sub.settle(null, answer);
+  }
+
+  _onUnsubscribed(answer) {
+    const resolve = this._leaving.get(answer.id);
+    this._leaving.delete(answer.id);
+    resolve?.();
+    this._emit("unsubscribed", { group: answer.group ?? null });
+  }
+
+  _onError(frame) {
+    const detail = { code: frame.code ?? "error", reason: frame.reason ?? "", group: frame.group ?? null, id: frame.id ?? null };
+    const leaving = this._leaving.get(frame.id);
+    if (leaving) {
+      // Not subscribed (its subscribe was refused): left all the same.
+      this._leaving.delete(frame.id);
+      leaving();
+      return;
+    }
+    const sub = this._subs.find((s) => s.id != null && s.id === frame.id);
+    if (sub) {
+      this._refuse(sub, detail);
+      return;
+    }
+    this._emit("error", detail);
+  }
+
+  /** `sub` was refused by the server: dropped, its promise rejected, `error` emitted. */
+  _refuse(sub, { code, reason }) {
+    const index = this._subs.indexOf(sub);
+    if (index >= 0) this._subs.splice(index, 1);
+    sub.settle(new GroupcastError(code, reason, sub.name));
+    this._emit("error", { code, reason, group: sub.name, id: sub.id });
+  }
+
+  /**
+   * The join answer for `sub` (the welcome for the URL's group, a
+   * `subscribed` for the others, with the same fields): where its
+   * position stands now, and whether continuity was lost.
+   */
+  _joined(sub, welcome) {
+    sub.answered = true;
+    const rejoin = sub.joinedOnce;
+    sub.joinedOnce = true;
+    const group = sub.name;
     if (!welcome.history) {
       // No positions in this group: a re-join may have missed anything.
-      this.position = null;
-      if (rejoin || this._resumeAsked) {
+      sub.position = null;
+      if (rejoin || sub.resumeAsked) {
         this._reset({
           reason: "group keeps no history: messages published while disconnected are lost",
           epoch: null,
           offset: null,
+          group,
         });
       }
       return;
     }
-    if (this._resumeAsked) {
+    if (sub.resumeAsked) {
       if (welcome.recovered === true) return; // the missed messages follow
       // Other epoch, trimmed or expired: the server continues from its top.
-      this.position = { epoch: welcome.epoch, offset: welcome.offset };
+      sub.position = { epoch: welcome.epoch, offset: welcome.offset };
       this._reset({
         reason: "not recovered: messages since the last one seen are no longer available",
         epoch: welcome.epoch,
         offset: welcome.offset,
+        group,
       });
       return;
     }
-    if (this.history > 0 && welcome.offset > 0) {
+    if (sub.history > 0 && welcome.offset > 0) {
       // The backlog follows; the position comes from its messages (should
       // we lose the socket before the first, we ask for the backlog again).
       return;
     }
     // Live from the top on: that is where a resume would start.
-    this.position = { epoch: welcome.epoch, offset: welcome.offset };
+    sub.position = { epoch: welcome.epoch, offset: welcome.offset };
+  }
+
+  /**
+   * The subscription a frame is about: the group it names (every frame of
+   * a server with subscriptions does), else the URL's group. Null for a
+   * group left, or not answered yet on this socket: what arrives for it
+   * belongs to a request we no longer care about.
+   */
+  _subOf(frame) {
+    const sub = frame.group == null ? this._conn : this._find(frame.group);
+    return sub && sub.answered && this._subs.includes(sub) ? sub : null;
   }
 
   _onMessage(frame) {
+    const sub = this._subOf(frame);
+    if (!sub) return;
     const binary = frame.binary === true;
     const data = binary ? decodeBase64(frame.data) : frame.data;
+    // `group` as the server named it (a server without subscriptions
+    // does not): the field is there whenever the frame has it.
+    const named = frame.group == null ? {} : { group: String(frame.group) };
     if (frame.offset == null || frame.epoch == null) {
       // Plain PUBLISH, or a group without history: no position.
-      this._deliver({ data, offset: null, epoch: null, binary });
+      this._deliver({ data, offset: null, epoch: null, binary, ...named });
       return;
     }
     const offset = Number(frame.offset);
     const epoch = String(frame.epoch);
-    const last = this.position;
+    // Positions (and so duplicates) are per group: offsets of two groups
+    // have nothing to do with each other.
+    const last = sub.position;
     if (last && last.epoch === epoch) {
       if (offset <= last.offset) {
         // Seen already (e.g. a resume overlapping the live stream).
@@ -424,17 +699,25 @@ export class GroupcastClient {
       // A new epoch without a reset or a welcome saying so: whatever came
       // in between is unknown. (A null epoch is a history group with no
       // message yet: its first epoch is no change.)
-      this._reset({ reason: `epoch changed from ${last.epoch} to ${epoch}`, epoch, offset: offset - 1 });
+      this._reset({ reason: `epoch changed from ${last.epoch} to ${epoch}`, epoch, offset: offset - 1, group: sub.name });
     }
-    this.position = { epoch, offset };
-    this._deliver({ data, offset, epoch, binary });
+    sub.position = { epoch, offset };
+    this._deliver({ data, offset, epoch, binary, ...named });
   }
 
   _onServerReset(frame) {
+    const sub = this._subOf(frame);
+    if (!sub) return;
     if (frame.epoch != null && frame.offset != null) {
-      this.position = { epoch: String(frame.epoch), offset: Number(frame.offset) };
+      sub.position = { epoch: String(frame.epoch), offset: Number(frame.offset) };
     }
-    this._reset({ reason: frame.reason ?? "reset by the server", epoch: frame.epoch ?? null, offset: frame.offset ?? null });
+    const named = frame.group == null ? {} : { group: String(frame.group) };
+    this._reset({ reason: frame.reason ?? "reset by the server", epoch: frame.epoch ?? null, offset: frame.offset ?? null, ...named });
+  }
+
+  _find(group) {
+    const name = String(group);
+    return this._subs.find((sub) => (sub.name ?? this.group) === name) ?? null;
   }
 
   _deliver(message) {
@@ -467,6 +750,12 @@ export class GroupcastClient {
       this._stop({ code, reason: reason || final });
       return;
     }
+    if (this._subs.length === 0) {
+      // Every group was left: no reason to come back until subscribe().
+      this.state = "idle";
+      this._emit("closed", { code, reason, reconnect: false });
+      return;
+    }
     this._emit("closed", { code, reason, reconnect: true });
     if (this._stopped) return; // a listener may close()
 
@@ -496,7 +785,15 @@ export class GroupcastClient {
     clearTimeout(this._timer);
     this._timer = null;
     this.state = "closed";
+    this._settleAll();
     this._emit("closed", { code, reason, reconnect: false });
+  }
+
+  /** Rejects every subscribe() still waiting: no answer will come. */
+  _settleAll() {
+    for (const sub of this._subs) sub.settle(new GroupcastError("closed", "the client is closed", sub.name));
+    for (const resolve of this._leaving.values()) resolve();
+    this._leaving.clear();
   }
 
   _emit(name, detail) {
@@ -511,6 +808,13 @@ export class GroupcastClient {
       }
     }
   }
+}
+
+/** A promise already rejected with `error`, handled (see subscribe). */
+function settled(error) {
+  const promise = Promise.reject(error);
+  promise.catch(() => {});
+  return promise;
 }
 
 /** The platform's `reportError` where there is one (browsers), else a throw on a timer. */

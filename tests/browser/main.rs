@@ -1,6 +1,7 @@
 //! Headless Chromium through chromedriver (`scripts/install-test-deps.sh`
 //! installs both): the demo page, the JS client, compression in the
-//! browser, and the JS client resuming across a killed node (which also
+//! browser, and the JS client (one group, and five on one connection) and
+//! the browser's EventSource resuming across a killed node (which also
 //! needs Docker for Redis).
 //!
 //! One test binary for these files (one module each, tests named
@@ -12,3 +13,4 @@ mod common;
 
 mod browser;
 mod browser_resume;
+mod browser_sse;
