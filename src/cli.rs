@@ -199,6 +199,11 @@ pub struct Cli {
     #[arg(long, env = "GROUPCAST_MAX_GROUPS_PER_CONNECTION", default_value_t = Config::default().max_groups_per_connection)]
     pub max_groups_per_connection: usize,
 
+    /// Session keys shown in presence (GET /api/groups/{group}/members),
+    /// comma-separated; the other keys stay on their node
+    #[arg(long, env = "GROUPCAST_PRESENCE_KEYS", value_delimiter = ',')]
+    pub presence_keys: Vec<String>,
+
     /// Redis URL; makes this node a cluster member.
     /// `redis://[user:password@]host:6379[/db]`, or `rediss://` for TLS.
     /// Repeat it (or separate URLs with commas) for several: the shards
@@ -438,6 +443,7 @@ impl Cli {
             client_messages: self.client_messages,
             history_cache: self.history_cache,
             max_groups_per_connection: self.max_groups_per_connection,
+            presence_keys: self.presence_keys.clone(),
             history: HistoryPolicy::new(self.history.iter().cloned()),
         }
     }

@@ -195,6 +195,11 @@ pub struct Config {
     /// those it subscribes to); a subscribe beyond it is answered with an
     /// error, not a close. `0`: no limit.
     pub max_groups_per_connection: usize,
+    /// The session keys the application marks public: presence
+    /// (`hub.presence(group)`, `GET /api/groups/{group}/members`) shows
+    /// these keys of each member, cluster-wide, and no others. Empty by
+    /// default: members show their id, node, `sub` and connection time.
+    pub presence_keys: Vec<String>,
 }
 
 impl Default for Config {
@@ -218,6 +223,7 @@ impl Default for Config {
             history: HistoryPolicy::default(),
             history_cache: 64 * 1024 * 1024,
             max_groups_per_connection: 100,
+            presence_keys: Vec::new(),
         }
     }
 }

@@ -34,7 +34,8 @@ use crate::auth::{Claims, ClientAuth};
 use crate::backend::history::{HistoryPage, HistoryQuery};
 use crate::backend::local::Standalone;
 use crate::backend::{
-    Backend, BackendContext, BackendStatus, Channel, IntoBackend, NodeInfo, PublishAck,
+    Backend, BackendContext, BackendStatus, Channel, IntoBackend, NodeInfo, PresenceStore,
+    PublishAck,
 };
 use crate::broadcast::{Broadcast, Target};
 use crate::config::Config;
@@ -47,6 +48,7 @@ use crate::limits::{ConnectionLimiter, ConnectionPermit, LimitRejection};
 use crate::message::{Message, Utf8Bytes};
 use crate::metrics::Metrics;
 use crate::outbound::Queued;
+use crate::presence::local::RegistryMembers;
 use crate::protocol::Protocol;
 use crate::registry::Registry;
 use crate::selection::Selection;
@@ -188,6 +190,11 @@ impl HubBuilder {
             inbox: delivery.clone(),
             metrics: metrics.clone(),
             local_groups: Arc::new(move || groups_registry.groups()),
+            members: Arc::new(RegistryMembers {
+                registry: registry.clone(),
+                node_id: node_id.clone(),
+                public_keys: self.config.presence_keys.clone(),
+            }),
             history: self.config.history.clone(),
         };
         let backend = self.backend.start(context)?;
@@ -383,6 +390,7 @@ impl Hub {
             .registry
             .join(session, group, self.inner.config.max_groups)
             .inspect_err(|limit| self.count_limit(limit))?;
+        self.inner.backend.presence().joined(group, session.id());
         if first {
             self.inner.delivery.forget(group);
             self.inner.backend.broker().subscribe(group);
@@ -396,6 +404,9 @@ impl Hub {
     /// backend unsubscribes.
     pub(crate) fn leave_group(&self, session: &Session, group: &GroupName) -> bool {
         let held = self.inner.registry.groups_of(session.id()).contains(group);
+        if held {
+            self.inner.backend.presence().left(group, session.id());
+        }
         if self.inner.registry.leave_group(session, group) {
             self.inner.backend.broker().unsubscribe(group);
         }
@@ -444,6 +455,10 @@ impl Hub {
     /// Removes a session from every group it holds; the backend
     /// unsubscribes from each group that empties.
     pub(crate) fn leave(&self, session: &Session) {
+        let presence = self.inner.backend.presence();
+        for group in self.inner.registry.groups_of(session.id()) {
+            presence.left(&group, session.id());
+        }
         for emptied in self.inner.registry.leave(session) {
             self.inner.backend.broker().unsubscribe(&emptied);
         }
@@ -617,6 +632,11 @@ impl Hub {
     /// (standalone: this node alone).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BackendError> {
         self.inner.backend.cluster().nodes().await
+    }
+
+    /// Who is in each group, cluster-wide (`presence/api.rs` reads it).
+    pub(crate) fn presence_store(&self) -> &dyn PresenceStore {
+        self.inner.backend.presence()
     }
 
     // ----- shutting down -------------------------------------------------

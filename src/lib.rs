@@ -54,6 +54,7 @@ mod message;
 pub mod metrics;
 mod outbound;
 mod poll_gate;
+mod presence;
 pub mod protocol;
 mod registry;
 #[doc(hidden)]
@@ -67,7 +68,7 @@ mod transport;
 pub mod wire;
 pub mod workers;
 
-pub use backend::{IntoBackend, Position};
+pub use backend::{Cursor, IntoBackend, Member, MemberPage, Position, PresenceStats, UserCount};
 pub use broadcast::{Broadcast, KeyFilter, Target};
 pub use close::{CloseKind, CloseReason};
 pub use config::{ClientMessages, Config, ConfigError, ParseSettingError, QueueFullPolicy};

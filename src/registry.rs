@@ -239,6 +239,11 @@ impl Registry {
         groups
     }
 
+    /// The session `id` when it is a local member of `group`.
+    pub(crate) fn member_of(&self, group: &GroupName, id: &SessionId) -> Option<Session> {
+        self.maps.read().groups.get(group)?.get(id).cloned()
+    }
+
     pub(crate) fn members(&self, group: &GroupName) -> Vec<Session> {
         self.maps
             .read()

@@ -3,7 +3,8 @@
 //! The hub has already delivered every broadcast to its own sessions, and
 //! there is no one else to tell, so publishing is a no-op and a
 //! subscription is confirmed at once (`LocalBroker`), the cluster view is
-//! this node alone (`ThisNode`), and leases live in this process
+//! this node alone (`ThisNode`), group presence is this node's registry
+//! read live ([`LocalPresence`]), and leases live in this process
 //! ([`LocalLeases`]). History lives in memory (`memory_history.rs`), with
 //! the semantics of the Redis streams: an append is delivered to the
 //! members through the inbox, under the same lock, so they see offsets in
@@ -21,7 +22,9 @@ use super::broker::Broker;
 use super::channels::ChannelNames;
 use super::cluster_view::ClusterView;
 use super::leases::LocalLeases;
+use super::member::{self, Cursor, LocalMembers, MemberPage, PresenceStats, UserCount};
 use super::memory_history::MemoryHistory;
+use super::presence_store::PresenceStore;
 use super::subscriptions::Subscriptions;
 use crate::backend::error::BackendError;
 use crate::backend::future::BoxFuture;
@@ -50,10 +53,12 @@ impl IntoBackend for Standalone {
             subscriptions: Mutex::new(Subscriptions::new(Duration::ZERO)),
             history: MemoryHistory::default(),
         };
+        let presence = LocalPresence(context.members.clone());
         Ok(Backend::new(
             Arc::new(broker),
             Arc::new(ThisNode(context)),
             Arc::new(LocalLeases::default()),
+            Arc::new(presence),
         ))
     }
 }
@@ -153,5 +158,41 @@ impl ClusterView for ThisNode {
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BackendError>> {
         let node = self.0.local_node();
         Box::pin(async move { Ok(vec![node]) })
+    }
+}
+
+/// The standalone presence store: this node's members, read live from the
+/// registry; nothing to write, nothing expires.
+pub struct LocalPresence(pub Arc<dyn LocalMembers>);
+
+impl PresenceStore for LocalPresence {
+    fn joined(&self, _: &GroupName, _: &crate::session_id::SessionId) {}
+
+    fn left(&self, _: &GroupName, _: &crate::session_id::SessionId) {}
+
+    fn members<'a>(
+        &'a self,
+        group: &'a GroupName,
+        cursor: &'a Cursor,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<MemberPage, BackendError>> {
+        let page = member::page_of(self.0.members(group), cursor, limit);
+        Box::pin(async move { Ok(page) })
+    }
+
+    fn users<'a>(
+        &'a self,
+        group: &'a GroupName,
+    ) -> BoxFuture<'a, Result<Vec<UserCount>, BackendError>> {
+        let users = member::users_of(&self.0.members(group));
+        Box::pin(async move { Ok(users) })
+    }
+
+    fn stats<'a>(
+        &'a self,
+        group: &'a GroupName,
+    ) -> BoxFuture<'a, Result<PresenceStats, BackendError>> {
+        let stats = member::stats_of(&self.0.members(group));
+        Box::pin(async move { Ok(stats) })
     }
 }

@@ -16,7 +16,10 @@
 //!   ([`history`]);
 //! * **the cluster view** ([`ClusterView`], `cluster_view.rs`) —
 //!   [`ClusterView::nodes`], every live node and its groups ([`presence`]);
-//! * **worker leases** ([`LeaseStore`], [`leases`]).
+//! * **worker leases** ([`LeaseStore`], [`leases`]);
+//! * **per-group presence** ([`PresenceStore`], `presence_store.rs`) —
+//!   who is in a group on every node, a page at a time, and its counts
+//!   ([`member`]).
 //!
 //! Why parts rather than one trait: each backend is made of pieces that do
 //! one of these jobs (on Redis, a link publishes and subscribes, the
@@ -55,8 +58,10 @@ pub mod history;
 mod inbound;
 pub mod leases;
 pub mod local;
+pub mod member;
 pub(crate) mod memory_history;
 pub mod presence;
+pub mod presence_store;
 mod publish;
 pub mod redis;
 mod seam;
@@ -73,7 +78,11 @@ pub use self::future::BoxFuture;
 pub use self::history::{HistoryEntry, HistoryPage, HistoryQuery};
 pub use self::inbound::{BackendEvents, Channel, Inbound, Inbox, Position};
 pub use self::leases::{LeaseHolder, LeaseStore};
+pub use self::member::{
+    Cursor, LocalMembers, Member, MemberPage, NoMembers, PresenceStats, UserCount,
+};
 pub use self::presence::{LocalGroups, NodeInfo};
+pub use self::presence_store::PresenceStore;
 pub use self::publish::{PublishAck, Published};
 pub use self::seam::{Backend, BackendContext, IntoBackend};
 pub use self::status::{BackendStatus, ConnectionStatus};

@@ -1,8 +1,8 @@
 //! The seam itself: the backend the hub holds, what it is given when the
 //! hub starts it, and the one place its parts are shut down in order.
 //!
-//! A backend is three parts ([`Broker`], [`ClusterView`], [`LeaseStore`])
-//! that each backend makes of its own pieces, plus the tasks those pieces
+//! A backend is four parts ([`Broker`], [`ClusterView`], [`LeaseStore`],
+//! [`PresenceStore`]) that each backend makes of its own pieces, plus the tasks those pieces
 //! run. [`Backend`] is a plain struct rather than a fourth trait so that
 //! nothing has to restate "publish goes to the link, nodes to the presence,
 //! leases to the lease store" once per backend: the hub asks the part it
@@ -18,7 +18,9 @@ use super::cluster_view::ClusterView;
 use super::error::BackendError;
 use super::inbound::Inbox;
 use super::leases::LeaseStore;
+use super::member::LocalMembers;
 use super::presence::{LocalGroups, NodeInfo};
+use super::presence_store::PresenceStore;
 use super::tasks::Tasks;
 use crate::metrics::Metrics;
 
@@ -33,6 +35,8 @@ pub struct BackendContext {
     pub metrics: Arc<Metrics>,
     /// This node's groups and local member counts, for presence.
     pub local_groups: LocalGroups,
+    /// This node's members of a group, for per-group presence.
+    pub members: Arc<dyn LocalMembers>,
     /// Which groups keep history (for what a backend sets up for
     /// publishers outside groupcast, like the Redis Function).
     pub history: crate::history::HistoryPolicy,
@@ -62,11 +66,12 @@ impl IntoBackend for Box<dyn IntoBackend> {
     }
 }
 
-/// A started backend: its three parts and their tasks. See the module docs.
+/// A started backend: its four parts and their tasks. See the module docs.
 pub struct Backend {
     broker: Arc<dyn Broker>,
     cluster: Arc<dyn ClusterView>,
     leases: Arc<dyn LeaseStore>,
+    presence: Arc<dyn PresenceStore>,
     /// What the parts run in the background (none standalone). Dropping
     /// the backend cancels them, shut down or not.
     tasks: Option<Tasks>,
@@ -80,11 +85,13 @@ impl Backend {
         broker: Arc<dyn Broker>,
         cluster: Arc<dyn ClusterView>,
         leases: Arc<dyn LeaseStore>,
+        presence: Arc<dyn PresenceStore>,
     ) -> Self {
         Backend {
             broker,
             cluster,
             leases,
+            presence,
             tasks: None,
             shut_down: AtomicBool::new(false),
         }
@@ -113,6 +120,11 @@ impl Backend {
         &*self.cluster
     }
 
+    /// Who is in each group, cluster-wide.
+    pub fn presence(&self) -> &dyn PresenceStore {
+        &*self.presence
+    }
+
     /// Where group workers' leases live (a handle the workers keep).
     pub fn leases(&self) -> Arc<dyn LeaseStore> {
         self.leases.clone()
@@ -123,7 +135,9 @@ impl Backend {
     /// 1. the broker sends what is queued ([`Broker::flush`]);
     /// 2. every background task stops — the heartbeat among them, so that
     ///    a late beat cannot write back the entry step 3 removes;
-    /// 3. this node leaves the cluster view ([`ClusterView::withdraw`]);
+    /// 3. this node leaves the cluster view ([`ClusterView::withdraw`]) and
+    ///    its members leave their groups' presence
+    ///    ([`PresenceStore::withdraw`]);
     /// 4. the broker closes its connections ([`Broker::close`]): step 3
     ///    still needed them.
     ///
@@ -143,6 +157,9 @@ impl Backend {
         if let Err(error) = self.cluster.withdraw().await {
             tracing::warn!(%error, "shutdown: could not remove this node's presence");
         }
+        if let Err(error) = self.presence.withdraw().await {
+            tracing::warn!(%error, "shutdown: could not remove this node's group members");
+        }
         self.broker.close();
         tracing::info!(mode = self.broker.status().kind, "backend stopped");
     }
@@ -158,6 +175,8 @@ mod tests {
     use crate::backend::history::{HistoryPage, HistoryQuery};
     use crate::backend::inbound::Channel;
     use crate::backend::leases::LocalLeases;
+    use crate::backend::local::LocalPresence;
+    use crate::backend::member::NoMembers;
     use crate::backend::publish::PublishAck;
     use crate::backend::status::BackendStatus;
     use crate::group::GroupName;
@@ -240,6 +259,7 @@ mod tests {
             Arc::new(Parts(steps.clone())),
             Arc::new(Parts(steps.clone())),
             Arc::new(LocalLeases::default()),
+            Arc::new(LocalPresence(Arc::new(NoMembers))),
         )
         .with_tasks(tasks)
     }

@@ -5,8 +5,10 @@
 //!
 //! Group names may contain `/` (`task/42`): both `/api/groups/task/42` and
 //! `/api/groups/task%2F42` name that group. `POST …/messages` publishes;
-//! `GET …/history?since=&limit=` reads a history group's retained messages
-//! (so the API cannot show a group whose last segment is `history`).
+//! `GET …/history?since=&limit=` reads a history group's retained messages,
+//! `GET …/members?cursor=&limit=` pages through its members on every node
+//! and `GET …/users` lists its distinct users (so the API cannot show a
+//! group whose last segment is `history`, `members` or `users`).
 
 use axum::Json;
 use axum::Router;
@@ -22,6 +24,7 @@ use super::state::AppState;
 use crate::Message;
 use crate::backend::NodeInfo;
 use crate::backend::history::{HistoryQuery, MAX_PAGE};
+use crate::backend::member::{Cursor, MAX_MEMBER_PAGE};
 use crate::backend::presence::{GroupTotal, group_totals};
 use crate::group::GroupName;
 pub(crate) use crate::http_error::ApiError;
@@ -198,8 +201,19 @@ async fn show_group(
     if let Some(group) = rest.strip_suffix("/history") {
         return show_history(&state, group, query.as_deref()).await;
     }
+    if let Some(group) = rest.strip_suffix("/members") {
+        return show_members(&state, group, query.as_deref()).await;
+    }
+    if let Some(group) = rest.strip_suffix("/users") {
+        return show_users(&state, group).await;
+    }
     let group = GroupName::new(&rest).map_err(ApiError::bad_group)?;
     let nodes = nodes(&state).await?;
+    let presence = state
+        .hub
+        .presence_stats(&group)
+        .await
+        .map_err(presence_unavailable)?;
     let summary = group_totals(&nodes).remove(group.as_str());
     let hub = &state.hub;
     let sessions: Vec<Value> = hub
@@ -213,6 +227,96 @@ async fn show_group(
         "nodes": summary.map(|s| s.nodes).unwrap_or_default(),
         "node": hub.node_id(),
         "sessions": sessions,
+        // Cluster-wide presence: members and distinct users (`sub`).
+        "presence": presence,
+    })))
+}
+
+/// A presence read that failed: the backend's fault.
+fn presence_unavailable(error: crate::BackendError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "bus_unavailable",
+        format!("cannot read presence: {error}"),
+    )
+}
+
+/// Members per page of `GET …/members` unless `limit` says otherwise.
+const MEMBERS_LIMIT_DEFAULT: usize = 100;
+
+/// `cursor` and `limit` of `GET …/members`: 400 with the reason when
+/// either is not one this server accepts.
+pub(crate) fn members_query(query: Option<&str>) -> Result<(Cursor, usize), ApiError> {
+    let (mut cursor, mut limit) = (Cursor::start(), MEMBERS_LIMIT_DEFAULT);
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "cursor" => {
+                cursor = Cursor::decode(&value).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_cursor",
+                        format!("cursor {value:?} is {e}: pass the next_cursor of a page"),
+                    )
+                })?
+            }
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_MEMBER_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_limit",
+                            format!(
+                                "limit must be a whole number from 1 to {MAX_MEMBER_PAGE}, not {value:?}"
+                            ),
+                        )
+                    })?
+            }
+            _ => {}
+        }
+    }
+    Ok((cursor, limit))
+}
+
+/// `GET /api/groups/{group}/members?cursor=&limit=`: a page of the group's
+/// members on every node, in the order of their ids, with the counts and
+/// the cursor of the next page (`null` on the last).
+async fn show_members(
+    state: &AppState,
+    group: &str,
+    query: Option<&str>,
+) -> Result<Json<Value>, ApiError> {
+    let group = GroupName::new(group).map_err(ApiError::bad_group)?;
+    let (cursor, limit) = members_query(query)?;
+    let page = state
+        .hub
+        .presence_page(&group, &cursor, limit)
+        .await
+        .map_err(presence_unavailable)?;
+    Ok(Json(json!({
+        "group": group,
+        "members": page.members,
+        "next_cursor": page.next.map(|next| next.encode()),
+        "count": page.stats.members,
+        "users": page.stats.users,
+    })))
+}
+
+/// `GET /api/groups/{group}/users`: the group's distinct users (`sub`) on
+/// every node, each with its sessions in the group.
+async fn show_users(state: &AppState, group: &str) -> Result<Json<Value>, ApiError> {
+    let group = GroupName::new(group).map_err(ApiError::bad_group)?;
+    let users = state
+        .hub
+        .presence_users(&group)
+        .await
+        .map_err(presence_unavailable)?;
+    Ok(Json(json!({
+        "group": group,
+        "count": users.len(),
+        "users": users,
     })))
 }
 

@@ -16,5 +16,6 @@ mod cluster_view;
 mod faults;
 mod history;
 mod multigroup;
+mod presence;
 mod sentinel;
 mod sharded;

@@ -18,8 +18,9 @@
 //!   and a failover (the connection drops; the slot map names the promoted
 //!   replica);
 //! * **keys**: every script touches keys of one slot — presence's two keys
-//!   share the hash tag `{groupcast:nodes}`, a lease is one key — so the
-//!   single-Redis scripts run unchanged.
+//!   share the hash tag `{groupcast:nodes}`, a group's presence keys the
+//!   hash tag of its channel (`{group:<g>}`, its history's too), a lease
+//!   is one key — so the single-Redis scripts run unchanged.
 //!
 //! `status().connected` (what `/readyz` answers): the slot map was read
 //! and the cluster channel is subscribed. While a primary is down and not
@@ -41,7 +42,10 @@ use redis::IntoConnectionInfo;
 use self::subscriber::{ClusterSubscriber, ClusterSubscriberSettings};
 use super::redis::connections::{Connections, PrimaryConnections};
 use super::redis::pool::RedisPool;
-use super::redis::{LinkStart, Presence, RedisLeases, RedisLink, prepare_tls, redact};
+use super::redis::{
+    GroupPresence, LinkStart, Presence, RedisLeases, RedisLink, group_presence_on, prepare_tls,
+    redact,
+};
 use crate::backend::error::BackendError;
 use crate::backend::seam::{Backend, BackendContext, IntoBackend};
 use crate::backend::tasks::Tasks;
@@ -107,7 +111,9 @@ impl IntoBackend for ClusterOptions {
         let connections = Connections::Primaries(primaries.clone());
         let link = RedisLink::start(&start, pool.clone(), connections, subscriber, &mut tasks);
         let presence = Presence::start(&link, &start, None, &mut tasks);
+        let members =
+            GroupPresence::start(group_presence_on(&start, vec![pool.clone()]), &mut tasks);
         let leases = RedisLeases::new(pool, redis.lease_prefix.clone());
-        Ok(Backend::new(Arc::new(link), presence, Arc::new(leases)).with_tasks(tasks))
+        Ok(Backend::new(Arc::new(link), presence, Arc::new(leases), members).with_tasks(tasks))
     }
 }

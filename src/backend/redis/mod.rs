@@ -27,6 +27,7 @@
 //! | `publisher.rs` | the ordered publisher: pipelines of PUBLISH in call order |
 //! | `connections.rs` | a link's connections in `status()`: one server, or a cluster's primaries |
 //! | `presence.rs` | heartbeats and the cluster view (a hash and a sorted set, no SCAN) |
+//! | `group_presence.rs`, `group_scripts.rs` | per-group presence: joins and leaves written in batches, members read a page at a time, counts kept by the same scripts |
 //! | `periodic.rs` | the timer loop of the heartbeat and the Sentinel watcher, failures logged once a streak |
 //! | `leases.rs` | worker leases (`SET NX PX`, fenced scripts) |
 //! | `history.rs` | a stream per history group, appended and published by one script |
@@ -39,6 +40,8 @@
 pub(crate) mod connections;
 pub(crate) mod errors;
 pub mod function;
+pub(crate) mod group_presence;
+pub(crate) mod group_scripts;
 pub(crate) mod history;
 pub(crate) mod inbound;
 mod leases;
@@ -56,6 +59,7 @@ pub(crate) mod target;
 pub use self::options::RedisOptions;
 
 pub(crate) use self::errors::command_error;
+pub(crate) use self::group_presence::{GroupPresence, GroupPresenceStart};
 pub(crate) use self::leases::RedisLeases;
 pub(crate) use self::link::{LinkStart, RedisLink, fixed_server};
 pub(crate) use self::options::{prepare_tls, redact};
@@ -104,6 +108,24 @@ pub(crate) fn on_one_server(
     let link = RedisLink::on_server(start, target, true, &mut tasks);
     let function = function::library_for(&start.context.history, start.names);
     let presence = Presence::start(&link, start, function, &mut tasks);
+    let members = GroupPresence::start(group_presence_on(start, vec![link.pool()]), &mut tasks);
     let leases = RedisLeases::new(link.pool(), start.options.lease_prefix.clone());
-    Backend::new(Arc::new(link), presence, Arc::new(leases)).with_tasks(tasks)
+    Backend::new(Arc::new(link), presence, Arc::new(leases), members).with_tasks(tasks)
+}
+
+/// The per-group presence settings of a backend whose groups are all on
+/// one pool (one server, a Redis Cluster's routing connection).
+pub(crate) fn group_presence_on<'a>(
+    start: &LinkStart<'a>,
+    pools: Vec<pool::RedisPool>,
+) -> GroupPresenceStart<'a> {
+    GroupPresenceStart {
+        pools,
+        route: Arc::new(|_| 0),
+        names: start.names.clone(),
+        context: start.context,
+        interval: start.options.heartbeat_interval,
+        ttl: start.options.presence_ttl,
+        span: start.span.clone(),
+    }
 }

@@ -14,6 +14,8 @@
 //!   order holds exactly as on one Redis. The backend's broker is the
 //!   links together (`ShardedBroker`): it routes each call to the link of
 //!   its group, and adds the links' statuses up.
+//! * **Per-group presence** is on the group's shard, like its channel
+//!   and its history (`redis/group_presence.rs`, routed by the same hash).
 //! * **Shard 0** also carries what is not a group's: the cluster channel
 //!   (broadcast-all, session lists), node presence and worker leases. They
 //!   are small, and one place for them keeps the cluster view and the
@@ -39,7 +41,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::redis::{LinkStart, Presence, RedisLeases, RedisLink, fixed_server};
+use super::redis::{
+    GroupPresence, GroupPresenceStart, LinkStart, Presence, RedisLeases, RedisLink, fixed_server,
+    group_presence_on,
+};
 use crate::backend::broker::Broker;
 use crate::backend::error::BackendError;
 use crate::backend::future::BoxFuture;
@@ -92,6 +97,14 @@ impl IntoBackend for ShardedOptions {
             return Err(BackendError::InvalidOptions("no shard".into()));
         };
         let presence = Presence::start(control_link, control, None, &mut tasks);
+        let router = self.clone();
+        let members = GroupPresence::start(
+            GroupPresenceStart {
+                route: Arc::new(move |group| router.shard_of(group)),
+                ..group_presence_on(control, links.iter().map(RedisLink::pool).collect())
+            },
+            &mut tasks,
+        );
         let leases = RedisLeases::new(control_link.pool(), self.redis.lease_prefix.clone());
         tracing::info!(
             shards = links.len(),
@@ -102,7 +115,7 @@ impl IntoBackend for ShardedOptions {
             options: *self,
             links,
         };
-        Ok(Backend::new(Arc::new(broker), presence, Arc::new(leases)).with_tasks(tasks))
+        Ok(Backend::new(Arc::new(broker), presence, Arc::new(leases), members).with_tasks(tasks))
     }
 }
 
