@@ -155,6 +155,14 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<CliCommand>,
 
+    /// A TOML file of settings: keys are the long flag names
+    /// (`max-message-size = 65536`, `history = ["task/*=1000:24h"]`).
+    /// Flags and GROUPCAST_* variables override it; `groupcast config
+    /// example` prints a complete one, `groupcast config check FILE` checks
+    /// one.
+    #[arg(long, env = "GROUPCAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on.
     // The binary's own default: the library has none (an application binds
     // its listener and hands it to `server::serve`); every interface, so
@@ -571,6 +579,39 @@ pub enum CliCommand {
     /// Function). Example: `make 2>&1 | groupcast publish task/42 -
     /// --rate 200`.
     Publish(PublishArgs),
+    /// Print an example config file, or check one.
+    ///
+    /// `groupcast config example > groupcast.toml` writes every setting,
+    /// commented, at its default; `groupcast config check groupcast.toml`
+    /// validates a file and prints the settings a node would run with.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `groupcast config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a complete config file: every setting with its help and
+    /// environment variable, at its default (commented out where there is
+    /// none). Generated from the flags' own definitions.
+    Example,
+    /// Validate a config file and print the effective settings: each key
+    /// with its value and where it came from (flag, env, file or default),
+    /// secrets masked.
+    ///
+    /// GROUPCAST_* variables apply as they would on a node; flags after
+    /// `--` too: `groupcast config check groupcast.toml -- --queue-len 64`.
+    Check(ConfigCheckArgs),
+}
+
+/// `groupcast config check`.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigCheckArgs {
+    /// The config file.
+    pub file: PathBuf,
+    /// Serving flags, after `--`, applied over the file and environment.
+    #[arg(last = true, value_name = "FLAGS")]
+    pub flags: Vec<std::ffi::OsString>,
 }
 
 /// Where the terminal client finds a node when given a bare group: the

@@ -1,16 +1,18 @@
 //! The `groupcast` server: parse the command line, build the hub, serve,
 //! and shut down gracefully on SIGTERM or Ctrl-C. Its subcommands are the
-//! tools around a node: `token`, `shard-of`, and the terminal client
-//! (`tail`, `publish`, in `terminal/`).
+//! tools around a node: `token`, `shard-of`, the terminal client (`tail`,
+//! `publish`, in `terminal/`), and `config` (`example`, `check`) for the
+//! config file (`config_file.rs`), which sits under the flags and the
+//! `GROUPCAST_*` variables.
 
 mod cli;
+mod config_file;
 mod terminal;
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use clap::Parser;
-use cli::{Cli, CliCommand, LogFormat, TokenArgs};
+use cli::{Cli, CliCommand, ConfigCommand, LogFormat, TokenArgs};
 use groupcast::Hub;
 use groupcast::server;
 use tokio::net::TcpListener;
@@ -18,7 +20,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // The flags, over the GROUPCAST_* variables, over the config file.
+    let cli = config_file::parse().unwrap_or_else(|error| config_exit(&error));
     match &cli.command {
         Some(CliCommand::Token(args)) => return mint_token(args),
         Some(CliCommand::ShardOf(args)) => {
@@ -32,6 +35,15 @@ async fn main() -> anyhow::Result<()> {
         Some(CliCommand::Publish(args)) => {
             let ran = terminal::publish::run(args.clone()).await;
             return client_exit("publish", ran);
+        }
+        Some(CliCommand::Config(ConfigCommand::Example)) => {
+            print!("{}", config_file::example());
+            return Ok(());
+        }
+        Some(CliCommand::Config(ConfigCommand::Check(args))) => {
+            let settings = config_file::check(args).unwrap_or_else(|error| config_exit(&error));
+            print!("{settings}");
+            return Ok(());
         }
         None => {}
     }
@@ -107,6 +119,14 @@ fn client_exit(command: &str, ran: anyhow::Result<()>) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// A config file or settings that cannot be used: one line on stderr
+/// naming the file, line and key, and exit status 2 (as for clap's usage
+/// errors), before anything is started.
+fn config_exit(error: &dyn std::fmt::Display) -> ! {
+    eprintln!("error: {error}");
+    std::process::exit(2);
 }
 
 /// `groupcast token`: prints a development token.

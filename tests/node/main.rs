@@ -16,6 +16,7 @@ mod common;
 mod api;
 mod auth;
 mod bad_input;
+mod config_file;
 mod dashboards;
 mod delivery;
 mod docs;
