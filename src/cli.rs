@@ -206,6 +206,16 @@ pub struct Cli {
     /// limit
     #[arg(long, env = "GROUPCAST_MAX_GROUPS_PER_CONNECTION", default_value_t = Config::default().max_groups_per_connection)]
     pub max_groups_per_connection: usize,
+    /// Groups whose members are tracked cluster-wide (presence:
+    /// `GET /api/groups/{group}/members`, `/users`), as patterns,
+    /// comma-separated (`chat/*,task/*`). None by default
+    #[arg(
+        long,
+        env = "GROUPCAST_PRESENCE",
+        value_delimiter = ',',
+        value_parser = group_pattern
+    )]
+    pub presence: Vec<GroupPattern>,
 
     /// Session keys shown in presence (GET /api/groups/{group}/members),
     /// comma-separated; the other keys stay on their node
@@ -452,6 +462,7 @@ impl Cli {
             history_cache: self.history_cache,
             max_groups_per_connection: self.max_groups_per_connection,
             presence_keys: self.presence_keys.clone(),
+            presence: GroupPatterns::from(self.presence.clone()),
             history: HistoryPolicy::new(self.history.iter().cloned()),
         }
     }

@@ -195,6 +195,12 @@ pub struct Config {
     /// those it subscribes to); a subscribe beyond it is answered with an
     /// error, not a close. `0`: no limit.
     pub max_groups_per_connection: usize,
+    /// Groups whose members are tracked cluster-wide (presence: who is in
+    /// the group, `GET /api/groups/{group}/members`), as patterns
+    /// (`--presence 'chat/*'`). None by default: presence costs a write
+    /// per group and heartbeat, so it is asked for per group, as
+    /// Centrifugo asks for it per namespace.
+    pub presence: crate::auth::GroupPatterns,
     /// The session keys the application marks public: presence
     /// (`hub.presence(group)`, `GET /api/groups/{group}/members`) shows
     /// these keys of each member, cluster-wide, and no others. Empty by
@@ -223,6 +229,7 @@ impl Default for Config {
             history: HistoryPolicy::default(),
             history_cache: 64 * 1024 * 1024,
             max_groups_per_connection: 100,
+            presence: crate::auth::GroupPatterns::default(),
             presence_keys: Vec::new(),
         }
     }

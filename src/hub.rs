@@ -185,11 +185,17 @@ impl HubBuilder {
             )
         });
         let groups_registry = registry.clone();
+        let (presence_registry, presence_policy) = (registry.clone(), self.config.presence.clone());
         let context = BackendContext {
             node_id: node_id.clone(),
             inbox: delivery.clone(),
             metrics: metrics.clone(),
             local_groups: Arc::new(move || groups_registry.groups()),
+            presence_groups: Arc::new(move || {
+                let mut groups = presence_registry.groups();
+                groups.retain(|(group, _)| presence_policy.matches(group));
+                groups
+            }),
             members: Arc::new(RegistryMembers {
                 registry: registry.clone(),
                 node_id: node_id.clone(),
@@ -390,7 +396,9 @@ impl Hub {
             .registry
             .join(session, group, self.inner.config.max_groups)
             .inspect_err(|limit| self.count_limit(limit))?;
-        self.inner.backend.presence().joined(group, session.id());
+        if self.inner.config.presence.matches(group) {
+            self.inner.backend.presence().joined(group, session.id());
+        }
         if first {
             self.inner.delivery.forget(group);
             self.inner.backend.broker().subscribe(group);
@@ -404,7 +412,7 @@ impl Hub {
     /// backend unsubscribes.
     pub(crate) fn leave_group(&self, session: &Session, group: &GroupName) -> bool {
         let held = self.inner.registry.groups_of(session.id()).contains(group);
-        if held {
+        if held && self.inner.config.presence.matches(group) {
             self.inner.backend.presence().left(group, session.id());
         }
         if self.inner.registry.leave_group(session, group) {
@@ -457,7 +465,9 @@ impl Hub {
     pub(crate) fn leave(&self, session: &Session) {
         let presence = self.inner.backend.presence();
         for group in self.inner.registry.groups_of(session.id()) {
-            presence.left(&group, session.id());
+            if self.inner.config.presence.matches(&group) {
+                presence.left(&group, session.id());
+            }
         }
         for emptied in self.inner.registry.leave(session) {
             self.inner.backend.broker().unsubscribe(&emptied);

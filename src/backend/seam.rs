@@ -35,6 +35,9 @@ pub struct BackendContext {
     pub metrics: Arc<Metrics>,
     /// This node's groups and local member counts, for presence.
     pub local_groups: LocalGroups,
+    /// This node's groups that keep presence (`Config::presence`), for
+    /// the presence store's writes.
+    pub presence_groups: LocalGroups,
     /// This node's members of a group, for per-group presence.
     pub members: Arc<dyn LocalMembers>,
     /// Which groups keep history (for what a backend sets up for

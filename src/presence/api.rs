@@ -1,7 +1,8 @@
 //! Presence as the hub offers it: `hub.presence(group)`,
 //! `hub.presence_page(group, cursor, limit)`, `hub.presence_users(group)`,
 //! `hub.presence_stats(group)`. Above the hub; the backend's
-//! [`PresenceStore`](crate::backend::PresenceStore) answers.
+//! [`PresenceStore`](crate::backend::PresenceStore) answers. Only groups
+//! that `Config::presence` names keep presence; the others read empty.
 
 use crate::backend::error::BackendError;
 use crate::backend::member::{
@@ -36,17 +37,26 @@ impl Hub {
         cursor: &Cursor,
         limit: usize,
     ) -> Result<MemberPage, BackendError> {
+        if !self.config().presence.matches(group) {
+            return Ok(MemberPage::default());
+        }
         self.presence_store().members(group, cursor, limit).await
     }
 
     /// The distinct users (`sub`) of `group` with their sessions, sorted.
     pub async fn presence_users(&self, group: &GroupName) -> Result<Vec<UserCount>, BackendError> {
+        if !self.config().presence.matches(group) {
+            return Ok(Vec::new());
+        }
         self.presence_store().users(group).await
     }
 
     /// How many members and distinct users `group` has, cluster-wide,
     /// without reading its members.
     pub async fn presence_stats(&self, group: &GroupName) -> Result<PresenceStats, BackendError> {
+        if !self.config().presence.matches(group) {
+            return Ok(PresenceStats::default());
+        }
         self.presence_store().stats(group).await
     }
 }

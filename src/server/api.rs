@@ -209,11 +209,17 @@ async fn show_group(
     }
     let group = GroupName::new(&rest).map_err(ApiError::bad_group)?;
     let nodes = nodes(&state).await?;
-    let presence = state
-        .hub
-        .presence_stats(&group)
-        .await
-        .map_err(presence_unavailable)?;
+    // `null` for a group that keeps no presence (`--presence`).
+    let presence = match keeps_presence(&state, &group) {
+        Ok(()) => Some(
+            state
+                .hub
+                .presence_stats(&group)
+                .await
+                .map_err(presence_unavailable)?,
+        ),
+        Err(_) => None,
+    };
     let summary = group_totals(&nodes).remove(group.as_str());
     let hub = &state.hub;
     let sessions: Vec<Value> = hub
@@ -230,6 +236,20 @@ async fn show_group(
         // Cluster-wide presence: members and distinct users (`sub`).
         "presence": presence,
     })))
+}
+
+/// Whether `group` keeps presence (`Config::presence`); a 404 that says
+/// how to turn it on if not.
+fn keeps_presence(state: &AppState, group: &GroupName) -> Result<(), ApiError> {
+    if state.hub.config().presence.matches(group) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "presence_off",
+            format!("{group} keeps no presence: name it in --presence (GROUPCAST_PRESENCE)"),
+        ))
+    }
 }
 
 /// A presence read that failed: the backend's fault.
@@ -290,6 +310,7 @@ async fn show_members(
 ) -> Result<Json<Value>, ApiError> {
     let group = GroupName::new(group).map_err(ApiError::bad_group)?;
     let (cursor, limit) = members_query(query)?;
+    keeps_presence(state, &group)?;
     let page = state
         .hub
         .presence_page(&group, &cursor, limit)
@@ -308,6 +329,7 @@ async fn show_members(
 /// every node, each with its sessions in the group.
 async fn show_users(state: &AppState, group: &str) -> Result<Json<Value>, ApiError> {
     let group = GroupName::new(group).map_err(ApiError::bad_group)?;
+    keeps_presence(state, &group)?;
     let users = state
         .hub
         .presence_users(&group)

@@ -222,6 +222,7 @@ fn lonely_context(metrics: std::sync::Arc<Metrics>) -> BackendContext {
         inbox: std::sync::Arc::new(|_: Inbound| {}),
         metrics,
         local_groups: std::sync::Arc::new(Vec::new),
+        presence_groups: std::sync::Arc::new(Vec::new),
         members: std::sync::Arc::new(groupcast::backend::NoMembers),
         history: Default::default(),
     }

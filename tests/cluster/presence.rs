@@ -37,6 +37,7 @@ fn hub_on(backend: impl IntoBackend, node: &str) -> Hub {
         .backend(backend)
         .client_auth(auth)
         .config(Config {
+            presence: GroupPatterns::parse(["*"]).expect("patterns"),
             presence_keys: vec!["name".into()],
             max_connections_per_ip: 0,
             ..Config::default()
@@ -277,7 +278,8 @@ async fn a_killed_nodes_members_leave_within_the_ttl() {
     .await;
     let group = "anon-presence-killed";
     // Its name is its node id.
-    let mut doomed = NodeProcess::start_clustered("presence-k-dead", &redis.url(), &[]).await;
+    let mut doomed =
+        NodeProcess::start_clustered("presence-k-dead", &redis.url(), &["--presence", "*"]).await;
     // The node's API counts the cluster's members: its own first.
     let _a = doomed.connect(group, 1).await;
     let _b = doomed.connect(group, 2).await;
@@ -398,4 +400,51 @@ async fn presence_works_on_a_redis_cluster() {
         })
         .await;
     }
+}
+
+/// Presence is kept only for the groups `Config::presence` names: another
+/// group's members are not written (no Redis keys, no heartbeat cost), its
+/// member list is a 404 that says how to turn it on, and its summary shows
+/// `presence: null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_outside_the_presence_patterns_keeps_none() {
+    let redis = TestRedis::shared();
+    let hub = Hub::builder()
+        .node_id(format!("presence-off-{:04x}", rand::random::<u16>()))
+        .backend(fast_options(redis.url()))
+        .config(Config {
+            presence: GroupPatterns::parse(["kept-*"]).expect("patterns"),
+            ..Config::default()
+        })
+        .build()
+        .expect("a hub");
+    let server = TestServer::start(hub).await;
+    let _kept = server.connect("kept-1").await;
+    let _other = server.connect("unkept-1").await;
+    crate::common::wait_until_async("the kept group's member is written", || async {
+        server
+            .hub
+            .presence_stats(&"kept-1".parse().unwrap())
+            .await
+            .map(|s| s.members)
+            .unwrap_or(0)
+            == 1
+    })
+    .await;
+    let (status, body) =
+        crate::common::http::get_json(&server.http_url("/api/groups/unkept-1/members")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("presence_off")),
+        "{body}"
+    );
+    let (status, body) =
+        crate::common::http::get_json(&server.http_url("/api/groups/unkept-1")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["presence"], serde_json::Value::Null);
+    let mut conn = redis.client().await;
+    let keys: Vec<String> =
+        crate::common::redis::query(&mut conn, &["KEYS", "groupcast:presence:{group:unkept-1}*"])
+            .await;
+    assert!(keys.is_empty(), "{keys:?}");
 }

@@ -117,7 +117,7 @@ impl GroupPresence {
             node_id: start.context.node_id.clone(),
             ttl: start.ttl,
             local: start.context.members.clone(),
-            local_groups: start.context.local_groups.clone(),
+            local_groups: start.context.presence_groups.clone(),
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
             scripts: Scripts::new(),
