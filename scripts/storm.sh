@@ -44,12 +44,19 @@ pids+=($!)
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 for _ in $(seq 50); do rcli PING >/dev/null 2>&1 && break; sleep 0.1; done
 
-# Waits (bounded) until `$1` succeeds.
+# Waits (bounded) until the command after `$1` succeeds (a command, run
+# again each time: not a `test` of values expanded once).
 wait_for() {
   local what=$1; shift
   for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "timed out waiting for $what" >&2; exit 1
 }
+
+# Whether one connection listens to channel $1.
+numsub_is_one() { [ "$(rcli PUBSUB NUMSUB "$1" | tail -1)" = 1 ]; }
+
+# Whether file $1 has at least $2 lines.
+lines_at_least() { [ "$(wc -l <"$1")" -ge "$2" ]; }
 
 # One storm: $1 clients, tail "on" or "off", run $3.
 storm() {
@@ -66,9 +73,9 @@ storm() {
   "$TARGET/groupcast" tail --quiet "ws://127.0.0.1:$port/ws/$group" >"$OUT/logs/keeper-$group.txt" 2>/dev/null &
   local keeper=$!
   pids+=("$keeper")
-  wait_for "the member to join" test "$(rcli PUBSUB NUMSUB "group:$group" | tail -1)" = 1
+  wait_for "the member to join" numsub_is_one "group:$group"
   seq 1 "$HISTORY" | timeout 120 "$TARGET/groupcast" publish "$group" - --redis-url "redis://127.0.0.1:$REDIS_PORT" >/dev/null 2>&1
-  wait_for "the member to get the backlog" test "$(wc -l <"$OUT/logs/keeper-$group.txt")" -ge "$HISTORY"
+  wait_for "the member to get the backlog" lines_at_least "$OUT/logs/keeper-$group.txt" "$HISTORY"
   rcli CONFIG RESETSTAT >/dev/null
   local cpu_before cpu_after
   cpu_before=$(rcli INFO cpu | awk -F: '/used_cpu_(sys|user):/ {s+=$2} END {print s}')
