@@ -2,8 +2,10 @@
 //! `groupcast.v1` clients of one history group connect within `--within`
 //! (spread evenly), each asking for `?history=<H>`, and each reads its
 //! welcome and the backlog it asked for. It prints one line of JSON: how
-//! many caught up, the time from each client's start to its last backlog
-//! message (p50, p99, max), and how many messages were lost or doubled
+//! many caught up (a client whose welcome has no position — the node could
+//! not read the history — failed), the time from each client's start to
+//! its last backlog message (p50, p99, max), and how many messages were
+//! lost or doubled
 //! (each client must get exactly the offsets `top - H + 1 ..= top` of its
 //! welcome's epoch, once each, in order).
 //!
@@ -67,12 +69,17 @@ async fn catch_up(url: &str, history: u64, start: Instant) -> anyhow::Result<Cau
         let json: serde_json::Value = serde_json::from_str(&text)?;
         match json["type"].as_str() {
             Some("welcome") => {
-                let top = json["offset"].as_u64().unwrap_or(0);
-                let first = top.saturating_sub(history) + 1;
+                // A history group's welcome without a position: the node
+                // could not read the history, and the client goes on live
+                // without its backlog. Not caught up.
+                let Some(top) = json["offset"].as_u64() else {
+                    anyhow::bail!("the welcome has no position: the node could not read the history");
+                };
                 if top == 0 {
                     caught.took = Some(start.elapsed());
                     return Ok(caught);
                 }
+                let first = top.saturating_sub(history) + 1;
                 expected = Some((first, top));
             }
             Some("message") => {
