@@ -73,7 +73,9 @@ async fn catch_up(url: &str, history: u64, start: Instant) -> anyhow::Result<Cau
                 // could not read the history, and the client goes on live
                 // without its backlog. Not caught up.
                 let Some(top) = json["offset"].as_u64() else {
-                    anyhow::bail!("the welcome has no position: the node could not read the history");
+                    anyhow::bail!(
+                        "the welcome has no position: the node could not read the history"
+                    );
                 };
                 if top == 0 {
                     caught.took = Some(start.elapsed());
