@@ -22,6 +22,12 @@ pub const MAX_GROUP_LEN: usize = 200;
 pub enum GroupNameError {
     #[error("group name is empty")]
     Empty,
+    /// No group was given: [`Session::group`](crate::Session::group) of a
+    /// connection opened without one (`/ws`).
+    #[error(
+        "no group: the session connected without one (/ws) and holds only what it subscribed to"
+    )]
+    Missing,
     #[error("group name is {len} bytes long; the limit is {MAX_GROUP_LEN}")]
     TooLong { len: usize },
     #[error("group name contains a control character at byte {at}")]
@@ -128,7 +134,8 @@ impl fmt::Debug for GroupName {
     }
 }
 
-/// Anything that names a group: `&str`, `String`, or a [`GroupName`].
+/// Anything that names a group: `&str`, `String`, a [`GroupName`], or a
+/// session's group (`Option<&GroupName>`).
 pub trait IntoGroupName {
     /// Validates and converts.
     fn into_group_name(self) -> Result<GroupName, GroupNameError>;
@@ -142,6 +149,14 @@ impl IntoGroupName for GroupName {
 impl IntoGroupName for &GroupName {
     fn into_group_name(self) -> Result<GroupName, GroupNameError> {
         Ok(self.clone())
+    }
+}
+/// [`Session::group`](crate::Session::group) as it is, so that melody's
+/// `hub.to(session.group())` reads as before; `None` (a connection without
+/// a group of its own) is [`GroupNameError::Missing`].
+impl IntoGroupName for Option<&GroupName> {
+    fn into_group_name(self) -> Result<GroupName, GroupNameError> {
+        self.cloned().ok_or(GroupNameError::Missing)
     }
 }
 impl IntoGroupName for &str {

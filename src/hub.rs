@@ -252,7 +252,9 @@ pub struct Hub {
 impl Session {
     /// Sends `message` to every other member of this session's group, on
     /// every node (melody's chat in one line). The same as
-    /// `hub.to(session.group()).except(session.id()).send(message)`.
+    /// `hub.to(session.group()).except(session.id()).send(message)`; a
+    /// connection without a group of its own (`/ws`) gets
+    /// [`GroupNameError::Missing`](crate::GroupNameError::Missing).
     pub fn broadcast(&self, message: impl Into<Message>) -> Result<usize, HubError> {
         self.hub()?.to(self.group()).except(self.id()).send(message)
     }
@@ -362,7 +364,7 @@ impl Hub {
     /// welcome and the backlog in front of what arrives live meanwhile.
     pub(crate) fn join(
         &self,
-        group: GroupName,
+        group: Option<GroupName>,
         remote_addr: Option<SocketAddr>,
         claims: Claims,
         protocol: Protocol,
@@ -382,7 +384,13 @@ impl Hub {
             protocol,
             held,
         );
-        self.join_group(&session, session.group())?;
+        self.inner.registry.register(&session);
+        if let Some(group) = session.group()
+            && let Err(error) = self.join_group(&session, group)
+        {
+            self.inner.registry.leave(&session);
+            return Err(error);
+        }
         self.inner.metrics.connections_opened.inc();
         Ok(session)
     }
@@ -694,19 +702,20 @@ impl Hub {
         self.inner.shutdown.clone()
     }
 
-    /// Takes a slot for a new connection to `group` from `ip`, before the
+    /// Takes a slot for a new connection to `group` (none: `/ws`) from `ip`, before the
     /// upgrade: refused when the node is full, the address holds too many
     /// connections, or the group is new and the node holds too many groups
     /// (see [`crate::limits`]). The slot is given back when the permit is
     /// dropped, at the end of the connection. Refusals are counted.
     pub(crate) fn admit_connection(
         &self,
-        group: &GroupName,
+        group: Option<&GroupName>,
         ip: Option<IpAddr>,
     ) -> Result<ConnectionPermit, LimitRejection> {
         let max_groups = self.inner.config.max_groups;
         let registry = &self.inner.registry;
-        let admitted = if max_groups > 0
+        let admitted = if let Some(group) = group
+            && max_groups > 0
             && registry.group_count() >= max_groups
             && registry.member_count(group) == 0
         {

@@ -63,6 +63,24 @@ pub struct Welcome {
     pub recovered: Option<bool>,
 }
 
+/// The first frame of a `groupcast.v1` connection opened without a group
+/// (`/ws`): who it is and where. Its groups come later, each with its
+/// `subscribed` answer.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct GrouplessWelcome<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session: &'a str,
+    pub node: &'a str,
+}
+
+impl GrouplessWelcome<'_> {
+    /// The frame's JSON text.
+    pub(crate) fn to_json(&self) -> String {
+        to_json(self)
+    }
+}
+
 #[derive(Serialize)]
 struct MessageFrame<'a> {
     #[serde(rename = "type")]

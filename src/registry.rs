@@ -66,8 +66,26 @@ impl Fanout {
 }
 
 impl Registry {
-    /// Adds `session` to `group` (registering the session on its first
-    /// group); true when it is the group's first local member. Refused when
+    /// Registers a connected session, before it holds any group: a
+    /// session is this node's from its connection to its [`leave`], whether
+    /// it holds one group, several, or none (a `groupcast.v1` connection
+    /// at `/ws`, or one that unsubscribed from all), so that it can be
+    /// found by id and reached by a broadcast to all.
+    ///
+    /// [`leave`]: Registry::leave
+    pub(crate) fn register(&self, session: &Session) {
+        self.maps
+            .write()
+            .sessions
+            .entry(session.id().clone())
+            .or_insert_with(|| Member {
+                session: session.clone(),
+                groups: Vec::new(),
+            });
+    }
+
+    /// Adds `session` to `group` (registering the session if it is not
+    /// yet); true when it is the group's first local member. Refused when
     /// the group is new and the node already has members in `max_groups`
     /// groups (`0`: no limit). Joining a group twice changes nothing.
     pub(crate) fn join(
@@ -96,8 +114,9 @@ impl Registry {
         Ok(members.len() == 1)
     }
 
-    /// Removes `session` from `group` (and from the registry when it was
-    /// its last group); true when it was the group's last local member.
+    /// Removes `session` from `group` (it stays registered, holding its
+    /// other groups or none, until it [`leave`](Registry::leave)s); true
+    /// when it was the group's last local member.
     pub(crate) fn leave_group(&self, session: &Session, group: &GroupName) -> bool {
         let mut maps = self.maps.write();
         let Some(member) = maps.sessions.get_mut(session.id()) else {
@@ -107,9 +126,6 @@ impl Registry {
             return false;
         };
         member.groups.remove(at);
-        if member.groups.is_empty() {
-            maps.sessions.remove(session.id());
-        }
         Self::remove_member(&mut maps, session.id(), group)
     }
 
@@ -275,7 +291,7 @@ mod tests {
 
     fn session(group: &str) -> Session {
         Session::new(
-            GroupName::new(group).unwrap(),
+            Some(GroupName::new(group).unwrap()),
             None,
             &Config::default(),
             Claims::open(),
@@ -314,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn leaving_one_group_keeps_the_others_and_the_last_removes_the_session() {
+    fn leaving_one_group_keeps_the_others_and_the_session_stays_until_it_leaves() {
         let registry = Registry::default();
         let alice = session("a");
         registry.join(&alice, &group("a"), 0).unwrap();
@@ -328,9 +344,25 @@ mod tests {
         assert!(registry.session(alice.id()).is_some());
         assert!(registry.leave_group(&alice, &group("b")));
         assert!(
-            registry.session(alice.id()).is_none(),
-            "no group, no session"
+            registry.session(alice.id()).is_some(),
+            "a session without groups is still connected"
         );
+        assert_eq!(registry.session_count(), 1);
+        assert_eq!(registry.groups(), vec![]);
+        assert_eq!(registry.leave(&alice), Vec::<GroupName>::new());
+        assert!(registry.session(alice.id()).is_none(), "gone once it left");
+    }
+
+    #[test]
+    fn a_session_without_a_group_is_registered_and_reached_by_a_broadcast_to_all() {
+        let registry = Registry::default();
+        let alice = session("a");
+        registry.register(&alice);
+        assert!(registry.session(alice.id()).is_some());
+        assert_eq!(registry.groups_of(alice.id()), Vec::<GroupName>::new());
+        assert_eq!(registry.count(&Broadcast::all()), 1);
+        assert_eq!(registry.leave(&alice), Vec::<GroupName>::new());
+        assert_eq!(registry.count(&Broadcast::all()), 0);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::group::GroupName;
 use crate::hub::Hub;
 use crate::message::Message;
 use crate::outbound::{Queued, Stamp};
-use crate::protocol::{Protocol, Welcome};
+use crate::protocol::{GrouplessWelcome, Protocol, Welcome};
 use crate::session::Session;
 
 /// The longest epoch a client may send back.
@@ -170,8 +170,22 @@ impl Hub {
     /// See the module docs. Never fails the connection: what cannot be
     /// replayed is reported as `recovered: false`.
     pub(crate) async fn catch_up(&self, session: &Session, replay: &Replay) {
-        self.catch_up_in(session, session.group(), replay, None)
-            .await;
+        match session.group() {
+            Some(group) => self.catch_up_in(session, group, replay, None).await,
+            // A connection without a group (`/ws`, `groupcast.v1` only):
+            // its welcome says who and where; there is nothing to replay.
+            None => {
+                let session_id = session.id().to_string();
+                let welcome = GrouplessWelcome {
+                    kind: "welcome",
+                    session: &session_id,
+                    node: self.node_id(),
+                };
+                session
+                    .outbound()
+                    .release(vec![Queued::protocol(welcome.to_json())], None);
+            }
+        }
     }
 
     /// The same for `group`, which `session` just joined: with `request`,

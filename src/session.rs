@@ -43,7 +43,7 @@ pub struct Session {
 
 struct Inner {
     id: SessionId,
-    group: GroupName,
+    group: Option<GroupName>,
     remote_addr: Option<SocketAddr>,
     connected_at: SystemTime,
     keys: RwLock<HashMap<String, Value>>,
@@ -58,7 +58,7 @@ struct Inner {
 
 impl Session {
     pub(crate) fn new(
-        group: GroupName,
+        group: Option<GroupName>,
         remote_addr: Option<SocketAddr>,
         config: &Config,
         claims: Claims,
@@ -110,9 +110,12 @@ impl Session {
         self.inner.protocol
     }
 
-    /// The group this session joined.
-    pub fn group(&self) -> &GroupName {
-        &self.inner.group
+    /// The group this session connected to (`/ws/<group>`,
+    /// `/sse/<group>`); `None` for a `groupcast.v1` connection opened at
+    /// `/ws`, which holds only the groups it subscribes to. Every group it
+    /// holds, this one included, is [`Session::groups`].
+    pub fn group(&self) -> Option<&GroupName> {
+        self.inner.group.as_ref()
     }
 
     /// The client's address, as the server saw it (a proxy's address when

@@ -128,15 +128,44 @@ impl ClientAuth {
         })
     }
 
+    /// Decides whether a client presenting `token` may open a connection
+    /// without a group (`/ws`): a valid token (or, without one, anonymous
+    /// access when some groups are anonymous). It grants no group by
+    /// itself: each subscription is checked with [`ClientAuth::admit`].
+    pub fn admit_without_group(&self, token: Option<&str>) -> Result<Claims, AuthError> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(Claims::open());
+        };
+        let Some(token) = token else {
+            return if self.anonymous.is_empty() {
+                Err(AuthError::TokenMissing)
+            } else {
+                Ok(Claims::anonymous(self.anonymous_publish))
+            };
+        };
+        let verified = verifier.verify(token)?;
+        Ok(Claims {
+            admission: Admission::Token,
+            sub: Some(verified.claims.sub),
+            publish: verified.claims.publish,
+            exp: Some(verified.claims.exp),
+            expires_at: Some(verified.expires_at),
+        })
+    }
+
     /// Decides whether `token` may replace the token of a live connection
-    /// to `group` whose claims are `current` (see `refresh.rs`).
+    /// to `group` (none: a `/ws` connection) whose claims are `current`
+    /// (see `refresh.rs`).
     pub fn refresh(
         &self,
         current: &Claims,
-        group: &GroupName,
+        group: Option<&GroupName>,
         token: &str,
     ) -> Result<Claims, AuthError> {
-        let renewed = self.admit(group, Some(token))?;
+        let renewed = match group {
+            Some(group) => self.admit(group, Some(token))?,
+            None => self.admit_without_group(Some(token))?,
+        };
         if renewed.sub != current.sub {
             return Err(AuthError::SubjectChanged);
         }
@@ -224,20 +253,57 @@ mod tests {
             .admit(&group("chat"), Some(&token("alice", &["chat"], false)))
             .unwrap();
         let renewed = p
-            .refresh(&current, &group("chat"), &token("alice", &["chat"], true))
+            .refresh(
+                &current,
+                Some(&group("chat")),
+                &token("alice", &["chat"], true),
+            )
             .unwrap();
         assert!(renewed.publish, "a refresh may grant publish");
         assert_eq!(
             p.refresh(
                 &current,
-                &group("chat"),
+                Some(&group("chat")),
                 &token("mallory", &["chat"], false)
             ),
             Err(AuthError::SubjectChanged)
         );
         assert_eq!(
-            p.refresh(&current, &group("chat"), &token("alice", &["other"], false)),
+            p.refresh(
+                &current,
+                Some(&group("chat")),
+                &token("alice", &["other"], false)
+            ),
             Err(AuthError::GroupNotAllowed("chat".into()))
+        );
+    }
+
+    #[test]
+    fn a_connection_without_a_group_needs_a_valid_token_but_no_grant() {
+        let p = policy();
+        let claims = p
+            .admit_without_group(Some(&token("alice", &["chat"], true)))
+            .unwrap();
+        assert_eq!(claims.sub.as_deref(), Some("alice"));
+        assert!(matches!(
+            p.admit_without_group(Some("not.a.token")),
+            Err(AuthError::MalformedToken(_))
+        ));
+        // Some groups are anonymous: a client without a token may connect,
+        // and may subscribe to those only (checked per subscription).
+        let anonymous = p.admit_without_group(None).unwrap();
+        assert_eq!(anonymous.admission, Admission::Anonymous);
+        let strict = ClientAuth::with_tokens(TokenVerifier::new(
+            {
+                let mut keys = KeySet::new();
+                keys.add_secret(None, &SECRET).unwrap();
+                keys
+            },
+            VerifyOptions::default(),
+        ));
+        assert_eq!(
+            strict.admit_without_group(None),
+            Err(AuthError::TokenMissing)
         );
     }
 }

@@ -70,6 +70,7 @@ impl Default for ServerOptions {
 /// `Router` to serve a hub next to your application.
 pub fn ws_router(hub: Hub) -> Router {
     Router::new()
+        .route("/ws", get(websocket::upgrade_without_group))
         .route("/ws/", get(websocket::no_group))
         .route("/ws/{*group}", get(websocket::upgrade))
         .route("/sse/", get(sse::no_group))

@@ -39,7 +39,9 @@ use crate::{Hub, HubError, Message, Session};
 
 /// Who is joining, as admission let them in.
 pub(crate) struct Admitted {
-    pub group: GroupName,
+    /// The group the connection's URL names; `None` for `/ws`, a
+    /// `groupcast.v1` connection that only subscribes.
+    pub group: Option<GroupName>,
     pub claims: Claims,
     pub replay: Replay,
     /// The token it was admitted with, for the groups it subscribes to
@@ -100,15 +102,29 @@ fn limit_response(limit: LimitRejection) -> Response {
 /// name, the replay parameters, then security (Origin, token and group;
 /// see [`crate::auth::policy`]; counted when refused), then whether the
 /// node is shutting down.
+///
+/// Without a group (`/ws`) there is nothing to replay, and the token is
+/// checked for itself (signature, expiry): each group the connection
+/// subscribes to later is checked against its grants then.
 pub(crate) fn admit(
     hub: &Hub,
-    group: &str,
+    group: Option<&str>,
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Admitted, Refusal> {
-    let group = GroupName::new(group).map_err(Refusal::BadGroup)?;
+    let group = group
+        .map(GroupName::new)
+        .transpose()
+        .map_err(Refusal::BadGroup)?;
     // Replay parameters before anything else costs: a bad one is a 400.
     let replay = Replay::from_query(query).map_err(|error| Refusal::BadQuery(error.to_string()))?;
+    if group.is_none() && replay != Replay::None {
+        return Err(Refusal::BadQuery(
+            "a connection without a group has nothing to replay: \
+             subscribe with \"history\" or \"since\" instead"
+                .into(),
+        ));
+    }
     let auth = hub.client_auth();
     let mut token = None;
     let claims = auth
@@ -116,11 +132,14 @@ pub(crate) fn admit(
         .and_then(|()| client_token(headers, query))
         .and_then(|given| {
             token = given.as_deref().map(str::to_owned);
-            auth.admit(&group, given.as_deref())
+            match &group {
+                Some(group) => auth.admit(group, given.as_deref()),
+                None => auth.admit_without_group(given.as_deref()),
+            }
         })
         .map_err(|error| {
             hub.metrics().count_auth_rejection(error.code());
-            tracing::debug!(%group, code = error.code(), %error, "connection refused");
+            tracing::debug!(group = ?group.as_ref().map(GroupName::as_str), code = error.code(), %error, "connection refused");
             Refusal::Auth(error)
         })?;
     if hub.is_shutting_down() {
@@ -141,7 +160,7 @@ pub(crate) fn take_slot(
     admitted: &Admitted,
     remote: Option<SocketAddr>,
 ) -> Result<ConnectionPermit, Refusal> {
-    hub.admit_connection(&admitted.group, remote.map(|addr| addr.ip()))
+    hub.admit_connection(admitted.group.as_ref(), remote.map(|addr| addr.ip()))
         .map_err(Refusal::Limit)
 }
 
@@ -179,7 +198,7 @@ pub(crate) fn attach(
         _tracked: hub.track_connection(),
         _permit: permit,
     };
-    tracing::debug!(session = %attached.session.id(), group = %attached.session.group(), ?remote, "connected");
+    tracing::debug!(session = %attached.session.id(), group = ?attached.session.group().map(GroupName::as_str), ?remote, "connected");
     if let Some(on_connect) = &hub.handlers().connect {
         on_connect(hub, &attached.session);
     }
@@ -229,7 +248,7 @@ impl Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         self.hub.leave(&self.session);
-        tracing::debug!(session = %self.session.id(), group = %self.session.group(), "disconnected");
+        tracing::debug!(session = %self.session.id(), group = ?self.session.group().map(GroupName::as_str), "disconnected");
         // A handler that panics while we are already unwinding would abort
         // the process: skip it then.
         if !std::thread::panicking()
@@ -340,8 +359,20 @@ impl ClientInput {
 /// `ClientMessages::Group`: sends a client's message to its own group (the
 /// sender included, as in melody's chat). A failure (the hub shutting
 /// down, the bus refusing) costs this one message, not the connection.
+/// A connection without a group of its own (`/ws`) has no group to send
+/// to: it is told so (a `groupcast.v1` error frame), and nothing is sent.
 fn forward(hub: &Hub, session: &Session, message: Message) {
-    if let Err(error) = hub.to(session.group()).send(message) {
+    let Some(group) = session.group() else {
+        let error = serde_json::json!({
+            "type": "error",
+            "code": "no_group",
+            "reason": "this connection has no group of its own to send to: \
+                       publish through the HTTP API, or connect to /ws/<group>",
+        });
+        session.push(crate::outbound::Queued::protocol(error.to_string()));
+        return;
+    };
+    if let Err(error) = hub.to(group).send(message) {
         tracing::warn!(session = %session.id(), %error, "could not forward a client message");
     }
 }

@@ -230,3 +230,105 @@ async fn bad_subscribes_are_answered_with_errors_and_the_cap_holds() {
         "forwarded to its group"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_a_group_holds_only_what_it_subscribes_to() {
+    let (a, b) = two_nodes(Config::default()).await;
+    let bare = format!("ws://{}/ws", a.addr);
+    let mut client = Client::try_connect(&bare, &[("sec-websocket-protocol", "groupcast.v1")])
+        .await
+        .unwrap_or_else(|refused| panic!("{bare}: {refused:?}"));
+    let welcome = next_json(&mut client).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert!(welcome["session"].is_string() && welcome["node"].is_string());
+    assert!(welcome.get("group").is_none(), "no group: {welcome}");
+    let session = a
+        .hub
+        .session(&welcome["session"].as_str().unwrap().into())
+        .expect("registered while it holds no group");
+    assert_eq!(session.group(), None);
+    assert!(session.groups().is_empty());
+
+    // Its groups are those it subscribes to, history included.
+    b.hub.to("mg-h-bare").publish("before").await.unwrap();
+    for (id, subscribe) in [
+        json!({"type":"subscribe","group":"mg-bare-1","id":1}),
+        json!({"type":"subscribe","group":"mg-h-bare","history":1,"id":2}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let answer = request(&mut client, subscribe).await;
+        assert_eq!(
+            (answer["type"].as_str(), answer["id"].as_u64()),
+            (Some("subscribed"), Some(id as u64 + 1)),
+            "{answer}"
+        );
+    }
+    let backlog = next_json(&mut client).await;
+    assert_eq!(
+        (backlog["group"].as_str(), backlog["data"].as_str()),
+        (Some("mg-h-bare"), Some("before"))
+    );
+    for group in ["mg-bare-1", "mg-h-bare"] {
+        subscribed(&a, group).await;
+        b.hub
+            .to(group)
+            .publish(format!("to {group}"))
+            .await
+            .unwrap();
+        let frame = next_json(&mut client).await;
+        assert_eq!(
+            (frame["group"].as_str(), frame["data"].as_str()),
+            (Some(group), Some(format!("to {group}").as_str()))
+        );
+    }
+
+    // A message of its own has no group to go to: it is told so.
+    client.send_text("hello?").await;
+    let answer = next_json(&mut client).await;
+    assert_eq!(
+        (answer["type"].as_str(), answer["code"].as_str()),
+        (Some("error"), Some("no_group")),
+        "{answer}"
+    );
+    // Unsubscribed from everything, it stays connected and can come back.
+    for group in ["mg-bare-1", "mg-h-bare"] {
+        let answer = request(
+            &mut client,
+            json!({"type":"unsubscribe","group":group,"id":9}),
+        )
+        .await;
+        assert_eq!(answer["type"], "unsubscribed", "{answer}");
+    }
+    assert!(a.hub.session(session.id()).is_some(), "still connected");
+    let answer = request(
+        &mut client,
+        json!({"type":"subscribe","group":"mg-bare-1","id":10}),
+    )
+    .await;
+    assert_eq!(answer["type"], "subscribed", "{answer}");
+
+    // A raw client cannot subscribe, so /ws refuses it; and there is
+    // nothing to replay without a group.
+    let refused = Client::refused(&bare).await;
+    assert_eq!(
+        (refused.status, refused.body["error"].as_str()),
+        (400, Some("group_required")),
+        "{:?}",
+        refused.body
+    );
+    let refused = Client::try_connect(
+        &format!("{bare}?history=5"),
+        &[("sec-websocket-protocol", "groupcast.v1")],
+    )
+    .await
+    .err()
+    .expect("a replay without a group is refused");
+    assert_eq!(
+        (refused.status, refused.body["error"].as_str()),
+        (400, Some("bad_query")),
+        "{:?}",
+        refused.body
+    );
+}

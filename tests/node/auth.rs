@@ -1224,3 +1224,42 @@ async fn history_is_read_under_the_same_grants_as_joining() {
     .expect("a member of secret");
     assert_eq!(member.recv_text().await, "classified");
 }
+
+#[tokio::test]
+async fn a_connection_without_a_group_needs_a_valid_token_and_each_subscription_a_grant() {
+    let server = secured_server(token_auth()).await;
+    let v1 = ("sec-websocket-protocol", "groupcast.v1");
+    expect_refused(&server, "/ws", &[v1], 401, "token_missing").await;
+    expect_refused(
+        &server,
+        "/ws?token=not.a.token",
+        &[v1],
+        401,
+        "token_malformed",
+    )
+    .await;
+
+    let token = hs256(&claims("alice", &["granted/*"], false, 60));
+    let url = format!("ws://{}/ws?token={token}", server.addr);
+    let mut client = Client::try_connect(&url, &[v1])
+        .await
+        .unwrap_or_else(|refused| panic!("a valid token opens /ws: {refused:?}"));
+    let next_json = async |client: &mut Client| -> Value {
+        serde_json::from_str(&client.recv_text().await).expect("a JSON frame")
+    };
+    assert_eq!(next_json(&mut client).await["type"], "welcome");
+    for (group, answer_type, code) in [
+        ("granted/1", "subscribed", None),
+        ("other", "error", Some("group_not_allowed")),
+    ] {
+        client
+            .send_text(&json!({"type":"subscribe","group":group,"id":1}).to_string())
+            .await;
+        let answer = next_json(&mut client).await;
+        assert_eq!(
+            (answer["type"].as_str(), answer["code"].as_str()),
+            (Some(answer_type), code),
+            "{group}: {answer}"
+        );
+    }
+}

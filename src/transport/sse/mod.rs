@@ -61,7 +61,7 @@ pub(crate) async fn subscribe(
     connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
     abort: Option<Extension<ConnectionAbort>>,
 ) -> Response {
-    let mut admitted = match lifecycle::admit(&hub, &group, query.as_deref(), &headers) {
+    let mut admitted = match lifecycle::admit(&hub, Some(&group), query.as_deref(), &headers) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };

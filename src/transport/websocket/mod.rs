@@ -1,4 +1,5 @@
-//! The WebSocket transport (RFC 6455): `GET /ws/{*group}`.
+//! The WebSocket transport (RFC 6455): `GET /ws/{*group}`, and `GET /ws`
+//! for a `groupcast.v1` connection that only subscribes.
 //!
 //! What is the WebSocket's own: the upgrade handshake (`upgrade.rs`),
 //! reading frames and answering pings and closes, the one task that writes
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 
 use axum::Extension;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
@@ -35,10 +36,10 @@ use crate::wire::close_code;
 use crate::wire::{FrameReader, Limits, Role, frame};
 use crate::{Hub, HubError};
 
-/// Admits the connection (group, replay parameters, Origin, token,
-/// limits: see [`lifecycle::admit`]), then upgrades. Nothing that fails a
-/// check reaches the upgrade: the client gets a JSON error with its status
-/// (400, 401, 403, 429, 503) instead of a socket.
+/// `GET /ws/{*group}`: admits the connection (group, replay parameters,
+/// Origin, token, limits: see [`lifecycle::admit`]), then upgrades.
+/// Nothing that fails a check reaches the upgrade: the client gets a JSON
+/// error with its status (400, 401, 403, 429, 503) instead of a socket.
 pub(crate) async fn upgrade(
     State(hub): State<Hub>,
     Path(group): Path<String>,
@@ -47,7 +48,60 @@ pub(crate) async fn upgrade(
     connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
     ws: Result<Upgrade, NotAnUpgrade>,
 ) -> Response {
-    let admitted = match lifecycle::admit(&hub, &group, query.as_deref(), &headers) {
+    let request = Request {
+        query,
+        headers,
+        remote: connect_info.map(|Extension(ConnectInfo(addr))| addr),
+    };
+    open(hub, Some(&group), request, ws)
+}
+
+/// `GET /ws`: a `groupcast.v1` connection that holds no group until it
+/// subscribes (see `transport/subscriptions.rs`). A raw client has no way
+/// to subscribe, so it is refused with a 400 that says so.
+pub(crate) async fn upgrade_without_group(
+    State(hub): State<Hub>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ws: Result<Upgrade, NotAnUpgrade>,
+) -> Response {
+    if let Ok(ws) = &ws
+        && !ws.offers(protocol::V1)
+    {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "group_required",
+            "a connection to /ws holds no group until it subscribes, which needs the \
+             groupcast.v1 subprotocol (Sec-WebSocket-Protocol: groupcast.v1); \
+             a raw client connects to /ws/<group>",
+        )
+        .into_response();
+    }
+    let request = Request {
+        query,
+        headers,
+        remote: connect_info.map(|Extension(ConnectInfo(addr))| addr),
+    };
+    open(hub, None, request, ws)
+}
+
+/// What both routes take from the upgrade request.
+struct Request {
+    query: Option<String>,
+    headers: HeaderMap,
+    remote: Option<SocketAddr>,
+}
+
+/// Admits, takes a slot and answers the upgrade of a connection to `group`
+/// (none: `/ws`).
+fn open(
+    hub: Hub,
+    group: Option<&str>,
+    request: Request,
+    ws: Result<Upgrade, NotAnUpgrade>,
+) -> Response {
+    let admitted = match lifecycle::admit(&hub, group, request.query.as_deref(), &request.headers) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
@@ -57,7 +111,7 @@ pub(crate) async fn upgrade(
         // answered in JSON like every other error.
         Err(rejection) => return rejection.into_response(),
     };
-    let remote = connect_info.map(|Extension(ConnectInfo(addr))| addr);
+    let remote = request.remote;
     let permit = match lifecycle::take_slot(&hub, &admitted, remote) {
         Ok(permit) => permit,
         Err(refusal) => return refusal.into_response(),
