@@ -5,7 +5,7 @@
 #
 #   scripts/test.sh            # everything
 #   SKIP_DEPLOY=1 scripts/test.sh   # skip the compose and k8s checks
-#   SKIP_FUZZ=1 scripts/test.sh     # skip the bounded fuzzing (FUZZ_SECONDS=60)
+#   SKIP_FUZZ=1 scripts/test.sh     # skip the bounded fuzzing (FUZZ_SECONDS=30)
 #   SKIP_AUTOBAHN=1 scripts/test.sh # skip the Autobahn|Testsuite subset
 #   SKIP_TYPESCRIPT=1 scripts/test.sh # skip the tsc check of the JS client's types
 set -euo pipefail
@@ -83,7 +83,7 @@ else
 fi
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
-  step "fuzz targets, ${FUZZ_SECONDS:-60}s each (any crash fails)"
+  step "fuzz targets, ${FUZZ_SECONDS:-30}s each (any crash fails)"
   scripts/fuzz.sh
 fi
 
