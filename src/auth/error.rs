@@ -68,6 +68,12 @@ pub enum AuthError {
     /// An API key that is not one of the configured ones.
     #[error("invalid API key")]
     ApiKeyInvalid,
+    /// A browser's saved admin credentials (HTTP Basic) on a request
+    /// another site made it send (`Sec-Fetch-Site: cross-site`).
+    #[error(
+        "the admin page's credentials are only taken from the node's own pages; send `Authorization: Bearer <api key>`"
+    )]
+    CrossSiteCredentials,
 }
 
 impl AuthError {
@@ -77,7 +83,8 @@ impl AuthError {
         match self {
             AuthError::GroupNotAllowed(_)
             | AuthError::OriginNotAllowed(_)
-            | AuthError::SubjectChanged => StatusCode::FORBIDDEN,
+            | AuthError::SubjectChanged
+            | AuthError::CrossSiteCredentials => StatusCode::FORBIDDEN,
             _ => StatusCode::UNAUTHORIZED,
         }
     }
@@ -100,6 +107,7 @@ impl AuthError {
             AuthError::OriginNotAllowed(_) => "origin_not_allowed",
             AuthError::ApiKeyMissing => "api_key_missing",
             AuthError::ApiKeyInvalid => "api_key_invalid",
+            AuthError::CrossSiteCredentials => "cross_site_credentials",
         }
     }
 }

@@ -5,9 +5,16 @@
 //!   because a browser's `new WebSocket(url)` cannot set headers. When both
 //!   are present the header wins. Query strings end up in access logs of
 //!   proxies: keep tokens short-lived (see docs/security.md).
-//! * An API key comes only in `Authorization: Bearer <api key>`: the API is
-//!   for backends, which can set headers, and a key in a URL would leak
-//!   into logs where it lives far longer than a token.
+//! * An API key comes in `Authorization: Bearer <api key>`: the API is for
+//!   backends, which can set headers, and a key in a URL would leak into
+//!   logs where it lives far longer than a token. The one browser page
+//!   behind the key, `/admin`, asks for it with HTTP Basic (the key is the
+//!   password): the browser then sends `Authorization: Basic` with the
+//!   page's own API calls. A browser sends saved Basic credentials with
+//!   requests other sites make it send too (a hidden form posting to
+//!   `/api/…`), so Basic is taken only from requests the browser marks as
+//!   the node's own (`Sec-Fetch-Site: same-origin`, or `none` for what the
+//!   user typed), or that come from no browser at all (no such header).
 
 use std::borrow::Cow;
 
@@ -37,6 +44,39 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
         return Err(AuthError::BadAuthorizationHeader);
     }
     Ok(Some(credential))
+}
+
+/// The API key of a request: the `Bearer` credential, or the password of
+/// `Basic` credentials when the request is the node's own page's (see the
+/// module docs); `None` without an `Authorization` header.
+pub fn api_key(headers: &HeaderMap) -> Result<Option<Cow<'_, str>>, AuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::BadAuthorizationHeader)?;
+    let Some((scheme, credential)) = value.split_once(' ') else {
+        return Err(AuthError::BadAuthorizationHeader);
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(bearer(headers)?.map(Cow::Borrowed));
+    }
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if !matches!(site, None | Some("same-origin") | Some("none")) {
+        return Err(AuthError::CrossSiteCredentials);
+    }
+    let decoded = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        credential.trim(),
+    )
+    .map_err(|_| AuthError::BadAuthorizationHeader)?;
+    let decoded = String::from_utf8(decoded).map_err(|_| AuthError::BadAuthorizationHeader)?;
+    // `user:password`; the user name is not looked at.
+    let (_, password) = decoded
+        .split_once(':')
+        .ok_or(AuthError::BadAuthorizationHeader)?;
+    Ok(Some(Cow::Owned(password.to_string())))
 }
 
 /// A client token from the `Authorization` header or, failing that, the
@@ -72,7 +112,7 @@ pub(crate) async fn require_api_key(
     request: Request,
     next: Next,
 ) -> Response {
-    let verdict = bearer(request.headers()).and_then(|key| guard.keys.check(key));
+    let verdict = api_key(request.headers()).and_then(|key| guard.keys.check(key.as_deref()));
     match verdict {
         Ok(()) => next.run(request).await,
         Err(error) => {
@@ -108,6 +148,40 @@ mod tests {
         assert!(bearer(&headers(Some("Basic dXNlcjpwYXNz"))).is_err());
         assert!(bearer(&headers(Some("Bearer"))).is_err());
         assert!(bearer(&headers(Some("Bearer "))).is_err());
+    }
+
+    #[test]
+    fn an_api_key_comes_as_bearer_or_as_the_password_of_basic_from_the_nodes_own_pages() {
+        let basic = |user_password: &str| {
+            let encoded =
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, user_password);
+            headers(Some(&format!("Basic {encoded}")))
+        };
+        assert_eq!(
+            api_key(&headers(Some("Bearer k1"))).unwrap().as_deref(),
+            Some("k1")
+        );
+        assert_eq!(api_key(&basic("admin:k2")).unwrap().as_deref(), Some("k2"));
+        assert_eq!(api_key(&basic(":k:3")).unwrap().as_deref(), Some("k:3"));
+        assert!(api_key(&basic("no-colon")).is_err());
+        assert!(api_key(&headers(Some("Basic !!!"))).is_err());
+        assert_eq!(api_key(&headers(None)).unwrap(), None);
+        for (site, taken) in [
+            ("same-origin", true),
+            ("none", true),
+            ("cross-site", false),
+            ("same-site", false),
+        ] {
+            let mut request = basic("admin:k4");
+            request.insert("sec-fetch-site", HeaderValue::from_static(site));
+            assert_eq!(api_key(&request).is_ok(), taken, "{site}");
+        }
+        let mut bearer_cross_site = headers(Some("Bearer k5"));
+        bearer_cross_site.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(
+            api_key(&bearer_cross_site).is_ok(),
+            "a browser never adds Bearer by itself"
+        );
     }
 
     #[test]

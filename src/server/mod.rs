@@ -3,7 +3,8 @@
 //! * [`ws_router`] — only `GET /ws/{*group}`, for mounting the hub into an
 //!   application's own `Router`;
 //! * [`router`] — everything the `groupcast` binary serves: WebSockets, the
-//!   HTTP API, health, metrics, debug state and the demo page;
+//!   HTTP API, health, metrics, debug state, the admin page (`/admin`,
+//!   behind the API key) and the demo page;
 //! * [`admin_router`] — health, readiness and metrics alone, for a separate
 //!   admin port.
 //!
@@ -15,6 +16,7 @@
 //! `into_make_service_with_connect_info::<SocketAddr>()` (without either,
 //! sessions simply have no remote address).
 
+mod admin;
 mod api;
 mod demo;
 mod listen;
@@ -92,6 +94,14 @@ pub fn router(hub: Hub, options: ServerOptions) -> Router {
         keys: options.api_keys.clone(),
         hub: hub.clone(),
     };
+    // The admin page: the same guard, its refusal turned into a challenge
+    // a browser answers (see `admin.rs`).
+    let admin = admin::routes()
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard.clone(),
+            require_api_key,
+        ))
+        .layer(axum::middleware::from_fn(admin::ask_for_the_key));
     let mut protected =
         protected.route_layer(axum::middleware::from_fn_with_state(guard, require_api_key));
     // CORS outermost, so a browser's preflight (which carries no key) is
@@ -99,7 +109,10 @@ pub fn router(hub: Hub, options: ServerOptions) -> Router {
     if let Some(cors) = options.cors.layer() {
         protected = protected.layer(cors);
     }
-    let mut router = Router::new().merge(protected).merge(demo::routes());
+    let mut router = Router::new()
+        .merge(protected)
+        .merge(admin)
+        .merge(demo::routes());
     if options.health_endpoints {
         router = router.merge(ops::health_routes());
     }

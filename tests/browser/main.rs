@@ -1,5 +1,5 @@
 //! Headless Chromium through chromedriver (`scripts/install-test-deps.sh`
-//! installs both): the demo page, the JS client, compression in the
+//! installs both): the demo page, the admin page, the JS client, compression in the
 //! browser, and the JS client (one group, and five on one connection) and
 //! the browser's EventSource resuming across a killed node (which also
 //! needs Docker for Redis).
@@ -12,5 +12,6 @@
 mod common;
 
 mod browser;
+mod browser_admin;
 mod browser_resume;
 mod browser_sse;
