@@ -1046,3 +1046,192 @@ async fn a_gap_history_no_longer_holds_falls_back_to_resuming() {
         "messages were lost: resume with since"
     );
 }
+
+/// What can happen to a history group in [`tail_against_redis`].
+#[derive(Debug, Clone)]
+enum TailStep {
+    /// `n` messages published through the other node, heard live.
+    Publish(u8),
+    /// Every subscriber connection cut, then `n` published at once: the
+    /// tail's node may miss some (a gap, repaired from Redis, or, when more
+    /// than history holds, skipped), then one more once it listens again.
+    CutThenPublish(u8),
+    /// The group's history lost in Redis (a new epoch), then one message.
+    NewEpoch,
+    /// A's member leaves (A unsubscribes and forgets its tail), `n`
+    /// messages are published that A does not hear, the member comes back
+    /// (a tail that begins mid-history), then one message heard live.
+    Rejoin(u8),
+    /// A reader asks both nodes.
+    Read(groupcast::backend::history::HistoryQuery),
+}
+
+fn tail_step() -> impl proptest::strategy::Strategy<Value = TailStep> {
+    use groupcast::backend::history::HistoryQuery;
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (1u8..6).prop_map(TailStep::Publish),
+        1 => (1u8..12).prop_map(TailStep::CutThenPublish),
+        1 => Just(TailStep::NewEpoch),
+        1 => (1u8..10).prop_map(TailStep::Rejoin),
+        3 => (0usize..14).prop_map(|n| TailStep::Read(HistoryQuery::Last(n))),
+        3 => (0u64..40, 1usize..14)
+            .prop_map(|(offset, limit)| TailStep::Read(HistoryQuery::After { offset, limit })),
+    ]
+}
+
+/// The node-local tail against Redis itself: random publishes (trimmed at
+/// a history size of 8), gaps in the tail node's live stream (its
+/// subscriber connection cut while messages are published), new epochs
+/// (the stream lost in Redis) and reads. Node A keeps a tail (it has a
+/// member); node B keeps none (`history_cache: 0`), so every read of B is
+/// a read of Redis. Once A has delivered everything published, every read
+/// on A — from its tail or, where the tail does not cover it, from Redis —
+/// answers exactly what B reads from Redis. Reads the tail served are
+/// counted, so the test fails if the tail never served any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_answers_exactly_what_redis_history_holds_under_random_publishes_gaps_and_epochs()
+{
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config as Cases, TestRunner};
+
+    let redis = TestRedis::start().await;
+    let node = |name: &str, history_cache: usize| {
+        Hub::builder()
+            .node_id(format!("{name}-{:04x}", rand::random::<u16>()))
+            .config(Config {
+                history_cache,
+                ..config(&["tailprop-*=8:1h"])
+            })
+            .backend(fast_options(redis.url()))
+            .build()
+            .expect("a clustered hub")
+    };
+    let a = TestServer::start(node("tailprop-a", 1 << 20)).await;
+    let b = TestServer::start(node("tailprop-b", 0)).await;
+    common::wait_until("both nodes reach Redis", || {
+        a.hub.status().connected && b.hub.status().connected
+    })
+    .await;
+    let mut conn = redis.client().await;
+    let mut runner = TestRunner::new(Cases {
+        cases: 8,
+        ..Cases::default()
+    });
+    let steps = proptest::collection::vec(tail_step(), 10..40);
+    let (mut tail_reads, mut compared) = (0, 0);
+    for case in 0..8 {
+        let plan = steps
+            .new_tree(&mut runner)
+            .expect("a plan of steps")
+            .current();
+        let group = format!("tailprop-{case}");
+        // A raw member: it keeps A subscribed and its tail going whatever
+        // happens (a `groupcast.v1` client would be closed with 4010 when a
+        // gap is larger than what history holds).
+        let mut watcher = Client::connect(&a.ws_url(&group)).await;
+        wait_until_async("A listens to the group", || async {
+            redis.numsub(&format!("group:{group}")).await == 1
+        })
+        .await;
+        let mut published = 0u64;
+        for step in &plan {
+            match step {
+                TailStep::Publish(n) | TailStep::CutThenPublish(n) => {
+                    if matches!(step, TailStep::CutThenPublish(_)) {
+                        cut_subscriber_connections(&mut conn).await;
+                    }
+                    for _ in 0..*n {
+                        published += 1;
+                        b.hub
+                            .to(group.as_str())
+                            .publish(format!("p{published}"))
+                            .await
+                            .expect("publish");
+                    }
+                    if matches!(step, TailStep::CutThenPublish(_)) {
+                        // Once A listens again, one more message heard
+                        // live shows A any gap, which it repairs.
+                        wait_until_async("A listens to the group again", || async {
+                            redis.numsub(&format!("group:{group}")).await == 1
+                        })
+                        .await;
+                        published += 1;
+                        b.hub
+                            .to(group.as_str())
+                            .publish(format!("p{published}"))
+                            .await
+                            .expect("publish");
+                    }
+                }
+                TailStep::Rejoin(n) => {
+                    drop(watcher);
+                    wait_until_async("A leaves the group", || async {
+                        redis.numsub(&format!("group:{group}")).await == 0
+                    })
+                    .await;
+                    // Unheard by A, kept by Redis.
+                    for _ in 0..*n {
+                        published += 1;
+                        b.hub
+                            .to(group.as_str())
+                            .publish(format!("p{published}"))
+                            .await
+                            .expect("publish");
+                    }
+                    watcher = Client::connect(&a.ws_url(&group)).await;
+                    wait_until_async("A listens to the group again", || async {
+                        redis.numsub(&format!("group:{group}")).await == 1
+                    })
+                    .await;
+                    published += 1;
+                    b.hub
+                        .to(group.as_str())
+                        .publish(format!("p{published}"))
+                        .await
+                        .expect("publish");
+                }
+                TailStep::NewEpoch => {
+                    let stream = format!("groupcast:history:{{group:{group}}}");
+                    let epoch = format!("groupcast:history-epoch:{{group:{group}}}");
+                    let _: i64 = query(&mut conn, &["DEL", &stream, &epoch]).await;
+                    published += 1;
+                    b.hub
+                        .to(group.as_str())
+                        .publish(format!("p{published}"))
+                        .await
+                        .expect("publish");
+                }
+                TailStep::Read(read) => {
+                    let group = groupcast::GroupName::new(&group).unwrap();
+                    let before = a.hub.metrics().history_reads_tail.get();
+                    let on_a = a.hub.history(&group, *read).await.unwrap().unwrap();
+                    let from_redis = b.hub.history(&group, *read).await.unwrap().unwrap();
+                    tail_reads += a.hub.metrics().history_reads_tail.get() - before;
+                    compared += 1;
+                    let shown = |h: &groupcast::resume::History| {
+                        let messages: Vec<(u64, String)> = h
+                            .messages
+                            .iter()
+                            .map(|(offset, m)| (*offset, m.as_text().unwrap_or("?").to_string()))
+                            .collect();
+                        (h.epoch.clone(), h.top, messages)
+                    };
+                    assert_eq!(
+                        shown(&on_a),
+                        shown(&from_redis),
+                        "case {case}, {read:?} after {plan:?}"
+                    );
+                    continue;
+                }
+            }
+            // Whatever happened, A delivers every message (a gap is
+            // repaired from Redis) before the next step, so its tail, if it
+            // serves, is as current as Redis.
+            let last = format!("p{published}");
+            while watcher.recv_text().await != last {}
+        }
+    }
+    eprintln!("{compared} reads compared, {tail_reads} served by A's tail");
+    assert!(tail_reads > 0, "the tail served no read: nothing was shown");
+}
