@@ -15,12 +15,14 @@ use groupcast::auth::{
 };
 use groupcast::backend::IntoBackend;
 use groupcast::backend::cluster::ClusterOptions;
+use groupcast::backend::sentinel::SentinelOptions;
 use groupcast::{Config, GroupName, Hub};
 use serde_json::Value;
 
 use crate::common::cluster::TestCluster;
 use crate::common::node::NodeProcess;
-use crate::common::redis::{TestRedis, fast_options};
+use crate::common::redis::{TestRedis, fast_options, fast_sharded, query, start_many};
+use crate::common::sentinel::{MASTER, TestSentinel};
 use crate::common::{Client, TestServer, http, wait_until, wait_until_async};
 
 const SECRET: &[u8] = b"presence-test-secret-of-32-bytes-at-least";
@@ -357,19 +359,11 @@ async fn bad_cursors_and_limits_are_400() {
 
 /// The same on a Redis Cluster: one group's keys in one slot, groups on
 /// every primary.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_works_on_a_redis_cluster() {
-    let cluster = TestCluster::start().await;
-    let seeds = cluster.seeds();
-    let nodes = three("presence-rc", || {
-        let mut options = ClusterOptions::new(seeds.clone());
-        options.redis = fast_options(String::new());
-        Box::new(options)
-    })
-    .await;
-    // Groups whose channels hash to different slots (and so, likely,
-    // different primaries).
-    let groups = ["rc-one", "rc-two", "rc-three"];
+/// Three groups (on different slots or shards where there are several),
+/// each with a member on each of the three `nodes`: every node lists each
+/// group's members and users; the first node's members leave, and every
+/// group lists the other two.
+async fn presence_holds_across(nodes: &[TestServer], groups: &[String]) {
     let mut clients: Vec<Client> = Vec::new();
     for group in groups {
         for (i, node) in nodes.iter().enumerate() {
@@ -388,6 +382,7 @@ async fn presence_works_on_a_redis_cluster() {
     }
     // The first node's members leave every group (clients are in the
     // order group × node).
+    let first_node = nodes[0].hub.node_id().to_string();
     let (first, _rest): (Vec<_>, Vec<_>) = clients
         .into_iter()
         .enumerate()
@@ -396,10 +391,65 @@ async fn presence_works_on_a_redis_cluster() {
     for group in groups {
         wait_until_async("the first node's members are gone", || async {
             let members = all_pages(&nodes[2], group, 100).await;
-            members.len() == 2 && members.iter().all(|m| m["node"] != "presence-rc-a")
+            members.len() == 2 && members.iter().all(|m| m["node"] != first_node.as_str())
         })
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_works_on_a_redis_cluster() {
+    let cluster = TestCluster::start().await;
+    let seeds = cluster.seeds();
+    let nodes = three("presence-rc", || {
+        let mut options = ClusterOptions::new(seeds.clone());
+        options.redis = fast_options(String::new());
+        Box::new(options)
+    })
+    .await;
+    presence_holds_across(&nodes, &named(&["rc-one", "rc-two", "rc-three"])).await;
+}
+
+/// Each group's presence lives on its group's shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_works_on_sharded_redis() {
+    let shards = start_many(2).await;
+    let options = fast_sharded(&shards);
+    let nodes = three("presence-sh", || Box::new(options.clone())).await;
+    // One group on each shard.
+    let groups: Vec<String> = (0..2)
+        .map(|shard| {
+            (0..)
+                .map(|n| format!("sh-{n}"))
+                .find(|name| options.shard_of(&GroupName::new(name.as_str()).unwrap()) == shard)
+                .expect("a name on every shard")
+        })
+        .collect();
+    presence_holds_across(&nodes, &groups).await;
+    // Each group's presence keys are on its own shard (waited for: under
+    // load a member whose node's heartbeat was late can be pruned and
+    // written back a moment later, as on any backend).
+    for (shard, group) in shards.iter().zip(&groups) {
+        let key = format!("groupcast:presence:{{group:{group}}}:members");
+        wait_until_async("the group's presence is on its own shard", || async {
+            let mut conn = shard.client().await;
+            query::<i64>(&mut conn, &["HLEN", &key]).await == 2
+        })
+        .await;
+    }
+}
+
+fn named(groups: &[&str]) -> Vec<String> {
+    groups.iter().map(|g| g.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_works_through_sentinel() {
+    let sentinel = TestSentinel::start().await;
+    let mut options = SentinelOptions::new(sentinel.sentinels(), MASTER);
+    options.redis = fast_options(String::new());
+    let nodes = three("presence-st", || Box::new(options.clone())).await;
+    presence_holds_across(&nodes, &named(&["st-one", "st-two", "st-three"])).await;
 }
 
 /// Presence is kept only for the groups `Config::presence` names: another
