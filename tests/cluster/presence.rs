@@ -1,7 +1,8 @@
 //! Per-group presence over a real Redis: the members and users of a group
 //! on three nodes, exact after joins and leaves; paging that lists each
 //! member once; a killed node's members gone within the presence TTL; bad
-//! cursors and limits refused; and the same on a Redis Cluster.
+//! cursors and limits refused; and the same on a Redis Cluster, on sharded
+//! Redis (each group on its own shard) and through Sentinel.
 //!
 //! The tests on `TestRedis::shared()` use groups and node ids of their own
 //! (`presence-*`): presence keys are per group, so they do not see each
