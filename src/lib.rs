@@ -65,6 +65,7 @@ mod session;
 mod session_id;
 mod transport;
 #[doc(hidden)]
+pub mod webhooks;
 pub mod wire;
 pub mod workers;
 

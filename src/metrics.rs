@@ -11,6 +11,22 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// What the webhook sender counts; its own struct, so that the sender
+/// task holds clones of these (they share their values) and not the
+/// registry.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookMetrics {
+    /// Events waiting to be sent.
+    pub queued: Gauge,
+    /// Events the receiver took.
+    pub delivered: Counter,
+    /// Attempts the receiver did not take (each retry counts).
+    pub attempt_failures: Counter,
+    /// Events dropped: the queue was full, or retries ran past the
+    /// event's maximum age.
+    pub dropped: Counter,
+}
+
 /// The hub's metrics. Cheap to update from any thread.
 pub struct Metrics {
     registry: Registry,
@@ -64,6 +80,8 @@ pub struct Metrics {
     pub worker_failures: Counter,
     /// Worker leases lost (not renewed in time, or taken by another node).
     pub worker_leases_lost: Counter,
+    /// The webhook sender's (see `webhooks/`).
+    pub webhooks: WebhookMetrics,
     /// Resumes (`since`/`epoch`) that got everything they missed.
     pub resumes_recovered: Counter,
     /// Resumes that could not be complete (other epoch, trimmed, expired,
@@ -231,6 +249,24 @@ impl Metrics {
                 Counter
             ),
             worker_leases_lost: metric!("worker_leases_lost", "Worker leases lost", Counter),
+            webhooks: WebhookMetrics {
+                queued: metric!("webhook_queue", "Webhook events waiting to be sent", Gauge),
+                delivered: metric!(
+                    "webhook_delivered",
+                    "Webhook events the receiver took",
+                    Counter
+                ),
+                attempt_failures: metric!(
+                    "webhook_attempt_failures",
+                    "Webhook attempts the receiver did not take (each retry counts)",
+                    Counter
+                ),
+                dropped: metric!(
+                    "webhook_dropped",
+                    "Webhook events dropped: queue full, or not taken within their maximum age",
+                    Counter
+                ),
+            },
             auth_rejections: metric!(
                 "auth_rejections",
                 "Requests and connections refused or closed by security, by reason",

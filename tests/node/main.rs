@@ -27,4 +27,5 @@ mod slow_clients;
 mod smoke;
 mod sse;
 mod terminal;
+mod webhooks;
 mod workers;
