@@ -177,7 +177,27 @@ tests:
         values: '0+1000x20'
       - series: 'groupcast_queue_full_closes_total{job="groupcast", instance="b:8080"}'
         values: '0+1x20'
+      - series: 'groupcast_webhook_dropped_total{job="groupcast", instance="a:8080"}'
+        values: '0+2x20'
+      - series: 'groupcast_webhook_attempt_failures_total{job="groupcast", instance="a:8080"}'
+        values: '0+30x20'
+      - series: 'groupcast_webhook_delivered_total{job="groupcast", instance="a:8080"}'
+        values: '0x20'
     alert_rule_test:
+      - eval_time: 15m
+        alertname: GroupcastWebhookQueueOverflowing
+        exp_alerts:
+          - exp_labels: {severity: warning, job: groupcast, instance: "a:8080"}
+            exp_annotations:
+              summary: "groupcast node a:8080 drops webhook events"
+              description: "10 webhook events were dropped on a:8080 in 5 minutes: the receiver (--webhook-url) is down or slower than the events, the queue (--webhook-queue) is full, or events were not taken within their maximum age. The application misses them."
+      - eval_time: 15m
+        alertname: GroupcastWebhookReceiverFailing
+        exp_alerts:
+          - exp_labels: {severity: warning, job: groupcast, instance: "a:8080"}
+            exp_annotations:
+              summary: "the webhook receiver of groupcast node a:8080 takes nothing"
+              description: "Every webhook attempt of a:8080 has failed for 5 minutes; events wait in the queue (groupcast_webhook_queue) and are dropped once it is full."
       - eval_time: 15m
         alertname: GroupcastQueueFullSpike
         exp_alerts:
