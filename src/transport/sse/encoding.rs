@@ -97,6 +97,8 @@ pub(crate) fn close_event(reason: &crate::CloseReason) -> Bytes {
         "kind": reason.kind.name(),
         "code": reason.kind.websocket_code(),
         "reason": reason.reason,
+        // Whether the client may come back (false: 1008, 4003, 4500–4999).
+        "reconnect": reason.kind.may_reconnect(),
     });
     Bytes::from(format!("event: close\ndata: {json}\n\n"))
 }
