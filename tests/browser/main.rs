@@ -12,5 +12,6 @@
 mod common;
 
 mod browser;
+mod browser_disconnect;
 mod browser_resume;
 mod browser_sse;
