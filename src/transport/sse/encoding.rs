@@ -186,5 +186,10 @@ mod tests {
         assert!(text.starts_with("event: close\ndata: {"), "{text}");
         assert!(text.contains(r#""kind":"too_slow""#), "{text}");
         assert!(text.contains(r#""code":1013"#), "{text}");
+        assert!(text.contains(r#""reconnect":true"#), "{text}");
+        let final_close = close_event(&crate::CloseReason::from_websocket_code(4509, "banned"));
+        let text = String::from_utf8(final_close.to_vec()).unwrap();
+        assert!(text.contains(r#""kind":"disconnected""#), "{text}");
+        assert!(text.contains(r#""reconnect":false"#), "{text}");
     }
 }
