@@ -455,14 +455,8 @@ async fn disconnect_session(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = disconnect_target(&rest, "sessions", "a session id")?;
-    let options = disconnect_options(body)?;
-    disconnect(
-        &state,
-        Who::Session(SessionId::from(id)),
-        options,
-        "unknown_session",
-    )
-    .await
+    let who = Who::Session(SessionId::from(id));
+    disconnect(&state, who, disconnect_options(body)?, "unknown_session").await
 }
 
 /// `POST /api/users/{sub}/disconnect`: every session whose token's `sub`
@@ -472,9 +466,8 @@ async fn disconnect_user(
     Path(rest): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let sub = disconnect_target(&rest, "users", "a user's sub")?;
-    let options = disconnect_options(body)?;
-    disconnect(&state, Who::User(sub.to_string()), options, "unknown_user").await
+    let who = Who::User(disconnect_target(&rest, "users", "a user's sub")?.to_string());
+    disconnect(&state, who, disconnect_options(body)?, "unknown_user").await
 }
 
 /// The `{id}` of `POST /api/{what}/{id}/disconnect`: `rest` is

@@ -798,27 +798,18 @@ async fn the_api_and_debug_state_need_an_api_key() {
 #[tokio::test]
 async fn presence_and_disconnects_need_the_api_key() {
     let server = secured_server(token_auth()).await;
+    use reqwest::Method;
     let cases = [
+        (Method::GET, "/api/groups/chat/members", 404, "presence_off"),
+        (Method::GET, "/api/groups/chat/users", 404, "presence_off"),
         (
-            reqwest::Method::GET,
-            "/api/groups/chat/members",
-            404,
-            "presence_off",
-        ),
-        (
-            reqwest::Method::GET,
-            "/api/groups/chat/users",
-            404,
-            "presence_off",
-        ),
-        (
-            reqwest::Method::POST,
+            Method::POST,
             "/api/sessions/00ff/disconnect",
             404,
             "unknown_session",
         ),
         (
-            reqwest::Method::POST,
+            Method::POST,
             "/api/users/alice/disconnect",
             404,
             "unknown_user",
