@@ -3,8 +3,8 @@
 //! the close codes that say whether to come back (4009, 4509, the
 //! caller's own), 404 for a session or user no node has, 400 for a bad
 //! body, 401 without the API key, a live node that does not answer named
-//! (504 when nobody can say), and the same on sharded Redis and a Redis
-//! Cluster.
+//! (504 when nobody can say), and the same on sharded Redis, a Redis
+//! Cluster and behind Sentinel.
 //!
 //! Each test's nodes form a cluster of their own on the shared Redis: a
 //! cluster view key and a cluster channel of their own (`isolated`), so
@@ -18,12 +18,14 @@ use groupcast::auth::{
 use groupcast::backend::IntoBackend;
 use groupcast::backend::cluster::ClusterOptions;
 use groupcast::backend::redis::RedisOptions;
+use groupcast::backend::sentinel::SentinelOptions;
 use groupcast::server::ServerOptions;
 use groupcast::{CloseReason, Hub, Who};
 use serde_json::{Value, json};
 
 use crate::common::cluster::TestCluster;
 use crate::common::redis::{TestRedis, fast_options, fast_sharded, start_many};
+use crate::common::sentinel::{MASTER, TestSentinel};
 use crate::common::{Client, TestServer, wait_until_async};
 
 const SECRET: &[u8] = b"disconnect-test-secret-of-32-bytes-at-least";
@@ -334,10 +336,11 @@ async fn a_node_that_does_not_answer_is_named() {
     alice.expect_close_code(4009).await;
 }
 
-/// A user on two nodes of a sharded cluster (control on shard 0) and of a
-/// Redis Cluster (the cluster channel a shard channel).
+/// A user on two nodes of a sharded cluster (control on shard 0), of a
+/// Redis Cluster (the cluster channel a shard channel) and behind
+/// Sentinel (the primary it names).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_is_disconnected_across_nodes_sharded_and_on_a_redis_cluster() {
+async fn a_user_is_disconnected_across_nodes_in_the_other_redis_modes() {
     let shards = start_many(2).await;
     let sharded = three("disc-sh", || Box::new(fast_sharded(&shards))).await;
     let cluster = TestCluster::start().await;
@@ -348,7 +351,11 @@ async fn a_user_is_disconnected_across_nodes_sharded_and_on_a_redis_cluster() {
         Box::new(options)
     })
     .await;
-    for nodes in [&sharded, &on_cluster] {
+    let sentinel = TestSentinel::start().await;
+    let mut options = SentinelOptions::new(sentinel.sentinels(), MASTER);
+    options.redis = fast_options(String::new());
+    let behind_sentinel = three("disc-sen", || Box::new(options.clone())).await;
+    for nodes in [&sharded, &on_cluster, &behind_sentinel] {
         let mut on_b = member(&nodes[1], "disc-modes", "eve").await;
         let mut on_c = member(&nodes[2], "disc-modes", "eve").await;
         let (status, answer) = post(&nodes[0], "/api/users/eve/disconnect", None).await;
