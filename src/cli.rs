@@ -796,6 +796,11 @@ pub struct TokenArgs {
     #[arg(long)]
     pub publish: bool,
 
+    /// Deny the client the presence of its groups (the claim
+    /// `presence: false`): it will not be shown who else is there.
+    #[arg(long)]
+    pub no_presence: bool,
+
     /// How long the token is valid.
     #[arg(long, value_parser = duration, default_value = shown(MintRequest::new("", Vec::<String>::new()).ttl))]
     pub ttl: Duration,
@@ -832,6 +837,7 @@ impl TokenArgs {
             sub: self.sub.clone(),
             groups: self.groups.clone(),
             publish: self.publish,
+            presence: !self.no_presence,
             ttl: self.ttl,
             not_before: self.not_before,
             kid: self.kid.clone(),

@@ -41,8 +41,16 @@ pub enum CloseKind {
     /// Continuity was lost: reconnect with your last position and history
     /// fills the gap.
     Resume,
+    /// Disconnected on demand (`POST /api/sessions/{id}/disconnect`,
+    /// `/api/users/{sub}/disconnect`, `Hub::disconnect`): 4009 when the
+    /// client may come back, 4509 when it must not.
+    Disconnected {
+        /// Whether the client may reconnect.
+        reconnect: bool,
+    },
     /// The application's own reason, by its WebSocket-style code (melody's
-    /// `CloseWithMsg`; 4000–4999 are the application's).
+    /// `CloseWithMsg`; 4000–4999 are the application's, and 4500–4999 say
+    /// "do not reconnect").
     Application(u16),
 }
 
@@ -62,6 +70,8 @@ impl CloseKind {
             close_code::TOKEN_EXPIRED => CloseKind::TokenExpired,
             close_code::REFRESH_REJECTED => CloseKind::RefreshRejected,
             close_code::RESUME => CloseKind::Resume,
+            close_code::DISCONNECTED => CloseKind::Disconnected { reconnect: true },
+            close_code::DISCONNECTED_FINAL => CloseKind::Disconnected { reconnect: false },
             other => CloseKind::Application(other),
         }
     }
@@ -81,6 +91,8 @@ impl CloseKind {
             CloseKind::TokenExpired => close_code::TOKEN_EXPIRED,
             CloseKind::RefreshRejected => close_code::REFRESH_REJECTED,
             CloseKind::Resume => close_code::RESUME,
+            CloseKind::Disconnected { reconnect: true } => close_code::DISCONNECTED,
+            CloseKind::Disconnected { reconnect: false } => close_code::DISCONNECTED_FINAL,
             CloseKind::Application(code) => code,
         }
     }
@@ -100,9 +112,28 @@ impl CloseKind {
             CloseKind::TokenExpired => "token_expired",
             CloseKind::RefreshRejected => "refresh_rejected",
             CloseKind::Resume => "resume",
+            CloseKind::Disconnected { .. } => "disconnected",
             CloseKind::Application(_) => "application",
         }
     }
+
+    /// Whether a client may reconnect after this close: not after a
+    /// policy violation, a refused refresh, a disconnect for good, nor
+    /// any code in 4500–4999 (docs/protocol.md, "Close codes"). What the
+    /// JS client does, and what the SSE `close` event says.
+    pub fn may_reconnect(self) -> bool {
+        match self {
+            CloseKind::PolicyViolation | CloseKind::RefreshRejected => false,
+            CloseKind::Disconnected { reconnect } => reconnect,
+            CloseKind::Application(code) => !is_final_code(code),
+            _ => true,
+        }
+    }
+}
+
+/// Whether `code` is in 4500–4999, the codes that say "do not reconnect".
+pub fn is_final_code(code: u16) -> bool {
+    (close_code::FINAL_RANGE_START..=4999).contains(&code)
 }
 
 /// A session's close: why, and a short human-readable reason.
@@ -136,7 +167,8 @@ mod tests {
     #[test]
     fn every_websocket_code_maps_to_a_kind_and_back() {
         for code in [
-            1000, 1001, 1002, 1007, 1008, 1009, 1011, 1013, 4001, 4003, 4010, 4000, 4999, 3000,
+            1000, 1001, 1002, 1007, 1008, 1009, 1011, 1013, 4001, 4003, 4009, 4010, 4509, 4000,
+            4999, 3000,
         ] {
             let kind = CloseKind::from_websocket_code(code);
             assert_eq!(kind.websocket_code(), code, "{kind:?}");
@@ -147,5 +179,20 @@ mod tests {
             CloseKind::Application(4000)
         );
         assert_eq!(CloseKind::TooSlow.name(), "too_slow");
+    }
+
+    #[test]
+    fn codes_from_4500_say_do_not_reconnect() {
+        assert!(CloseKind::from_websocket_code(4009).may_reconnect());
+        assert!(!CloseKind::from_websocket_code(4509).may_reconnect());
+        assert!(CloseKind::Application(4499).may_reconnect());
+        assert!(!CloseKind::Application(4500).may_reconnect());
+        assert!(!CloseKind::Application(4999).may_reconnect());
+        assert!(!CloseKind::RefreshRejected.may_reconnect());
+        assert!(CloseKind::GoingAway.may_reconnect());
+        assert_eq!(
+            CloseKind::Disconnected { reconnect: false }.name(),
+            "disconnected"
+        );
     }
 }

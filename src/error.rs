@@ -20,6 +20,9 @@ pub enum HubError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    /// A control message (`backend/control.rs`) could not be encoded.
+    #[error(transparent)]
+    Control(#[from] crate::backend::control::ControlError),
     /// A limit of the node (connections, groups) is reached.
     #[error(transparent)]
     Limit(#[from] LimitRejection),

@@ -39,6 +39,7 @@ use crate::backend::{
 };
 use crate::broadcast::{Broadcast, Target};
 use crate::config::Config;
+use crate::control::{NodeControl, NodeEvents};
 use crate::delivery::Delivery;
 use crate::envelope::{Envelope, FrameKind};
 use crate::error::{BackendError, HubError, SessionError};
@@ -184,11 +185,15 @@ impl HubBuilder {
                 me.clone(),
             )
         });
+        let control = Arc::new(NodeControl::new(registry.clone(), node_id.clone()));
         let groups_registry = registry.clone();
         let (presence_registry, presence_policy) = (registry.clone(), self.config.presence.clone());
         let context = BackendContext {
             node_id: node_id.clone(),
-            inbox: delivery.clone(),
+            inbox: Arc::new(NodeEvents {
+                delivery: delivery.clone(),
+                control: control.clone(),
+            }),
             metrics: metrics.clone(),
             local_groups: Arc::new(move || groups_registry.groups()),
             presence_groups: Arc::new(move || {
@@ -205,6 +210,7 @@ impl HubBuilder {
         };
         let backend = self.backend.start(context)?;
         delivery.repair_from(&backend.broker_handle());
+        control.answer_through(&backend.broker_handle());
         let workers = Workers::new(backend.leases(), self.worker_options, metrics.clone());
         let limiter = Arc::new(ConnectionLimiter::new(
             self.config.max_connections,
@@ -217,6 +223,7 @@ impl HubBuilder {
                 registry,
                 metrics,
                 delivery,
+                control,
                 history_reads: MergedReads::default(),
                 handlers: self.handlers,
                 backend,
@@ -285,6 +292,9 @@ struct Inner {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     delivery: Arc<Delivery>,
+    /// Control between nodes: disconnects asked and answered
+    /// (`control.rs`).
+    control: Arc<NodeControl>,
     /// History reads in flight, merged (`history_reads.rs`).
     history_reads: MergedReads,
     handlers: Handlers,
@@ -650,6 +660,16 @@ impl Hub {
     /// (standalone: this node alone).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BackendError> {
         self.inner.backend.cluster().nodes().await
+    }
+
+    /// This node's side of control between nodes (`disconnect.rs` uses it).
+    pub(crate) fn control(&self) -> &NodeControl {
+        &self.inner.control
+    }
+
+    /// The backend's broker (`disconnect.rs` sends control through it).
+    pub(crate) fn broker(&self) -> &dyn crate::backend::Broker {
+        self.inner.backend.broker()
     }
 
     /// Who is in each group, cluster-wide (`presence/api.rs` reads it).

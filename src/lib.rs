@@ -35,7 +35,9 @@ mod backoff;
 pub mod broadcast;
 mod close;
 pub mod config;
+mod control;
 mod delivery;
+mod disconnect;
 // The wire formats: public so that the tests, the fuzz targets and the load
 // tool run the very code the server runs, but not part of the documented
 // API (an application never needs them).
@@ -69,10 +71,12 @@ pub mod webhooks;
 pub mod wire;
 pub mod workers;
 
+pub use backend::control::Who;
 pub use backend::{Cursor, IntoBackend, Member, MemberPage, Position, PresenceStats, UserCount};
 pub use broadcast::{Broadcast, KeyFilter, Target};
-pub use close::{CloseKind, CloseReason};
+pub use close::{CloseKind, CloseReason, is_final_code};
 pub use config::{ClientMessages, Config, ConfigError, ParseSettingError, QueueFullPolicy};
+pub use disconnect::{DisconnectError, DisconnectOptions, Disconnected, MAX_REASON_BYTES};
 pub use error::{BackendError, HubError, SessionError};
 pub use group::{GroupName, GroupNameError, IntoGroupName};
 pub use hub::{GroupInfo, Hub, HubBuilder};

@@ -141,7 +141,7 @@ export interface RequestError {
 export interface Closed {
   code: number;
   reason: string;
-  /** false: final (close(), 1008, 4003, 4001 without getToken, maxRetries, no group left). */
+  /** false: final (close(), 1008, 4003, 4500-4999 such as 4509 "disconnected: do not reconnect", 4001 without getToken, maxRetries, no group left). */
   reconnect: boolean;
 }
 

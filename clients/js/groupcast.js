@@ -69,8 +69,9 @@
 //                keeps no history (nothing to resume from)
 //   refreshed    {exp}: the server accepted refresh(token)
 //   closed       {code, reason, reconnect}: the socket closed; reconnect
-//                false means final (close(), 1008, 4003, 4001 without
-//                getToken, maxRetries reached)
+//                false means final (close(), 1008, 4003, 4500-4999,
+//                4001 without getToken, maxRetries reached); reason says
+//                why (the server's, e.g. "banned", or this client's)
 //   reconnecting {delay, attempt, url, code}: next attempt in delay ms
 //
 // Properties: state ("connecting" | "open" | "reconnecting" | "idle",
@@ -82,8 +83,11 @@
 //
 // Close codes (docs/protocol.md says what each means):
 //   final, no reconnect: 1008 (policy: not allowed), 4003 (token refresh
-//     rejected), 4001 (token expired) unless `getToken` is given, and the
-//     1000 this client sends from close()
+//     rejected), every code of 4500-4999 ("do not reconnect": 4509 is the
+//     server's disconnect for good, POST /api/users/{sub}/disconnect with
+//     reconnect: false), 4001 (token expired) unless `getToken` is given,
+//     and the 1000 this client sends from close()
+//   4009 (disconnected by the server, may come back): reconnect with backoff
 //   1013 (slow consumer, try again later): reconnect after a long delay,
 //     between max/2 and max
 //   4001 with `getToken`: reconnect at once with the new token
@@ -121,6 +125,18 @@ const FINAL_CODES = new Map([
   [1008, "policy violation: this client may not join or send"],
   [4003, "token refresh rejected"],
 ]);
+
+/**
+ * Why a close with `code` is final, or undefined when reconnecting may
+ * help: the codes above, and every code of 4500-4999, which the server
+ * (4509: disconnected for good) and applications use to say "do not
+ * reconnect".
+ */
+function finalReason(code) {
+  if (FINAL_CODES.has(code)) return FINAL_CODES.get(code);
+  if (code >= 4500 && code <= 4999) return "the server said not to reconnect";
+  return undefined;
+}
 
 /**
  * The delay before reconnect attempt number `attempt` (0 for the first):
@@ -743,7 +759,7 @@ export class GroupcastClient {
   /** After a connection (or an attempt) ended: reconnect, or stop. */
   _afterClose({ code, reason }) {
     if (this._stopped) return;
-    let final = FINAL_CODES.get(code);
+    let final = finalReason(code);
     if (code === 4001 && !this.getToken) final = "token expired, and no getToken option to get another";
     if (!final && this._attempt + 1 > this.maxRetries) final = `gave up after ${this.maxRetries} attempts`;
     if (final) {

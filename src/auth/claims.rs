@@ -7,6 +7,7 @@
 //!   "sub": "alice",                 // required: who this is
 //!   "groups": ["chat", "task/*"],   // the groups it may join (patterns)
 //!   "publish": true,                // may it send into its group? default false
+//!   "presence": false,              // may it see who else is there? default true
 //!   "exp": 1767225600,              // required: expiry (seconds since epoch)
 //!   "nbf": 1767222000,              // optional: not before
 //!   "iss": "...", "aud": "..."      // checked when --jwt-issuer / --jwt-audience are set
@@ -22,6 +23,15 @@
 //!
 //! `publish` defaults to false: a token that does not say otherwise gives a
 //! receive-only connection — the safe default for live feeds.
+//!
+//! `presence` defaults to true: a client may see the presence (member
+//! list, join and leave) of the groups it may join, and only of those;
+//! `presence: false` denies it that for every group (a viewer of a live
+//! feed who must not learn who else watches). Clients cannot ask for
+//! presence yet — only the HTTP API, behind its key, reads it — so this
+//! claim is carried on the session ([`Claims::presence`]) for the
+//! client-facing presence to come (`?presence=1`, join/leave frames),
+//! which must check [`Claims::may_see_presence`].
 //!
 //! ## The session's claims
 //!
@@ -51,6 +61,10 @@ pub struct TokenClaims {
     /// Whether the client may send messages into its group.
     #[serde(default)]
     pub publish: bool,
+    /// Whether the client may see presence in the groups it may join
+    /// (default true; see the module docs).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub presence: bool,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
     /// Not before, seconds since the Unix epoch.
@@ -65,6 +79,14 @@ pub struct TokenClaims {
     /// Issued at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(value: &bool) -> bool {
+    *value
 }
 
 /// How a session got in.
@@ -88,6 +110,9 @@ pub struct Claims {
     pub sub: Option<String>,
     /// Whether the session's messages may be forwarded to its group.
     pub publish: bool,
+    /// Whether the session may see presence in its groups: the token's
+    /// `presence` claim (true without a token).
+    pub presence: bool,
     /// The token's `exp`, as it says.
     pub exp: Option<u64>,
     /// When the server closes the connection unless refreshed: `exp` plus
@@ -102,6 +127,7 @@ impl Claims {
             admission: Admission::Open,
             sub: None,
             publish: true,
+            presence: true,
             exp: None,
             expires_at: None,
         }
@@ -113,9 +139,18 @@ impl Claims {
             admission: Admission::Anonymous,
             sub: None,
             publish,
+            presence: true,
             exp: None,
             expires_at: None,
         }
+    }
+
+    /// Whether this session may be shown the presence of a group it holds.
+    /// A session holds only groups it was admitted to (its connection's,
+    /// and those a subscribe was allowed), so "only groups it may join"
+    /// holds by construction; what is left is the token's word.
+    pub fn may_see_presence(&self) -> bool {
+        self.presence
     }
 
     /// How long until the connection must close, if it must (zero when the
@@ -159,6 +194,10 @@ mod tests {
         let claims: TokenClaims = serde_json::from_str(r#"{"sub":"a","exp":5}"#).unwrap();
         assert!(claims.groups.is_empty());
         assert!(!claims.publish);
+        assert!(claims.presence, "presence is on unless the token says no");
+        let denied: TokenClaims =
+            serde_json::from_str(r#"{"sub":"a","exp":5,"presence":false}"#).unwrap();
+        assert!(!denied.presence);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct MintRequest {
     pub groups: Vec<String>,
     /// Whether it may publish into its group.
     pub publish: bool,
+    /// Whether it may see presence in its groups (default true; the
+    /// claim is written only when false).
+    pub presence: bool,
     /// How long it is valid from now.
     pub ttl: Duration,
     /// Valid only from now plus this (sets `nbf`).
@@ -46,6 +49,7 @@ impl MintRequest {
             sub: sub.into(),
             groups: groups.into_iter().map(Into::into).collect(),
             publish: false,
+            presence: true,
             ttl: Duration::from_secs(3600),
             not_before: None,
             kid: None,
@@ -72,6 +76,7 @@ pub fn mint_hs256(secret: &[u8], request: &MintRequest) -> Result<String, AuthCo
         sub: request.sub.clone(),
         groups: request.groups.clone(),
         publish: request.publish,
+        presence: request.presence,
         exp: now.saturating_add(request.ttl.as_secs()),
         nbf: request.not_before.map(|d| now.saturating_add(d.as_secs())),
         iss: request.issuer.clone(),
@@ -96,15 +101,20 @@ mod tests {
         let mut request = MintRequest::new("alice", ["chat", "task/*"]);
         request.publish = true;
         request.kid = Some("dev".into());
-        let token = mint_hs256(&secret, &request).unwrap();
         let mut keys = KeySet::new();
         keys.add_secret(Some("dev".into()), &secret).unwrap();
-        let verified = TokenVerifier::new(keys, VerifyOptions::default())
-            .verify(&token)
-            .unwrap();
+        let verifier = TokenVerifier::new(keys, VerifyOptions::default());
+        let minted = |request: &MintRequest| {
+            let token = mint_hs256(&secret, request).unwrap();
+            verifier.verify(&token).unwrap()
+        };
+        let verified = minted(&request);
         assert_eq!(verified.claims.sub, "alice");
         assert!(verified.claims.publish);
+        assert!(verified.claims.presence, "presence unless denied");
         assert_eq!(verified.claims.groups, ["chat", "task/*"]);
+        request.presence = false;
+        assert!(!minted(&request).claims.presence);
     }
 
     #[test]

@@ -123,6 +123,7 @@ impl ClientAuth {
             admission: Admission::Token,
             sub: Some(verified.claims.sub),
             publish: (granted && verified.claims.publish) || (anonymous && self.anonymous_publish),
+            presence: verified.claims.presence,
             exp: Some(verified.claims.exp),
             expires_at: Some(verified.expires_at),
         })
@@ -148,6 +149,7 @@ impl ClientAuth {
             admission: Admission::Token,
             sub: Some(verified.claims.sub),
             publish: verified.claims.publish,
+            presence: verified.claims.presence,
             exp: Some(verified.claims.exp),
             expires_at: Some(verified.expires_at),
         })

@@ -291,6 +291,7 @@ mod tests {
             sub: "alice".into(),
             groups: vec!["chat".into(), "task/*".into()],
             publish: true,
+            presence: true,
             exp: (now_secs() as i64 + exp_in) as u64,
             nbf: None,
             iss: None,

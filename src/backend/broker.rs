@@ -59,6 +59,19 @@ pub trait Broker: Send + Sync + 'static {
         payload: Bytes,
     ) -> PublishAck;
 
+    /// Sends an encoded control message (`control.rs`) to every other
+    /// node, each of which hands it to its
+    /// [`BackendEvents::on_control`](super::BackendEvents::on_control).
+    /// Every broker carries it on the cluster channel, which every node
+    /// listens to in every mode; a broker that has no other nodes drops it.
+    fn send_control(&self, control: Bytes) -> PublishAck {
+        if self.is_clustered() {
+            self.publish(Channel::Cluster, control)
+        } else {
+            PublishAck::done()
+        }
+    }
+
     /// Reads a page of `group`'s history.
     fn history<'a>(
         &'a self,

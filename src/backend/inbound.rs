@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::control::Control;
 use crate::group::GroupName;
 
 /// Where a message travels.
@@ -52,8 +53,9 @@ impl Inbound {
 
 /// What a backend hears, handed to the hub: one method per kind of event,
 /// so that each reaches the hub typed (centrifuge's `BrokerEventHandler`).
-/// Messages with their positions today; presence events and control
-/// commands are the methods to come.
+/// Messages with their positions, and control between nodes (a request
+/// to disconnect sessions, a node's answer: `control.rs`); presence events
+/// are the method to come.
 ///
 /// No method may block: the hub's implementation only pushes into
 /// session queues. Per-channel order is kept because a backend calls it
@@ -61,6 +63,13 @@ impl Inbound {
 pub trait BackendEvents: Send + Sync + 'static {
     /// A message read on `inbound.channel`, in the order it was read.
     fn on_message(&self, inbound: Inbound);
+
+    /// A control message from another node, read on the cluster channel
+    /// (never delivered to a session). A handler that only wants messages
+    /// (a test, a tool) ignores it.
+    fn on_control(&self, control: Control) {
+        let _ = control;
+    }
 }
 
 /// A closure is a handler of messages (tests, tools).

@@ -17,6 +17,10 @@
 //! * **the cluster view** ([`ClusterView`], `cluster_view.rs`) —
 //!   [`ClusterView::nodes`], every live node and its groups ([`presence`]);
 //! * **worker leases** ([`LeaseStore`], [`leases`]);
+//! * **control between nodes** ([`control`]) — a request every other node
+//!   runs (disconnect a session or a user) and their answers, sent with
+//!   [`Broker::send_control`] and heard through
+//!   [`BackendEvents::on_control`];
 //! * **per-group presence** ([`PresenceStore`], `presence_store.rs`) —
 //!   who is in a group on every node, a page at a time, and its counts
 //!   ([`member`]).
@@ -52,6 +56,7 @@ pub mod broker;
 pub mod channels;
 pub mod cluster;
 pub mod cluster_view;
+pub mod control;
 pub mod error;
 mod future;
 pub mod history;

@@ -9,6 +9,10 @@
 //! `GET …/members?cursor=&limit=` pages through its members on every node
 //! and `GET …/users` lists its distinct users (so the API cannot show a
 //! group whose last segment is `history`, `members` or `users`).
+//!
+//! `POST /api/sessions/{id}/disconnect` and `POST /api/users/{sub}/disconnect`
+//! close a session, or every session of a user, on whichever node it is
+//! (`disconnect.rs`).
 
 use axum::Json;
 use axum::Router;
@@ -16,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -26,13 +30,17 @@ use crate::backend::NodeInfo;
 use crate::backend::history::{HistoryQuery, MAX_PAGE};
 use crate::backend::member::{Cursor, MAX_MEMBER_PAGE};
 use crate::backend::presence::{GroupTotal, group_totals};
+use crate::disconnect::DisconnectOptions;
 use crate::group::GroupName;
 pub(crate) use crate::http_error::ApiError;
+use crate::{SessionId, Who};
 
 pub(crate) fn routes(max_body: usize) -> Router<AppState> {
     Router::new()
         .route("/api/groups", get(list_groups))
         .route("/api/groups/{*rest}", get(show_group).post(publish))
+        .route("/api/sessions/{*rest}", post(disconnect_session))
+        .route("/api/users/{*rest}", post(disconnect_user))
         .route("/api/nodes", get(list_nodes))
         .route("/api/workers", get(list_workers))
         .route("/api/info", get(info))
@@ -438,6 +446,103 @@ pub(crate) fn session_json(node: &str, s: &crate::Session) -> Value {
         // How it got in, who it is, whether it may publish, when it expires.
         "auth": *s.claims(),
     })
+}
+
+/// `POST /api/sessions/{id}/disconnect`
+async fn disconnect_session(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = disconnect_target(&rest, "sessions", "a session id")?;
+    let who = Who::Session(SessionId::from(id));
+    disconnect(&state, who, disconnect_options(body)?, "unknown_session").await
+}
+
+/// `POST /api/users/{sub}/disconnect`: every session whose token's `sub`
+/// is this (it may contain `/`; percent-encode anything else).
+async fn disconnect_user(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let who = Who::User(disconnect_target(&rest, "users", "a user's sub")?.to_string());
+    disconnect(&state, who, disconnect_options(body)?, "unknown_user").await
+}
+
+/// The `{id}` of `POST /api/{what}/{id}/disconnect`: `rest` is
+/// `<id>/disconnect`.
+fn disconnect_target<'a>(rest: &'a str, what: &str, naming: &str) -> Result<&'a str, ApiError> {
+    match rest.strip_suffix("/disconnect") {
+        Some(target) if !target.is_empty() => Ok(target),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("POST to /api/{what}/{{{naming}}}/disconnect to disconnect"),
+        )),
+    }
+}
+
+/// The optional JSON body of a disconnect: `{"code", "reason",
+/// "reconnect"}`, each optional; an empty body is all defaults.
+fn disconnect_options(body: Result<Bytes, BytesRejection>) -> Result<crate::CloseReason, ApiError> {
+    let body = body.map_err(|rejection| {
+        ApiError::new(rejection.status(), "bad_body", rejection.body_text())
+    })?;
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message);
+    let options: DisconnectOptions = if body.iter().all(u8::is_ascii_whitespace) {
+        DisconnectOptions::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            bad(format!(
+                "the body is not {{\"code\"?, \"reason\"?, \"reconnect\"?}}: {e}"
+            ))
+        })?
+    };
+    options.close().map_err(|e| bad(e.to_string()))
+}
+
+/// Disconnects `who` cluster-wide: 200 with the count (and the nodes that
+/// did not answer, if any); 404 `unknown` when every live node answered
+/// and none had it; 504 `no_answer` when none had it but some did not
+/// answer, so nobody can say.
+async fn disconnect(
+    state: &AppState,
+    who: Who,
+    close: crate::CloseReason,
+    unknown: &'static str,
+) -> Result<Json<Value>, ApiError> {
+    let done = state
+        .hub
+        .disconnect(who.clone(), close)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bus_unavailable",
+                format!("cannot ask the other nodes: {e}"),
+            )
+        })?;
+    let named = match &who {
+        Who::Session(id) => format!("session {id}"),
+        Who::User(sub) => format!("user {sub:?}"),
+    };
+    match (done.disconnected, done.unanswered.is_empty()) {
+        (0, true) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            unknown,
+            format!("no node has a connection of {named}"),
+        )),
+        (0, false) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "no_answer",
+            format!(
+                "no node that answered has a connection of {named}; these did not answer in time: {}",
+                done.unanswered.join(", ")
+            ),
+        )),
+        _ => Ok(Json(json!(done))),
+    }
 }
 
 /// `GET /api/nodes`

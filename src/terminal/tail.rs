@@ -190,7 +190,8 @@ fn set_query(url: &mut Url, drop: &[&str], add: &[(&str, String)]) {
 }
 
 /// Close codes after which reconnecting would be closed again the same way
-/// (`docs/protocol.md`, "Close codes and what to do"). 4001 (token
+/// (`docs/protocol.md`, "Close codes and what to do"), and those that say
+/// not to (4500–4999: 4509 is a disconnect for good). 4001 (token
 /// expired) is among them: this client has no way to get a new token.
 fn is_final(code: u16) -> bool {
     matches!(
@@ -200,7 +201,7 @@ fn is_final(code: u16) -> bool {
             | close_code::POLICY
             | close_code::TOKEN_EXPIRED
             | close_code::REFRESH_REJECTED
-    )
+    ) || groupcast::is_final_code(code)
 }
 
 /// Why a handshake did not give a socket.
@@ -658,6 +659,9 @@ mod tests {
         assert!(!is_final(close_code::GOING_AWAY));
         assert!(!is_final(close_code::RESUME));
         assert!(!is_final(close_code::TRY_AGAIN_LATER));
+        assert!(is_final(close_code::DISCONNECTED_FINAL));
+        assert!(is_final(4999));
+        assert!(!is_final(close_code::DISCONNECTED));
     }
 
     #[test]

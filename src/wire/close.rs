@@ -31,4 +31,14 @@ pub mod close_code {
     /// Continuity lost: this node's live stream of the group skipped
     /// offsets. Reconnect with `since`/`epoch` and history fills the gap.
     pub const RESUME: u16 = 4010;
+    /// Disconnected on demand (`POST /api/…/disconnect`); the client may
+    /// reconnect (with backoff), as after any other close.
+    pub const DISCONNECTED: u16 = 4009;
+    /// Disconnected on demand, for good: **do not reconnect**. In the range
+    /// 4500–4999, which means "do not reconnect" for every code in it.
+    pub const DISCONNECTED_FINAL: u16 = 4509;
+    /// The first code of the range 4500–4999: a close with any code in it
+    /// tells the client not to reconnect (Centrifugo's convention; 4003,
+    /// from before the convention, is final too).
+    pub const FINAL_RANGE_START: u16 = 4500;
 }

@@ -2,8 +2,9 @@
 //! (spawned binaries, one Redis, an API key, presence kept for `adm/*`):
 //! it refuses a request without the key; with it, it shows both nodes, a
 //! group whose members the test connected on both nodes, its members and
-//! its history; its publish form reaches a member; and it saves a
-//! screenshot under `target/` for people to look at.
+//! its history; its publish form reaches a member; its disconnect button
+//! closes a member on the other node; and it saves a screenshot under
+//! `target/` for people to look at.
 //!
 //! Needs Chromium and chromedriver (see `tests/common/browser.rs`) and
 //! Docker for Redis (see `tests/common/redis.rs`).
@@ -51,7 +52,7 @@ async fn page_text_when(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_page_shows_the_cluster_and_publishes_behind_the_api_key() {
+async fn the_admin_page_shows_the_cluster_publishes_and_disconnects_behind_the_api_key() {
     let redis = TestRedis::start().await;
     let a = node(&redis, "admin-a").await;
     let b = node(&redis, "admin-b").await;
@@ -90,7 +91,7 @@ async fn the_admin_page_shows_the_cluster_and_publishes_behind_the_api_key() {
     // Members on both nodes, and some history.
     let mut on_a = Client::connect(&a.ws_url(GROUP)).await;
     let _on_a2 = Client::connect(&a.ws_url(GROUP)).await;
-    let _on_b = Client::connect(&b.ws_url(GROUP)).await;
+    let mut on_b = Client::connect(&b.ws_url(GROUP)).await;
     wait_until_async("presence lists the three members", || async {
         let summary: Value = http
             .get(a.url(&format!("/api/groups/{GROUP}")))
@@ -175,6 +176,23 @@ async fn the_admin_page_shows_the_cluster_and_publishes_behind_the_api_key() {
     assert_eq!(on_a.recv_text().await, "from the admin page");
     page_text_when(&browser, "the publish confirmed", |text| {
         text.contains(&format!("published to {GROUP}"))
+    })
+    .await;
+
+    // Disconnect the member on the other node from the page: it is closed
+    // with 4009 (may reconnect), and the page says so.
+    browser
+        .execute(
+            "[...document.querySelectorAll('#members tbody tr')]
+               .find(r => r.cells[1].textContent === 'admin-b')
+               .querySelector('button').click()",
+            vec![],
+        )
+        .await
+        .expect("click disconnect");
+    on_b.expect_close_code(4009).await;
+    page_text_when(&browser, "the disconnect confirmed", |text| {
+        text.contains("1 connection(s) closed")
     })
     .await;
 

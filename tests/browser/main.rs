@@ -13,5 +13,6 @@ mod common;
 
 mod browser;
 mod browser_admin;
+mod browser_disconnect;
 mod browser_resume;
 mod browser_sse;

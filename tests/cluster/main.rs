@@ -13,6 +13,7 @@ mod common;
 
 mod cluster;
 mod cluster_view;
+mod disconnect;
 mod faults;
 mod history;
 mod multigroup;

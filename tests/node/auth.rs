@@ -82,6 +82,7 @@ fn claims(sub: &str, groups: &[&str], publish: bool, ttl_secs: i64) -> TokenClai
         sub: sub.into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
         publish,
+        presence: true,
         exp: (now() as i64 + ttl_secs) as u64,
         nbf: None,
         iss: None,
@@ -788,6 +789,82 @@ async fn the_api_and_debug_state_need_an_api_key() {
     // An unknown path is still 404, not 401.
     let response = get(server.http_url("/api/nothing-here"), None).await;
     assert_eq!(response.status(), 404);
+}
+
+/// Presence (member lists, user lists) and disconnects are the API's
+/// alone, behind its key: clients cannot ask for presence yet (README,
+/// "Threat model"). Without the key every one is 401; with it, each
+/// answers for itself (here: no presence kept, nobody to disconnect).
+#[tokio::test]
+async fn presence_and_disconnects_need_the_api_key() {
+    let server = secured_server(token_auth()).await;
+    use reqwest::Method;
+    let cases = [
+        (Method::GET, "/api/groups/chat/members", 404, "presence_off"),
+        (Method::GET, "/api/groups/chat/users", 404, "presence_off"),
+        (
+            Method::POST,
+            "/api/sessions/00ff/disconnect",
+            404,
+            "unknown_session",
+        ),
+        (
+            Method::POST,
+            "/api/users/alice/disconnect",
+            404,
+            "unknown_user",
+        ),
+    ];
+    for (method, path, status, code) in cases {
+        let url = server.http_url(path);
+        let response = http().request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "api_key_missing", "{path}");
+        let response = http()
+            .request(method, &url)
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], code, "{path}");
+    }
+}
+
+/// A token's `presence: false` is carried on its session (the API shows
+/// it in `auth`), for the client-facing presence to check; a token that
+/// does not say is `presence: true`.
+#[tokio::test]
+async fn a_token_can_deny_its_client_presence() {
+    let server = secured_server(token_auth()).await;
+    let mut denied = claims("viewer", &["chat"], false, 600);
+    denied.presence = false;
+    let _viewer = connect_query(&server, "chat", &hs256(&denied)).await;
+    let _member = connect_query(
+        &server,
+        "chat",
+        &hs256(&claims("bob", &["chat"], false, 600)),
+    )
+    .await;
+    let response = get(server.http_url("/api/groups/chat"), Some(API_KEY)).await;
+    let shown: Value = response.json().await.unwrap();
+    let presence_of = |sub: &str| {
+        shown["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["auth"]["sub"] == sub)
+            .map(|s| s["auth"]["presence"].clone())
+    };
+    assert_eq!(presence_of("viewer"), Some(json!(false)), "{shown}");
+    assert_eq!(presence_of("bob"), Some(json!(true)), "{shown}");
+    let sessions = server.hub.sessions();
+    let viewer = sessions
+        .iter()
+        .find(|s| s.claims().sub.as_deref() == Some("viewer"));
+    assert!(!viewer.expect("the viewer").claims().may_see_presence());
 }
 
 #[tokio::test]

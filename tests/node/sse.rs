@@ -248,3 +248,29 @@ async fn refusals_are_the_json_errors_of_a_websocket() {
     let body: serde_json::Value = full.json().await.unwrap();
     assert_eq!(body["error"], "node_full");
 }
+
+/// A disconnect on demand ends an SSE stream with a last `close` event
+/// that says the same as the WebSocket code: 4009 may come back, 4509 (or
+/// any code of 4500–4999) must not.
+#[tokio::test]
+async fn a_disconnect_ends_the_stream_with_a_close_event_saying_whether_to_reconnect() {
+    let server = history_node(Config::default()).await;
+    for (body, code, reconnect) in [
+        ("", 4009, true),
+        (r#"{"reconnect": false, "reason": "banned"}"#, 4509, false),
+        (r#"{"code": 4600}"#, 4600, false),
+    ] {
+        let mut reader = open(&server, "news", &[]).await;
+        let id = server.hub.sessions()[0].id().to_string();
+        let url = server.http_url(&format!("/api/sessions/{id}/disconnect"));
+        let (status, answer) = crate::common::http::post(&url, "application/json", body).await;
+        assert_eq!(status, 200, "{answer}");
+        let events = reader.ends().await;
+        let close = events.last().expect("a close event");
+        assert_eq!(close.kind, "close", "{events:?}");
+        let close: serde_json::Value = serde_json::from_str(&close.data).unwrap();
+        assert_eq!(close["code"], code, "{close}");
+        assert_eq!(close["reconnect"], reconnect, "{close}");
+        wait_until("the session left", || server.hub.session_count() == 0).await;
+    }
+}

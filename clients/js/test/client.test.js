@@ -297,6 +297,38 @@ for (const code of [1008, 4003]) {
   });
 }
 
+for (const code of [4509, 4500, 4999]) {
+  test(`close ${code} (do not reconnect) stops the client and says why`, async () => {
+    const { client, events, socket } = await start();
+    const ws = socket();
+    ws.accept();
+    ws.welcome({ epoch: "E1", offset: 0, history: true });
+    ws.drop(code, code === 4509 ? "banned" : "");
+    const closed = events.find((e) => e.name === "closed").detail;
+    const reason = code === 4509 ? "banned" : "the server said not to reconnect";
+    assert.deepEqual(closed, { code, reason, reconnect: false });
+    assert.equal(client.state, "closed");
+    assert.ok(!events.some((e) => e.name === "reconnecting"));
+    assert.equal(FakeSocket.all.length, 1);
+  });
+}
+
+test("close 4009 (disconnected, may come back) reconnects and resumes", async () => {
+  const { client, events, socket } = await start();
+  const ws = socket();
+  ws.accept();
+  ws.welcome({ epoch: "E1", offset: 3, history: true });
+  ws.drop(4009, "disconnected");
+  assert.deepEqual(events.find((e) => e.name === "closed").detail, {
+    code: 4009,
+    reason: "disconnected",
+    reconnect: true,
+  });
+  await until("a second socket", () => FakeSocket.all.length === 2);
+  assert.equal(socket().param("since"), "3");
+  client.close();
+});
+
 test("4001 without getToken is final", async () => {
   const { client, events, socket } = await start({ token: "old" });
   const ws = socket();

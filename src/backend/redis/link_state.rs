@@ -70,6 +70,12 @@ impl LinkState {
             .set(1);
     }
 
+    /// A message read on this link that no one can read: counted with the
+    /// undecodable envelopes (`groupcast_bus_invalid_total`).
+    pub(crate) fn count_invalid(&self) {
+        self.metrics.bus_invalid.inc();
+    }
+
     /// Not usable now, though some subscriptions may still hold (a cluster
     /// whose slot map cannot be read, a primary of several down).
     pub(crate) fn set_down(&self, error: &BackendError) {

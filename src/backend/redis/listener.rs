@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use super::inbound::inbound_of;
 use super::link_state::LinkState;
 use crate::backend::channels::ChannelNames;
-use crate::backend::inbound::Inbox;
+use crate::backend::control::Control;
+use crate::backend::inbound::{Channel, Inbox};
 use crate::backend::subscriptions::{Change, Subscriptions};
 use crate::group::GroupName;
 
@@ -88,12 +89,27 @@ impl Listener {
         }
     }
 
-    /// Hands one message to the hub's inbox. The hub decodes it: envelope
-    /// or raw payload, and counts what it cannot read.
+    /// Hands one message to the hub's inbox. A control message on the
+    /// cluster channel goes to `on_control` (`backend/control.rs`);
+    /// everything else to `on_message`, where the hub decodes it (envelope
+    /// or raw payload) and counts what it cannot read.
     pub(crate) fn deliver(&mut self, message: &Msg) {
-        if let Some(inbound) = inbound_of(message, &self.wanted, &self.names, &mut self.last_epoch)
+        let Some(inbound) = inbound_of(message, &self.wanted, &self.names, &mut self.last_epoch)
+        else {
+            return;
+        };
+        if inbound.channel == Channel::Cluster
+            && let Some(control) = Control::decode(&inbound.payload)
         {
-            self.inbox.on_message(inbound);
+            match control {
+                Ok(control) => self.inbox.on_control(control),
+                Err(error) => {
+                    self.state.count_invalid();
+                    tracing::warn!(%error, "dropped an unreadable control message");
+                }
+            }
+            return;
         }
+        self.inbox.on_message(inbound);
     }
 }

@@ -97,6 +97,8 @@ pub(crate) fn close_event(reason: &crate::CloseReason) -> Bytes {
         "kind": reason.kind.name(),
         "code": reason.kind.websocket_code(),
         "reason": reason.reason,
+        // Whether the client may come back (false: 1008, 4003, 4500–4999).
+        "reconnect": reason.kind.may_reconnect(),
     });
     Bytes::from(format!("event: close\ndata: {json}\n\n"))
 }
@@ -184,5 +186,10 @@ mod tests {
         assert!(text.starts_with("event: close\ndata: {"), "{text}");
         assert!(text.contains(r#""kind":"too_slow""#), "{text}");
         assert!(text.contains(r#""code":1013"#), "{text}");
+        assert!(text.contains(r#""reconnect":true"#), "{text}");
+        let final_close = close_event(&crate::CloseReason::from_websocket_code(4509, "banned"));
+        let text = String::from_utf8(final_close.to_vec()).unwrap();
+        assert!(text.contains(r#""kind":"disconnected""#), "{text}");
+        assert!(text.contains(r#""reconnect":false"#), "{text}");
     }
 }
