@@ -43,6 +43,7 @@ mod delivery;
 pub mod envelope;
 mod error;
 pub mod group;
+mod group_path;
 pub mod history;
 mod history_reads;
 mod history_tail;

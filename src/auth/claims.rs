@@ -68,7 +68,7 @@ pub struct TokenClaims {
 }
 
 /// How a session got in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Admission {
     /// No keys are configured: everyone may connect and publish.
@@ -80,7 +80,7 @@ pub enum Admission {
 }
 
 /// What a session may do; see the module docs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Claims {
     /// How the session got in.
     pub admission: Admission,

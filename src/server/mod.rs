@@ -3,7 +3,9 @@
 //! * [`ws_router`] — only `GET /ws/{*group}`, for mounting the hub into an
 //!   application's own `Router`;
 //! * [`router`] — everything the `groupcast` binary serves: WebSockets, the
-//!   HTTP API, health, metrics, debug state and the demo page;
+//!   HTTP API, health, metrics, debug state and the demo page, and their
+//!   OpenAPI description at `/api/openapi.json` (`openapi.rs`: every route
+//!   is added with its description, as `.routes(routes!(handler))`);
 //! * [`admin_router`] — health, readiness and metrics alone, for a separate
 //!   admin port.
 //!
@@ -16,8 +18,11 @@
 //! sessions simply have no remote address).
 
 mod api;
+mod bodies;
 mod demo;
+mod group_paths;
 mod listen;
+mod openapi;
 mod ops;
 mod state;
 
@@ -29,12 +34,16 @@ use state::AppState;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::http::StatusCode;
 use axum::routing::get;
+use axum::{Extension, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::Hub;
 use crate::auth::http::{ApiKeyGuard, require_api_key};
 use crate::auth::{ApiKeys, CorsPolicy};
+use crate::http_error::ApiError;
 use crate::transport::{sse, websocket};
 
 /// Settings of the full router.
@@ -77,19 +86,29 @@ pub fn ws_router(hub: Hub) -> Router {
         .with_state(hub)
 }
 
-/// The full server: WebSockets, HTTP API, health, metrics, debug, demo.
+/// The full server: WebSockets, HTTP API, health, metrics, debug, demo,
+/// and the OpenAPI description of them all at `/api/openapi.json`.
 pub fn router(hub: Hub, options: ServerOptions) -> Router {
+    described(hub, options).0
+}
+
+/// The full router and its OpenAPI description, built from the same
+/// routes: each is added with its description (`routes!`), so the two
+/// cannot differ. For the description's own tests.
+#[doc(hidden)]
+pub fn described(hub: Hub, options: ServerOptions) -> (Router, utoipa::openapi::OpenApi) {
     let state = AppState { hub: hub.clone() };
     // What an API key protects: the API and the debug view.
     let mut protected = api::routes(options.api_max_body);
     if options.debug_endpoint {
         protected = protected.merge(ops::debug_routes());
     }
+    openapi::behind_api_key(protected.get_openapi_mut());
     // `route_layer`: only matched routes ask for a key, so an unknown path
     // is still a 404, not a 401.
     let guard = ApiKeyGuard {
         keys: options.api_keys.clone(),
-        hub: hub.clone(),
+        hub,
     };
     let mut protected =
         protected.route_layer(axum::middleware::from_fn_with_state(guard, require_api_key));
@@ -98,11 +117,55 @@ pub fn router(hub: Hub, options: ServerOptions) -> Router {
     if let Some(cors) = options.cors.layer() {
         protected = protected.layer(cors);
     }
-    let mut router = Router::new().merge(protected).merge(demo::routes());
+    let mut open = OpenApiRouter::new()
+        .routes(routes!(openapi::openapi_json))
+        .merge(demo::routes())
+        .merge(transport_routes());
     if options.health_endpoints {
-        router = router.merge(ops::health_routes());
+        open = open.merge(ops::health_routes());
     }
-    router.with_state(state).merge(ws_router(hub))
+    let (router, spec) = protected.merge(open).split_for_parts();
+    let spec = openapi::finish(spec);
+    let router = router
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::Spec(Arc::new(spec.clone()))))
+        .with_state(state);
+    // Group names with `/` in them, made one `{group}` segment before the
+    // routes are matched (`group_paths.rs`).
+    let router = Router::new().fallback_service(tower::util::MapRequest::new(
+        router,
+        group_paths::one_segment,
+    ));
+    (router, spec)
+}
+
+/// The transports, as the full router serves them (the same handlers as
+/// [`ws_router`], described, with `{group}` made one segment first).
+fn transport_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(websocket::no_group))
+        .routes(routes!(websocket::upgrade))
+        .routes(routes!(sse::no_group))
+        .routes(routes!(sse::subscribe))
+}
+
+/// A path the router does not serve: JSON like every other error.
+async fn no_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        "no such route: GET /api/openapi.json describes the ones there are",
+    )
+}
+
+/// A path served, but not for this method.
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take this method: GET /api/openapi.json describes the ones it takes",
+    )
 }
 
 /// Only `/healthz`, `/readyz` and `/metrics`, for a separate admin
@@ -113,5 +176,6 @@ pub fn router(hub: Hub, options: ServerOptions) -> Router {
 /// though none of them concerns these three routes today.
 pub fn admin_router(hub: Hub, options: ServerOptions) -> Router {
     let _ = options;
-    ops::health_routes().with_state(AppState { hub })
+    let (router, _) = ops::health_routes().split_for_parts();
+    router.with_state(AppState { hub })
 }

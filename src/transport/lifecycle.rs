@@ -96,6 +96,44 @@ fn limit_response(limit: LimitRejection) -> Response {
     response
 }
 
+/// The query parameters [`admit`] reads, as the OpenAPI description
+/// documents them for `/ws/{group}` and `/sse/{group}` (they are parsed
+/// by `Replay::from_query` and `client_token`; this type only describes).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct AdmissionQuery {
+    /// A client token (JWT), for clients that cannot set `Authorization:
+    /// Bearer` (browsers); the header wins when both are sent.
+    token: Option<String>,
+    /// Replay the last N retained messages first (history groups).
+    history: Option<u64>,
+    /// Resume after this offset (with `epoch`; history groups).
+    since: Option<u64>,
+    /// The epoch `since` counts in.
+    epoch: Option<String>,
+}
+
+impl utoipa::IntoResponses for Refusal {
+    /// Every refusal's status, for the transports' descriptions.
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        use crate::http_error::ErrorBody;
+        [
+            ("400", "A bad group name or replay parameter (`bad_group_name`, `bad_query`)"),
+            ("401", "No token, or one that does not verify (`token_missing`, `bad_signature`, `token_expired`, …)"),
+            ("403", "The token does not allow this group, or the Origin is not allowed (`group_not_allowed`, `origin_not_allowed`)"),
+            ("429", "Too many connections from this address (`too_many_connections_from_ip`; `Retry-After`)"),
+            ("503", "Shutting down, or the node is full (`shutting_down`, `node_full`, `too_many_groups`; `Retry-After`)"),
+        ]
+        .into_iter()
+        .map(|(status, description)| (status.to_string(), ErrorBody::described(description).into()))
+        .collect()
+    }
+}
+
 /// The checks before a connection is answered, cheapest first: the group
 /// name, the replay parameters, then security (Origin, token and group;
 /// see [`crate::auth::policy`]; counted when refused), then whether the

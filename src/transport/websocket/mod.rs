@@ -17,7 +17,7 @@ mod upgrade;
 use std::net::SocketAddr;
 
 use axum::Extension;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use tokio::io::AsyncWriteExt;
 use self::connection::Connection;
 use self::encoding::Compression;
 use self::upgrade::{Negotiated, NotAnUpgrade, Socket, Upgrade};
+use crate::group_path::GroupPath;
 use crate::http_error::ApiError;
 use crate::limits::ConnectionPermit;
 use crate::protocol::{self, Protocol};
@@ -39,9 +40,21 @@ use crate::{Hub, HubError};
 /// limits: see [`lifecycle::admit`]), then upgrades. Nothing that fails a
 /// check reaches the upgrade: the client gets a JSON error with its status
 /// (400, 401, 403, 429, 503) instead of a socket.
+#[utoipa::path(
+    get,
+    path = "/ws/{group}",
+    tag = "transports",
+    summary = "Join a group over a WebSocket (docs/protocol.md)",
+    params(crate::group_path::GroupParam, lifecycle::AdmissionQuery),
+    responses(
+        (status = 101, description = "Switching protocols: the session's WebSocket"),
+        (status = 426, description = "Not a WebSocket request: no `Upgrade: websocket`, or a version other than 13 (`not_a_websocket_request`); also a 400 for other malformed handshakes", body = crate::http_error::ErrorBody),
+        lifecycle::Refusal,
+    ),
+)]
 pub(crate) async fn upgrade(
     State(hub): State<Hub>,
-    Path(group): Path<String>,
+    GroupPath(group): GroupPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -87,6 +100,13 @@ pub(crate) async fn upgrade(
 
 /// `GET /ws/`: the catch-all route never matches an empty group, so the
 /// empty name gets its own route and the same 400 as any other bad name.
+#[utoipa::path(
+    get,
+    path = "/ws/",
+    tag = "transports",
+    summary = "No group: always a 400",
+    responses((status = 400, description = "The empty group name (`bad_group_name`)", body = crate::http_error::ErrorBody)),
+)]
 pub(crate) async fn no_group() -> Response {
     ApiError::bad_group(crate::group::GroupNameError::Empty).into_response()
 }
