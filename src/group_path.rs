@@ -40,7 +40,11 @@ pub(crate) struct GroupParam {
     /// The group's name: 1 to 200 bytes of UTF-8 without whitespace or
     /// control characters, segments separated by `/` (sent as `/` or as
     /// `%2F`; no empty, `.` or `..` segment).
-    #[param(min_length = 1)]
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^(?:[^\s/\x00-\x1f\x7f-\x9f]*[^\s/.\x00-\x1f\x7f-\x9f][^\s/\x00-\x1f\x7f-\x9f]*|\.{3,})(?:/(?:[^\s/\x00-\x1f\x7f-\x9f]*[^\s/.\x00-\x1f\x7f-\x9f][^\s/\x00-\x1f\x7f-\x9f]*|\.{3,}))*$"
+    )]
     #[allow(dead_code)] // read by the description only
     group: String,
 }

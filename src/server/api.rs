@@ -65,7 +65,7 @@ pub(crate) fn routes(max_body: usize) -> OpenApiRouter<AppState> {
         description = "The message",
         content(
             (String = "text/plain"),
-            (Object = "application/json"),
+            (serde_json::Value = "application/json"),
             (Vec<u8> = "application/octet-stream"),
         ),
     ),

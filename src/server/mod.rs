@@ -34,7 +34,7 @@ use state::AppState;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::routing::get;
 use axum::{Extension, Router};
 use utoipa_axum::router::OpenApiRouter;
@@ -103,7 +103,11 @@ pub fn described(hub: Hub, options: ServerOptions) -> (Router, utoipa::openapi::
     if options.debug_endpoint {
         protected = protected.merge(ops::debug_routes());
     }
-    openapi::behind_api_key(protected.get_openapi_mut());
+    let (protected, mut spec) = protected.split_for_parts();
+    openapi::behind_api_key(&mut spec);
+    // The 405 set on the routes before they are wrapped, so that the
+    // layers (CORS answering a preflight) come first.
+    let protected = protected.method_not_allowed_fallback(method_not_allowed);
     // `route_layer`: only matched routes ask for a key, so an unknown path
     // is still a 404, not a 401.
     let guard = ApiKeyGuard {
@@ -124,11 +128,12 @@ pub fn described(hub: Hub, options: ServerOptions) -> (Router, utoipa::openapi::
     if options.health_endpoints {
         open = open.merge(ops::health_routes());
     }
-    let (router, spec) = protected.merge(open).split_for_parts();
+    let (open, open_spec) = open.split_for_parts();
+    spec.merge(open_spec);
     let spec = openapi::finish(spec);
-    let router = router
+    let router = protected
+        .merge(open.method_not_allowed_fallback(method_not_allowed))
         .fallback(no_route)
-        .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::Spec(Arc::new(spec.clone()))))
         .with_state(state);
     // Group names with `/` in them, made one `{group}` segment before the
@@ -150,8 +155,14 @@ fn transport_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sse::subscribe))
 }
 
-/// A path the router does not serve: JSON like every other error.
-async fn no_route() -> ApiError {
+/// A path the router does not serve: JSON like every other error. Under
+/// `/api/groups/` every path with a group matches a route once its
+/// slashes are encoded, so one that matches none has an empty group
+/// (`/api/groups//messages`): a bad name, as the API says of any other.
+async fn no_route(uri: Uri) -> ApiError {
+    if uri.path().starts_with("/api/groups/") {
+        return ApiError::bad_group(crate::GroupNameError::Empty);
+    }
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no_route",

@@ -137,6 +137,7 @@ pub(crate) async fn subscribe(
 #[utoipa::path(
     get,
     path = "/sse/",
+    operation_id = "sse_no_group",
     tag = "transports",
     summary = "No group: always a 400",
     responses((status = 400, description = "The empty group name (`bad_group_name`)", body = crate::http_error::ErrorBody)),

@@ -103,6 +103,7 @@ pub(crate) async fn upgrade(
 #[utoipa::path(
     get,
     path = "/ws/",
+    operation_id = "websocket_no_group",
     tag = "transports",
     summary = "No group: always a 400",
     responses((status = 400, description = "The empty group name (`bad_group_name`)", body = crate::http_error::ErrorBody)),
