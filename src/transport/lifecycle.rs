@@ -16,6 +16,15 @@
 //! What a transport keeps for itself: its handshake, reading and writing
 //! its bytes, how it encodes a queued message, and how it signals a
 //! session's [`CloseReason`](crate::CloseReason).
+//!
+//! Logs: every connection gets a `session` span with the node's id, the
+//! session's id (from [`attach`] on) and the group of its URL, made at
+//! admission ([`Admitted::span`]); the transport runs the connection
+//! inside it, so that every line logged about the session — here, in the
+//! transport, in the hub's catch-up — names all three, in the JSON and
+//! the human log formats alike. A line about one of the other groups a
+//! multi-group connection subscribed to names that group in a field of
+//! its own.
 
 use std::net::SocketAddr;
 
@@ -45,6 +54,21 @@ pub(crate) struct Admitted {
     /// The token it was admitted with, for the groups it subscribes to
     /// later (`subscriptions.rs`).
     pub token: Option<String>,
+    /// The connection's log span: `node`, `session` (recorded by
+    /// [`attach`]) and `group`; the transport runs the connection in it.
+    pub span: tracing::Span,
+}
+
+/// The span of one connection's logs (see the module docs). At `info`, so
+/// that it is there under the default filter: the warnings about a
+/// session name it too.
+fn session_span(hub: &Hub, group: &GroupName) -> tracing::Span {
+    tracing::info_span!(
+        "session",
+        node = %hub.node_id(),
+        session = tracing::field::Empty,
+        group = %group,
+    )
 }
 
 /// Why a connection was refused before it was answered.
@@ -145,6 +169,7 @@ pub(crate) fn admit(
     headers: &HeaderMap,
 ) -> Result<Admitted, Refusal> {
     let group = GroupName::new(group).map_err(Refusal::BadGroup)?;
+    let span = session_span(hub, &group);
     // Replay parameters before anything else costs: a bad one is a 400.
     let replay = Replay::from_query(query).map_err(|error| Refusal::BadQuery(error.to_string()))?;
     let auth = hub.client_auth();
@@ -158,7 +183,7 @@ pub(crate) fn admit(
         })
         .map_err(|error| {
             hub.metrics().count_auth_rejection(error.code());
-            tracing::debug!(%group, code = error.code(), %error, "connection refused");
+            span.in_scope(|| tracing::debug!(code = error.code(), %error, "connection refused"));
             Refusal::Auth(error)
         })?;
     if hub.is_shutting_down() {
@@ -169,6 +194,7 @@ pub(crate) fn admit(
         claims,
         replay,
         token,
+        span,
     })
 }
 
@@ -192,6 +218,8 @@ pub(crate) struct Attached {
     session: Session,
     /// Whether the queue is held until the catch-up is in.
     held: bool,
+    /// The connection's log span, its session recorded.
+    span: tracing::Span,
     /// The hub waits for tracked connections on shutdown.
     _tracked: TaskTrackerToken,
     _permit: ConnectionPermit,
@@ -210,16 +238,22 @@ pub(crate) fn attach(
 ) -> Result<(Attached, Replay), HubError> {
     let held = protocol == Protocol::V1 || admitted.replay.wants_backlog();
     let session = hub.join(admitted.group, remote, admitted.claims, protocol, held)?;
+    let span = admitted.span;
+    span.record("session", tracing::field::display(session.id()));
     let attached = Attached {
         hub: hub.clone(),
         session,
         held,
+        span,
         _tracked: hub.track_connection(),
         _permit: permit,
     };
-    tracing::debug!(session = %attached.session.id(), group = %attached.session.group(), ?remote, "connected");
-    if let Some(on_connect) = &hub.handlers().connect {
-        on_connect(hub, &attached.session);
+    {
+        let _entered = attached.span.enter();
+        tracing::debug!(?remote, "connected");
+        if let Some(on_connect) = &hub.handlers().connect {
+            on_connect(hub, &attached.session);
+        }
     }
     Ok((attached, admitted.replay))
 }
@@ -227,6 +261,11 @@ pub(crate) fn attach(
 impl Attached {
     pub(crate) fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// The connection's log span (node, session, group).
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Sends the welcome and the backlog `replay` asks for, then releases
@@ -257,7 +296,8 @@ impl Attached {
     /// A connection that ended with `error`: logged and handed to
     /// `on_error`.
     pub(crate) fn report(&self, error: &SessionError) {
-        tracing::debug!(session = %self.session.id(), %error, "connection error");
+        let _entered = self.span.enter();
+        tracing::debug!(%error, "connection error");
         if let Some(on_error) = &self.hub.handlers().error {
             on_error(&self.hub, &self.session, error);
         }
@@ -266,8 +306,9 @@ impl Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
+        let _entered = self.span.enter();
         self.hub.leave(&self.session);
-        tracing::debug!(session = %self.session.id(), group = %self.session.group(), "disconnected");
+        tracing::debug!("disconnected");
         // A handler that panics while we are already unwinding would abort
         // the process: skip it then.
         if !std::thread::panicking()
@@ -380,7 +421,7 @@ impl ClientInput {
 /// down, the bus refusing) costs this one message, not the connection.
 fn forward(hub: &Hub, session: &Session, message: Message) {
     if let Err(error) = hub.to(session.group()).send(message) {
-        tracing::warn!(session = %session.id(), %error, "could not forward a client message");
+        tracing::warn!(%error, "could not forward a client message");
     }
 }
 
@@ -409,7 +450,7 @@ fn try_refresh(hub: &Hub, session: &Session, text: &str) -> Result<Option<String
     };
     match renewed {
         Ok(claims) => {
-            tracing::debug!(session = %session.id(), exp = ?claims.exp, "token refreshed");
+            tracing::debug!(exp = ?claims.exp, "token refreshed");
             let ack = refreshed_message(&claims);
             session.set_claims(claims);
             session.send(Message::text(ack));

@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
 
 use self::connection::Connection;
 use self::encoding::Compression;
@@ -76,6 +77,8 @@ pub(crate) async fn upgrade(
         Err(refusal) => return refusal.into_response(),
     };
     let config = hub.config();
+    // The connection runs in its session's log span (lifecycle.rs).
+    let span = admitted.span.clone();
     // Which node took the connection: behind a load balancer, this is how
     // a client (or a test) tells the replicas apart.
     let node = HeaderValue::from_str(hub.node_id()).ok();
@@ -89,7 +92,7 @@ pub(crate) async fn upgrade(
                 remote,
                 permit,
             };
-            serve(hub, socket, leftover, negotiated, joining)
+            serve(hub, socket, leftover, negotiated, joining).instrument(span)
         },
     );
     if let Some(node) = node {
