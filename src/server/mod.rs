@@ -94,9 +94,8 @@ pub fn router(hub: Hub, options: ServerOptions) -> Router {
 
 /// The full router and its OpenAPI description, built from the same
 /// routes: each is added with its description (`routes!`), so the two
-/// cannot differ. For the description's own tests.
-#[doc(hidden)]
-pub fn described(hub: Hub, options: ServerOptions) -> (Router, utoipa::openapi::OpenApi) {
+/// cannot differ.
+fn described(hub: Hub, options: ServerOptions) -> (Router, utoipa::openapi::OpenApi) {
     let state = AppState { hub: hub.clone() };
     // What an API key protects: the API and the debug view.
     let mut protected = api::routes(options.api_max_body);
