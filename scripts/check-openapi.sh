@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks the HTTP API's OpenAPI description against standard tools and a
 # live node:
-#  * starts the groupcast binary (release if built, else debug; built if
-#    neither is) standalone on a free loopback port, with an API key,
+#  * starts the groupcast binary ($GROUPCAST_BIN, else the debug build,
+#    brought up to date first: a stale binary would check an old API)
+#    standalone on a free loopback port, with an API key,
 #    presence and history on every group (so that every operation can
 #    answer 200);
 #  * validates GET /api/openapi.json with openapi-spec-validator;
@@ -47,10 +48,10 @@ if ! venv_ready; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
 fi
 
-binary="$repo/target/release/groupcast"
-[ -x "$binary" ] || binary="$repo/target/debug/groupcast"
-if [ ! -x "$binary" ]; then
-  (cd "$repo" && cargo build --bin groupcast)
+binary="${GROUPCAST_BIN:-}"
+if [ -z "$binary" ]; then
+  (cd "$repo" && cargo build --quiet --bin groupcast)
+  binary="$repo/target/debug/groupcast"
 fi
 
 port=$(free_port)

@@ -88,14 +88,10 @@ pub fn ws_router(hub: Hub) -> Router {
 
 /// The full server: WebSockets, HTTP API, health, metrics, debug, demo,
 /// and the OpenAPI description of them all at `/api/openapi.json`.
+///
+/// The router and its description are built from the same routes: each
+/// is added with its description (`routes!`), so the two cannot differ.
 pub fn router(hub: Hub, options: ServerOptions) -> Router {
-    described(hub, options).0
-}
-
-/// The full router and its OpenAPI description, built from the same
-/// routes: each is added with its description (`routes!`), so the two
-/// cannot differ.
-fn described(hub: Hub, options: ServerOptions) -> (Router, utoipa::openapi::OpenApi) {
     let state = AppState { hub: hub.clone() };
     // What an API key protects: the API and the debug view.
     let mut protected = api::routes(options.api_max_body);
@@ -133,15 +129,14 @@ fn described(hub: Hub, options: ServerOptions) -> (Router, utoipa::openapi::Open
     let router = protected
         .merge(open.method_not_allowed_fallback(method_not_allowed))
         .fallback(no_route)
-        .layer(Extension(openapi::Spec(Arc::new(spec.clone()))))
+        .layer(Extension(openapi::Spec(Arc::new(spec))))
         .with_state(state);
     // Group names with `/` in them, made one `{group}` segment before the
     // routes are matched (`group_paths.rs`).
-    let router = Router::new().fallback_service(tower::util::MapRequest::new(
+    Router::new().fallback_service(tower::util::MapRequest::new(
         router,
         group_paths::one_segment,
-    ));
-    (router, spec)
+    ))
 }
 
 /// The transports, as the full router serves them (the same handlers as
