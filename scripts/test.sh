@@ -8,6 +8,7 @@
 #   SKIP_FUZZ=1 scripts/test.sh     # skip the bounded fuzzing (FUZZ_SECONDS=30)
 #   SKIP_AUTOBAHN=1 scripts/test.sh # skip the Autobahn|Testsuite subset
 #   SKIP_TYPESCRIPT=1 scripts/test.sh # skip the tsc check of the JS client's types
+#   SKIP_OPENAPI=1 scripts/test.sh  # skip the OpenAPI validator and schemathesis run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,6 +81,17 @@ if [ "${SKIP_MONITORING:-0}" = 1 ]; then
 else
   step "monitoring files: scripts/check-monitoring.sh"
   scripts/check-monitoring.sh
+fi
+
+# The HTTP API's OpenAPI description: openapi-spec-validator, then
+# schemathesis against a live node (bounded: about 80 s), both from PyPI
+# in a venv under target/. That every route is described and every
+# response matches is `cargo test --test node openapi::` above.
+if [ "${SKIP_OPENAPI:-0}" = 1 ]; then
+  step "OpenAPI description: SKIPPED (SKIP_OPENAPI=1)"
+else
+  step "OpenAPI description: scripts/check-openapi.sh"
+  scripts/check-openapi.sh
 fi
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then

@@ -53,7 +53,7 @@ impl QueueFullPolicy {
 ///
 /// Spelled `group` and `none` (its [`Display`](fmt::Display), [`FromStr`]
 /// and JSON form alike).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClientMessages {
     /// Forwarded to the sender's own group (melody's chat), unless the

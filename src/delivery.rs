@@ -122,11 +122,19 @@ impl Delivery {
         m.messages_out.inc_by(fanout.delivered as u64);
         m.bytes_out
             .inc_by((fanout.delivered * message.message().len()) as u64);
-        if fanout.overflowed > 0 {
-            m.queue_full_closes.inc_by(fanout.overflowed as u64);
+        m.queue_full_closes.inc_by(fanout.overflowed.len() as u64);
+        // Outside the session's own log span (this is the publisher's
+        // task): the line names node, session and group itself.
+        let group = match &broadcast.target {
+            crate::broadcast::Target::Group(group) => group.as_str(),
+            _ => "",
+        };
+        for session in &fanout.overflowed {
             tracing::warn!(
-                sessions = fanout.overflowed,
-                "closed slow clients with 1013: send queue full"
+                node = %self.node_id,
+                session = %session.id(),
+                group,
+                "closed a slow client with 1013: its send queue is full"
             );
         }
         m.queue_drops.inc_by(fanout.dropped_oldest as u64);

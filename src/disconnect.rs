@@ -29,7 +29,7 @@ pub const MAX_REASON_BYTES: usize = 123;
 
 /// How a disconnect closes its sessions, as a caller gives it (the JSON
 /// body of the API's disconnect): every field optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisconnectOptions {
     /// A close code of 4000–4999 (default: 4009, or 4509 with
@@ -104,7 +104,7 @@ fn check_code(code: u16) -> Result<(), DisconnectError> {
 }
 
 /// What a disconnect did, cluster-wide.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Disconnected {
     /// Sessions closed, on every node that answered.
     pub disconnected: u64,

@@ -41,8 +41,9 @@ pub enum GroupNameError {
 }
 
 /// A validated group name. Cheap to clone.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String)]
 pub struct GroupName(Arc<str>);
 
 impl GroupName {

@@ -8,10 +8,36 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::HubError;
 use crate::group::GroupNameError;
+
+/// The body of every error answer, as the OpenAPI description's shared
+/// `ErrorBody` schema names it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// A stable machine-readable code (`bad_group_name`, `no_history`, …).
+    pub error: String,
+    /// What went wrong and what to do about it, for a person.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error answer in the OpenAPI description: this schema, as JSON.
+    pub(crate) fn described(description: &str) -> utoipa::openapi::Response {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    }
+}
 
 /// A JSON error answer.
 #[derive(Debug)]
@@ -41,11 +67,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": self.code, "message": self.message })),
-        )
-            .into_response()
+        let body = ErrorBody {
+            error: self.code.to_string(),
+            message: self.message,
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 

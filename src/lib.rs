@@ -45,6 +45,7 @@ mod disconnect;
 pub mod envelope;
 mod error;
 pub mod group;
+mod group_path;
 pub mod history;
 mod history_reads;
 mod history_tail;

@@ -41,25 +41,26 @@ struct Member {
 }
 
 /// What one local fan-out did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Default)]
 pub(crate) struct Fanout {
     /// Sessions the message was queued for.
     pub delivered: usize,
     /// Sessions whose full queue dropped their oldest message for it.
     pub dropped_oldest: usize,
-    /// Sessions closed because their queue was full.
-    pub overflowed: usize,
+    /// Sessions closed because their queue was full (each is logged by
+    /// its id; empty, and not allocated, on every ordinary fan-out).
+    pub overflowed: Vec<Session>,
 }
 
 impl Fanout {
-    fn count(&mut self, pushed: Pushed) {
+    fn count(&mut self, session: &Session, pushed: Pushed) {
         match pushed {
             Pushed::Queued => self.delivered += 1,
             Pushed::DroppedOldest => {
                 self.delivered += 1;
                 self.dropped_oldest += 1;
             }
-            Pushed::Overflowed => self.overflowed += 1,
+            Pushed::Overflowed => self.overflowed.push(session.clone()),
             Pushed::Closed => {}
         }
     }
@@ -179,7 +180,7 @@ impl Registry {
         let maps = self.maps.read();
         let mut offer = |session: &Session| {
             if broadcast.admits(session) && keep(session) {
-                fanout.count(session.push(message.clone()));
+                fanout.count(session, session.push(message.clone()));
             }
         };
         match &broadcast.target {

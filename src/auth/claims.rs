@@ -90,7 +90,7 @@ fn is_yes(value: &bool) -> bool {
 }
 
 /// How a session got in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Admission {
     /// No keys are configured: everyone may connect and publish.
@@ -102,7 +102,7 @@ pub enum Admission {
 }
 
 /// What a session may do; see the module docs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Claims {
     /// How the session got in.
     pub admission: Admission,

@@ -31,7 +31,7 @@ use crate::backend::future::BoxFuture;
 use crate::group::GroupName;
 
 /// Who holds a group's lease, as stored in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseHolder {
     /// The group whose worker the lease is for.
     pub group: String,

@@ -18,7 +18,7 @@ use crate::group::GroupName;
 use crate::session_id::SessionId;
 
 /// One member of a group, cluster-wide.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Member {
     /// The session's id.
     pub id: SessionId,
@@ -37,7 +37,7 @@ pub struct Member {
 
 /// How many members a group has, and how many distinct users (`sub`)
 /// among them, read without reading the members.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PresenceStats {
     /// Members (sessions) on every node.
     pub members: u64,
@@ -46,7 +46,7 @@ pub struct PresenceStats {
 }
 
 /// One user of a group: a `sub` and how many of its sessions are members.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UserCount {
     /// The token's subject.
     pub sub: String,

@@ -28,7 +28,7 @@ use crate::group::GroupName;
 pub type LocalGroups = Arc<dyn Fn() -> Vec<(GroupName, usize)> + Send + Sync>;
 
 /// One node of the cluster, as its heartbeat describes it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeInfo {
     /// The node's id.
     pub node_id: String,
@@ -57,7 +57,7 @@ impl NodeInfo {
 }
 
 /// One group across the cluster.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct GroupTotal {
     /// The group's name.
     pub name: String,

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// Whether the backend is usable, for `/readyz`, `/metrics` and the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BackendStatus {
     /// The mode: `"local"`, `"redis"` (one Redis), `"sharded"`,
     /// `"cluster"` or `"sentinel"`.
@@ -22,7 +22,7 @@ pub struct BackendStatus {
 
 /// One connection of a backend to one server, for `/api/info`, `/metrics`
 /// and `/debug/state`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ConnectionStatus {
     /// What it is for: `redis`, `shard 0`, `primary`, ...
     pub role: String,

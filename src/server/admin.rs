@@ -15,12 +15,12 @@
 //! password, and then sends it with the page's own API calls (see
 //! [`crate::auth::http::api_key`] for why only with those).
 
-use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::state::AppState;
 
@@ -32,8 +32,31 @@ const CHALLENGE: &str =
 
 /// `/admin`, without its guard: [`super::router`] puts it behind the same
 /// API-key check as the API, then [`ask_for_the_key`] around that.
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/admin", get(|| async { Html(PAGE) }))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(admin_page))
+}
+
+/// The admin page.
+#[utoipa::path(
+    get,
+    path = "/admin",
+    tag = "admin",
+    summary = "The admin page (HTML), behind the API key",
+    description = "Needs the API key: as `Authorization: Bearer <key>`, or as the password of \
+                   HTTP Basic credentials, which a browser asks for after the 401's challenge.",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        (status = 401, description = "No key, or not one of the node's: a Basic challenge \
+                                      (`WWW-Authenticate`) and a short page saying what to give",
+         content_type = "text/html", body = String),
+        (status = 403, description = "Basic credentials on a request another site made the \
+                                      browser send (`cross_site_credentials`)",
+         body = crate::http_error::ErrorBody),
+    ),
+)]
+async fn admin_page() -> Html<&'static str> {
+    Html(PAGE)
 }
 
 /// Turns the API-key guard's 401 into what a browser understands: a Basic

@@ -4,72 +4,96 @@
 //! with a status code that says whose fault it was.
 //!
 //! Group names may contain `/` (`task/42`): both `/api/groups/task/42` and
-//! `/api/groups/task%2F42` name that group. `POST …/messages` publishes;
-//! `GET …/history?since=&limit=` reads a history group's retained messages,
-//! `GET …/members?cursor=&limit=` pages through its members on every node
-//! and `GET …/users` lists its distinct users (so the API cannot show a
-//! group whose last segment is `history`, `members` or `users`).
+//! `/api/groups/task%2F42` name that group (`group_paths.rs`). `POST
+//! …/messages` publishes; `GET …/history?since=&limit=` reads a history
+//! group's retained messages, `GET …/members?cursor=&limit=` pages through
+//! its members on every node and `GET …/users` lists its distinct users
+//! (so the API cannot show a group whose last segment is `history`,
+//! `members` or `users`).
+//!
+//! Each handler's `#[utoipa::path]` is its entry in the OpenAPI
+//! description (`openapi.rs`); its body types are in `bodies.rs`.
 //!
 //! `POST /api/sessions/{id}/disconnect` and `POST /api/users/{sub}/disconnect`
 //! close a session, or every session of a user, on whichever node it is
 //! (`disconnect.rs`).
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::{get, post};
-use serde::Serialize;
-use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::bodies::{
+    GroupList, GroupView, History, HistoryMessage, Info, MemberList, NodeList, Published,
+    SessionView, UserList, WorkerList,
+};
 use super::state::AppState;
 use crate::Message;
 use crate::backend::NodeInfo;
 use crate::backend::history::{HistoryQuery, MAX_PAGE};
 use crate::backend::member::{Cursor, MAX_MEMBER_PAGE};
 use crate::backend::presence::{GroupTotal, group_totals};
-use crate::disconnect::DisconnectOptions;
+use crate::disconnect::{DisconnectOptions, Disconnected};
 use crate::group::GroupName;
-pub(crate) use crate::http_error::ApiError;
+use crate::group_path::{GroupParam, GroupPath};
+pub(crate) use crate::http_error::{ApiError, ErrorBody};
 use crate::{SessionId, Who};
 
-pub(crate) fn routes(max_body: usize) -> Router<AppState> {
-    Router::new()
-        .route("/api/groups", get(list_groups))
-        .route("/api/groups/{*rest}", get(show_group).post(publish))
-        .route("/api/sessions/{*rest}", post(disconnect_session))
-        .route("/api/users/{*rest}", post(disconnect_user))
-        .route("/api/nodes", get(list_nodes))
-        .route("/api/workers", get(list_workers))
-        .route("/api/info", get(info))
+/// The API's routes, each with its description.
+pub(crate) fn routes(max_body: usize) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_groups))
+        .routes(routes!(show_group))
+        .routes(routes!(publish))
+        .routes(routes!(show_history))
+        .routes(routes!(show_members))
+        .routes(routes!(show_users))
+        .routes(routes!(list_nodes))
+        .routes(routes!(list_workers))
+        .routes(routes!(info))
+        .routes(routes!(disconnect_session))
+        .routes(routes!(disconnect_user))
         .layer(DefaultBodyLimit::max(max_body))
 }
 
-#[derive(Serialize)]
-struct PublishResponse {
-    group: GroupName,
-    /// Sessions on this node the message was queued for.
-    delivered: usize,
-    node: String,
-    /// Whether other nodes were told (false when standalone).
-    clustered: bool,
-    /// For history groups: the message's offset and the group's epoch.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    offset: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    epoch: Option<String>,
-}
-
 /// `POST /api/groups/{group}/messages`
+#[utoipa::path(
+    post,
+    path = "/api/groups/{group}/messages",
+    tag = "groups",
+    summary = "Publish a message to a group",
+    description = "The body is the message: `text/*` or JSON (`application/json`, `*+json`) \
+        is sent as a text frame, `application/octet-stream` as a binary frame. It reaches \
+        the group's members on every node.",
+    params(GroupParam),
+    request_body(
+        description = "The message",
+        content(
+            (String = "text/plain"),
+            (serde_json::Value = "application/json"),
+            (Vec<u8> = "application/octet-stream"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Published", body = Published),
+        (status = 400, description = "A bad group name, an empty body, text that is not UTF-8, JSON that does not parse \
+            (`bad_group_name`, `empty_body`, `invalid_utf8`, `invalid_json`, `bad_body`)", body = ErrorBody),
+        (status = 413, description = "The body is over `--api-max-body` (`body_too_large`)", body = ErrorBody),
+        (status = 415, description = "A content type other than text, JSON or octet-stream (`unsupported_media_type`)", body = ErrorBody),
+        (status = 503, description = "Shutting down, or delivered locally but not to other nodes (`shutting_down`, `bus_unavailable`)", body = ErrorBody),
+    ),
+)]
 async fn publish(
     State(state): State<AppState>,
-    Path(rest): Path<String>,
+    GroupPath(group): GroupPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<PublishResponse>, ApiError> {
-    let group = publish_group(&rest)?;
+) -> Result<Json<Published>, ApiError> {
+    let group = GroupName::new(&group).map_err(ApiError::bad_group)?;
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -82,7 +106,7 @@ async fn publish(
     let message = message_from_body(&headers, body)?;
     let hub = &state.hub;
     let sent = hub.to(&group).publish(message).await?;
-    Ok(Json(PublishResponse {
+    Ok(Json(Published {
         group,
         delivered: sent.local,
         offset: sent.position.as_ref().map(|p| p.offset),
@@ -92,7 +116,9 @@ async fn publish(
     }))
 }
 
-/// The group of `POST /api/groups/{rest}`: `rest` is `<group>/messages`.
+/// The group of `POST /api/groups/{rest}`, `rest` being `<group>/messages`
+/// (what the router's path rewrite and route make of it), for
+/// [`parse_publish`].
 fn publish_group(rest: &str) -> Result<GroupName, ApiError> {
     let Some(group) = rest.strip_suffix("/messages") else {
         return Err(ApiError::new(
@@ -188,34 +214,48 @@ fn summarize(nodes: &[NodeInfo]) -> Vec<GroupTotal> {
     group_totals(nodes).into_values().collect()
 }
 
+/// The description of a 503 for a cluster view that cannot be read.
+const BUS_UNAVAILABLE: &str = "The cluster view cannot be read from Redis (`bus_unavailable`)";
+
 /// `GET /api/groups`
-async fn list_groups(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/groups",
+    tag = "groups",
+    summary = "Every group with members, cluster-wide",
+    responses(
+        (status = 200, description = "The groups", body = GroupList),
+        (status = 503, description = BUS_UNAVAILABLE, body = ErrorBody),
+    ),
+)]
+async fn list_groups(State(state): State<AppState>) -> Result<Json<GroupList>, ApiError> {
     let nodes = nodes(&state).await?;
-    let groups = summarize(&nodes);
-    Ok(Json(json!({
-        "node": state.hub.node_id(),
-        "nodes": nodes.len(),
-        "groups": groups,
-    })))
+    Ok(Json(GroupList {
+        node: state.hub.node_id().to_string(),
+        nodes: nodes.len(),
+        groups: summarize(&nodes),
+    }))
 }
 
 /// `GET /api/groups/{group}`: the cluster-wide count, and this node's
 /// sessions with their keys.
+#[utoipa::path(
+    get,
+    path = "/api/groups/{group}",
+    tag = "groups",
+    summary = "A group: its members per node, this node's sessions, its presence",
+    params(GroupParam),
+    responses(
+        (status = 200, description = "The group (an unknown group has no members)", body = GroupView),
+        (status = 400, description = "A bad group name (`bad_group_name`)", body = ErrorBody),
+        (status = 503, description = BUS_UNAVAILABLE, body = ErrorBody),
+    ),
+)]
 async fn show_group(
     State(state): State<AppState>,
-    Path(rest): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    if let Some(group) = rest.strip_suffix("/history") {
-        return show_history(&state, group, query.as_deref()).await;
-    }
-    if let Some(group) = rest.strip_suffix("/members") {
-        return show_members(&state, group, query.as_deref()).await;
-    }
-    if let Some(group) = rest.strip_suffix("/users") {
-        return show_users(&state, group).await;
-    }
-    let group = GroupName::new(&rest).map_err(ApiError::bad_group)?;
+    GroupPath(group): GroupPath,
+) -> Result<Json<GroupView>, ApiError> {
+    let group = GroupName::new(&group).map_err(ApiError::bad_group)?;
     let nodes = nodes(&state).await?;
     // `null` for a group that keeps no presence (`--presence`).
     let presence = match keeps_presence(&state, &group) {
@@ -230,20 +270,19 @@ async fn show_group(
     };
     let summary = group_totals(&nodes).remove(group.as_str());
     let hub = &state.hub;
-    let sessions: Vec<Value> = hub
+    let sessions = hub
         .members(&group)
         .iter()
-        .map(|s| session_json(hub.node_id(), s))
+        .map(|s| SessionView::of(hub.node_id(), s))
         .collect();
-    Ok(Json(json!({
-        "name": group,
-        "members": summary.as_ref().map_or(0, |s| s.members),
-        "nodes": summary.map(|s| s.nodes).unwrap_or_default(),
-        "node": hub.node_id(),
-        "sessions": sessions,
-        // Cluster-wide presence: members and distinct users (`sub`).
-        "presence": presence,
-    })))
+    Ok(Json(GroupView {
+        name: group,
+        members: summary.as_ref().map_or(0, |s| s.members),
+        nodes: summary.map(|s| s.nodes).unwrap_or_default(),
+        node: hub.node_id().to_string(),
+        sessions,
+        presence,
+    }))
 }
 
 /// Whether `group` keeps presence (`Config::presence`); a 404 that says
@@ -308,46 +347,83 @@ pub(crate) fn members_query(query: Option<&str>) -> Result<(Cursor, usize), ApiE
     Ok((cursor, limit))
 }
 
+/// The description of a 404 for a group that keeps no presence.
+const PRESENCE_OFF: &str =
+    "The group keeps no presence: `--presence` names it not (`presence_off`)";
+
 /// `GET /api/groups/{group}/members?cursor=&limit=`: a page of the group's
 /// members on every node, in the order of their ids, with the counts and
 /// the cursor of the next page (`null` on the last).
+#[utoipa::path(
+    get,
+    path = "/api/groups/{group}/members",
+    tag = "presence",
+    summary = "A page of a group's members on every node",
+    params(
+        GroupParam,
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page; none for the first"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Members per page (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "A page of members", body = MemberList),
+        (status = 400, description = "A bad group name, cursor or limit (`bad_group_name`, `bad_cursor`, `bad_limit`)", body = ErrorBody),
+        (status = 404, description = PRESENCE_OFF, body = ErrorBody),
+        (status = 503, description = "Presence cannot be read from Redis (`bus_unavailable`)", body = ErrorBody),
+    ),
+)]
 async fn show_members(
-    state: &AppState,
-    group: &str,
-    query: Option<&str>,
-) -> Result<Json<Value>, ApiError> {
-    let group = GroupName::new(group).map_err(ApiError::bad_group)?;
-    let (cursor, limit) = members_query(query)?;
-    keeps_presence(state, &group)?;
+    State(state): State<AppState>,
+    GroupPath(group): GroupPath,
+    RawQuery(query): RawQuery,
+) -> Result<Json<MemberList>, ApiError> {
+    let group = GroupName::new(&group).map_err(ApiError::bad_group)?;
+    let (cursor, limit) = members_query(query.as_deref())?;
+    keeps_presence(&state, &group)?;
     let page = state
         .hub
         .presence_page(&group, &cursor, limit)
         .await
         .map_err(presence_unavailable)?;
-    Ok(Json(json!({
-        "group": group,
-        "members": page.members,
-        "next_cursor": page.next.map(|next| next.encode()),
-        "count": page.stats.members,
-        "users": page.stats.users,
-    })))
+    Ok(Json(MemberList {
+        group,
+        members: page.members,
+        next_cursor: page.next.map(|next| next.encode()),
+        count: page.stats.members,
+        users: page.stats.users,
+    }))
 }
 
 /// `GET /api/groups/{group}/users`: the group's distinct users (`sub`) on
 /// every node, each with its sessions in the group.
-async fn show_users(state: &AppState, group: &str) -> Result<Json<Value>, ApiError> {
-    let group = GroupName::new(group).map_err(ApiError::bad_group)?;
-    keeps_presence(state, &group)?;
+#[utoipa::path(
+    get,
+    path = "/api/groups/{group}/users",
+    tag = "presence",
+    summary = "A group's distinct users (`sub`) on every node",
+    params(GroupParam),
+    responses(
+        (status = 200, description = "The users, each with its sessions in the group", body = UserList),
+        (status = 400, description = "A bad group name (`bad_group_name`)", body = ErrorBody),
+        (status = 404, description = PRESENCE_OFF, body = ErrorBody),
+        (status = 503, description = "Presence cannot be read from Redis (`bus_unavailable`)", body = ErrorBody),
+    ),
+)]
+async fn show_users(
+    State(state): State<AppState>,
+    GroupPath(group): GroupPath,
+) -> Result<Json<UserList>, ApiError> {
+    let group = GroupName::new(&group).map_err(ApiError::bad_group)?;
+    keeps_presence(&state, &group)?;
     let users = state
         .hub
         .presence_users(&group)
         .await
         .map_err(presence_unavailable)?;
-    Ok(Json(json!({
-        "group": group,
-        "count": users.len(),
-        "users": users,
-    })))
+    Ok(Json(UserList {
+        group,
+        count: users.len(),
+        users,
+    }))
 }
 
 /// The most messages one history request returns, and the default.
@@ -356,14 +432,31 @@ const HISTORY_LIMIT_DEFAULT: usize = 100;
 /// `GET /api/groups/{group}/history?since=&limit=`: the retained messages
 /// after `since` (default: from the oldest), at most `limit` (default 100,
 /// at most 1000), with the epoch and top offset.
+#[utoipa::path(
+    get,
+    path = "/api/groups/{group}/history",
+    tag = "history",
+    summary = "A history group's retained messages",
+    params(
+        GroupParam,
+        ("since" = Option<u64>, Query, description = "Messages after this offset (default 0: from the oldest retained)"),
+        ("limit" = Option<usize>, Query, minimum = 1, description = "At most this many (default 100; more than 1000 reads 1000)"),
+    ),
+    responses(
+        (status = 200, description = "The messages, oldest first, with the epoch and top offset", body = History),
+        (status = 400, description = "A bad group name, `since` or `limit` (`bad_group_name`, `bad_query`)", body = ErrorBody),
+        (status = 404, description = "The group keeps no history: no `--history` rule matches it (`no_history`)", body = ErrorBody),
+        (status = 503, description = "History cannot be read from Redis (`bus_unavailable`)", body = ErrorBody),
+    ),
+)]
 async fn show_history(
-    state: &AppState,
-    group: &str,
-    query: Option<&str>,
-) -> Result<Json<Value>, ApiError> {
-    let group = GroupName::new(group).map_err(ApiError::bad_group)?;
+    State(state): State<AppState>,
+    GroupPath(group): GroupPath,
+    RawQuery(query): RawQuery,
+) -> Result<Json<History>, ApiError> {
+    let group = GroupName::new(&group).map_err(ApiError::bad_group)?;
     let (mut since, mut limit) = (0u64, HISTORY_LIMIT_DEFAULT);
-    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
         let bad = |what: &str| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -405,82 +498,87 @@ async fn show_history(
                 format!("group {group} keeps no history (no --history rule matches it)"),
             )
         })?;
-    let messages: Vec<Value> = history
+    let messages = history
         .messages
         .iter()
         .map(|(offset, message)| match message.as_text() {
-            Some(text) => json!({ "offset": offset, "data": text }),
-            None => json!({
-                "offset": offset,
-                "data": base64::Engine::encode(
+            Some(text) => HistoryMessage {
+                offset: *offset,
+                data: text.to_string(),
+                binary: None,
+            },
+            None => HistoryMessage {
+                offset: *offset,
+                data: base64::Engine::encode(
                     &base64::engine::general_purpose::STANDARD,
-                    message.payload()
+                    message.payload(),
                 ),
-                "binary": true,
-            }),
+                binary: Some(true),
+            },
         })
         .collect();
-    Ok(Json(json!({
-        "group": group,
-        "epoch": history.epoch,
-        "offset": history.top,
-        "messages": messages,
-    })))
-}
-
-pub(crate) fn session_json(node: &str, s: &crate::Session) -> Value {
-    let connected_at = s
-        .connected_at()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    json!({
-        "id": s.id(),
-        "group": s.group(),
-        // The group it connected to, then those it subscribed to since.
-        "groups": s.groups(),
-        "node": node,
-        "remote_addr": s.remote_addr().map(|a| a.to_string()),
-        "connected_at_ms": connected_at,
-        "keys": s.keys(),
-        "queued": s.queued(),
-        // How it got in, who it is, whether it may publish, when it expires.
-        "auth": *s.claims(),
-    })
+    Ok(Json(History {
+        group,
+        epoch: history.epoch.map(|epoch| epoch.to_string()),
+        offset: history.top,
+        messages,
+    }))
 }
 
 /// `POST /api/sessions/{id}/disconnect`
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/disconnect",
+    tag = "sessions",
+    summary = "Close a session, on whichever node it is",
+    params(("id" = String, Path, description = "The session's id (the welcome's `session`)")),
+    request_body(content = Option<DisconnectOptions>, description = "Optional: the close code (4000–4999), reason and whether the client may reconnect; an empty body is all defaults (4009)"),
+    responses(
+        (status = 200, description = "Closed; `unanswered` names live nodes that did not answer in time", body = Disconnected),
+        (status = 400, description = "A bad body: not JSON, an unknown field, a code outside 4000–4999 or one groupcast uses, a code that contradicts `reconnect`, a reason over 123 bytes (`bad_body`)", body = ErrorBody),
+        (status = 404, description = "Every live node answered and none has it (`unknown_session`)", body = ErrorBody),
+        (status = 503, description = "The other nodes cannot be asked (`bus_unavailable`)", body = ErrorBody),
+        (status = 504, description = "No node that answered has it, and some did not answer in time (`no_answer`)", body = ErrorBody),
+    ),
+)]
 async fn disconnect_session(
     State(state): State<AppState>,
-    Path(rest): Path<String>,
+    Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let id = disconnect_target(&rest, "sessions", "a session id")?;
+) -> Result<Json<Disconnected>, ApiError> {
     let who = Who::Session(SessionId::from(id));
     disconnect(&state, who, disconnect_options(body)?, "unknown_session").await
 }
 
 /// `POST /api/users/{sub}/disconnect`: every session whose token's `sub`
 /// is this (it may contain `/`; percent-encode anything else).
+#[utoipa::path(
+    post,
+    path = "/api/users/{sub}/disconnect",
+    tag = "sessions",
+    summary = "Close every session of a user (a token's `sub`), on every node",
+    params(("sub" = String, Path, description = "The user: a token's `sub`")),
+    request_body(content = Option<DisconnectOptions>, description = "Optional: the close code (4000–4999), reason and whether the client may reconnect; an empty body is all defaults (4009)"),
+    responses(
+        (status = 200, description = "Closed; `unanswered` names live nodes that did not answer in time", body = Disconnected),
+        (status = 400, description = "A bad body (`bad_body`)", body = ErrorBody),
+        (status = 404, description = "Every live node answered and none has a session of the user (`unknown_user`)", body = ErrorBody),
+        (status = 503, description = "The other nodes cannot be asked (`bus_unavailable`)", body = ErrorBody),
+        (status = 504, description = "No node that answered has one, and some did not answer in time (`no_answer`)", body = ErrorBody),
+    ),
+)]
 async fn disconnect_user(
     State(state): State<AppState>,
-    Path(rest): Path<String>,
+    Path(sub): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let who = Who::User(disconnect_target(&rest, "users", "a user's sub")?.to_string());
-    disconnect(&state, who, disconnect_options(body)?, "unknown_user").await
-}
-
-/// The `{id}` of `POST /api/{what}/{id}/disconnect`: `rest` is
-/// `<id>/disconnect`.
-fn disconnect_target<'a>(rest: &'a str, what: &str, naming: &str) -> Result<&'a str, ApiError> {
-    match rest.strip_suffix("/disconnect") {
-        Some(target) if !target.is_empty() => Ok(target),
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("POST to /api/{what}/{{{naming}}}/disconnect to disconnect"),
-        )),
-    }
+) -> Result<Json<Disconnected>, ApiError> {
+    disconnect(
+        &state,
+        Who::User(sub),
+        disconnect_options(body)?,
+        "unknown_user",
+    )
+    .await
 }
 
 /// The optional JSON body of a disconnect: `{"code", "reason",
@@ -511,7 +609,7 @@ async fn disconnect(
     who: Who,
     close: crate::CloseReason,
     unknown: &'static str,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Disconnected>, ApiError> {
     let done = state
         .hub
         .disconnect(who.clone(), close)
@@ -541,33 +639,62 @@ async fn disconnect(
                 done.unanswered.join(", ")
             ),
         )),
-        _ => Ok(Json(json!(done))),
+        _ => Ok(Json(done)),
     }
 }
 
 /// `GET /api/nodes`
-async fn list_nodes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/nodes",
+    tag = "cluster",
+    summary = "The cluster's nodes (this node alone when standalone)",
+    responses(
+        (status = 200, description = "The nodes, as their heartbeats describe them", body = NodeList),
+        (status = 503, description = BUS_UNAVAILABLE, body = ErrorBody),
+    ),
+)]
+async fn list_nodes(State(state): State<AppState>) -> Result<Json<NodeList>, ApiError> {
     let nodes = nodes(&state).await?;
-    Ok(Json(json!({ "node": state.hub.node_id(), "nodes": nodes })))
-}
-
-/// `GET /api/info`: what the demo page needs to know.
-async fn info(State(state): State<AppState>) -> Json<Value> {
-    let hub = &state.hub;
-    let bus = hub.status();
-    Json(json!({
-        "node": hub.node_id(),
-        "mode": bus.kind,
-        // Which Redis each of the backend's connections is on.
-        "redis": bus.connections,
-        // The hub's setting, which its WebSocket reader applies.
-        "client_messages": hub.config().client_messages,
-        "version": env!("CARGO_PKG_VERSION"),
+    Ok(Json(NodeList {
+        node: state.hub.node_id().to_string(),
+        nodes,
     }))
 }
 
+/// `GET /api/info`: what the demo page needs to know.
+#[utoipa::path(
+    get,
+    path = "/api/info",
+    tag = "cluster",
+    summary = "This node: its id, backend, Redis connections, version",
+    responses((status = 200, description = "This node", body = Info)),
+)]
+async fn info(State(state): State<AppState>) -> Json<Info> {
+    let hub = &state.hub;
+    let bus = hub.status();
+    Json(Info {
+        node: hub.node_id().to_string(),
+        mode: bus.kind,
+        redis: bus.connections,
+        // The hub's setting, which its WebSocket reader applies.
+        client_messages: hub.config().client_messages,
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
 /// `GET /api/workers`: who runs each group's worker, cluster-wide.
-async fn list_workers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/workers",
+    tag = "cluster",
+    summary = "Who runs each group's worker, cluster-wide",
+    responses(
+        (status = 200, description = "Every lease, and this node's workers", body = WorkerList),
+        (status = 503, description = "The leases cannot be read from Redis (`bus_unavailable`)", body = ErrorBody),
+    ),
+)]
+async fn list_workers(State(state): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
     let hub = &state.hub;
     let leases = hub.worker_leases().await.map_err(|e| {
         ApiError::new(
@@ -576,7 +703,9 @@ async fn list_workers(State(state): State<AppState>) -> Result<Json<Value>, ApiE
             format!("cannot read worker leases: {e}"),
         )
     })?;
-    Ok(Json(
-        json!({ "node": hub.node_id(), "workers": leases, "local": hub.workers() }),
-    ))
+    Ok(Json(WorkerList {
+        node: hub.node_id().to_string(),
+        workers: leases,
+        local: hub.workers(),
+    }))
 }

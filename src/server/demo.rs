@@ -3,10 +3,10 @@
 //! JavaScript client it uses (`clients/js/groupcast.js`, an ES module any
 //! page may import from here).
 
-use axum::Router;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::state::AppState;
 
@@ -16,15 +16,34 @@ const PAGE: &str = include_str!("demo.html");
 /// come from the same build, so they speak the same protocol revision.
 const CLIENT: &str = include_str!("../../clients/js/groupcast.js");
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
-        .route("/clients/groupcast.js", get(client))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(page))
+        .routes(routes!(client))
+}
+
+/// The demo page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "demo",
+    summary = "The demo page",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)),
+)]
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
 }
 
 /// The module with the MIME type browsers require of module scripts, and
 /// `no-cache` (revalidate each load): a deploy of a new binary must not
 /// leave pages on an old client.
+#[utoipa::path(
+    get,
+    path = "/clients/groupcast.js",
+    tag = "demo",
+    summary = "The JavaScript client, an ES module",
+    responses((status = 200, description = "The module", content_type = "text/javascript", body = String)),
+)]
 async fn client() -> impl IntoResponse {
     (
         [

@@ -4,7 +4,9 @@
 //!   application's own `Router`;
 //! * [`router`] — everything the `groupcast` binary serves: WebSockets, the
 //!   HTTP API, health, metrics, debug state, the admin page (`/admin`,
-//!   behind the API key) and the demo page;
+//!   behind the API key) and the demo page, and their OpenAPI description
+//!   at `/api/openapi.json` (`openapi.rs`: every route is added with its
+//!   description, as `.routes(routes!(handler))`);
 //! * [`admin_router`] — health, readiness and metrics alone, for a separate
 //!   admin port.
 //!
@@ -18,8 +20,11 @@
 
 mod admin;
 mod api;
+mod bodies;
 mod demo;
+mod group_paths;
 mod listen;
+mod openapi;
 mod ops;
 mod state;
 
@@ -31,12 +36,16 @@ use state::AppState;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::http::{StatusCode, Uri};
 use axum::routing::get;
+use axum::{Extension, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::Hub;
 use crate::auth::http::{ApiKeyGuard, require_api_key};
 use crate::auth::{ApiKeys, CorsPolicy};
+use crate::http_error::ApiError;
 use crate::transport::{sse, websocket};
 
 /// Settings of the full router.
@@ -80,7 +89,11 @@ pub fn ws_router(hub: Hub) -> Router {
         .with_state(hub)
 }
 
-/// The full server: WebSockets, HTTP API, health, metrics, debug, demo.
+/// The full server: WebSockets, HTTP API, health, metrics, debug, demo,
+/// and the OpenAPI description of them all at `/api/openapi.json`.
+///
+/// The router and its description are built from the same routes: each
+/// is added with its description (`routes!`), so the two cannot differ.
 pub fn router(hub: Hub, options: ServerOptions) -> Router {
     let state = AppState { hub: hub.clone() };
     // What an API key protects: the API and the debug view.
@@ -88,15 +101,23 @@ pub fn router(hub: Hub, options: ServerOptions) -> Router {
     if options.debug_endpoint {
         protected = protected.merge(ops::debug_routes());
     }
+    let (protected, mut spec) = protected.split_for_parts();
+    openapi::behind_api_key(&mut spec);
+    // The 405 set on the routes before they are wrapped, so that the
+    // layers (CORS answering a preflight) come first.
+    let protected = protected.method_not_allowed_fallback(method_not_allowed);
     // `route_layer`: only matched routes ask for a key, so an unknown path
     // is still a 404, not a 401.
     let guard = ApiKeyGuard {
         keys: options.api_keys.clone(),
-        hub: hub.clone(),
+        hub,
     };
     // The admin page: the same guard, its refusal turned into a challenge
     // a browser answers (see `admin.rs`).
-    let admin = admin::routes()
+    let (admin, admin_spec) = admin::routes().split_for_parts();
+    spec.merge(admin_spec);
+    let admin = admin
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
             guard.clone(),
             require_api_key,
@@ -109,14 +130,63 @@ pub fn router(hub: Hub, options: ServerOptions) -> Router {
     if let Some(cors) = options.cors.layer() {
         protected = protected.layer(cors);
     }
-    let mut router = Router::new()
-        .merge(protected)
-        .merge(admin)
-        .merge(demo::routes());
+    let mut open = OpenApiRouter::new()
+        .routes(routes!(openapi::openapi_json))
+        .merge(demo::routes())
+        .merge(transport_routes());
     if options.health_endpoints {
-        router = router.merge(ops::health_routes());
+        open = open.merge(ops::health_routes());
     }
-    router.with_state(state).merge(ws_router(hub))
+    let (open, open_spec) = open.split_for_parts();
+    spec.merge(open_spec);
+    let spec = openapi::finish(spec);
+    let router = protected
+        .merge(admin)
+        .merge(open.method_not_allowed_fallback(method_not_allowed))
+        .fallback(no_route)
+        .layer(Extension(openapi::Spec(Arc::new(spec))))
+        .with_state(state);
+    // Group names with `/` in them, made one `{group}` segment before the
+    // routes are matched (`group_paths.rs`).
+    Router::new().fallback_service(tower::util::MapRequest::new(
+        router,
+        group_paths::one_segment,
+    ))
+}
+
+/// The transports, as the full router serves them (the same handlers as
+/// [`ws_router`], described, with `{group}` made one segment first).
+fn transport_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(websocket::upgrade_without_group))
+        .routes(routes!(websocket::no_group))
+        .routes(routes!(websocket::upgrade))
+        .routes(routes!(sse::no_group))
+        .routes(routes!(sse::subscribe))
+}
+
+/// A path the router does not serve: JSON like every other error. Under
+/// `/api/groups/` every path with a group matches a route once its
+/// slashes are encoded, so one that matches none has an empty group
+/// (`/api/groups//messages`): a bad name, as the API says of any other.
+async fn no_route(uri: Uri) -> ApiError {
+    if uri.path().starts_with("/api/groups/") {
+        return ApiError::bad_group(crate::GroupNameError::Empty);
+    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        "no such route: GET /api/openapi.json describes the ones there are",
+    )
+}
+
+/// A path served, but not for this method.
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take this method: GET /api/openapi.json describes the ones it takes",
+    )
 }
 
 /// Only `/healthz`, `/readyz` and `/metrics`, for a separate admin
@@ -127,5 +197,6 @@ pub fn router(hub: Hub, options: ServerOptions) -> Router {
 /// though none of them concerns these three routes today.
 pub fn admin_router(hub: Hub, options: ServerOptions) -> Router {
     let _ = options;
-    ops::health_routes().with_state(AppState { hub })
+    let (router, _) = ops::health_routes().split_for_parts();
+    router.with_state(AppState { hub })
 }

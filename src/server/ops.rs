@@ -2,37 +2,53 @@
 //! and ws-notifier's debug view.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::api::session_json;
+use super::bodies::{DebugState, Readiness, SessionView};
 use super::state::AppState;
 
 /// Health, readiness and metrics: unauthenticated, for orchestrators and
 /// scrapers; on the main port or on the admin listener.
-pub(crate) fn health_routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub(crate) fn health_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
 /// The debug view: lists every session with its keys, so it sits behind
 /// the API key with the HTTP API.
-pub(crate) fn debug_routes() -> Router<AppState> {
-    Router::new().route("/debug/state", get(debug_state))
+pub(crate) fn debug_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(debug_state))
 }
 
 /// Liveness: the process answers HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness: the process answers HTTP",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)),
+)]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Readiness: not draining, and the bus (Redis) is reachable.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness: not draining, and Redis reachable",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: shutting down, or Redis unreachable (`reason` says which)", body = Readiness),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let hub = &state.hub;
     let bus = hub.status();
@@ -52,13 +68,23 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         None
     };
-    (
-        status,
-        Json(json!({ "ready": ready, "node": hub.node_id(), "bus": bus.kind, "reason": reason })),
-    )
+    let body = Readiness {
+        ready,
+        node: hub.node_id().to_string(),
+        bus: bus.kind,
+        reason,
+    };
+    (status, Json(body))
 }
 
 /// Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Metrics in the Prometheus text format",
+    responses((status = 200, description = "The metrics (README, \"Metrics\")", content_type = "text/plain; version=0.0.4", body = String)),
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let hub = &state.hub;
     let m = hub.metrics();
@@ -83,30 +109,35 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Sessions per group, subscriptions and bus state (ws-notifier's `/mon`).
-async fn debug_state(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(
+    get,
+    path = "/debug/state",
+    tag = "operations",
+    summary = "This node's sessions per group, its bus and workers (`--debug-endpoint`)",
+    responses((status = 200, description = "The node's state", body = DebugState)),
+)]
+async fn debug_state(State(state): State<AppState>) -> Json<DebugState> {
     let hub = &state.hub;
-    let groups: serde_json::Map<String, serde_json::Value> = hub
+    let groups = hub
         .groups()
         .into_iter()
         .map(|g| {
-            let sessions: Vec<_> = hub
+            let sessions = hub
                 .members(&g.name)
                 .iter()
-                .map(|s| session_json(hub.node_id(), s))
+                .map(|s| SessionView::of(hub.node_id(), s))
                 .collect();
-            (g.name.to_string(), json!(sessions))
+            (g.name.to_string(), sessions)
         })
         .collect();
-    let nodes = hub.nodes().await.ok();
-    let leases = hub.worker_leases().await.ok();
-    Json(json!({
-        "node": hub.node_id(),
-        "shutting_down": hub.is_shutting_down(),
-        "sessions": hub.session_count(),
-        "groups": groups,
-        "bus": hub.status(),
-        "workers": hub.workers(),
-        "worker_leases": leases,
-        "cluster": nodes,
-    }))
+    Json(DebugState {
+        node: hub.node_id().to_string(),
+        shutting_down: hub.is_shutting_down(),
+        sessions: hub.session_count(),
+        groups,
+        bus: hub.status(),
+        workers: hub.workers(),
+        worker_leases: hub.worker_leases().await.ok(),
+        cluster: hub.nodes().await.ok(),
+    })
 }

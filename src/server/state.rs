@@ -11,3 +11,11 @@ use crate::hub::Hub;
 pub(crate) struct AppState {
     pub hub: Hub,
 }
+
+/// The transports' handlers take the hub alone (`ws_router` has no other
+/// state); in the full router they get it from here.
+impl axum::extract::FromRef<AppState> for Hub {
+    fn from_ref(state: &AppState) -> Hub {
+        state.hub.clone()
+    }
+}

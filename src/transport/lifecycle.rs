@@ -16,6 +16,15 @@
 //! What a transport keeps for itself: its handshake, reading and writing
 //! its bytes, how it encodes a queued message, and how it signals a
 //! session's [`CloseReason`](crate::CloseReason).
+//!
+//! Logs: every connection gets a `session` span with the node's id, the
+//! session's id (from [`attach`] on) and the group of its URL, made at
+//! admission ([`Admitted::span`]); the transport runs the connection
+//! inside it, so that every line logged about the session — here, in the
+//! transport, in the hub's catch-up — names all three, in the JSON and
+//! the human log formats alike. A line about one of the other groups a
+//! multi-group connection subscribed to names that group in a field of
+//! its own.
 
 use std::net::SocketAddr;
 
@@ -47,6 +56,23 @@ pub(crate) struct Admitted {
     /// The token it was admitted with, for the groups it subscribes to
     /// later (`subscriptions.rs`).
     pub token: Option<String>,
+    /// The connection's log span: `node`, `session` (recorded by
+    /// [`attach`]) and `group`; the transport runs the connection in it.
+    pub span: tracing::Span,
+}
+
+/// The span of one connection's logs (see the module docs). At `info`, so
+/// that it is there under the default filter: the warnings about a
+/// session name it too.
+fn session_span(hub: &Hub, group: Option<&GroupName>) -> tracing::Span {
+    // A connection without a group (`/ws`) logs `group` empty; its
+    // subscriptions name their groups in their own lines.
+    tracing::info_span!(
+        "session",
+        node = %hub.node_id(),
+        session = tracing::field::Empty,
+        group = %group.map_or("", GroupName::as_str),
+    )
 }
 
 /// Why a connection was refused before it was answered.
@@ -98,6 +124,44 @@ fn limit_response(limit: LimitRejection) -> Response {
     response
 }
 
+/// The query parameters [`admit`] reads, as the OpenAPI description
+/// documents them for `/ws/{group}` and `/sse/{group}` (they are parsed
+/// by `Replay::from_query` and `client_token`; this type only describes).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct AdmissionQuery {
+    /// A client token (JWT), for clients that cannot set `Authorization:
+    /// Bearer` (browsers); the header wins when both are sent.
+    token: Option<String>,
+    /// Replay the last N retained messages first (history groups).
+    history: Option<u64>,
+    /// Resume after this offset (with `epoch`; history groups).
+    since: Option<u64>,
+    /// The epoch `since` counts in.
+    epoch: Option<String>,
+}
+
+impl utoipa::IntoResponses for Refusal {
+    /// Every refusal's status, for the transports' descriptions.
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        use crate::http_error::ErrorBody;
+        [
+            ("400", "A bad group name or replay parameter (`bad_group_name`, `bad_query`)"),
+            ("401", "No token, or one that does not verify (`token_missing`, `bad_signature`, `token_expired`, …)"),
+            ("403", "The token does not allow this group, or the Origin is not allowed (`group_not_allowed`, `origin_not_allowed`)"),
+            ("429", "Too many connections from this address (`too_many_connections_from_ip`; `Retry-After`)"),
+            ("503", "Shutting down, or the node is full (`shutting_down`, `node_full`, `too_many_groups`; `Retry-After`)"),
+        ]
+        .into_iter()
+        .map(|(status, description)| (status.to_string(), ErrorBody::described(description).into()))
+        .collect()
+    }
+}
+
 /// The checks before a connection is answered, cheapest first: the group
 /// name, the replay parameters, then security (Origin, token and group;
 /// see [`crate::auth::policy`]; counted when refused), then whether the
@@ -116,6 +180,7 @@ pub(crate) fn admit(
         .map(GroupName::new)
         .transpose()
         .map_err(Refusal::BadGroup)?;
+    let span = session_span(hub, group.as_ref());
     // Replay parameters before anything else costs: a bad one is a 400.
     let replay = Replay::from_query(query).map_err(|error| Refusal::BadQuery(error.to_string()))?;
     if group.is_none() && replay != Replay::None {
@@ -139,7 +204,7 @@ pub(crate) fn admit(
         })
         .map_err(|error| {
             hub.metrics().count_auth_rejection(error.code());
-            tracing::debug!(group = ?group.as_ref().map(GroupName::as_str), code = error.code(), %error, "connection refused");
+            span.in_scope(|| tracing::debug!(code = error.code(), %error, "connection refused"));
             Refusal::Auth(error)
         })?;
     if hub.is_shutting_down() {
@@ -150,6 +215,7 @@ pub(crate) fn admit(
         claims,
         replay,
         token,
+        span,
     })
 }
 
@@ -173,6 +239,8 @@ pub(crate) struct Attached {
     session: Session,
     /// Whether the queue is held until the catch-up is in.
     held: bool,
+    /// The connection's log span, its session recorded.
+    span: tracing::Span,
     /// The hub waits for tracked connections on shutdown.
     _tracked: TaskTrackerToken,
     _permit: ConnectionPermit,
@@ -191,16 +259,22 @@ pub(crate) fn attach(
 ) -> Result<(Attached, Replay), HubError> {
     let held = protocol == Protocol::V1 || admitted.replay.wants_backlog();
     let session = hub.join(admitted.group, remote, admitted.claims, protocol, held)?;
+    let span = admitted.span;
+    span.record("session", tracing::field::display(session.id()));
     let attached = Attached {
         hub: hub.clone(),
         session,
         held,
+        span,
         _tracked: hub.track_connection(),
         _permit: permit,
     };
-    tracing::debug!(session = %attached.session.id(), group = ?attached.session.group().map(GroupName::as_str), ?remote, "connected");
-    if let Some(on_connect) = &hub.handlers().connect {
-        on_connect(hub, &attached.session);
+    {
+        let _entered = attached.span.enter();
+        tracing::debug!(?remote, "connected");
+        if let Some(on_connect) = &hub.handlers().connect {
+            on_connect(hub, &attached.session);
+        }
     }
     Ok((attached, admitted.replay))
 }
@@ -208,6 +282,11 @@ pub(crate) fn attach(
 impl Attached {
     pub(crate) fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// The connection's log span (node, session, group).
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Sends the welcome and the backlog `replay` asks for, then releases
@@ -238,7 +317,8 @@ impl Attached {
     /// A connection that ended with `error`: logged and handed to
     /// `on_error`.
     pub(crate) fn report(&self, error: &SessionError) {
-        tracing::debug!(session = %self.session.id(), %error, "connection error");
+        let _entered = self.span.enter();
+        tracing::debug!(%error, "connection error");
         if let Some(on_error) = &self.hub.handlers().error {
             on_error(&self.hub, &self.session, error);
         }
@@ -247,8 +327,9 @@ impl Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
+        let _entered = self.span.enter();
         self.hub.leave(&self.session);
-        tracing::debug!(session = %self.session.id(), group = ?self.session.group().map(GroupName::as_str), "disconnected");
+        tracing::debug!("disconnected");
         // A handler that panics while we are already unwinding would abort
         // the process: skip it then.
         if !std::thread::panicking()
@@ -373,7 +454,7 @@ fn forward(hub: &Hub, session: &Session, message: Message) {
         return;
     };
     if let Err(error) = hub.to(group).send(message) {
-        tracing::warn!(session = %session.id(), %error, "could not forward a client message");
+        tracing::warn!(%error, "could not forward a client message");
     }
 }
 
@@ -402,7 +483,7 @@ fn try_refresh(hub: &Hub, session: &Session, text: &str) -> Result<Option<String
     };
     match renewed {
         Ok(claims) => {
-            tracing::debug!(session = %session.id(), exp = ?claims.exp, "token refreshed");
+            tracing::debug!(exp = ?claims.exp, "token refreshed");
             let ack = refreshed_message(&claims);
             session.set_claims(claims);
             session.send(Message::text(ack));

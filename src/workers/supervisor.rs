@@ -77,7 +77,7 @@ impl Default for WorkerOptions {
 }
 
 /// A worker this node runs, as `/debug/state` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkerInfo {
     /// The group.
     pub group: GroupName,

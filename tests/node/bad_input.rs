@@ -408,10 +408,15 @@ async fn a_publish_to_a_bad_group_name_gets_400() {
 }
 
 #[tokio::test]
-async fn a_post_without_messages_in_the_path_gets_404() {
+async fn a_post_without_messages_in_the_path_gets_405() {
     let api = Api::start().await;
     let nowhere = api.post("/api/groups/g", Some("text/plain"), b"x").await;
-    assert_json_error("POST without /messages", &nowhere, 404, "not_found");
+    assert_json_error(
+        "POST without /messages",
+        &nowhere,
+        405,
+        "method_not_allowed",
+    );
     api.assert_nothing_delivered().await;
 }
 

@@ -22,6 +22,8 @@ mod delivery;
 mod docs;
 mod drain;
 mod limits;
+mod logs;
+mod openapi;
 mod order;
 mod slow_clients;
 mod smoke;

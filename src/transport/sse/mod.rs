@@ -26,12 +26,13 @@ use std::net::SocketAddr;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use self::stream::EventStream;
+use crate::group_path::GroupPath;
 use crate::http_error::ApiError;
 use crate::protocol::Protocol;
 use crate::resume::Replay;
@@ -53,9 +54,24 @@ const LAST_EVENT_ID_PARAMETER: &str = "lastEventID";
 /// [`lifecycle::admit`]), joins, and answers with the session's event
 /// stream. A refused request gets the same JSON errors (400, 401, 403,
 /// 429, 503).
+#[utoipa::path(
+    get,
+    path = "/sse/{group}",
+    tag = "transports",
+    summary = "Join a group as a Server-Sent Events stream (docs/protocol.md)",
+    params(
+        crate::group_path::GroupParam,
+        lifecycle::AdmissionQuery,
+        ("lastEventID" = Option<String>, Query, description = "Resume after this event id on a first connection (a reconnect sends `Last-Event-ID`)"),
+    ),
+    responses(
+        (status = 200, description = "The session's events, until it ends", content_type = "text/event-stream", body = String),
+        lifecycle::Refusal,
+    ),
+)]
 pub(crate) async fn subscribe(
     State(hub): State<Hub>,
-    Path(group): Path<String>,
+    GroupPath(group): GroupPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -118,6 +134,14 @@ pub(crate) async fn subscribe(
 }
 
 /// `GET /sse/`: the empty group, a 400 like any other bad name.
+#[utoipa::path(
+    get,
+    path = "/sse/",
+    operation_id = "sse_no_group",
+    tag = "transports",
+    summary = "No group: always a 400",
+    responses((status = 400, description = "The empty group name (`bad_group_name`)", body = crate::http_error::ErrorBody)),
+)]
 pub(crate) async fn no_group() -> Response {
     ApiError::bad_group(crate::group::GroupNameError::Empty).into_response()
 }

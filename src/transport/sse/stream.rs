@@ -32,6 +32,7 @@ use futures_util::Stream;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::Instrument;
 
 use super::encoding::{close_event, event_for};
 use crate::outbound::{Queued, SPARE_CAPACITY};
@@ -81,13 +82,16 @@ impl EventStream {
         let polls = Arc::new(AtomicU64::new(0));
         let watchdog = abort.map(|abort| {
             let stop = CancellationToken::new();
-            tokio::spawn(watchdog(
-                attached.session().clone(),
-                polls.clone(),
-                (abort, hub.metrics().write_timeouts.clone()),
-                config.write_timeout,
-                stop.clone(),
-            ));
+            tokio::spawn(
+                watchdog(
+                    attached.session().clone(),
+                    polls.clone(),
+                    (abort, hub.metrics().write_timeouts.clone()),
+                    config.write_timeout,
+                    stop.clone(),
+                )
+                .instrument(attached.span().clone()),
+            );
             stop.drop_guard()
         });
         let timer = Box::pin(sleep_until(wake_at(attached.session(), ping_period)));
@@ -155,6 +159,10 @@ impl Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        // Polled by the HTTP connection's task: in the session's log span
+        // (lifecycle.rs) while it is.
+        let span = this.attached.span().clone();
+        let _entered = span.enter();
         this.polls.fetch_add(1, Ordering::Relaxed);
         if this.ended {
             return Poll::Ready(None);
@@ -179,6 +187,9 @@ impl Stream for EventStream {
                 .poll_batch(cx, &mut this.batch)
             {
                 Poll::Ready(close) => {
+                    if let Some(close) = &close {
+                        tracing::debug!(code = close.kind.websocket_code(), reason = %close.reason, "closing");
+                    }
                     this.close = close;
                     continue;
                 }
@@ -226,8 +237,10 @@ async fn watchdog(
         let now = polls.load(Ordering::Relaxed);
         let waiting = session.queued() > 0 || session.is_closed();
         if now == seen && waiting {
-            tracing::debug!(session = %session.id(), ?write_timeout,
-                "SSE client stopped reading: connection aborted");
+            tracing::debug!(
+                ?write_timeout,
+                "SSE client stopped reading: connection aborted"
+            );
             timeouts.inc();
             abort.abort();
             return;

@@ -260,6 +260,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     /// from the batch as the write's slices are built.
     fn start_batch(&mut self, cx: &mut Context<'_>, close: Option<CloseReason>) -> Event {
         let closing = close.is_some();
+        if let Some(close) = &close {
+            tracing::debug!(code = close.kind.websocket_code(), reason = %close.reason, "closing");
+        }
         let offsets = &mut self.offsets;
         // Repeats of what the backlog already sent go. (A batch of
         // unpositioned messages, raw groups', is not touched.)

@@ -18,15 +18,17 @@ mod upgrade;
 use std::net::SocketAddr;
 
 use axum::Extension;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
 
 use self::connection::Connection;
 use self::encoding::Compression;
 use self::upgrade::{Negotiated, NotAnUpgrade, Socket, Upgrade};
+use crate::group_path::GroupPath;
 use crate::http_error::ApiError;
 use crate::limits::ConnectionPermit;
 use crate::protocol::{self, Protocol};
@@ -36,13 +38,25 @@ use crate::wire::close_code;
 use crate::wire::{FrameReader, Limits, Role, frame};
 use crate::{Hub, HubError};
 
-/// `GET /ws/{*group}`: admits the connection (group, replay parameters,
-/// Origin, token, limits: see [`lifecycle::admit`]), then upgrades.
-/// Nothing that fails a check reaches the upgrade: the client gets a JSON
-/// error with its status (400, 401, 403, 429, 503) instead of a socket.
+/// Admits the connection (group, replay parameters, Origin, token,
+/// limits: see [`lifecycle::admit`]), then upgrades. Nothing that fails a
+/// check reaches the upgrade: the client gets a JSON error with its status
+/// (400, 401, 403, 429, 503) instead of a socket.
+#[utoipa::path(
+    get,
+    path = "/ws/{group}",
+    tag = "transports",
+    summary = "Join a group over a WebSocket (docs/protocol.md)",
+    params(crate::group_path::GroupParam, lifecycle::AdmissionQuery),
+    responses(
+        (status = 101, description = "Switching protocols: the session's WebSocket"),
+        (status = 426, description = "Not a WebSocket request: no `Upgrade: websocket`, or a version other than 13 (`not_a_websocket_request`); also a 400 for other malformed handshakes", body = crate::http_error::ErrorBody),
+        lifecycle::Refusal,
+    ),
+)]
 pub(crate) async fn upgrade(
     State(hub): State<Hub>,
-    Path(group): Path<String>,
+    GroupPath(group): GroupPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -59,6 +73,19 @@ pub(crate) async fn upgrade(
 /// `GET /ws`: a `groupcast.v1` connection that holds no group until it
 /// subscribes (see `transport/subscriptions.rs`). A raw client has no way
 /// to subscribe, so it is refused with a 400 that says so.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "transports",
+    summary = "A groupcast.v1 connection without a group: it subscribes (docs/protocol.md)",
+    params(lifecycle::AdmissionQuery),
+    responses(
+        (status = 101, description = "Switching protocols: the session's WebSocket, holding no group"),
+        (status = 400, description = "The client does not offer `groupcast.v1` (`group_required`), or asks to replay without a group (`bad_query`)", body = crate::http_error::ErrorBody),
+        (status = 426, description = "Not a WebSocket request (`not_a_websocket_request`)", body = crate::http_error::ErrorBody),
+        lifecycle::Refusal,
+    ),
+)]
 pub(crate) async fn upgrade_without_group(
     State(hub): State<Hub>,
     RawQuery(query): RawQuery,
@@ -117,6 +144,8 @@ fn open(
         Err(refusal) => return refusal.into_response(),
     };
     let config = hub.config();
+    // The connection runs in its session's log span (lifecycle.rs).
+    let span = admitted.span.clone();
     // Which node took the connection: behind a load balancer, this is how
     // a client (or a test) tells the replicas apart.
     let node = HeaderValue::from_str(hub.node_id()).ok();
@@ -130,7 +159,7 @@ fn open(
                 remote,
                 permit,
             };
-            serve(hub, socket, leftover, negotiated, joining)
+            serve(hub, socket, leftover, negotiated, joining).instrument(span)
         },
     );
     if let Some(node) = node {
@@ -141,6 +170,14 @@ fn open(
 
 /// `GET /ws/`: the catch-all route never matches an empty group, so the
 /// empty name gets its own route and the same 400 as any other bad name.
+#[utoipa::path(
+    get,
+    path = "/ws/",
+    operation_id = "websocket_no_group",
+    tag = "transports",
+    summary = "No group: always a 400",
+    responses((status = 400, description = "The empty group name (`bad_group_name`)", body = crate::http_error::ErrorBody)),
+)]
 pub(crate) async fn no_group() -> Response {
     ApiError::bad_group(crate::group::GroupNameError::Empty).into_response()
 }
