@@ -13,6 +13,9 @@
 //! cargo run --release --example join_storm -- --url ws://127.0.0.1:8080 --group storm --clients 2000 --history 1000
 //! ```
 
+#[path = "shared/mod.rs"]
+mod shared;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,10 +23,8 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
-}
+use shared::{arg, percentile};
+
 
 /// The most one client may take to catch up before it counts as failed.
 const CLIENT_LIMIT: Duration = Duration::from_secs(120);
@@ -104,14 +105,6 @@ async fn catch_up(url: &str, history: u64, start: Instant) -> anyhow::Result<Cau
         }
     }
     anyhow::bail!("the connection ended before the backlog did")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let at = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[at].as_secs_f64() * 1000.0
 }
 
 #[tokio::main]

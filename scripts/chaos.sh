@@ -66,6 +66,15 @@ export GROUPCAST_IMAGE=${CHAOS_GROUPCAST_IMAGE:-local/groupcast:dev}
 if [ "${NO_BUILD:-0}" != 1 ]; then
   bash scripts/build-deploy-images.sh >>"$log" 2>&1 || { tail -30 "$log"; exit 1; }
   timeout 900 cargo build --example chaos_clients >>"$log" 2>&1 || { tail -30 "$log"; exit 1; }
+  if [ -z "${CHAOS_GROUPCAST_IMAGE:-}" ]; then
+    # Other checkouts on the machine build local/groupcast:dev too: run
+    # the image of this checkout's binary, under a tag of this run's own.
+    sum=$(sha256sum "${CARGO_TARGET_DIR:-target}/release/groupcast" | cut -d' ' -f1)
+    label=$(docker image inspect --format '{{ index .Config.Labels "groupcast.binary.sha256" }}' "$GROUPCAST_IMAGE")
+    [ "$label" = "$sum" ] || { echo "$GROUPCAST_IMAGE is not this checkout's binary (another build raced ours): run again" >&2; exit 1; }
+    export GROUPCAST_IMAGE=local/groupcast:chaos-${sum:0:12}
+    docker tag local/groupcast:dev "$GROUPCAST_IMAGE"
+  fi
 fi
 clients_bin=${CARGO_TARGET_DIR:-target}/debug/examples/chaos_clients
 
