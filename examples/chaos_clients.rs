@@ -244,7 +244,14 @@ impl Resume {
     }
 
     /// Takes a message with a position.
-    fn message(&mut self, run: &Run, record: &mut Record, epoch: Option<&str>, offset: Option<u64>, data: String) {
+    fn message(
+        &mut self,
+        run: &Run,
+        record: &mut Record,
+        epoch: Option<&str>,
+        offset: Option<u64>,
+        data: String,
+    ) {
         let epoch: Option<Arc<str>> = match (epoch, &self.position) {
             (Some(e), Some((current, _))) if **current == *e => Some(current.clone()),
             (Some(e), _) => Some(e.into()),
@@ -278,7 +285,11 @@ struct Ended {
 
 /// Reads frames until the connection ends, handing each text frame to
 /// `on_text`; counts why it ended.
-async fn read_ws(ws: &mut shared::Ws, record: &mut Record, mut on_text: impl FnMut(&mut Record, String)) -> bool {
+async fn read_ws(
+    ws: &mut shared::Ws,
+    record: &mut Record,
+    mut on_text: impl FnMut(&mut Record, String),
+) -> bool {
     loop {
         match tokio::time::timeout(IDLE_LIMIT, ws.next()).await {
             Err(_) => {
@@ -324,7 +335,10 @@ async fn v1_client(run: Arc<Run>, mut record: Record, mut rng: StdRng) -> Record
     while !run.stop.is_cancelled() {
         let node = pick(&run.options.nodes, &mut rng).to_string();
         let url = match &resume.position {
-            Some((epoch, offset)) => format!("ws://{node}/ws/{group}?{}", shared::resume_query(epoch, *offset)),
+            Some((epoch, offset)) => format!(
+                "ws://{node}/ws/{group}?{}",
+                shared::resume_query(epoch, *offset)
+            ),
             None => format!("ws://{node}/ws/{group}"),
         };
         let session = async {
@@ -332,7 +346,10 @@ async fn v1_client(run: Arc<Run>, mut record: Record, mut rng: StdRng) -> Record
                 Ok(connected) => connected,
                 Err(_) => {
                     record.connect_failures += 1;
-                    return Ended { joined: false, at_once: false };
+                    return Ended {
+                        joined: false,
+                        at_once: false,
+                    };
                 }
             };
             resume.welcome(&run, &mut record, &welcome);
@@ -346,7 +363,10 @@ async fn v1_client(run: Arc<Run>, mut record: Record, mut rng: StdRng) -> Record
                 }
             })
             .await;
-            Ended { joined: true, at_once }
+            Ended {
+                joined: true,
+                at_once,
+            }
         };
         let Some(ended) = run.stop.run_until_cancelled(session).await else {
             break;
@@ -355,7 +375,9 @@ async fn v1_client(run: Arc<Run>, mut record: Record, mut rng: StdRng) -> Record
         attempt = if ended.joined { 0 } else { attempt + 1 };
         if !ended.at_once {
             let delay = backoff_delay(attempt, BACKOFF_MIN, BACKOFF_MAX, &mut rng);
-            run.stop.run_until_cancelled(tokio::time::sleep(delay)).await;
+            run.stop
+                .run_until_cancelled(tokio::time::sleep(delay))
+                .await;
         }
     }
     record
@@ -488,7 +510,9 @@ async fn sse_client(run: Arc<Run>, mut record: Record, mut rng: StdRng) -> Recor
         resume.disconnected(&run);
         attempt = if joined { 0 } else { attempt + 1 };
         let delay = backoff_delay(attempt, BACKOFF_MIN, BACKOFF_MAX, &mut rng);
-        run.stop.run_until_cancelled(tokio::time::sleep(delay)).await;
+        run.stop
+            .run_until_cancelled(tokio::time::sleep(delay))
+            .await;
     }
     record
 }
@@ -502,7 +526,11 @@ async fn raw_client(run: Arc<Run>, mut record: Record, mut rng: StdRng) -> Recor
     while !run.stop.is_cancelled() {
         let url = format!("ws://{}/ws/{group}", pick(&run.options.nodes, &mut rng));
         let session = async {
-            let connected = tokio::time::timeout(CONNECT_LIMIT, tokio_tungstenite::connect_async(url.as_str())).await;
+            let connected = tokio::time::timeout(
+                CONNECT_LIMIT,
+                tokio_tungstenite::connect_async(url.as_str()),
+            )
+            .await;
             let Ok(Ok((mut ws, _))) = connected else {
                 record.connect_failures += 1;
                 return false;
@@ -531,7 +559,9 @@ async fn raw_client(run: Arc<Run>, mut record: Record, mut rng: StdRng) -> Recor
         down_since.get_or_insert(run.now_ms());
         attempt = if joined { 0 } else { attempt + 1 };
         let delay = backoff_delay(attempt, BACKOFF_MIN, BACKOFF_MAX, &mut rng);
-        run.stop.run_until_cancelled(tokio::time::sleep(delay)).await;
+        run.stop
+            .run_until_cancelled(tokio::time::sleep(delay))
+            .await;
     }
     record
 }
@@ -564,7 +594,12 @@ where
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n = 0u64;
     loop {
-        if run.stop_publishing.run_until_cancelled(pace.tick()).await.is_none() {
+        if run
+            .stop_publishing
+            .run_until_cancelled(pace.tick())
+            .await
+            .is_none()
+        {
             return;
         }
         n += 1;
@@ -579,7 +614,12 @@ where
             Ok(position) => (Some(position), None),
             Err(e) => (None, Some(e)),
         };
-        publisher.sent.push(Sent { group, payload, acked, error });
+        publisher.sent.push(Sent {
+            group,
+            payload,
+            acked,
+            error,
+        });
     }
 }
 
@@ -597,14 +637,28 @@ async fn http_publisher(run: Arc<Run>, index: usize, mut rng: StdRng) -> Publish
     let nodes = run.options.nodes.clone();
     let groups = run.options.groups.clone();
     publish_loop(&run, &mut publisher, index, |group, payload| {
-        let url = format!("http://{}/api/groups/{}/messages", pick(&nodes, &mut rng), groups[group]);
-        let request = http.post(url).header("content-type", "text/plain").body(payload);
+        let url = format!(
+            "http://{}/api/groups/{}/messages",
+            pick(&nodes, &mut rng),
+            groups[group]
+        );
+        let request = http
+            .post(url)
+            .header("content-type", "text/plain")
+            .body(payload);
         async move {
-            let response = request.send().await.map_err(|e| error_kind(&e.to_string()))?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| error_kind(&e.to_string()))?;
             let status = response.status();
             let body: Value = response.json().await.unwrap_or(Value::Null);
             if !status.is_success() {
-                return Err(format!("{} {}", status.as_u16(), body["error"].as_str().unwrap_or("")));
+                return Err(format!(
+                    "{} {}",
+                    status.as_u16(),
+                    body["error"].as_str().unwrap_or("")
+                ));
             }
             match (body["epoch"].as_str(), body["offset"].as_u64()) {
                 (Some(epoch), Some(offset)) => Ok((epoch.to_string(), offset)),
@@ -633,14 +687,21 @@ async fn fcall_publisher(run: Arc<Run>, index: usize) -> Publisher {
         }
     };
     let groups = run.options.groups.clone();
-    let connection: Arc<tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>> = Arc::default();
+    let connection: Arc<tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>> =
+        Arc::default();
     publish_loop(&run, &mut publisher, index + 1, |group, payload| {
-        let (client, connection, group) = (client.clone(), connection.clone(), groups[group].clone());
+        let (client, connection, group) =
+            (client.clone(), connection.clone(), groups[group].clone());
         async move {
             let mut slot = connection.lock().await;
             let outcome = tokio::time::timeout(PUBLISH_LIMIT, async {
                 if slot.is_none() {
-                    *slot = Some(client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?);
+                    *slot = Some(
+                        client
+                            .get_multiplexed_async_connection()
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    );
                 }
                 let Some(conn) = slot.as_mut() else {
                     return Err("no connection".to_string());
@@ -686,7 +747,9 @@ async fn read_history(http: &reqwest::Client, node: &str, group: &str) -> anyhow
     };
     loop {
         let page: Value = http
-            .get(format!("http://{node}/api/groups/{group}/history?since={since}&limit=1000"))
+            .get(format!(
+                "http://{node}/api/groups/{group}/history?since={since}&limit=1000"
+            ))
             .send()
             .await?
             .error_for_status()?
@@ -731,7 +794,12 @@ async fn wait_ready(http: &reqwest::Client, nodes: &[String], limit: Duration) -
 /// The faults the injector logged (`<unix time> <kind> <target>` lines).
 fn read_faults(path: Option<&str>) -> Vec<String> {
     path.and_then(|p| std::fs::read_to_string(p).ok())
-        .map(|text| text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+        .map(|text| {
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -804,7 +872,11 @@ fn check(record: &Record, history: &History) -> Checked {
         let offset = if record.class.resumes() {
             match (&receipt.epoch, receipt.offset) {
                 (Some(e), Some(o)) if **e == *history.epoch => {
-                    if history.by_offset.get(&o).is_some_and(|p| *p != receipt.payload) {
+                    if history
+                        .by_offset
+                        .get(&o)
+                        .is_some_and(|p| *p != receipt.payload)
+                    {
                         checked.wrong_payload += 1;
                     }
                     Some(o)
@@ -899,8 +971,13 @@ async fn main() -> anyhow::Result<()> {
         stop: CancellationToken::new(),
     });
     let o = &run.options;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-    anyhow::ensure!(wait_ready(&http, &o.nodes, Duration::from_secs(60)).await, "the nodes are not ready");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    anyhow::ensure!(
+        wait_ready(&http, &o.nodes, Duration::from_secs(60)).await,
+        "the nodes are not ready"
+    );
 
     // One message in each group first: a history group without any has
     // no epoch yet, and a client needs one to resume from.
@@ -938,16 +1015,26 @@ async fn main() -> anyhow::Result<()> {
     while run.joined.load(Ordering::Relaxed) < all && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    anyhow::ensure!(run.joined.load(Ordering::Relaxed) == all, "not every client joined within 30 s");
+    anyhow::ensure!(
+        run.joined.load(Ordering::Relaxed) == all,
+        "not every client joined within 30 s"
+    );
 
     if let Some(path) = &o.ready_file {
         std::fs::write(path, "joined\n")?;
     }
-    eprintln!("[chaos] {all} clients joined; publishing for {} s", o.seconds);
+    eprintln!(
+        "[chaos] {all} clients joined; publishing for {} s",
+        o.seconds
+    );
     let began = run.now_ms();
     let mut publishers = Vec::new();
     for i in 0..o.http_publishers {
-        publishers.push(tokio::spawn(http_publisher(run.clone(), i, StdRng::seed_from_u64(seeds.random()))));
+        publishers.push(tokio::spawn(http_publisher(
+            run.clone(),
+            i,
+            StdRng::seed_from_u64(seeds.random()),
+        )));
     }
     for i in 0..o.fcall_publishers {
         publishers.push(tokio::spawn(fcall_publisher(run.clone(), i)));
@@ -1066,7 +1153,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         if acked_missing > 0 {
-            failures.push(format!("{}: {acked_missing} acknowledged messages are not in history at their offset", p.name));
+            failures.push(format!(
+                "{}: {acked_missing} acknowledged messages are not in history at their offset",
+                p.name
+            ));
         }
         publisher_rows.push(format!(
             "| {} | {} | {} | {} | {} | {} | {} |",
@@ -1107,7 +1197,9 @@ async fn main() -> anyhow::Result<()> {
         table.push_str(&format!("| {kind} | {count} |\n"));
     }
     table.push_str("\n| clients | n | expected | received | lost | duplicated | reordered | not recovered / no position | reconnects | longest recovery | longest delivery delay |\n");
-    table.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    table.push_str(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
     for (class, (n, c)) in &by_class {
         table.push_str(&row(class.name(), *n, c));
         table.push('\n');

@@ -25,7 +25,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use shared::{arg, percentile};
 
-
 /// The most one client may take to catch up before it counts as failed.
 const CLIENT_LIMIT: Duration = Duration::from_secs(120);
 

@@ -94,7 +94,11 @@ impl Sequence {
         let (Some(epoch), Some(offset)) = (message.epoch, message.offset) else {
             anyhow::bail!("a message without a position in a history group");
         };
-        anyhow::ensure!(epoch == self.epoch, "the epoch changed from {} to {epoch}", self.epoch);
+        anyhow::ensure!(
+            epoch == self.epoch,
+            "the epoch changed from {} to {epoch}",
+            self.epoch
+        );
         if offset <= self.last {
             self.doubled += 1;
         } else {
@@ -124,7 +128,10 @@ async fn client(storm: Arc<Storm>, index: usize, group: usize) -> Outcome {
         // Short of the end (a failed client is counted as failed, not
         // as having lost the rest).
         if outcome.error.is_none() {
-            outcome.lost += storm.final_tops.get().map_or(0, |t| t[group].saturating_sub(s.last));
+            outcome.lost += storm
+                .final_tops
+                .get()
+                .map_or(0, |t| t[group].saturating_sub(s.last));
         }
     }
     outcome
@@ -140,11 +147,17 @@ async fn resume_through(
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
     let path = format!("/ws/{}/g{group}", storm.prefix);
-    let (mut ws, welcome) = connect_v1(&format!("ws://{}{path}", storm.victim), CONNECT_LIMIT).await?;
+    let (mut ws, welcome) =
+        connect_v1(&format!("ws://{}{path}", storm.victim), CONNECT_LIMIT).await?;
     let (Some(epoch), Some(offset)) = (welcome.epoch, welcome.offset) else {
         anyhow::bail!("the first welcome has no position");
     };
-    let s = sequence.insert(Sequence { epoch, last: offset, lost: 0, doubled: 0 });
+    let s = sequence.insert(Sequence {
+        epoch,
+        last: offset,
+        lost: 0,
+        doubled: 0,
+    });
     storm.joined.fetch_add(1, Ordering::Relaxed);
     // Until the victim dies.
     while let Some(frame) = ws.next().await {
@@ -163,7 +176,10 @@ async fn resume_through(
     let mut attempt = 0u32;
     let (mut ws, target) = loop {
         tokio::time::sleep(backoff_delay(attempt, BACKOFF_MIN, BACKOFF_MAX, &mut rng)).await;
-        anyhow::ensure!(killed.elapsed() < CLIENT_LIMIT, "not resumed within {CLIENT_LIMIT:?}");
+        anyhow::ensure!(
+            killed.elapsed() < CLIENT_LIMIT,
+            "not resumed within {CLIENT_LIMIT:?}"
+        );
         let node = &storm.survivors[(index + attempt as usize) % storm.survivors.len()];
         let url = format!("ws://{node}{path}?{}", resume_query(&s.epoch, s.last));
         attempt += 1;
@@ -224,8 +240,17 @@ async fn publish(storm: Arc<Storm>, groups: usize, rate: f64, stop: Cancellation
     let mut n = 0u64;
     while stop.run_until_cancelled(pace.tick()).await.is_some() {
         let node = &storm.survivors[n as usize % storm.survivors.len()];
-        let url = format!("http://{node}/api/groups/{}/g{}/messages", storm.prefix, n as usize % groups);
-        if let Ok(r) = http.post(url).body(format!("m{n}")).header("content-type", "text/plain").send().await
+        let url = format!(
+            "http://{node}/api/groups/{}/g{}/messages",
+            storm.prefix,
+            n as usize % groups
+        );
+        if let Ok(r) = http
+            .post(url)
+            .body(format!("m{n}"))
+            .header("content-type", "text/plain")
+            .send()
+            .await
             && r.status().is_success()
         {
             n += 1;
@@ -249,12 +274,22 @@ async fn top_of(http: &reqwest::Client, node: &str, group: &str) -> anyhow::Resu
 
 /// Redis's history reads (calls) and CPU seconds so far.
 async fn redis_usage(redis: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<(u64, f64)> {
-    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(redis).await?;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await?;
     let cpu: String = redis::cmd("INFO").arg("cpu").query_async(redis).await?;
     let reads = stats
         .lines()
         .filter(|l| l.starts_with("cmdstat_xrange:") || l.starts_with("cmdstat_xrevrange:"))
-        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum();
     let seconds = cpu
         .lines()
@@ -290,7 +325,9 @@ async fn main() -> anyhow::Result<()> {
         final_tops: OnceLock::new(),
         stop: CancellationToken::new(),
     });
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
     let mut redis = redis::Client::open(redis_url.as_str())?
         .get_multiplexed_async_connection()
         .await?;
@@ -298,12 +335,15 @@ async fn main() -> anyhow::Result<()> {
     // Every group has a message (an epoch to resume in), and a member on
     // every survivor; then the clients join on the victim.
     for g in 0..groups {
-        http.post(format!("http://{}/api/groups/{}/g{g}/messages", storm.survivors[0], storm.prefix))
-            .header("content-type", "text/plain")
-            .body("start")
-            .send()
-            .await?
-            .error_for_status()?;
+        http.post(format!(
+            "http://{}/api/groups/{}/g{g}/messages",
+            storm.survivors[0], storm.prefix
+        ))
+        .header("content-type", "text/plain")
+        .body("start")
+        .send()
+        .await?
+        .error_for_status()?;
     }
     let keepers = keepers(&storm, groups).await?;
     let tasks: Vec<_> = (0..clients)
@@ -319,15 +359,27 @@ async fn main() -> anyhow::Result<()> {
         storm.joined.load(Ordering::Relaxed)
     );
     let stop_publishing = CancellationToken::new();
-    let publisher = tokio::spawn(publish(storm.clone(), groups, rate, stop_publishing.clone()));
+    let publisher = tokio::spawn(publish(
+        storm.clone(),
+        groups,
+        rate,
+        stop_publishing.clone(),
+    ));
     // Messages flow for a second, then the victim dies.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(&mut redis).await?;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut redis)
+        .await?;
     let (_, cpu_before) = redis_usage(&mut redis).await?;
     storm.killed.get_or_init(Instant::now);
     // SAFETY: kill(2) with a pid and a signal number; no memory involved.
     let killed = unsafe { libc::kill(victim_pid, libc::SIGKILL) };
-    anyhow::ensure!(killed == 0, "could not kill {victim_pid}: {}", std::io::Error::last_os_error());
+    anyhow::ensure!(
+        killed == 0,
+        "could not kill {victim_pid}: {}",
+        std::io::Error::last_os_error()
+    );
     // The storm: until every client caught up or gave up.
     let storm_end = Instant::now() + CLIENT_LIMIT + Duration::from_secs(5);
     while storm.caught_up.load(Ordering::Relaxed) < clients
@@ -336,7 +388,10 @@ async fn main() -> anyhow::Result<()> {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let storm_seconds = storm.killed.get().map_or(0.0, |k| k.elapsed().as_secs_f64());
+    let storm_seconds = storm
+        .killed
+        .get()
+        .map_or(0.0, |k| k.elapsed().as_secs_f64());
     let (reads, cpu_after) = redis_usage(&mut redis).await?;
     // Two more seconds of messages, then the end: every client must reach
     // each group's last offset.
@@ -345,7 +400,14 @@ async fn main() -> anyhow::Result<()> {
     let published = publisher.await?;
     let mut tops = Vec::with_capacity(groups);
     for g in 0..groups {
-        tops.push(top_of(&http, &storm.survivors[0], &format!("{}/g{g}", storm.prefix)).await?);
+        tops.push(
+            top_of(
+                &http,
+                &storm.survivors[0],
+                &format!("{}/g{g}", storm.prefix),
+            )
+            .await?,
+        );
     }
     storm.final_tops.get_or_init(|| tops);
     let end = tokio::spawn({
