@@ -43,6 +43,9 @@ RUNS=${RUNS:-2}
 HISTORY=${HISTORY:-1000}
 OUT=${OUT:-bench/results/$(date -u +%Y-%m-%d)/$([ "$MODE" = join ] && echo storm || echo resume-storm)}
 TARGET=${STORM_TARGET:-${CARGO_TARGET_DIR:-target}/release}
+# The storm tools' directory (STORM_EXAMPLES=target/debug/examples to use
+# debug builds of the tools against release nodes).
+EXAMPLES=${STORM_EXAMPLES:-$TARGET/examples}
 mkdir -p "$OUT/logs"
 
 command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install -y redis-server)" >&2; exit 1; }
@@ -100,7 +103,7 @@ storm() {
   rcli CONFIG RESETSTAT >/dev/null
   local cpu_before cpu_after
   cpu_before=$(rcli INFO cpu | awk -F: '/used_cpu_(sys|user):/ {s+=$2} END {print s}')
-  timeout 300 "$TARGET/examples/join_storm" --url "ws://127.0.0.1:$port" --group "$group" \
+  timeout 300 "$EXAMPLES/join_storm" --url "ws://127.0.0.1:$port" --group "$group" \
     --clients "$clients" --history "$HISTORY" --within-secs 1 >"$OUT/logs/storm-$group.json"
   cpu_after=$(rcli INFO cpu | awk -F: '/used_cpu_(sys|user):/ {s+=$2} END {print s}')
   local reads metrics
@@ -161,7 +164,7 @@ resume_storm() {
     ports+=("$started_port")
     nodes+=("$started_pid")
   done
-  timeout 600 "$TARGET/examples/resume_storm" --victim "127.0.0.1:${ports[0]}" --victim-pid "${nodes[0]}" \
+  timeout 600 "$EXAMPLES/resume_storm" --victim "127.0.0.1:${ports[0]}" --victim-pid "${nodes[0]}" \
     --survivors "127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
     --clients "$clients" --groups "$STORM_GROUPS" --rate "$STORM_RATE" --prefix "$name" \
     >"$OUT/logs/storm-$name.json"
