@@ -130,6 +130,17 @@ impl Run {
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
+
+    /// The backoff before a client's next attempt: from the start again
+    /// after a connection that joined, one step longer after one that did
+    /// not; cut short when the run stops.
+    async fn pause_before_retry(&self, attempt: &mut u32, joined: bool, rng: &mut StdRng) {
+        *attempt = if joined { 0 } else { *attempt + 1 };
+        let delay = backoff_delay(*attempt, BACKOFF_MIN, BACKOFF_MAX, rng);
+        self.stop
+            .run_until_cancelled(tokio::time::sleep(delay))
+            .await;
+    }
 }
 
 /// The three kinds of client.
@@ -372,11 +383,8 @@ async fn v1_client(run: Arc<Run>, mut record: Record, mut rng: StdRng) -> Record
             break;
         };
         resume.disconnected(&run);
-        attempt = if ended.joined { 0 } else { attempt + 1 };
         if !ended.at_once {
-            let delay = backoff_delay(attempt, BACKOFF_MIN, BACKOFF_MAX, &mut rng);
-            run.stop
-                .run_until_cancelled(tokio::time::sleep(delay))
+            run.pause_before_retry(&mut attempt, ended.joined, &mut rng)
                 .await;
         }
     }
@@ -508,11 +516,7 @@ async fn sse_client(run: Arc<Run>, mut record: Record, mut rng: StdRng) -> Recor
             break;
         };
         resume.disconnected(&run);
-        attempt = if joined { 0 } else { attempt + 1 };
-        let delay = backoff_delay(attempt, BACKOFF_MIN, BACKOFF_MAX, &mut rng);
-        run.stop
-            .run_until_cancelled(tokio::time::sleep(delay))
-            .await;
+        run.pause_before_retry(&mut attempt, joined, &mut rng).await;
     }
     record
 }
@@ -557,11 +561,7 @@ async fn raw_client(run: Arc<Run>, mut record: Record, mut rng: StdRng) -> Recor
             break;
         };
         down_since.get_or_insert(run.now_ms());
-        attempt = if joined { 0 } else { attempt + 1 };
-        let delay = backoff_delay(attempt, BACKOFF_MIN, BACKOFF_MAX, &mut rng);
-        run.stop
-            .run_until_cancelled(tokio::time::sleep(delay))
-            .await;
+        run.pause_before_retry(&mut attempt, joined, &mut rng).await;
     }
     record
 }

@@ -40,7 +40,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use shared::{Positioned, Ws, arg, arg_or, backoff_delay, connect_v1, percentile, resume_query};
+use shared::{Caught, Positioned, Tally, Ws, arg, arg_or, backoff_delay, connect_v1, resume_query};
 
 /// The JavaScript client's reconnect delays (`clients/js/groupcast.js`).
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -62,16 +62,6 @@ struct Storm {
     /// Each group's last offset once publishing stopped.
     final_tops: OnceLock<Vec<u64>>,
     stop: CancellationToken,
-}
-
-/// What one client saw.
-#[derive(Default)]
-struct Outcome {
-    /// From the kill until it had everything up to its resume's welcome.
-    took: Option<Duration>,
-    lost: u64,
-    doubled: u64,
-    error: Option<String>,
 }
 
 /// One client's position in its group and the check of its sequence.
@@ -109,8 +99,8 @@ impl Sequence {
     }
 }
 
-async fn client(storm: Arc<Storm>, index: usize, group: usize) -> Outcome {
-    let mut outcome = Outcome::default();
+async fn client(storm: Arc<Storm>, index: usize, group: usize) -> Caught {
+    let mut outcome = Caught::default();
     let mut sequence = None;
     let run = tokio::time::timeout(
         CLIENT_LIMIT * 3,
@@ -144,7 +134,7 @@ async fn resume_through(
     index: usize,
     group: usize,
     sequence: &mut Option<Sequence>,
-    outcome: &mut Outcome,
+    outcome: &mut Caught,
 ) -> anyhow::Result<()> {
     let path = format!("/ws/{}/g{group}", storm.prefix);
     let (mut ws, welcome) =
@@ -417,43 +407,24 @@ async fn main() -> anyhow::Result<()> {
             storm.stop.cancel();
         }
     });
-    let mut took = Vec::with_capacity(clients);
-    let (mut lost, mut doubled, mut failed) = (0u64, 0u64, 0u64);
-    let mut first_error = None;
+    let mut tally = Tally::default();
     for task in tasks {
-        let outcome = task.await?;
-        lost += outcome.lost;
-        doubled += outcome.doubled;
-        match (outcome.took, outcome.error) {
-            (Some(t), None) => took.push(t),
-            (_, error) => {
-                failed += 1;
-                first_error = first_error.or(error.or(Some("did not catch up".into())));
-            }
-        }
+        tally.add(task.await?);
     }
     end.abort();
     drop(keepers);
-    took.sort();
-    println!(
-        "{}",
-        serde_json::json!({
-            "clients": clients,
-            "groups": groups,
-            "rate": rate,
-            "published": published,
-            "caught_up": took.len(),
-            "failed": failed,
-            "first_error": first_error,
-            "lost": lost,
-            "doubled": doubled,
-            "catch_up_ms_p50": percentile(&took, 0.50),
-            "catch_up_ms_p99": percentile(&took, 0.99),
-            "catch_up_ms_max": percentile(&took, 1.0),
-            "storm_seconds": storm_seconds,
-            "redis_history_commands": reads,
-            "redis_cpu_ms": (cpu_after - cpu_before) * 1000.0,
-        })
-    );
+    let mut summary = tally.json();
+    for (key, value) in [
+        ("clients", clients.into()),
+        ("groups", groups.into()),
+        ("rate", rate.into()),
+        ("published", published.into()),
+        ("storm_seconds", storm_seconds.into()),
+        ("redis_history_commands", reads.into()),
+        ("redis_cpu_ms", ((cpu_after - cpu_before) * 1000.0).into()),
+    ] {
+        summary.insert(key.to_string(), value);
+    }
+    println!("{}", serde_json::Value::Object(summary));
     Ok(())
 }

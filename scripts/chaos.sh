@@ -78,22 +78,15 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
 fi
 clients_bin=${CARGO_TARGET_DIR:-target}/debug/examples/chaos_clients
 
-# Free loopback ports below the ephemeral range (as compose-test does).
-read -r port1 port2 port3 redis_port < <(python3 - <<'EOF'
-import random, socket
-ports = []
-while len(ports) < 4:
-    port = random.randint(20000, 29999)
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-    if port not in ports:
-        ports.append(port)
-print(*ports)
-EOF
-)
+# Free loopback ports below the ephemeral range, four different ones.
+# shellcheck source=scripts/lib/ports.sh
+. scripts/lib/ports.sh
+ports=()
+while [ ${#ports[@]} -lt 4 ]; do
+  port=$(free_port)
+  [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
+done
+port1=${ports[0]} port2=${ports[1]} port3=${ports[2]} redis_port=${ports[3]}
 export CHAOS_PORT_1=$port1 CHAOS_PORT_2=$port2 CHAOS_PORT_3=$port3 CHAOS_REDIS_PORT=$redis_port
 
 client_pid=""
@@ -159,17 +152,14 @@ fault() {
   i=$drawn
   node=${node_ids[$i]}
   case "$kind" in
-    node_kill)
+    node_kill | node_stop)
       draw 1 5
       pause=$drawn
-      docker kill "$node" >/dev/null || return 1
-      sleep "$pause"
-      docker start "$node" >/dev/null || return 1
-      what="node$((i + 1)) down ${pause}s" ;;
-    node_stop)
-      draw 1 5
-      pause=$drawn
-      docker stop -t 15 "$node" >/dev/null || return 1
+      if [ "$kind" = node_kill ]; then
+        docker kill "$node" >/dev/null || return 1
+      else
+        docker stop -t 15 "$node" >/dev/null || return 1
+      fi
       sleep "$pause"
       docker start "$node" >/dev/null || return 1
       what="node$((i + 1)) down ${pause}s" ;;

@@ -186,30 +186,26 @@ PY
   wait "${nodes[@]}" 2>/dev/null || true
 }
 
-if [ "$MODE" = resume ]; then
-  log "resume storm: clients ${STORM_CLIENTS} over $STORM_GROUPS groups, $STORM_RATE msg/s, $RUNS runs, tail on/off alternating (results in $OUT)"
+# Runs `$1 CLIENTS TAIL RUN` for each run and N, the tail on and off in
+# turn (alternating which goes first, so neither always follows a change).
+each_storm() {
+  local run clients tail order
   for run in $(seq "$RUNS"); do
     for clients in $STORM_CLIENTS; do
       if [ $((run % 2)) = 1 ]; then order="on off"; else order="off on"; fi
       for tail in $order; do
         log "run $run: $clients clients, tail $tail"
-        resume_storm "$clients" "$tail" "$run"
+        "$1" "$clients" "$tail" "$run"
       done
     done
   done
-  log "done"
-  exit 0
-fi
+}
 
-log "join storm: clients ${STORM_CLIENTS}, ?history=$HISTORY, $RUNS runs, tail on/off alternating (results in $OUT)"
-for run in $(seq "$RUNS"); do
-  for clients in $STORM_CLIENTS; do
-    # Alternate which goes first, so neither always follows a change.
-    if [ $((run % 2)) = 1 ]; then order="on off"; else order="off on"; fi
-    for tail in $order; do
-      log "run $run: $clients clients, tail $tail"
-      storm "$clients" "$tail" "$run"
-    done
-  done
-done
+if [ "$MODE" = resume ]; then
+  log "resume storm: clients ${STORM_CLIENTS} over $STORM_GROUPS groups, $STORM_RATE msg/s, $RUNS runs, tail on/off alternating (results in $OUT)"
+  each_storm resume_storm
+else
+  log "join storm: clients ${STORM_CLIENTS}, ?history=$HISTORY, $RUNS runs, tail on/off alternating (results in $OUT)"
+  each_storm storm
+fi
 log "done"

@@ -129,3 +129,60 @@ impl Positioned {
         })
     }
 }
+
+/// What one storm client saw: the time it took to catch up (none: it did
+/// not), the messages it missed or got twice, and why it failed.
+#[derive(Default)]
+pub struct Caught {
+    pub took: Option<Duration>,
+    pub lost: u64,
+    pub doubled: u64,
+    pub error: Option<String>,
+}
+
+/// A storm's clients summed up: catch-up times, lost, doubled, failed.
+#[derive(Default)]
+pub struct Tally {
+    took: Vec<Duration>,
+    lost: u64,
+    doubled: u64,
+    failed: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    /// Counts one client; one that neither caught up nor said why failed
+    /// all the same.
+    pub fn add(&mut self, caught: Caught) {
+        self.lost += caught.lost;
+        self.doubled += caught.doubled;
+        match (caught.took, caught.error) {
+            (Some(t), None) => self.took.push(t),
+            (_, error) => {
+                self.failed += 1;
+                let error = error.unwrap_or_else(|| "did not catch up".into());
+                self.first_error.get_or_insert(error);
+            }
+        }
+    }
+
+    /// The summary's fields: caught up, failed (and the first error),
+    /// lost, doubled, catch-up p50/p99/max in ms.
+    pub fn json(mut self) -> serde_json::Map<String, serde_json::Value> {
+        self.took.sort();
+        let summary = serde_json::json!({
+            "caught_up": self.took.len(),
+            "failed": self.failed,
+            "first_error": self.first_error,
+            "lost": self.lost,
+            "doubled": self.doubled,
+            "catch_up_ms_p50": percentile(&self.took, 0.50),
+            "catch_up_ms_p99": percentile(&self.took, 0.99),
+            "catch_up_ms_max": percentile(&self.took, 1.0),
+        });
+        match summary {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+}
