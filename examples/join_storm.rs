@@ -13,6 +13,9 @@
 //! cargo run --release --example join_storm -- --url ws://127.0.0.1:8080 --group storm --clients 2000 --history 1000
 //! ```
 
+#[path = "shared/mod.rs"]
+mod shared;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,23 +23,10 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
-}
+use shared::{Caught, Tally, arg};
 
 /// The most one client may take to catch up before it counts as failed.
 const CLIENT_LIMIT: Duration = Duration::from_secs(120);
-
-/// What one client saw.
-#[derive(Default)]
-struct Caught {
-    /// From its start to its last backlog message.
-    took: Option<Duration>,
-    lost: u64,
-    doubled: u64,
-    error: Option<String>,
-}
 
 async fn one_client(url: String, history: u64, start: Instant) -> Caught {
     tokio::time::sleep_until(start.into()).await;
@@ -106,14 +96,6 @@ async fn catch_up(url: &str, history: u64, start: Instant) -> anyhow::Result<Cau
     anyhow::bail!("the connection ended before the backlog did")
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let at = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[at].as_secs_f64() * 1000.0
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let base = arg("--url").ok_or_else(|| anyhow::anyhow!("--url ws://host:port"))?;
@@ -129,38 +111,15 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(one_client(url.to_string(), history, began + offset))
         })
         .collect();
-    let mut took = Vec::with_capacity(clients);
-    let (mut lost, mut doubled, mut failed) = (0u64, 0u64, 0u64);
-    let mut first_error = None;
+    let mut tally = Tally::default();
     for task in tasks {
-        let caught = task.await?;
-        lost += caught.lost;
-        doubled += caught.doubled;
-        match (caught.took, caught.error) {
-            (Some(t), None) => took.push(t),
-            (_, error) => {
-                failed += 1;
-                first_error = first_error.or(error);
-            }
-        }
+        tally.add(task.await?);
     }
     let total = began.elapsed();
-    took.sort();
-    println!(
-        "{}",
-        serde_json::json!({
-            "clients": clients,
-            "history": history,
-            "caught_up": took.len(),
-            "failed": failed,
-            "first_error": first_error,
-            "lost": lost,
-            "doubled": doubled,
-            "catch_up_ms_p50": percentile(&took, 0.50),
-            "catch_up_ms_p99": percentile(&took, 0.99),
-            "catch_up_ms_max": percentile(&took, 1.0),
-            "storm_seconds": total.as_secs_f64(),
-        })
-    );
+    let mut summary = tally.json();
+    summary.insert("clients".into(), clients.into());
+    summary.insert("history".into(), history.into());
+    summary.insert("storm_seconds".into(), total.as_secs_f64().into());
+    println!("{}", serde_json::Value::Object(summary));
     Ok(())
 }
