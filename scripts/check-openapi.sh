@@ -9,7 +9,7 @@
 #  * validates GET /api/openapi.json with openapi-spec-validator;
 #  * runs schemathesis against it, bounded (OPENAPI_MAX_EXAMPLES examples
 #    per operation, default 25; OPENAPI_MAX_TIME seconds in all, default
-#    75): no 5xx, every status, content type, header and body as
+#    40): no 5xx, every status, content type, header and body as
 #    described, the API key enforced, 405 for undescribed methods.
 # The endless event stream (/sse/{group}) and the WebSocket upgrade
 # (/ws/{group}) are left to tests/node/openapi.rs, which calls them.
@@ -77,7 +77,7 @@ cd "$repo/target"
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,ignored_auth,unsupported_method \
   --exclude-path '/sse/{group}' --exclude-path '/ws/{group}' \
   --max-examples "${OPENAPI_MAX_EXAMPLES:-25}" \
-  --max-time "${OPENAPI_MAX_TIME:-75}" \
+  --max-time "${OPENAPI_MAX_TIME:-40}" \
   --request-timeout 5 \
   --generation-database none \
   --no-color
