@@ -268,6 +268,15 @@ impl Delivery {
         let broker = self.history.get()?.upgrade()?;
         let mut entries: Vec<HistoryEntry> = Vec::new();
         let mut last = after;
+        // A gap comes from the subscriber's reconnect: Redis may still be
+        // slow or briefly out of reach then, so a failed read is tried
+        // again for a few seconds before the gap is given up on (which
+        // costs raw clients the messages, and closes v1 clients with 4010).
+        let mut retry = crate::backoff::Backoff::new(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(1),
+        );
+        let give_up_at = tokio::time::Instant::now() + REPAIR_READ_PATIENCE;
         while last < until {
             let query = HistoryQuery::After {
                 offset: last,
@@ -276,8 +285,14 @@ impl Delivery {
             let page = match broker.history(group, query).await {
                 Ok(page) => page,
                 Err(error) => {
-                    tracing::warn!(%group, %error, "cannot read the messages this node missed");
-                    return None;
+                    let delay = retry.next_delay();
+                    if tokio::time::Instant::now() + delay > give_up_at {
+                        tracing::warn!(%group, %error, "cannot read the messages this node missed");
+                        return None;
+                    }
+                    tracing::debug!(%group, %error, ?delay, "reading the messages this node missed failed; trying again");
+                    tokio::time::sleep(delay).await;
+                    continue;
                 }
             };
             if !page.continues(epoch, last) || page.entries.is_empty() {
@@ -391,6 +406,11 @@ enum Continuity {
 /// missed, then delivers it and the messages held meanwhile, in order; a
 /// second skip among those starts the next round. Gives up (see
 /// [`Delivery::give_up`]) when history does not hold it all.
+/// How long a gap's repair keeps trying to read history that Redis does
+/// not answer for (an answer that history no longer holds the messages is
+/// final at once).
+const REPAIR_READ_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn repair(delivery: Arc<Delivery>, group: GroupName, mut after: u64, epoch: Arc<str>) {
     loop {
         let Some(until) = delivery
