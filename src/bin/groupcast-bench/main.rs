@@ -504,7 +504,7 @@ fn print_human(s: &Value) {
     );
     println!(
         "  clients     {} {}, {} groups each, {} memberships",
-        get("transport"),
+        s["transport"].as_str().unwrap_or("?"),
         if s["v1"].as_bool() == Some(true) {
             "groupcast.v1"
         } else {
