@@ -228,10 +228,12 @@ impl Args {
         anyhow::ensure!(self.clients > 0, "--clients must be at least 1");
         anyhow::ensure!(self.groups > 0, "--groups must be at least 1");
         anyhow::ensure!(
-            self.groups <= self.clients,
-            "--groups ({}) exceeds --clients ({}): some groups would have no member",
+            self.groups <= self.clients.saturating_mul(self.groups_per_client),
+            "--groups ({}) exceeds --clients ({}) x --groups-per-client ({}): some groups \
+             would have no member",
             self.groups,
-            self.clients
+            self.clients,
+            self.groups_per_client
         );
         anyhow::ensure!(
             (1..=self.groups).contains(&self.groups_per_client),
