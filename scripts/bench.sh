@@ -71,12 +71,16 @@
 #          then W3 (10000 idle clients, 1000 groups, 1 node) over each:
 #          RSS per idle connection (labels ssew1-*, ssew3-*)
 #   multigroup  1000 groups x 10 members on one node, MULTI_RATE (2000)
-#          msgs/s via Redis PUBLISH (20k deliveries/s), as MULTI_VARIANTS
-#          (default "g1raw g1v1 g10v1"), alternating: g1raw 10000 raw
-#          connections x 1 group; g1v1 the same speaking groupcast.v1;
-#          g10v1 1000 groupcast.v1 connections x 10 groups (subscribe
-#          requests): node RSS per connection and per membership, server
-#          CPU per delivery, latency, loss (labels multi-*)
+#          msgs/s via Redis PUBLISH round-robin over the groups (20k
+#          deliveries/s), as MULTI_VARIANTS (default "g1raw g1v1 g10v1
+#          g10v1s"), alternating: g1raw 10000 raw connections x 1 group;
+#          g1v1 the same speaking groupcast.v1; g10v1 1000 groupcast.v1
+#          connections x 10 consecutive groups (subscribe requests), whose
+#          messages are published within ~5 ms of each other; g10v1s the
+#          same with each connection's groups 100 apart (--strided-groups),
+#          spread over the round: node RSS per connection and per
+#          membership, server CPU per delivery, latency, loss (labels
+#          multi-*)
 # Results: $OUT/json/*.json (one bench summary each), $OUT/logs, $OUT/summary.txt
 set -euo pipefail
 
@@ -95,7 +99,7 @@ KINDS=${KINDS:-groupcast reference prebuilt}
 SSE_CLIENTS=${SSE_CLIENTS:-2000}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 MULTI_GROUPS=${MULTI_GROUPS:-1000}
-MULTI_VARIANTS=${MULTI_VARIANTS:-g1raw g1v1 g10v1}
+MULTI_VARIANTS=${MULTI_VARIANTS:-g1raw g1v1 g10v1 g10v1s}
 MULTI_RATE=${MULTI_RATE:-2000}
 DURATION=${DURATION:-20s}
 # rotated RUN ITEM...: the items rotated by RUN - 1, so that no item is
@@ -481,6 +485,7 @@ if want multigroup; then
                 g1raw) shape=(--clients $((MULTI_GROUPS * 10))) ;;
                 g1v1) shape=(--clients $((MULTI_GROUPS * 10)) --v1) ;;
                 g10v1) shape=(--clients "$MULTI_GROUPS" --groups-per-client 10) ;;
+                g10v1s) shape=(--clients "$MULTI_GROUPS" --groups-per-client 10 --strided-groups) ;;
                 *) log "unknown MULTI_VARIANTS entry $variant"; continue ;;
             esac
             start_node groupcast "multi-$variant"

@@ -55,6 +55,15 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub groups_per_client: usize,
 
+    /// With --groups-per-client K: client i holds groups (i + j*G/K) % G
+    /// instead of (i*K + j) % G, so that its groups are G/K apart. The
+    /// publishers go round-robin over consecutive groups: consecutive
+    /// groups on one connection get their messages within a few ms of
+    /// each other (and the node may write them together); strided, they
+    /// are spread over the round. Needs --groups a multiple of K.
+    #[arg(long)]
+    pub strided_groups: bool,
+
     /// Clients ask for the `groupcast.v1` subprotocol and read its JSON
     /// message frames (implied by --groups-per-client above 1).
     #[arg(long)]
@@ -202,12 +211,18 @@ impl Args {
         self.v1 || self.groups_per_client > 1
     }
 
-    /// The groups client `i` holds, its URL's first: (i*K + j) % G.
+    /// The groups client `i` holds, its URL's first: (i*K + j) % G, or
+    /// with --strided-groups (i + j*G/K) % G.
     pub fn groups_of(&self, i: usize) -> Vec<(String, u32)> {
         let k = self.groups_per_client;
+        let stride = self.groups / k;
         (0..k)
             .map(|j| {
-                let g = (i * k + j) % self.groups;
+                let g = if self.strided_groups {
+                    (i + j * stride) % self.groups
+                } else {
+                    (i * k + j) % self.groups
+                };
                 (self.group_name(g), g as u32)
             })
             .collect()
@@ -215,8 +230,9 @@ impl Args {
 
     /// The node (index into --url) client `i` connects to.
     pub fn node_of(&self, i: usize) -> usize {
-        // Every G/K consecutive clients hold each group once (groups_of),
-        // so ⌊i·K/G⌋ gives each group members on every node in turn.
+        // Every G/K consecutive clients hold each group once (groups_of,
+        // either order), so ⌊i·K/G⌋ gives each group members on every
+        // node in turn.
         (i * self.groups_per_client / self.groups) % self.urls.len()
     }
 
@@ -239,6 +255,10 @@ impl Args {
             (1..=self.groups).contains(&self.groups_per_client),
             "--groups-per-client must be between 1 and --groups ({})",
             self.groups
+        );
+        anyhow::ensure!(
+            !self.strided_groups || self.groups % self.groups_per_client == 0,
+            "--strided-groups needs --groups a multiple of --groups-per-client"
         );
         anyhow::ensure!(
             self.transport == Transport::Ws || !self.v1(),
@@ -343,12 +363,22 @@ mod tests {
     #[test]
     fn every_group_gets_the_same_members_on_every_node() {
         let two = ["--url", "ws://127.0.0.1:2", "--groups", "1000"];
-        for clients_k in [["10000", "1"], ["1000", "10"]] {
+        for clients_k in [
+            ["10000", "1", ""],
+            ["1000", "10", ""],
+            ["1000", "10", "--strided-groups"],
+        ] {
+            let order: &[&str] = if clients_k[2].is_empty() {
+                &[]
+            } else {
+                &clients_k[2..]
+            };
             let a = args(
                 &[
                     &two[..],
                     &["--clients", clients_k[0]],
                     &["--groups-per-client", clients_k[1]],
+                    order,
                 ]
                 .concat(),
             );
@@ -360,6 +390,23 @@ mod tests {
         // One group per client: client i joins group i % G, as before.
         let a = args(&["--clients", "6", "--groups", "4"]);
         assert_eq!(a.groups_of(5), [("bench-1".to_string(), 1)]);
+        // Strided: a client's groups are G/K apart.
+        let a = args(&[
+            "--clients",
+            "2",
+            "--groups",
+            "6",
+            "--groups-per-client",
+            "3",
+            "--strided-groups",
+        ]);
+        let of = |i| {
+            a.groups_of(i)
+                .into_iter()
+                .map(|(_, g)| g)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!((of(0), of(1)), (vec![0, 2, 4], vec![1, 3, 5]));
     }
 
     #[test]
