@@ -257,7 +257,7 @@ impl Args {
             self.groups
         );
         anyhow::ensure!(
-            !self.strided_groups || self.groups % self.groups_per_client == 0,
+            !self.strided_groups || self.groups.is_multiple_of(self.groups_per_client),
             "--strided-groups needs --groups a multiple of --groups-per-client"
         );
         anyhow::ensure!(
