@@ -65,26 +65,59 @@
 #          that flag is reported and skipped), prebuilt --deflate
 #          per-socket (compresses every message for every socket), prebuilt
 #          without compression: wire bytes and server CPU per delivery
+#   sse    W1 (2 nodes, 1 group, 2000 clients, W1_RATE msgs/s) over WebSocket
+#          and over Server-Sent Events (groupcast-bench --transport sse),
+#          alternating: server CPU per delivery, latency, loss, wire bytes;
+#          then W3 (10000 idle clients, 1000 groups, 1 node) over each:
+#          RSS per idle connection (labels ssew1-*, ssew3-*)
+#   multigroup  1000 groups x 10 members on one node, MULTI_RATE (2000)
+#          msgs/s via Redis PUBLISH round-robin over the groups (20k
+#          deliveries/s), as MULTI_VARIANTS (default "g1raw g1v1 g10v1
+#          g10v1s"), alternating: g1raw 10000 raw connections x 1 group;
+#          g1v1 the same speaking groupcast.v1; g10v1 1000 groupcast.v1
+#          connections x 10 consecutive groups (subscribe requests), whose
+#          messages are published within ~5 ms of each other; g10v1s the
+#          same with each connection's groups 100 apart (--strided-groups),
+#          spread over the round: node RSS per connection and per
+#          membership, server CPU per delivery, latency, loss (labels
+#          multi-*)
 # Results: $OUT/json/*.json (one bench summary each), $OUT/logs, $OUT/summary.txt
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-ONLY=${ONLY:-w1,w1max,w2,w2fix,w2iso,w3,stall,scale,churn,hist,modes,deflate}
+ONLY=${ONLY:-w1,w1max,w2,w2fix,w2iso,w3,stall,scale,churn,hist,modes,deflate,sse,multigroup}
 OUT=${OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
 W1_RATES=${W1_RATES:-25 50 100 150 200 300}
 W2_RATES=${W2_RATES:-2000 4000 6000 8000 12000}
 STEP_DURATION=${STEP_DURATION:-8s}
 W1_RATE=${W1_RATE:-20}
 KINDS=${KINDS:-groupcast reference prebuilt}
+# sse and multigroup at a smaller scale (a quick check of the script):
+# SSE_CLIENTS, IDLE_CLIENTS (W3-style, 10 per group), MULTI_GROUPS (10
+# members each), MULTI_RATE, DURATION.
+SSE_CLIENTS=${SSE_CLIENTS:-2000}
+IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
+MULTI_GROUPS=${MULTI_GROUPS:-1000}
+MULTI_VARIANTS=${MULTI_VARIANTS:-g1raw g1v1 g10v1 g10v1s}
+MULTI_RATE=${MULTI_RATE:-2000}
+DURATION=${DURATION:-20s}
+# rotated RUN ITEM...: the items rotated by RUN - 1, so that no item is
+# always the first after a change of workload.
+rotated() {
+    local run=$1
+    shift
+    local -a items=("$@")
+    local n=${#items[@]} i
+    for ((i = 0; i < n; i++)); do
+        printf '%s ' "${items[(i + run - 1) % n]}"
+    done
+}
 # kinds_of RUN: KINDS rotated by RUN - 1 (see "Kinds" above).
 kinds_of() {
     local -a kinds
     read -r -a kinds <<<"$KINDS"
-    local n=${#kinds[@]} i
-    for ((i = 0; i < n; i++)); do
-        printf '%s ' "${kinds[(i + $1 - 1) % n]}"
-    done
+    rotated "$1" "${kinds[@]}"
 }
 SOURCES=127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -202,7 +235,8 @@ print(f"  delivered/s {s['deliveries_per_sec']:.0f} loss {s['loss']} dups {s['du
       f"cpu/delivery {s.get('server_cpu_us_per_delivery')} µs "
       f"(user {s.get('server_user_us_per_delivery')}) "
       f"wire/delivery {s.get('wire_bytes_per_delivery')} B "
-      f"rss/conn {s.get('server_rss_per_connection_bytes')} B ended_early {s['ended_early']}")
+      f"rss/conn {s.get('server_rss_per_connection_bytes')} B "
+      f"(per membership {s.get('server_rss_per_membership_bytes')} B) ended_early {s['ended_early']}")
 EOF
 }
 
@@ -415,6 +449,56 @@ PY
     done
 fi
 
+if want sse; then
+    # W1 over WebSocket and over Server-Sent Events, alternating (the same
+    # nodes' flags; the SSE clients GET /sse/<group> on the same port).
+    for run in $(seq "$RUNS"); do
+        for transport in $(rotated "$run" ws sse); do
+            start_pair groupcast
+            bench "ssew1-$transport-r$run" "${PAIR_URLS[@]}" --transport "$transport" \
+                --clients "$SSE_CLIENTS" --groups 1 --publish "$REDIS_URL" --rate "$W1_RATE" \
+                --duration "$DURATION" --measure-pid "$PAIR_PIDS" || true
+            stop_pair
+        done
+    done
+    # W3 over each: 10,000 idle connections, 1,000 groups, one node.
+    for run in $(seq "$RUNS"); do
+        for transport in $(rotated "$run" ws sse); do
+            start_node groupcast "ssew3-$transport"
+            sleep 1
+            bench "ssew3-$transport-r$run" --url "ws://127.0.0.1:$NODE_PORT" --transport "$transport" \
+                --clients "$IDLE_CLIENTS" --groups $((IDLE_CLIENTS / 10)) --duration 5s --settle 3s \
+                --measure-pid "$NODE_PID" || true
+            stop "$NODE_PID"
+            sleep 2 # let the previous run's sockets leave TIME_WAIT's way
+        done
+    done
+fi
+
+if want multigroup; then
+    # 1000 groups x 10 members on one node either way: 10,000 connections
+    # of one group (raw, then groupcast.v1) or 1,000 groupcast.v1
+    # connections of 10 groups each (the URL's group and 9 subscribes).
+    for run in $(seq "$RUNS"); do
+        for variant in $(rotated "$run" $MULTI_VARIANTS); do
+            case $variant in
+                g1raw) shape=(--clients $((MULTI_GROUPS * 10))) ;;
+                g1v1) shape=(--clients $((MULTI_GROUPS * 10)) --v1) ;;
+                g10v1) shape=(--clients "$MULTI_GROUPS" --groups-per-client 10) ;;
+                g10v1s) shape=(--clients "$MULTI_GROUPS" --groups-per-client 10 --strided-groups) ;;
+                *) log "unknown MULTI_VARIANTS entry $variant"; continue ;;
+            esac
+            start_node groupcast "multi-$variant"
+            sleep 1
+            bench "multi-$variant-r$run" --url "ws://127.0.0.1:$NODE_PORT" "${shape[@]}" \
+                --groups "$MULTI_GROUPS" --publish "$REDIS_URL" --rate "$MULTI_RATE" --duration "$DURATION" \
+                --settle 3s --measure-pid "$NODE_PID" || true
+            stop "$NODE_PID"
+            sleep 2
+        done
+    done
+fi
+
 if want churn; then
     start_pair groupcast
     pids=$PAIR_PIDS
@@ -588,7 +672,8 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         continue
     # WORKLOAD-VARIANT-rRUN[-rateN]: w1-prebuilt-r2, w3-reference-rb4096-r1,
     # deflate-prebuilt-per-socket-r3, w1max-groupcast-r1-rate50, ...
-    m = re.match(r"(w1max|w2max|w2fix|w1|w2|w3|stall\d(?:drop)?|scale|deflate|redis)-(.+?)-r\d+(-rate\d+)?$", label)
+    # ssew1-sse-r1, ssew3-ws-r2, multi-g10v1-r3, ...
+    m = re.match(r"(w1max|w2max|w2fix|w1|w2|w3|stall\d(?:drop)?|scale|deflate|redis|ssew1|ssew3|multi)-(.+?)-r\d+(-rate\d+)?$", label)
     if not m:
         continue
     key = f"{m.group(1)}-{m.group(2)}{m.group(3) or ''}"
@@ -600,7 +685,8 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         ("p50 us", lat.get("p50")), ("p99 us", lat.get("p99")), ("p999 us", lat.get("p999")),
         ("loss", s.get("loss")),
         ("wire B/delivery", s.get("wire_bytes_per_delivery")),
-        ("rss/conn B", s.get("server_rss_per_connection_bytes") if key.startswith(("w3", "scale")) else None),
+        ("rss/conn B", s.get("server_rss_per_connection_bytes") if key.startswith(("w3", "scale", "ssew3", "multi")) else None),
+        ("rss/membership B", s.get("server_rss_per_membership_bytes") if key.startswith("multi") else None),
         ("load1", s.get("load1_after")),
     ]:
         if value is not None:

@@ -13,11 +13,12 @@ fn duration(s: &str) -> Result<Duration, String> {
 /// The longest publishing phase a run may ask for.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
 
-/// groupcast-bench: WebSocket fan-out load for groupcast (or anything that
-/// serves `/ws/<group>` and delivers what is published to `group:<group>`).
+/// groupcast-bench: fan-out load for groupcast (or anything that serves
+/// `/ws/<group>` and delivers what is published to `group:<group>`).
 ///
-/// Opens --clients WebSocket clients spread round-robin over the --url
-/// nodes and --groups groups, publishes --rate messages per second
+/// Opens --clients WebSocket clients (or, with --transport sse,
+/// Server-Sent Events streams) spread round-robin over the --url nodes and
+/// --groups groups (--groups-per-client each), publishes --rate messages per second
 /// (round-robin over the groups) through Redis PUBLISH or the HTTP API for
 /// --duration, then reports connect time, deliveries per second, loss,
 /// duplicates, out-of-order and end-to-end latency, as text and as one line
@@ -32,13 +33,41 @@ pub struct Args {
     #[arg(long = "url", required = true)]
     pub urls: Vec<String>,
 
-    /// WebSocket clients that receive and account (not counting --stall).
+    /// Clients that receive and account (not counting --stall).
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
 
-    /// Groups the clients are spread over (client i joins group i % G).
+    /// Groups the clients are spread over (client i joins group i % G;
+    /// with --groups-per-client K, groups (i*K + j) % G for j in 0..K).
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
+
+    /// How the clients receive: `ws` (WebSocket, `<url>/ws/<group>`) or
+    /// `sse` (Server-Sent Events, a plain HTTP `GET <url>/sse/<group>` on
+    /// the same host and port).
+    #[arg(long, value_enum, default_value = "ws")]
+    pub transport: Transport,
+
+    /// Groups each client holds: its first by the URL, the others by
+    /// `groupcast.v1` subscribe requests (WebSocket only). Every group gets
+    /// the same number of members when --clients * K is a multiple of
+    /// --groups.
+    #[arg(long, default_value_t = 1)]
+    pub groups_per_client: usize,
+
+    /// With --groups-per-client K: client i holds groups (i + j*G/K) % G
+    /// instead of (i*K + j) % G, so that its groups are G/K apart. The
+    /// publishers go round-robin over consecutive groups: consecutive
+    /// groups on one connection get their messages within a few ms of
+    /// each other (and the node may write them together); strided, they
+    /// are spread over the round. Needs --groups a multiple of K.
+    #[arg(long)]
+    pub strided_groups: bool,
+
+    /// Clients ask for the `groupcast.v1` subprotocol and read its JSON
+    /// message frames (implied by --groups-per-client above 1).
+    #[arg(long)]
+    pub v1: bool,
 
     /// Group names: `{}` is replaced by the group index.
     #[arg(long, default_value = "bench-{}")]
@@ -160,7 +189,53 @@ pub struct Args {
     pub quiet: bool,
 }
 
+/// How the clients receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    Ws,
+    Sse,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+        }
+    }
+}
+
 impl Args {
+    /// Whether the clients speak `groupcast.v1`.
+    pub fn v1(&self) -> bool {
+        self.v1 || self.groups_per_client > 1
+    }
+
+    /// The groups client `i` holds, its URL's first: (i*K + j) % G, or
+    /// with --strided-groups (i + j*G/K) % G.
+    pub fn groups_of(&self, i: usize) -> Vec<(String, u32)> {
+        let k = self.groups_per_client;
+        let stride = self.groups / k;
+        (0..k)
+            .map(|j| {
+                let g = if self.strided_groups {
+                    (i + j * stride) % self.groups
+                } else {
+                    (i * k + j) % self.groups
+                };
+                (self.group_name(g), g as u32)
+            })
+            .collect()
+    }
+
+    /// The node (index into --url) client `i` connects to.
+    pub fn node_of(&self, i: usize) -> usize {
+        // Every G/K consecutive clients hold each group once (groups_of,
+        // either order), so ⌊i·K/G⌋ gives each group members on every
+        // node in turn.
+        (i * self.groups_per_client / self.groups) % self.urls.len()
+    }
+
     pub fn group_name(&self, index: usize) -> String {
         self.group_template.replace("{}", &index.to_string())
     }
@@ -169,10 +244,30 @@ impl Args {
         anyhow::ensure!(self.clients > 0, "--clients must be at least 1");
         anyhow::ensure!(self.groups > 0, "--groups must be at least 1");
         anyhow::ensure!(
-            self.groups <= self.clients,
-            "--groups ({}) exceeds --clients ({}): some groups would have no member",
+            self.groups <= self.clients.saturating_mul(self.groups_per_client),
+            "--groups ({}) exceeds --clients ({}) x --groups-per-client ({}): some groups \
+             would have no member",
             self.groups,
-            self.clients
+            self.clients,
+            self.groups_per_client
+        );
+        anyhow::ensure!(
+            (1..=self.groups).contains(&self.groups_per_client),
+            "--groups-per-client must be between 1 and --groups ({})",
+            self.groups
+        );
+        anyhow::ensure!(
+            !self.strided_groups || self.groups.is_multiple_of(self.groups_per_client),
+            "--strided-groups needs --groups a multiple of --groups-per-client"
+        );
+        anyhow::ensure!(
+            self.transport == Transport::Ws || !self.v1(),
+            "--groups-per-client above 1 and --v1 need --transport ws"
+        );
+        anyhow::ensure!(
+            !self.compression || (self.transport == Transport::Ws && !self.v1()),
+            "--compression works with raw WebSocket clients only (not with --transport sse, \
+             --v1 or --groups-per-client)"
         );
         anyhow::ensure!(
             self.group_template.contains("{}") || self.groups == 1,
@@ -234,6 +329,102 @@ impl Args {
             self.churn_max_open
         } else {
             0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let base = ["groupcast-bench", "--url", "ws://127.0.0.1:1"];
+        Args::parse_from(base.iter().chain(extra))
+    }
+
+    /// (members per group, members per group on node 0).
+    fn spread(args: &Args) -> (Vec<u32>, Vec<u32>) {
+        let (mut members, mut on_first) = (vec![0; args.groups], vec![0; args.groups]);
+        for i in 0..args.clients {
+            let groups = args.groups_of(i);
+            let mut distinct: Vec<u32> = groups.iter().map(|&(_, g)| g).collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), args.groups_per_client, "client {i}");
+            for (name, g) in groups {
+                assert_eq!(name, args.group_name(g as usize));
+                members[g as usize] += 1;
+                on_first[g as usize] += (args.node_of(i) == 0) as u32;
+            }
+        }
+        (members, on_first)
+    }
+
+    #[test]
+    fn every_group_gets_the_same_members_on_every_node() {
+        let two = ["--url", "ws://127.0.0.1:2", "--groups", "1000"];
+        for clients_k in [
+            ["10000", "1", ""],
+            ["1000", "10", ""],
+            ["1000", "10", "--strided-groups"],
+        ] {
+            let order: &[&str] = if clients_k[2].is_empty() {
+                &[]
+            } else {
+                &clients_k[2..]
+            };
+            let a = args(
+                &[
+                    &two[..],
+                    &["--clients", clients_k[0]],
+                    &["--groups-per-client", clients_k[1]],
+                    order,
+                ]
+                .concat(),
+            );
+            a.validate().unwrap();
+            let (members, on_first) = spread(&a);
+            assert!(members.iter().all(|&m| m == 10), "{clients_k:?}");
+            assert!(on_first.iter().all(|&m| m == 5), "{clients_k:?}");
+        }
+        // One group per client: client i joins group i % G, as before.
+        let a = args(&["--clients", "6", "--groups", "4"]);
+        assert_eq!(a.groups_of(5), [("bench-1".to_string(), 1)]);
+        // Strided: a client's groups are G/K apart.
+        let a = args(&[
+            "--clients",
+            "2",
+            "--groups",
+            "6",
+            "--groups-per-client",
+            "3",
+            "--strided-groups",
+        ]);
+        let of = |i| {
+            a.groups_of(i)
+                .into_iter()
+                .map(|(_, g)| g)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!((of(0), of(1)), (vec![0, 2, 4], vec![1, 3, 5]));
+    }
+
+    #[test]
+    fn transports_and_protocols_that_do_not_mix_are_refused() {
+        for (extra, refused) in [
+            (
+                &["--transport", "sse", "--groups-per-client", "2"][..],
+                true,
+            ),
+            (&["--transport", "sse", "--v1"], true),
+            (&["--compression", "--v1"], true),
+            (&["--compression", "--transport", "sse"], true),
+            (&["--groups-per-client", "3"], true), // more than --groups
+            (&["--transport", "sse"], false),
+            (&["--v1"], false),
+        ] {
+            let a = args(&[&["--clients", "4", "--groups", "2"][..], extra].concat());
+            assert_eq!(a.validate().is_err(), refused, "{extra:?}");
         }
     }
 }

@@ -1,5 +1,9 @@
-//! The WebSocket clients: connect (bounded concurrency, several source
-//! addresses), then read and account until told to stop.
+//! The clients: connect (bounded concurrency, several source addresses),
+//! join their groups, then read and account until told to stop. A client
+//! is a raw WebSocket (tungstenite's, or with `--compression` the bench's
+//! own [`RawWs`]), a `groupcast.v1` WebSocket holding one or more groups
+//! ([`crate::v1`]), or a Server-Sent Events stream ([`SseStream`]); all of
+//! them account through the same [`Tally`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,7 +11,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures_util::StreamExt;
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use tokio::net::{TcpSocket, TcpStream};
@@ -17,7 +22,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::payload::Tally;
+use crate::args::Transport;
+use crate::payload::{Stamp, Tally};
+use crate::sse::SseStream;
+use crate::v1;
 use crate::wire::{Counted, Event, RawWs};
 
 /// The bench's clock: µs since it started (shared by publishers and
@@ -74,7 +82,9 @@ pub struct Target {
     pub url: String,
     pub addr: SocketAddr,
     pub source: Ipv4Addr,
-    pub group: u32,
+    /// The groups it holds, (name, index): the first is its URL's, the
+    /// others are subscribed to (`groupcast.v1`).
+    pub groups: Vec<(String, u32)>,
     pub stalled: bool,
 }
 
@@ -89,12 +99,16 @@ pub struct Shared {
     pub stop: CancellationToken,
     /// `--compression`: offer permessage-deflate and read with [`RawWs`].
     pub compression: bool,
+    pub transport: Transport,
+    /// Ask for `groupcast.v1` and read its message frames.
+    pub v1: bool,
 }
 
 /// What one client reports at the end.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    pub group: u32,
+    /// The indexes of the groups it held.
+    pub groups: Vec<u32>,
     pub stalled: bool,
     pub connected: bool,
     pub connect_error: Option<String>,
@@ -136,12 +150,13 @@ pub async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
 enum Conn {
     Tungstenite(Box<Ws>),
     Raw(Box<RawWs<TcpStream>>),
+    Sse(Box<SseStream<TcpStream>>),
 }
 
 /// Connects, then reads until `shared.stop` (or the connection ends).
 pub async fn run(target: Target, shared: Arc<Shared>) -> Outcome {
     let mut outcome = Outcome {
-        group: target.group,
+        groups: target.groups.iter().map(|&(_, g)| g).collect(),
         stalled: target.stalled,
         ..Outcome::default()
     };
@@ -156,14 +171,23 @@ pub async fn run(target: Target, shared: Arc<Shared>) -> Outcome {
         }
         let started = Instant::now();
         let connecting = async {
-            anyhow::Ok(if shared.compression {
+            anyhow::Ok(if shared.transport == Transport::Sse {
+                let stream = tcp_connect(&target).await?;
+                let sse = SseStream::connect(stream, &target.url)
+                    .await
+                    .with_context(|| format!("event stream from {}", target.url))?;
+                Conn::Sse(Box::new(sse))
+            } else if shared.compression {
                 let stream = tcp_connect(&target).await?;
                 let ws = RawWs::connect(stream, &target.url)
                     .await
                     .with_context(|| format!("WebSocket handshake with {}", target.url))?;
                 Conn::Raw(Box::new(ws))
             } else {
-                Conn::Tungstenite(Box::new(connect(&target).await?))
+                let protocol = shared.v1.then_some(v1::PROTOCOL);
+                let mut ws = connect(&target, protocol).await?;
+                subscribe_rest(&mut ws, &target, &mut outcome.tally).await?;
+                Conn::Tungstenite(Box::new(ws))
             })
         };
         match tokio::time::timeout(Duration::from_secs(10), connecting).await {
@@ -195,6 +219,7 @@ pub async fn run(target: Target, shared: Arc<Shared>) -> Outcome {
     match conn {
         Conn::Tungstenite(ws) => read_tungstenite(*ws, &target, &shared, &mut outcome).await,
         Conn::Raw(ws) => read_raw(*ws, &target, &shared, &mut outcome).await,
+        Conn::Sse(sse) => read_sse(*sse, &target, &shared, &mut outcome).await,
     }
     if outcome.ended_early.is_some() {
         shared.dropped.fetch_add(1, Ordering::Relaxed);
@@ -231,11 +256,106 @@ async fn read_tungstenite(mut ws: Ws, target: &Target, shared: &Shared, outcome:
                 break;
             }
         };
-        if let Some(stamp) = outcome.tally.frame(bytes, target.group) {
+        if let Some(stamp) = account(&mut outcome.tally, target, shared.v1, bytes) {
             record(now_us().saturating_sub(stamp.sent_us));
         }
     }
     outcome.wire_bytes = ws.get_ref().read_bytes() - handshake;
+}
+
+/// Accounts one message: a raw client's is the payload itself, a
+/// `groupcast.v1` client's a JSON frame naming its group.
+fn account(tally: &mut Tally, target: &Target, v1: bool, bytes: &[u8]) -> Option<Stamp> {
+    if v1 {
+        v1::account(tally, &target.groups, bytes)
+    } else {
+        tally.frame(bytes, target.groups[0].1)
+    }
+}
+
+/// Subscribes a `groupcast.v1` client to its groups after the first, one
+/// request at a time, each waiting for its answer; what arrives meanwhile
+/// is accounted. A refusal fails the client.
+async fn subscribe_rest(ws: &mut Ws, target: &Target, tally: &mut Tally) -> anyhow::Result<()> {
+    for (id, (group, _)) in target.groups.iter().enumerate().skip(1) {
+        let id = id as u64;
+        ws.send(Message::text(v1::subscribe_request(group, id)))
+            .await
+            .context("sending a subscribe request")?;
+        loop {
+            let frame = match ws.next().await {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => {
+                    anyhow::bail!("closed while subscribing: {frame:?}")
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => anyhow::bail!("read error while subscribing: {error}"),
+                None => anyhow::bail!("connection ended while subscribing"),
+            };
+            match v1::answer_to(frame.as_bytes(), id) {
+                Some(Ok(())) => break,
+                Some(Err(refused)) => anyhow::bail!(refused),
+                None => {
+                    if let Some(stamp) = v1::account(tally, &target.groups, frame.as_bytes()) {
+                        record(now_us().saturating_sub(stamp.sent_us));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn read_sse(
+    mut sse: SseStream<TcpStream>,
+    target: &Target,
+    shared: &Shared,
+    outcome: &mut Outcome,
+) {
+    let group = target.groups[0].1;
+    let (tally, ended_early) = (&mut outcome.tally, &mut outcome.ended_early);
+    loop {
+        let read = tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => break,
+            read = sse.read_events(|event| {
+                let stamp = match event.kind {
+                    b"message" => tally.frame(event.data, group),
+                    b"binary" => match base64::engine::general_purpose::STANDARD.decode(event.data) {
+                        Ok(bytes) => tally.frame(&bytes, group),
+                        Err(_) => {
+                            tally.invalid += 1;
+                            None
+                        }
+                    },
+                    b"close" => {
+                        *ended_early = Some(format!(
+                            "closed by server: {}",
+                            String::from_utf8_lossy(event.data)
+                        ));
+                        None
+                    }
+                    _ => None, // welcome, reset: not deliveries
+                };
+                if let Some(stamp) = stamp {
+                    record(now_us().saturating_sub(stamp.sent_us));
+                }
+            }) => read,
+        };
+        match read {
+            Ok(true) if ended_early.is_none() => {}
+            Ok(true) => break,
+            Ok(false) => {
+                ended_early.get_or_insert_with(|| "stream ended".into());
+                break;
+            }
+            Err(error) => {
+                *ended_early = Some(format!("read error: {error:#}"));
+                break;
+            }
+        }
+    }
+    outcome.wire_bytes = sse.stream.read_bytes() - sse.head_bytes;
 }
 
 async fn read_raw(
@@ -253,7 +373,7 @@ async fn read_raw(
         };
         match next {
             Ok(Event::Data) => {
-                if let Some(stamp) = outcome.tally.frame(&ws.message, target.group) {
+                if let Some(stamp) = outcome.tally.frame(&ws.message, target.groups[0].1) {
                     record(now_us().saturating_sub(stamp.sent_us));
                 }
             }
@@ -321,13 +441,25 @@ async fn tcp_connect(target: &Target) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
-async fn connect(target: &Target) -> anyhow::Result<Ws> {
+/// A tungstenite client, asking for `protocol` if given.
+async fn connect(target: &Target, protocol: Option<&'static str>) -> anyhow::Result<Ws> {
     let stream = Counted::new(tcp_connect(target).await?);
     let config = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0);
+    let mut request = target
+        .url
+        .as_str()
+        .into_client_request()
+        .with_context(|| format!("invalid URL {}", target.url))?;
+    if let Some(protocol) = protocol {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static(protocol),
+        );
+    }
     let (ws, _response) =
-        tokio_tungstenite::client_async_with_config(target.url.as_str(), stream, Some(config))
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config))
             .await
             .with_context(|| format!("WebSocket handshake with {}", target.url))?;
     Ok(ws)
@@ -353,7 +485,7 @@ pub async fn churn_one(
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     counts.started.fetch_add(1, Ordering::Relaxed);
-    let mut ws = match tokio::time::timeout(Duration::from_secs(10), connect(&target)).await {
+    let mut ws = match tokio::time::timeout(Duration::from_secs(10), connect(&target, None)).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
             counts.failed.fetch_add(1, Ordering::Relaxed);

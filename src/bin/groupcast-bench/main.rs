@@ -1,4 +1,5 @@
-//! `groupcast-bench`: a WebSocket fan-out load tool for groupcast.
+//! `groupcast-bench`: a fan-out load tool for groupcast (WebSocket and
+//! Server-Sent Events clients, one or many groups each).
 //!
 //! See `groupcast-bench --help` and BENCHMARKS.md. Private to this binary:
 //! nothing here is part of the library's API.
@@ -12,6 +13,8 @@ mod clients;
 mod payload;
 mod procfs;
 mod publish;
+mod sse;
+mod v1;
 mod wire;
 
 use std::sync::Arc;
@@ -26,7 +29,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use args::Args;
+use args::{Args, Transport};
 use clients::{Outcome, Shared, Target};
 use payload::Totals;
 use procfs::ProcSample;
@@ -89,6 +92,8 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
         connect_times: Mutex::new(clients::new_histogram()),
         stop: CancellationToken::new(),
         compression: args.compression,
+        transport: args.transport,
+        v1: args.v1(),
     });
     let progress = Arc::new(Progress {
         phase: AtomicU8::new(0),
@@ -107,17 +112,22 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
     let connect_start = Instant::now();
     let mut handles = Vec::with_capacity(total_clients);
     for i in 0..total_clients {
-        let u = (i / args.groups) % args.urls.len();
-        let group = i % args.groups;
-        let target = Target {
-            url: format!(
-                "{}/ws/{}",
-                args.urls[u].trim_end_matches('/'),
-                args.group_name(group)
+        let u = args.node_of(i);
+        let groups = args.groups_of(i);
+        let base = args.urls[u].trim_end_matches('/');
+        let url = match args.transport {
+            Transport::Ws => format!("{base}/ws/{}", groups[0].0),
+            Transport::Sse => format!(
+                "http://{}/sse/{}",
+                base.trim_start_matches("ws://"),
+                groups[0].0
             ),
+        };
+        let target = Target {
+            url,
             addr: addrs[u],
             source: args.source_addrs[i % args.source_addrs.len()],
-            group: group as u32,
+            groups,
             stalled: i >= args.clients,
         };
         handles.push(tokio::spawn(clients::run(target, shared.clone())));
@@ -322,7 +332,9 @@ fn summarize(args: &Args, m: &Measured) -> Value {
     let (mut wire_bytes, mut compressed) = (0u64, 0u64);
     for o in &receivers {
         if o.connected {
-            members[o.group as usize] += 1;
+            for &g in &o.groups {
+                members[g as usize] += 1;
+            }
             o.tally.add_to(&mut totals);
             wire_bytes += o.wire_bytes;
             compressed += o.compressed as u64;
@@ -353,6 +365,7 @@ fn summarize(args: &Args, m: &Measured) -> Value {
         first_error = first_error.or(r.first_error.clone());
     }
     let expected = payload::expected(&members, &sent_per_group);
+    let memberships: u64 = members.iter().sum();
     let loss = expected.saturating_sub(totals.unique);
     let (_, latency) = clients::snapshot();
     let publish_secs = m.publish_elapsed.as_secs_f64().max(1e-9);
@@ -387,6 +400,10 @@ fn summarize(args: &Args, m: &Measured) -> Value {
         "clients": args.clients,
         "stall": args.stall,
         "groups": args.groups,
+        "transport": args.transport.name(),
+        "groups_per_client": args.groups_per_client,
+        "v1": args.v1(),
+        "memberships": memberships,
         "publish": args.publish,
         "rate": args.rate,
         "publishers": args.publishers,
@@ -456,6 +473,10 @@ fn summarize(args: &Args, m: &Measured) -> Value {
         "server_rss_per_connection_bytes": if measured && all_connections > 0 {
             json!((rss_delta_total * 1024) / all_connections as i64)
         } else { Value::Null },
+        // The receivers' group memberships (stalled clients' not counted).
+        "server_rss_per_membership_bytes": if measured && memberships > 0 {
+            json!((rss_delta_total * 1024) / memberships as i64)
+        } else { Value::Null },
     })
 }
 
@@ -480,6 +501,17 @@ fn print_human(s: &Value) {
             Some(l) => format!(" ({l})"),
             None => String::new(),
         }
+    );
+    println!(
+        "  clients     {} {}, {} groups each, {} memberships",
+        s["transport"].as_str().unwrap_or("?"),
+        if s["v1"].as_bool() == Some(true) {
+            "groupcast.v1"
+        } else {
+            "raw"
+        },
+        get("groups_per_client"),
+        get("memberships"),
     );
     println!(
         "  clients     {} connected ({} stalled), {} failed, in {} ms; per connection p50 {} p99 {}",
@@ -558,9 +590,10 @@ fn print_human(s: &Value) {
             );
         }
         println!(
-            "  servers     CPU µs per delivery {}, RSS per connection {} bytes",
+            "  servers     CPU µs per delivery {}, RSS per connection {} bytes, per membership {} bytes",
             get("server_cpu_us_per_delivery"),
             get("server_rss_per_connection_bytes"),
+            get("server_rss_per_membership_bytes"),
         );
     }
     println!(
@@ -627,7 +660,7 @@ async fn churn(plan: ChurnPlan, counts: Arc<clients::ChurnCounts>, stop: Cancell
                 url: format!("{url}/ws/{group}"),
                 addr: *addr,
                 source: plan.sources[i % plan.sources.len()],
-                group: u32::MAX,
+                groups: Vec::new(),
                 stalled: false,
             };
             tokio::spawn(clients::churn_one(

@@ -143,7 +143,7 @@ fn get_hex(bytes: &[u8]) -> Option<u64> {
     Some(value)
 }
 
-/// One (client, publisher) stream: which sequence numbers arrived.
+/// One (client, publisher, group) stream: which sequence numbers arrived.
 #[derive(Debug, Default, Clone)]
 pub struct StreamTracker {
     bits: Vec<u64>,
@@ -184,7 +184,9 @@ impl StreamTracker {
 /// Everything one client saw.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
-    streams: Vec<(u16, StreamTracker)>,
+    /// Keyed by (publisher, group): a publisher numbers each group's
+    /// messages on their own, and a client may hold several groups.
+    streams: Vec<((u16, u32), StreamTracker)>,
     /// Frames that decoded as bench payloads.
     pub delivered: u64,
     /// Frames that did not decode (or carried a garbage sequence number).
@@ -216,11 +218,11 @@ impl Tally {
             self.misrouted += 1;
             return None;
         }
-        let tracker = match self.streams.iter().position(|(p, _)| *p == stamp.publisher) {
+        let key = (stamp.publisher, stamp.group);
+        let tracker = match self.streams.iter().position(|(k, _)| *k == key) {
             Some(i) => &mut self.streams[i].1,
             None => {
-                self.streams
-                    .push((stamp.publisher, StreamTracker::default()));
+                self.streams.push((key, StreamTracker::default()));
                 &mut self.streams.last_mut().expect("just pushed").1
             }
         };

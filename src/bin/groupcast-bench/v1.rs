@@ -1,0 +1,171 @@
+//! The `groupcast.v1` frames a bench client reads and sends, for
+//! `--groups-per-client K` (and `--v1`): one connection holding several
+//! groups.
+//!
+//! A client joins its first group by its URL and each further one with a
+//! `subscribe` request, answered by `subscribed` (or an `error`, which
+//! fails the client: the run would otherwise count a member that is not
+//! one). Messages arrive as `{"type":"message","group":…,"data":…}`; the
+//! bench payload is `data` (base64 when `"binary": true`), and a message
+//! whose `group` is not one of the client's is misrouted, whatever its
+//! stamp says. Other frames (`welcome`, answers) are not deliveries.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::payload::{Stamp, Tally};
+
+/// The subprotocol the clients ask for.
+pub const PROTOCOL: &str = "groupcast.v1";
+
+/// A client's groups: (name, index); the first is the one in its URL.
+pub type Groups = [(String, u32)];
+
+/// The fields of a server frame the bench reads.
+#[derive(Debug, Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    group: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<Cow<'a, str>>,
+    #[serde(default)]
+    binary: bool,
+    id: Option<u64>,
+    #[serde(borrow)]
+    code: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
+}
+
+/// A subscribe request for `group`, answered with `id`.
+pub fn subscribe_request(group: &str, id: u64) -> String {
+    serde_json::json!({ "type": "subscribe", "group": group, "id": id }).to_string()
+}
+
+/// What a frame says about the subscribe request `id`: `None` when it is
+/// not its answer, `Some(Ok(()))` subscribed, `Some(Err(why))` refused.
+pub fn answer_to(frame: &[u8], id: u64) -> Option<Result<(), String>> {
+    let frame: Frame<'_> = serde_json::from_slice(frame).ok()?;
+    if frame.id != Some(id) {
+        return None;
+    }
+    match &*frame.kind {
+        "subscribed" => Some(Ok(())),
+        "error" => Some(Err(format!(
+            "subscribe to {} refused: {} {}",
+            frame.group.as_deref().unwrap_or("?"),
+            frame.code.as_deref().unwrap_or("?"),
+            frame.reason.as_deref().unwrap_or(""),
+        ))),
+        _ => None,
+    }
+}
+
+/// Accounts one frame received by a client holding `groups`; returns the
+/// stamp of a delivery, for its latency.
+pub fn account(tally: &mut Tally, groups: &Groups, frame: &[u8]) -> Option<Stamp> {
+    let Ok(parsed) = serde_json::from_slice::<Frame<'_>>(frame) else {
+        tally.invalid += 1;
+        return None;
+    };
+    if parsed.kind != "message" {
+        return None; // welcome, subscribed, …: not deliveries
+    }
+    let Some(data) = parsed.data else {
+        tally.invalid += 1;
+        return None;
+    };
+    let member_of = parsed
+        .group
+        .as_deref()
+        .and_then(|name| groups.iter().find(|(g, _)| g == name));
+    let Some(&(_, index)) = member_of else {
+        tally.misrouted += 1;
+        return None;
+    };
+    if parsed.binary {
+        match base64::engine::general_purpose::STANDARD.decode(data.as_bytes()) {
+            Ok(bytes) => tally.frame(&bytes, index),
+            Err(_) => {
+                tally.invalid += 1;
+                None
+            }
+        }
+    } else {
+        tally.frame(data.as_bytes(), index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{Totals, encode};
+
+    fn payload(group: u32, seq: u64) -> String {
+        let mut out = Vec::new();
+        let stamp = Stamp {
+            publisher: 0,
+            group,
+            seq,
+            sent_us: 1,
+        };
+        encode(&stamp, 64, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn messages_count_for_the_named_group_only() {
+        let groups = [("g-3".to_string(), 3), ("g-7".to_string(), 7)];
+        let mut tally = Tally::default();
+        let message = |group: &str, data: &str| {
+            format!(r#"{{"type":"message","group":"{group}","data":"{data}"}}"#)
+        };
+        let frames = [
+            r#"{"type":"welcome","group":"g-3","epoch":null}"#.to_string(),
+            message("g-3", &payload(3, 0)),
+            message("g-7", &payload(7, 0)),
+            // Named for a group the client does not hold.
+            message("g-9", &payload(9, 0)),
+            // Named for one of its groups, stamped for the other.
+            message("g-7", &payload(3, 1)),
+            format!(
+                r#"{{"type":"message","group":"g-7","binary":true,"data":"{}"}}"#,
+                base64::engine::general_purpose::STANDARD.encode(payload(7, 1))
+            ),
+            "not json".to_string(),
+        ];
+        let stamped: Vec<bool> = frames
+            .iter()
+            .map(|f| account(&mut tally, &groups, f.as_bytes()).is_some())
+            .collect();
+        assert_eq!(stamped, [false, true, true, false, false, true, false]);
+        let mut totals = Totals::default();
+        tally.add_to(&mut totals);
+        // A publisher numbers each group on its own: seq 0 of g-3 and seq
+        // 0 of g-7 are two messages, not a duplicate.
+        assert_eq!((totals.delivered, totals.unique, totals.dups), (3, 3, 0));
+        assert_eq!((totals.misrouted, totals.invalid), (2, 1));
+    }
+
+    #[test]
+    fn subscribe_answers_are_matched_by_id() {
+        let request: serde_json::Value =
+            serde_json::from_str(&subscribe_request("g-1", 4)).unwrap();
+        assert_eq!(
+            request,
+            serde_json::json!({"type": "subscribe", "group": "g-1", "id": 4})
+        );
+        let ok = br#"{"type":"subscribed","id":4,"group":"g-1","history":false}"#;
+        assert_eq!(answer_to(ok, 4), Some(Ok(())));
+        assert_eq!(answer_to(ok, 5), None);
+        let refused =
+            br#"{"type":"error","id":4,"group":"g-1","code":"too_many_groups","reason":"at most 2"}"#;
+        let why = answer_to(refused, 4).unwrap().unwrap_err();
+        assert!(why.contains("too_many_groups at most 2"), "{why}");
+        assert_eq!(answer_to(br#"{"type":"message","data":"x"}"#, 4), None);
+    }
+}
