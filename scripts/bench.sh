@@ -53,6 +53,8 @@
 #          (local redis-server processes): PUBLISH/SPUBLISH calls and CPU of
 #          each Redis instance, server CPU per delivery; then what classic
 #          PUBLISH costs on the same cluster (CLUSTER INFO publish counters)
+#   tail   W1 with history on (FCALL), the nodes' history tail on and off
+#          (--history-cache 0) alternating: server CPU per delivery
 #   hist   history: W1 with history off (PUBLISH) and on (FCALL
 #          groupcast_publish, --history '*=1000:1h') alternating, server CPU
 #          per delivery; Redis CPU per publish off/on (10 groups, 2000
@@ -86,7 +88,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-ONLY=${ONLY:-w1,w1max,w2,w2fix,w2iso,w3,stall,scale,churn,hist,modes,deflate,sse,multigroup}
+ONLY=${ONLY:-w1,w1max,w2,w2fix,w2iso,w3,stall,scale,churn,hist,tail,modes,deflate,sse,multigroup}
 OUT=${OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
 W1_RATES=${W1_RATES:-25 50 100 150 200 300}
 W2_RATES=${W2_RATES:-2000 4000 6000 8000 12000}
@@ -522,6 +524,25 @@ if want churn; then
 fi
 
 # ----- medians and spread -----
+if want tail; then
+    # W1 with history on (FCALL), the node's history tail on (its default
+    # budget) and off (--history-cache 0), alternating within each run and
+    # starting with the other one every run: what keeping the tail costs
+    # the broadcast path (target: at most 1.05x).
+    HIST=(--history '*=1000:1h')
+    for run in $(seq "$RUNS"); do
+        order="on off"
+        [ $((run % 2)) = 0 ] && order="off on"
+        for tail in $order; do
+            if [ "$tail" = on ]; then start_pair groupcast "${HIST[@]}"
+            else start_pair groupcast "${HIST[@]}" --history-cache 0; fi
+            bench "w1-tail$tail-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1 \
+                --publish "$REDIS_URL" --fcall --rate "$W1_RATE" --duration 20s --measure-pid "$PAIR_PIDS" || true
+            stop_pair
+        done
+    done
+fi
+
 if want hist; then
     # Redis's CPU time so far (user + system), in µs.
     redis_cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000000 / hz }' "/proc/$REDIS_PID/stat"; }
