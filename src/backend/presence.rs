@@ -38,6 +38,39 @@ pub struct NodeInfo {
     pub sessions: usize,
     /// When it last sent a heartbeat (Unix milliseconds).
     pub last_seen_ms: u64,
+    /// Its traffic counters since it started, as of that heartbeat: two
+    /// heartbeats give its rates (the admin page's charts). Zero from a
+    /// node of a version that did not send them.
+    #[serde(default)]
+    pub counters: NodeCounters,
+}
+
+/// A node's running totals, sent with its heartbeat.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct NodeCounters {
+    /// Messages received from its clients.
+    pub messages_in: u64,
+    /// Frames queued to its sessions (deliveries).
+    pub messages_out: u64,
+    /// Broadcasts started on it.
+    pub broadcasts: u64,
+    /// Connections it accepted.
+    pub connections_opened: u64,
+    /// Connections that ended.
+    pub connections_closed: u64,
+}
+
+impl NodeCounters {
+    /// The totals of `metrics` now.
+    pub fn of(metrics: &crate::metrics::Metrics) -> Self {
+        NodeCounters {
+            messages_in: metrics.messages_in.get(),
+            messages_out: metrics.messages_out.get(),
+            broadcasts: metrics.broadcasts.get(),
+            connections_opened: metrics.connections_opened.get(),
+            connections_closed: metrics.connections_closed.get(),
+        }
+    }
 }
 
 impl NodeInfo {
@@ -52,6 +85,7 @@ impl NodeInfo {
                 .map(|(g, n)| (g.as_str().to_owned(), n))
                 .collect(),
             last_seen_ms: now_ms(),
+            counters: NodeCounters::default(),
         }
     }
 }
@@ -101,6 +135,7 @@ mod tests {
             groups: groups.iter().map(|(g, n)| (g.to_string(), *n)).collect(),
             sessions: groups.iter().map(|(_, n)| n).sum(),
             last_seen_ms: 0,
+            counters: NodeCounters::default(),
         }
     }
 

@@ -48,7 +48,10 @@ pub struct BackendContext {
 impl BackendContext {
     /// This node as it is right now, for the cluster view.
     pub fn local_node(&self) -> NodeInfo {
-        NodeInfo::local(&self.node_id, &self.local_groups)
+        NodeInfo {
+            counters: super::presence::NodeCounters::of(&self.metrics),
+            ..NodeInfo::local(&self.node_id, &self.local_groups)
+        }
     }
 }
 

@@ -134,6 +134,11 @@ async fn the_admin_page_shows_the_cluster_publishes_and_disconnects_behind_the_a
     })
     .await;
     assert!(!text.contains("cannot read the node"), "{text}");
+    // Every node's rates, from its heartbeats' counters.
+    page_text_when(&browser, "each node's rates", |text| {
+        text.contains("deliveries /s on admin-a") && text.contains("deliveries /s on admin-b")
+    })
+    .await;
 
     // One group: its members on both nodes, its history.
     browser
