@@ -206,6 +206,10 @@ pub struct Config {
     /// these keys of each member, cluster-wide, and no others. Empty by
     /// default: members show their id, node, `sub` and connection time.
     pub presence_keys: Vec<String>,
+    /// How long a user's leave and a group's vacancy (webhooks
+    /// `user_left`, `group_vacated`) wait for a comeback before they are
+    /// final: a tab reload within it is reported as nothing. Default 5 s.
+    pub presence_grace: Duration,
 }
 
 impl Default for Config {
@@ -231,6 +235,7 @@ impl Default for Config {
             max_groups_per_connection: 100,
             presence: crate::auth::GroupPatterns::default(),
             presence_keys: Vec::new(),
+            presence_grace: Duration::from_secs(5),
         }
     }
 }

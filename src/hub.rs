@@ -49,11 +49,13 @@ use crate::limits::{ConnectionLimiter, ConnectionPermit, LimitRejection};
 use crate::message::{Message, Utf8Bytes};
 use crate::metrics::Metrics;
 use crate::outbound::Queued;
+use crate::presence::events::webhook_sink;
 use crate::presence::local::RegistryMembers;
 use crate::protocol::Protocol;
 use crate::registry::Registry;
 use crate::selection::Selection;
 use crate::session::{HubHandle, Session, SessionId};
+use crate::webhooks::{WebhookOptions, Webhooks};
 use crate::workers::supervisor::{WorkerOptions, Workers};
 
 type SessionFn = Arc<dyn Fn(&Hub, &Session) + Send + Sync>;
@@ -84,6 +86,7 @@ pub struct HubBuilder {
     backend: Box<dyn IntoBackend>,
     worker_options: WorkerOptions,
     client_auth: ClientAuth,
+    webhooks: Option<WebhookOptions>,
 }
 
 impl HubBuilder {
@@ -110,6 +113,14 @@ impl HubBuilder {
     /// including [`crate::server::ws_router`]. See [`crate::auth`].
     pub fn client_auth(mut self, auth: ClientAuth) -> Self {
         self.client_auth = auth;
+        self
+    }
+
+    /// Sends webhooks (`webhooks/`) for the presence transitions of the
+    /// groups with presence (`Config::presence`): the hub starts the
+    /// sender when built (inside a Tokio runtime). Default: none.
+    pub fn webhooks(mut self, options: WebhookOptions) -> Self {
+        self.webhooks = Some(options);
         self
     }
 
@@ -188,6 +199,11 @@ impl HubBuilder {
         let control = Arc::new(NodeControl::new(registry.clone(), node_id.clone()));
         let groups_registry = registry.clone();
         let (presence_registry, presence_policy) = (registry.clone(), self.config.presence.clone());
+        let shutdown = CancellationToken::new();
+        let webhooks = match self.webhooks {
+            Some(options) => Webhooks::start(options, metrics.webhooks.clone(), shutdown.clone()),
+            None => Webhooks::off(),
+        };
         let context = BackendContext {
             node_id: node_id.clone(),
             inbox: Arc::new(NodeEvents {
@@ -207,6 +223,8 @@ impl HubBuilder {
                 public_keys: self.config.presence_keys.clone(),
             }),
             history: self.config.history.clone(),
+            presence_grace: self.config.presence_grace,
+            presence_changes: webhook_sink(webhooks, node_id.clone()),
         };
         let backend = self.backend.start(context)?;
         delivery.repair_from(&backend.broker_handle());
@@ -229,7 +247,7 @@ impl HubBuilder {
                 backend,
                 seq: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
-                shutdown: CancellationToken::new(),
+                shutdown,
                 connections: TaskTracker::new(),
                 workers,
                 client_auth: self.client_auth,
@@ -333,6 +351,7 @@ impl Hub {
             backend: Box::new(Standalone),
             worker_options: WorkerOptions::default(),
             client_auth: ClientAuth::open(),
+            webhooks: None,
         }
     }
 

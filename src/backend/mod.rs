@@ -75,6 +75,7 @@ pub mod sharded;
 mod status;
 pub(crate) mod subscriptions;
 mod tasks;
+pub mod transition;
 
 pub use self::broker::Broker;
 pub use self::cluster_view::ClusterView;
@@ -91,3 +92,4 @@ pub use self::presence_store::PresenceStore;
 pub use self::publish::{PublishAck, Published};
 pub use self::seam::{Backend, BackendContext, IntoBackend};
 pub use self::status::{BackendStatus, ConnectionStatus};
+pub use self::transition::{PresenceChange, PresenceChanges, ignore_changes};

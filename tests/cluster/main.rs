@@ -20,3 +20,4 @@ mod multigroup;
 mod presence;
 mod sentinel;
 mod sharded;
+mod webhooks;
