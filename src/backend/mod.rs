@@ -63,6 +63,7 @@ pub mod history;
 mod inbound;
 pub mod leases;
 pub mod local;
+mod local_changes;
 pub mod member;
 pub(crate) mod memory_history;
 pub mod presence;

@@ -267,7 +267,11 @@ mod tests {
             Arc::new(Parts(steps.clone())),
             Arc::new(Parts(steps.clone())),
             Arc::new(LocalLeases::default()),
-            Arc::new(LocalPresence(Arc::new(NoMembers))),
+            Arc::new(LocalPresence::new(
+                Arc::new(NoMembers),
+                Duration::ZERO,
+                crate::backend::ignore_changes(),
+            )),
         )
         .with_tasks(tasks)
     }
