@@ -57,6 +57,7 @@ impl IntoBackend for Standalone {
         };
         let presence = LocalPresence::new(
             context.members.clone(),
+            context.node_id.clone(),
             context.presence_grace,
             context.presence_changes.clone(),
         );
@@ -176,12 +177,17 @@ pub struct LocalPresence {
 }
 
 impl LocalPresence {
-    /// The store of `members`, reporting transitions to `changes` (a
+    /// The store of `members` on `node`, reporting transitions to `changes` (a
     /// user's leave and a vacancy after `grace`).
-    pub fn new(members: Arc<dyn LocalMembers>, grace: Duration, changes: PresenceChanges) -> Self {
+    pub fn new(
+        members: Arc<dyn LocalMembers>,
+        node: String,
+        grace: Duration,
+        changes: PresenceChanges,
+    ) -> Self {
         LocalPresence {
             members,
-            changes: LocalChanges::new(grace, changes),
+            changes: LocalChanges::new(node, grace, changes),
         }
     }
 }

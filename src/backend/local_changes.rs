@@ -48,6 +48,7 @@ enum Pending {
 
 /// The standalone transitions. See the module docs.
 pub(crate) struct LocalChanges {
+    node: String,
     grace: Duration,
     changes: PresenceChanges,
     groups: Arc<Mutex<HashMap<GroupName, GroupState>>>,
@@ -55,8 +56,9 @@ pub(crate) struct LocalChanges {
 }
 
 impl LocalChanges {
-    pub(crate) fn new(grace: Duration, changes: PresenceChanges) -> Self {
+    pub(crate) fn new(node: String, grace: Duration, changes: PresenceChanges) -> Self {
         LocalChanges {
+            node,
             grace,
             changes,
             groups: Arc::default(),
@@ -84,6 +86,7 @@ impl LocalChanges {
         }
         out.push(PresenceChange::SessionJoined {
             id: id.clone(),
+            node: self.node.clone(),
             sub,
         });
         (self.changes)(group, out);
@@ -100,6 +103,7 @@ impl LocalChanges {
         };
         let mut out = vec![PresenceChange::SessionLeft {
             id: id.clone(),
+            node: self.node.clone(),
             sub: sub.clone(),
         }];
         let mut pending = Vec::new();
@@ -212,7 +216,7 @@ mod tests {
     #[test]
     fn without_grace_the_first_and_last_are_reported_at_once() {
         let (sink, seen) = recording();
-        let changes = LocalChanges::new(Duration::ZERO, sink);
+        let changes = LocalChanges::new("n".into(), Duration::ZERO, sink);
         let group = GroupName::new("room").expect("a name");
         changes.joined(&group, &id("a"), Some("alice".into()));
         changes.joined(&group, &id("b"), Some("alice".into()));
@@ -226,18 +230,22 @@ mod tests {
                 PresenceChange::UserJoined("alice".into()),
                 PresenceChange::SessionJoined {
                     id: id("a"),
+                    node: "n".into(),
                     sub: alice.clone()
                 },
                 PresenceChange::SessionJoined {
                     id: id("b"),
+                    node: "n".into(),
                     sub: alice.clone()
                 },
                 PresenceChange::SessionLeft {
                     id: id("a"),
+                    node: "n".into(),
                     sub: alice.clone()
                 },
                 PresenceChange::SessionLeft {
                     id: id("b"),
+                    node: "n".into(),
                     sub: alice
                 },
                 PresenceChange::UserLeft("alice".into()),
@@ -249,7 +257,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_comeback_within_the_grace_is_nothing_and_a_leave_is_final_after_it() {
         let (sink, seen) = recording();
-        let changes = LocalChanges::new(Duration::from_secs(5), sink);
+        let changes = LocalChanges::new("n".into(), Duration::from_secs(5), sink);
         let group = GroupName::new("room").expect("a name");
         changes.joined(&group, &id("a"), Some("alice".into()));
         changes.left(&group, &id("a"));

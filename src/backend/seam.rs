@@ -269,6 +269,7 @@ mod tests {
             Arc::new(LocalLeases::default()),
             Arc::new(LocalPresence::new(
                 Arc::new(NoMembers),
+                "test".into(),
                 Duration::ZERO,
                 crate::backend::ignore_changes(),
             )),

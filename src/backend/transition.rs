@@ -26,10 +26,18 @@ pub enum PresenceChange {
     UserJoined(String),
     /// A user's last connection in the group is gone (after the grace).
     UserLeft(String),
-    /// A connection joined the group.
-    SessionJoined { id: SessionId, sub: Option<String> },
-    /// A connection left the group.
-    SessionLeft { id: SessionId, sub: Option<String> },
+    /// A connection joined the group, on `node`.
+    SessionJoined {
+        id: SessionId,
+        node: String,
+        sub: Option<String>,
+    },
+    /// A connection of `node` left the group (a dead node's too).
+    SessionLeft {
+        id: SessionId,
+        node: String,
+        sub: Option<String>,
+    },
 }
 
 /// Where a backend reports a group's changes (in the order they happened).

@@ -20,10 +20,10 @@ pub(crate) fn webhook_sink(webhooks: Webhooks, node: String) -> PresenceChanges 
                 PresenceChange::Vacated => (WebhookKind::GroupVacated, None, None),
                 PresenceChange::UserJoined(sub) => (WebhookKind::UserJoined, Some(sub), None),
                 PresenceChange::UserLeft(sub) => (WebhookKind::UserLeft, Some(sub), None),
-                PresenceChange::SessionJoined { id, sub } => {
+                PresenceChange::SessionJoined { id, sub, .. } => {
                     (WebhookKind::SessionJoined, sub, Some(id.to_string()))
                 }
-                PresenceChange::SessionLeft { id, sub } => {
+                PresenceChange::SessionLeft { id, sub, .. } => {
                     (WebhookKind::SessionLeft, sub, Some(id.to_string()))
                 }
             };

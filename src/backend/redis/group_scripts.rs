@@ -24,8 +24,8 @@
 //! **Transitions.** Every script reports what it changed for the whole
 //! group, so each transition is seen by exactly one script call (scripts
 //! are atomic): the group's first member (`o`, occupied), a user's first
-//! connection (`uj\n<sub>`), each connection joined (`sj\n<id>\n<sub>`) and
-//! left (`sl\n<id>\n<sub>`), and — once final — a user's last connection
+//! connection (`uj\n<sub>`), each connection joined
+//! (`sj\n<id>\n<node>\n<sub>`) and left (`sl\n<id>\n<node>\n<sub>`), and — once final — a user's last connection
 //! gone (`ul\n<sub>`) and the group's last member gone (`v`, vacated).
 //! Those two wait out the grace (the first argument of every script, in ms, which
 //! the prelude takes off `ARGV`): the script that took the
@@ -73,17 +73,17 @@ local function release(sub)
     mark('u\n' .. sub)
   end
 end
-local function removed(id, sub)
+local function removed(id, sub, n)
   if gone[id] == nil then
     gone_order[#gone_order + 1] = id
   end
-  gone[id] = sub
+  gone[id] = n .. '\n' .. sub
   release(sub)
   if redis.call('HLEN', members) == 0 then
     mark('g')
   end
 end
-local function admitted(id, sub)
+local function admitted(id, sub, n)
   if redis.call('HLEN', members) == 1 and redis.call('ZREM', leaving, 'g') == 0 then
     out[#out + 1] = 'o'
   end
@@ -94,7 +94,7 @@ local function admitted(id, sub)
   if gone[id] then
     gone[id] = false
   else
-    out[#out + 1] = 'sj\n' .. id .. '\n' .. sub
+    out[#out + 1] = 'sj\n' .. id .. '\n' .. n .. '\n' .. sub
   end
 end
 local function drop_node(n)
@@ -107,7 +107,7 @@ local function drop_node(n)
       local id = string.sub(e, skip, cut - 1)
       redis.call('HDEL', members, id)
       redis.call('ZREM', ids, id)
-      removed(id, string.sub(e, cut + 1))
+      removed(id, string.sub(e, cut + 1), n)
     end
   end
   if #entries > 0 then
@@ -169,7 +169,7 @@ for _ = 1, tonumber(ARGV[4]) do
   if redis.call('HSET', members, id, json) == 1 then
     redis.call('ZADD', ids, 0, id)
     redis.call('ZADD', bynode, 0, node .. '\n' .. id .. '\n' .. sub)
-    admitted(id, sub)
+    admitted(id, sub, node)
   end
 end
 for j = i, #ARGV do
@@ -183,7 +183,7 @@ for j = i, #ARGV do
     redis.call('HDEL', members, id)
     redis.call('ZREM', ids, id)
     redis.call('ZREM', bynode, node .. '\n' .. id .. '\n' .. sub)
-    removed(id, sub)
+    removed(id, sub, node)
   end
 end
 local mine = redis.call('ZLEXCOUNT', bynode, '[' .. node .. '\n', '(' .. node .. '\v')
@@ -242,21 +242,20 @@ return finish(0)";
 /// One transition as a script reports it (see the module docs); `None` for
 /// a word this version does not know.
 pub(crate) fn transition_of(word: &str) -> Option<PresenceChange> {
-    let mut parts = word.splitn(3, '\n');
-    let sub_of = |sub: Option<&str>| sub.filter(|s| !s.is_empty()).map(str::to_string);
-    match (parts.next()?, parts.next(), parts.next()) {
-        ("o", None, None) => Some(PresenceChange::Occupied),
-        ("v", None, None) => Some(PresenceChange::Vacated),
-        ("uj", Some(sub), None) => Some(PresenceChange::UserJoined(sub.to_string())),
-        ("ul", Some(sub), None) => Some(PresenceChange::UserLeft(sub.to_string())),
-        ("sj", Some(id), sub) => Some(PresenceChange::SessionJoined {
-            id: SessionId::from(id),
-            sub: sub_of(sub),
-        }),
-        ("sl", Some(id), sub) => Some(PresenceChange::SessionLeft {
-            id: SessionId::from(id),
-            sub: sub_of(sub),
-        }),
+    let (kind, rest) = word.split_once('\n').unwrap_or((word, ""));
+    let session = || {
+        let mut parts = rest.splitn(3, '\n');
+        let (id, node, sub) = (parts.next()?, parts.next()?, parts.next()?);
+        let sub = (!sub.is_empty()).then(|| sub.to_string());
+        Some((SessionId::from(id), node.to_string(), sub))
+    };
+    match kind {
+        "o" if rest.is_empty() => Some(PresenceChange::Occupied),
+        "v" if rest.is_empty() => Some(PresenceChange::Vacated),
+        "uj" => Some(PresenceChange::UserJoined(rest.to_string())),
+        "ul" => Some(PresenceChange::UserLeft(rest.to_string())),
+        "sj" => session().map(|(id, node, sub)| PresenceChange::SessionJoined { id, node, sub }),
+        "sl" => session().map(|(id, node, sub)| PresenceChange::SessionLeft { id, node, sub }),
         _ => None,
     }
 }
@@ -307,19 +306,22 @@ mod tests {
             Some(PresenceChange::UserLeft("alice".into()))
         );
         assert_eq!(
-            transition_of("sj\nabc\n"),
+            transition_of("sj\nabc\nnode-a\n"),
             Some(PresenceChange::SessionJoined {
                 id: SessionId::from("abc"),
+                node: "node-a".into(),
                 sub: None
             })
         );
         assert_eq!(
-            transition_of("sl\nabc\nbob"),
+            transition_of("sl\nabc\nnode-b\nbob"),
             Some(PresenceChange::SessionLeft {
                 id: SessionId::from("abc"),
+                node: "node-b".into(),
                 sub: Some("bob".into())
             })
         );
+        assert_eq!(transition_of("sl\nabc"), None);
         assert_eq!(transition_of("zz"), None);
     }
 }
