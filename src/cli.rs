@@ -247,6 +247,17 @@ pub struct Cli {
     #[arg(long, env = "GROUPCAST_PRESENCE_GRACE", value_parser = duration, default_value = shown(Config::default().presence_grace))]
     pub presence_grace: Duration,
 
+    /// Groups whose groupcast.v1 members get join/leave frames (join,
+    /// leave, user_joined, user_left), as patterns, comma-separated; only
+    /// groups that also have --presence. None by default
+    #[arg(
+        long,
+        env = "GROUPCAST_JOIN_LEAVE",
+        value_delimiter = ',',
+        value_parser = group_pattern
+    )]
+    pub join_leave: Vec<GroupPattern>,
+
     /// Where the node POSTs webhook events (`http://` or `https://`): the
     /// presence transitions of the groups with --presence. None by default
     #[arg(long, env = "GROUPCAST_WEBHOOK_URL", value_parser = webhook_url)]
@@ -515,6 +526,7 @@ impl Cli {
             presence_keys: self.presence_keys.clone(),
             presence: GroupPatterns::from(self.presence.clone()),
             presence_grace: self.presence_grace,
+            join_leave: GroupPatterns::from(self.join_leave.clone()),
             history: HistoryPolicy::new(self.history.iter().cloned()),
         }
     }

@@ -49,7 +49,7 @@ use crate::limits::{ConnectionLimiter, ConnectionPermit, LimitRejection};
 use crate::message::{Message, Utf8Bytes};
 use crate::metrics::Metrics;
 use crate::outbound::Queued;
-use crate::presence::events::webhook_sink;
+use crate::presence::events::{FrameSender, Sinks};
 use crate::presence::local::RegistryMembers;
 use crate::protocol::Protocol;
 use crate::registry::Registry;
@@ -200,6 +200,16 @@ impl HubBuilder {
         let groups_registry = registry.clone();
         let (presence_registry, presence_policy) = (registry.clone(), self.config.presence.clone());
         let shutdown = CancellationToken::new();
+        // The hub that sends join/leave frames, once it exists.
+        let frames_hub: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
+        let frames: FrameSender = {
+            let cell = frames_hub.clone();
+            Arc::new(move |group, frame| {
+                if let Some(inner) = cell.get().and_then(std::sync::Weak::upgrade) {
+                    Hub { inner }.send_presence_frame(group, frame);
+                }
+            })
+        };
         let webhooks = match self.webhooks {
             Some(options) => Webhooks::start(options, metrics.webhooks.clone(), shutdown.clone()),
             None => Webhooks::off(),
@@ -224,7 +234,13 @@ impl HubBuilder {
             }),
             history: self.config.history.clone(),
             presence_grace: self.config.presence_grace,
-            presence_changes: webhook_sink(webhooks, node_id.clone()),
+            presence_changes: Sinks {
+                node: node_id.clone(),
+                webhooks,
+                join_leave: self.config.join_leave.clone(),
+                frames,
+            }
+            .into_changes(),
         };
         let backend = self.backend.start(context)?;
         delivery.repair_from(&backend.broker_handle());
@@ -234,26 +250,26 @@ impl HubBuilder {
             self.config.max_connections,
             self.config.max_connections_per_ip,
         ));
-        Ok(Hub {
-            inner: Arc::new(Inner {
-                config: self.config,
-                node_id,
-                registry,
-                metrics,
-                delivery,
-                control,
-                history_reads: MergedReads::default(),
-                handlers: self.handlers,
-                backend,
-                seq: AtomicU64::new(0),
-                shutting_down: AtomicBool::new(false),
-                shutdown,
-                connections: TaskTracker::new(),
-                workers,
-                client_auth: self.client_auth,
-                limiter,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            config: self.config,
+            node_id,
+            registry,
+            metrics,
+            delivery,
+            control,
+            history_reads: MergedReads::default(),
+            handlers: self.handlers,
+            backend,
+            seq: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+            shutdown,
+            connections: TaskTracker::new(),
+            workers,
+            client_auth: self.client_auth,
+            limiter,
+        });
+        let _ = frames_hub.set(Arc::downgrade(&inner));
+        Ok(Hub { inner })
     }
 }
 
@@ -585,6 +601,34 @@ impl Hub {
         Ok((fanout.delivered, ack))
     }
 
+    /// Sends a `groupcast.v1` presence frame (`presence/events.rs`) to
+    /// `group`'s members that see them, here and on every node (an
+    /// envelope marked `presence`, which their delivery recognises).
+    pub(crate) fn send_presence_frame(&self, group: &GroupName, frame: String) {
+        let inner = &self.inner;
+        let broadcast = Broadcast::new(Target::Group(group.clone()));
+        if inner.backend.broker().is_clustered() {
+            let mut envelope = self.envelope(&broadcast, &Message::text(frame.clone()));
+            envelope.presence = true;
+            match envelope.encode() {
+                Ok(payload) => {
+                    // Fire and forget, like any broadcast: the ack is not
+                    // awaited.
+                    let _ = inner
+                        .backend
+                        .broker()
+                        .publish(channel_of(&broadcast), payload);
+                }
+                Err(error) => tracing::warn!(%group, %error, "cannot encode a presence frame"),
+            }
+        }
+        inner.delivery.deliver(
+            &broadcast,
+            &Queued::protocol(frame),
+            &Session::sees_presence_frames,
+        );
+    }
+
     /// The envelope other nodes decode `message` from.
     fn envelope(&self, broadcast: &Broadcast, message: &Message) -> Envelope {
         let inner = &self.inner;
@@ -603,6 +647,7 @@ impl Hub {
                 _ => None,
             },
             payload: message.payload().to_vec(),
+            presence: false,
         }
     }
 

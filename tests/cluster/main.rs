@@ -16,6 +16,7 @@ mod cluster_view;
 mod disconnect;
 mod faults;
 mod history;
+mod join_leave;
 mod multigroup;
 mod presence;
 mod sentinel;
