@@ -21,6 +21,7 @@ mod dashboards;
 mod delivery;
 mod docs;
 mod drain;
+mod join_leave;
 mod limits;
 mod order;
 mod slow_clients;
