@@ -210,8 +210,14 @@ impl HubBuilder {
                 }
             })
         };
+        // The sender outlives the shutdown's first steps: the leaves the
+        // closing sessions and the backend's withdrawal make are queued
+        // too (`Hub::shutdown` stops it last).
+        let webhooks_stop = CancellationToken::new();
         let webhooks = match self.webhooks {
-            Some(options) => Webhooks::start(options, metrics.webhooks.clone(), shutdown.clone()),
+            Some(options) => {
+                Webhooks::start(options, metrics.webhooks.clone(), webhooks_stop.clone())
+            }
             None => Webhooks::off(),
         };
         let context = BackendContext {
@@ -263,6 +269,7 @@ impl HubBuilder {
             seq: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             shutdown,
+            webhooks_stop,
             connections: TaskTracker::new(),
             workers,
             client_auth: self.client_auth,
@@ -338,6 +345,8 @@ struct Inner {
     shutting_down: AtomicBool,
     /// Cancelled when the hub shuts down; connections watch it.
     shutdown: CancellationToken,
+    /// Stops the webhook sender, at the end of [`Hub::shutdown`].
+    webhooks_stop: CancellationToken,
     /// Every live connection holds a token, so shutdown can wait for them.
     connections: TaskTracker,
     /// Supervisors of group workers.
@@ -768,6 +777,7 @@ impl Hub {
             ));
         }
         self.inner.backend.shutdown().await;
+        self.inner.webhooks_stop.cancel();
     }
 
     /// Waits until every connection has ended (call after
