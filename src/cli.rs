@@ -35,6 +35,7 @@ use groupcast::backend::sharded::ShardedOptions;
 use groupcast::group::GroupName;
 use groupcast::history::{HistoryPolicy, HistoryRule};
 use groupcast::server::{ServeOptions, ServerOptions};
+use groupcast::webhooks::{WebhookKind, WebhookOptions};
 use groupcast::workers::WorkerOptions;
 use groupcast::{ClientMessages, Config, QueueFullPolicy};
 
@@ -66,6 +67,24 @@ fn ticker(s: &str) -> Result<Option<(GroupName, Duration)>, String> {
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
+}
+
+/// `--webhook-url`: an absolute `http://` or `https://` URL.
+fn webhook_url(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(format!("the scheme must be http or https, not {other}")),
+    }
+}
+
+/// A count that must be at least one.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A duration as `--help` shows a default and [`duration`] reads it back
@@ -221,6 +240,49 @@ pub struct Cli {
     /// comma-separated; the other keys stay on their node
     #[arg(long, env = "GROUPCAST_PRESENCE_KEYS", value_delimiter = ',')]
     pub presence_keys: Vec<String>,
+
+    /// How long a user's leave and a group's vacancy wait for a comeback
+    /// before they are final (webhooks user_left, group_vacated): a
+    /// reconnect within it is reported as nothing. 0s: at once
+    #[arg(long, env = "GROUPCAST_PRESENCE_GRACE", value_parser = duration, default_value = shown(Config::default().presence_grace))]
+    pub presence_grace: Duration,
+
+    /// Groups whose groupcast.v1 members get join/leave frames (join,
+    /// leave, user_joined, user_left), as patterns, comma-separated; only
+    /// groups that also have --presence. None by default
+    #[arg(
+        long,
+        env = "GROUPCAST_JOIN_LEAVE",
+        value_delimiter = ',',
+        value_parser = group_pattern
+    )]
+    pub join_leave: Vec<GroupPattern>,
+
+    /// Where the node POSTs webhook events (`http://` or `https://`): the
+    /// presence transitions of the groups with --presence. None by default
+    #[arg(long, env = "GROUPCAST_WEBHOOK_URL", value_parser = webhook_url)]
+    pub webhook_url: Option<url::Url>,
+
+    /// The HMAC-SHA256 secret webhook requests are signed with
+    /// (`X-Groupcast-Signature`). Visible in `ps`: prefer the env var. Without
+    /// it requests are unsigned (the node warns)
+    #[arg(long, env = "GROUPCAST_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Which webhook events are sent, comma-separated: group_occupied,
+    /// group_vacated, user_joined, user_left, session_joined, session_left
+    #[arg(
+        long,
+        env = "GROUPCAST_WEBHOOK_EVENTS",
+        value_delimiter = ',',
+        default_value = "group_occupied,group_vacated,user_joined,user_left"
+    )]
+    pub webhook_events: Vec<WebhookKind>,
+
+    /// Webhook events held at most while the receiver is slow or down;
+    /// beyond it they are dropped and counted
+    #[arg(long, env = "GROUPCAST_WEBHOOK_QUEUE", value_parser = at_least_one, default_value = "10000")]
+    pub webhook_queue: usize,
 
     /// Redis URL; makes this node a cluster member.
     /// `redis://[user:password@]host:6379[/db]`, or `rediss://` for TLS.
@@ -463,8 +525,22 @@ impl Cli {
             max_groups_per_connection: self.max_groups_per_connection,
             presence_keys: self.presence_keys.clone(),
             presence: GroupPatterns::from(self.presence.clone()),
+            presence_grace: self.presence_grace,
+            join_leave: GroupPatterns::from(self.join_leave.clone()),
             history: HistoryPolicy::new(self.history.iter().cloned()),
         }
+    }
+
+    /// The webhook sender's settings, when `--webhook-url` is given.
+    pub fn webhook_options(&self) -> Option<WebhookOptions> {
+        let mut options = WebhookOptions::new(self.webhook_url.clone()?);
+        options.secret = self
+            .webhook_secret
+            .as_ref()
+            .map(|secret| Arc::from(secret.as_bytes()));
+        options.events = self.webhook_events.clone();
+        options.queue = self.webhook_queue;
+        Some(options)
     }
 
     /// The router's options. Reads the API key file, hence fallible.

@@ -206,6 +206,15 @@ pub struct Config {
     /// these keys of each member, cluster-wide, and no others. Empty by
     /// default: members show their id, node, `sub` and connection time.
     pub presence_keys: Vec<String>,
+    /// How long a user's leave and a group's vacancy (webhooks
+    /// `user_left`, `group_vacated`) wait for a comeback before they are
+    /// final: a tab reload within it is reported as nothing. Default 5 s.
+    pub presence_grace: Duration,
+    /// Groups whose `groupcast.v1` members are sent join and leave frames
+    /// (`join`, `leave` per connection, `user_joined`, `user_left` per
+    /// user; docs/protocol.md), cluster-wide, once each. Only groups that
+    /// also keep presence (`presence`) have them. None by default.
+    pub join_leave: crate::auth::GroupPatterns,
 }
 
 impl Default for Config {
@@ -231,6 +240,8 @@ impl Default for Config {
             max_groups_per_connection: 100,
             presence: crate::auth::GroupPatterns::default(),
             presence_keys: Vec::new(),
+            presence_grace: Duration::from_secs(5),
+            join_leave: crate::auth::GroupPatterns::default(),
         }
     }
 }

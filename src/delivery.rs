@@ -359,7 +359,7 @@ impl BackendEvents for Delivery {
         // A history group's message is kept in its tail as history keeps
         // it: the bytes as published.
         let kept = position.as_ref().map(|_| payload.clone());
-        let (broadcast, message, origin) = match decode(channel.clone(), payload) {
+        let (broadcast, message, origin, presence) = match decode(channel.clone(), payload) {
             Ok(decoded) => decoded,
             Err(error) => return self.invalid(&channel, &error),
         };
@@ -368,6 +368,13 @@ impl BackendEvents for Delivery {
         // sees the same offsets in the same order): our own is delivered now.
         if position.is_none() && origin.as_deref() == Some(self.node_id.as_str()) {
             return; // delivered locally when it was sent
+        }
+        if presence {
+            if let Message::Text(frame) = message {
+                let frame = Queued::protocol(frame.as_str().to_string());
+                self.deliver(&broadcast, &frame, &Session::sees_presence_frames);
+            }
+            return;
         }
         if let (Some(position), Target::Group(group), Some(payload)) =
             (position.clone(), &broadcast.target, kept)
@@ -434,7 +441,8 @@ async fn repair(delivery: Arc<Delivery>, group: GroupName, mut after: u64, epoch
         let channel = Channel::Group(group.clone());
         let mut last = after;
         for entry in missing {
-            let Ok((broadcast, message, _)) = decode(channel.clone(), entry.payload.clone()) else {
+            let Ok((broadcast, message, _, _)) = decode(channel.clone(), entry.payload.clone())
+            else {
                 delivery.metrics.bus_invalid.inc();
                 last = entry.offset;
                 continue;
@@ -492,18 +500,19 @@ async fn repair(delivery: Arc<Delivery>, group: GroupName, mut after: u64, epoch
 }
 
 /// What a published payload on `channel` says: who receives it, the
-/// message, and the node that sent it (`None` for a raw payload).
+/// message, the node that sent it (`None` for a raw payload), and whether
+/// it is a `groupcast.v1` presence frame (`Envelope::presence`).
 pub(crate) fn decode(
     channel: Channel,
     payload: Bytes,
-) -> Result<(Broadcast, Message, Option<String>), envelope::EnvelopeError> {
+) -> Result<(Broadcast, Message, Option<String>, bool), envelope::EnvelopeError> {
     match envelope::decode(payload)? {
         Decoded::Raw(raw) => {
             let broadcast = match channel {
                 Channel::Group(group) => Broadcast::new(Target::Group(group)),
                 Channel::Cluster => Broadcast::all(),
             };
-            Ok((broadcast, Message::from_raw(raw), None))
+            Ok((broadcast, Message::from_raw(raw), None, false))
         }
         Decoded::Envelope(envelope) => {
             let message = envelope.message()?;
@@ -517,7 +526,7 @@ pub(crate) fn decode(
                 except: envelope.except,
                 filter: envelope.filter,
             };
-            Ok((broadcast, message, Some(envelope.origin)))
+            Ok((broadcast, message, Some(envelope.origin), envelope.presence))
         }
     }
 }

@@ -59,6 +59,12 @@ pub struct Envelope {
     /// The frame's payload.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// A `groupcast.v1` presence frame (join, leave, user_joined,
+    /// user_left): the payload is the frame's JSON, sent as it is to the
+    /// group's `groupcast.v1` members that may see presence, and to no
+    /// raw client. Absent (false) on every other envelope.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub presence: bool,
 }
 
 /// What a message read from a channel turned out to be.
@@ -134,6 +140,7 @@ mod tests {
             filter: Some(KeyFilter::equals("role", "admin")),
             sessions: None,
             payload: b"hello".to_vec(),
+            presence: false,
         }
     }
 

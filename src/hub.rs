@@ -49,11 +49,13 @@ use crate::limits::{ConnectionLimiter, ConnectionPermit, LimitRejection};
 use crate::message::{Message, Utf8Bytes};
 use crate::metrics::Metrics;
 use crate::outbound::Queued;
+use crate::presence::events::{FrameSender, Sinks};
 use crate::presence::local::RegistryMembers;
 use crate::protocol::Protocol;
 use crate::registry::Registry;
 use crate::selection::Selection;
 use crate::session::{HubHandle, Session, SessionId};
+use crate::webhooks::{WebhookOptions, Webhooks};
 use crate::workers::supervisor::{WorkerOptions, Workers};
 
 type SessionFn = Arc<dyn Fn(&Hub, &Session) + Send + Sync>;
@@ -84,6 +86,7 @@ pub struct HubBuilder {
     backend: Box<dyn IntoBackend>,
     worker_options: WorkerOptions,
     client_auth: ClientAuth,
+    webhooks: Option<WebhookOptions>,
 }
 
 impl HubBuilder {
@@ -110,6 +113,14 @@ impl HubBuilder {
     /// including [`crate::server::ws_router`]. See [`crate::auth`].
     pub fn client_auth(mut self, auth: ClientAuth) -> Self {
         self.client_auth = auth;
+        self
+    }
+
+    /// Sends webhooks (`webhooks/`) for the presence transitions of the
+    /// groups with presence (`Config::presence`): the hub starts the
+    /// sender when built (inside a Tokio runtime). Default: none.
+    pub fn webhooks(mut self, options: WebhookOptions) -> Self {
+        self.webhooks = Some(options);
         self
     }
 
@@ -188,6 +199,27 @@ impl HubBuilder {
         let control = Arc::new(NodeControl::new(registry.clone(), node_id.clone()));
         let groups_registry = registry.clone();
         let (presence_registry, presence_policy) = (registry.clone(), self.config.presence.clone());
+        let shutdown = CancellationToken::new();
+        // The hub that sends join/leave frames, once it exists.
+        let frames_hub: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
+        let frames: FrameSender = {
+            let cell = frames_hub.clone();
+            Arc::new(move |group, frame| {
+                if let Some(inner) = cell.get().and_then(std::sync::Weak::upgrade) {
+                    Hub { inner }.send_presence_frame(group, frame);
+                }
+            })
+        };
+        // The sender outlives the shutdown's first steps: the leaves the
+        // closing sessions and the backend's withdrawal make are queued
+        // too (`Hub::shutdown` stops it last).
+        let webhooks_stop = CancellationToken::new();
+        let webhooks = match self.webhooks {
+            Some(options) => {
+                Webhooks::start(options, metrics.webhooks.clone(), webhooks_stop.clone())
+            }
+            None => Webhooks::off(),
+        };
         let context = BackendContext {
             node_id: node_id.clone(),
             inbox: Arc::new(NodeEvents {
@@ -207,6 +239,14 @@ impl HubBuilder {
                 public_keys: self.config.presence_keys.clone(),
             }),
             history: self.config.history.clone(),
+            presence_grace: self.config.presence_grace,
+            presence_changes: Sinks {
+                node: node_id.clone(),
+                webhooks,
+                join_leave: self.config.join_leave.clone(),
+                frames,
+            }
+            .into_changes(),
         };
         let backend = self.backend.start(context)?;
         delivery.repair_from(&backend.broker_handle());
@@ -216,26 +256,27 @@ impl HubBuilder {
             self.config.max_connections,
             self.config.max_connections_per_ip,
         ));
-        Ok(Hub {
-            inner: Arc::new(Inner {
-                config: self.config,
-                node_id,
-                registry,
-                metrics,
-                delivery,
-                control,
-                history_reads: MergedReads::default(),
-                handlers: self.handlers,
-                backend,
-                seq: AtomicU64::new(0),
-                shutting_down: AtomicBool::new(false),
-                shutdown: CancellationToken::new(),
-                connections: TaskTracker::new(),
-                workers,
-                client_auth: self.client_auth,
-                limiter,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            config: self.config,
+            node_id,
+            registry,
+            metrics,
+            delivery,
+            control,
+            history_reads: MergedReads::default(),
+            handlers: self.handlers,
+            backend,
+            seq: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+            shutdown,
+            webhooks_stop,
+            connections: TaskTracker::new(),
+            workers,
+            client_auth: self.client_auth,
+            limiter,
+        });
+        let _ = frames_hub.set(Arc::downgrade(&inner));
+        Ok(Hub { inner })
     }
 }
 
@@ -304,6 +345,8 @@ struct Inner {
     shutting_down: AtomicBool,
     /// Cancelled when the hub shuts down; connections watch it.
     shutdown: CancellationToken,
+    /// Stops the webhook sender, at the end of [`Hub::shutdown`].
+    webhooks_stop: CancellationToken,
     /// Every live connection holds a token, so shutdown can wait for them.
     connections: TaskTracker,
     /// Supervisors of group workers.
@@ -333,6 +376,7 @@ impl Hub {
             backend: Box::new(Standalone),
             worker_options: WorkerOptions::default(),
             client_auth: ClientAuth::open(),
+            webhooks: None,
         }
     }
 
@@ -566,6 +610,34 @@ impl Hub {
         Ok((fanout.delivered, ack))
     }
 
+    /// Sends a `groupcast.v1` presence frame (`presence/events.rs`) to
+    /// `group`'s members that see them, here and on every node (an
+    /// envelope marked `presence`, which their delivery recognises).
+    pub(crate) fn send_presence_frame(&self, group: &GroupName, frame: String) {
+        let inner = &self.inner;
+        let broadcast = Broadcast::new(Target::Group(group.clone()));
+        if inner.backend.broker().is_clustered() {
+            let mut envelope = self.envelope(&broadcast, &Message::text(frame.clone()));
+            envelope.presence = true;
+            match envelope.encode() {
+                Ok(payload) => {
+                    // Fire and forget, like any broadcast: the ack is not
+                    // awaited.
+                    let _ = inner
+                        .backend
+                        .broker()
+                        .publish(channel_of(&broadcast), payload);
+                }
+                Err(error) => tracing::warn!(%group, %error, "cannot encode a presence frame"),
+            }
+        }
+        inner.delivery.deliver(
+            &broadcast,
+            &Queued::protocol(frame),
+            &Session::sees_presence_frames,
+        );
+    }
+
     /// The envelope other nodes decode `message` from.
     fn envelope(&self, broadcast: &Broadcast, message: &Message) -> Envelope {
         let inner = &self.inner;
@@ -584,6 +656,7 @@ impl Hub {
                 _ => None,
             },
             payload: message.payload().to_vec(),
+            presence: false,
         }
     }
 
@@ -704,6 +777,7 @@ impl Hub {
             ));
         }
         self.inner.backend.shutdown().await;
+        self.inner.webhooks_stop.cancel();
     }
 
     /// Waits until every connection has ended (call after

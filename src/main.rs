@@ -72,6 +72,21 @@ async fn main() -> anyhow::Result<()> {
     // No on_text / on_binary handler: the hub applies --client-messages
     // itself (Config::client_messages), forwarding to the sender's group.
     builder = builder.worker_options(cli.worker_options());
+    if !cli.join_leave.is_empty() && cli.presence.is_empty() {
+        tracing::warn!(
+            "--join-leave without --presence: join/leave frames come only from groups with presence"
+        );
+    }
+    if let Some(webhooks) = cli.webhook_options() {
+        if webhooks.secret.is_none() {
+            tracing::warn!(
+                "--webhook-url without --webhook-secret: webhook requests are not signed, \
+                 and a receiver cannot tell them from forgeries"
+            );
+        }
+        tracing::info!(url = %webhooks.url, events = ?webhooks.events, "sending webhooks");
+        builder = builder.webhooks(webhooks);
+    }
     let hub = builder.build().context("cannot start the hub")?;
     groupcast::memory::spawn_trimmer(&hub);
     for (group, period) in cli.tickers.iter().flatten() {

@@ -335,7 +335,7 @@ impl Hub {
             .iter()
             .filter_map(|entry| {
                 let channel = Channel::Group(group.clone());
-                let (broadcast, message, _) = decode(channel, entry.payload.clone()).ok()?;
+                let (broadcast, message, _, _) = decode(channel, entry.payload.clone()).ok()?;
                 broadcast.admits(session).then(|| {
                     Queued::new(message, Some(Stamp::new(entry.offset, epoch.clone())))
                         .in_group(group)
@@ -363,7 +363,7 @@ impl Hub {
             .iter()
             .filter_map(|entry| {
                 let channel = Channel::Group(group.clone());
-                let (broadcast, message, _) = decode(channel, entry.payload.clone()).ok()?;
+                let (broadcast, message, _, _) = decode(channel, entry.payload.clone()).ok()?;
                 // Messages addressed to some members only are not shown.
                 (broadcast.except.is_none() && broadcast.filter.is_none())
                     .then_some((entry.offset, message))

@@ -110,6 +110,13 @@ impl Session {
         self.inner.protocol
     }
 
+    /// Whether the group's join and leave frames (`--join-leave`) reach
+    /// this session: `groupcast.v1` sessions whose token lets them see
+    /// presence; never a raw client, which would take them for messages.
+    pub fn sees_presence_frames(&self) -> bool {
+        self.inner.protocol == Protocol::V1 && self.claims().may_see_presence()
+    }
+
     /// The group this session connected to (`/ws/<group>`,
     /// `/sse/<group>`); `None` for a `groupcast.v1` connection opened at
     /// `/ws`, which holds only the groups it subscribes to. Every group it

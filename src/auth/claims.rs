@@ -27,11 +27,10 @@
 //! `presence` defaults to true: a client may see the presence (member
 //! list, join and leave) of the groups it may join, and only of those;
 //! `presence: false` denies it that for every group (a viewer of a live
-//! feed who must not learn who else watches). Clients cannot ask for
-//! presence yet — only the HTTP API, behind its key, reads it — so this
-//! claim is carried on the session ([`Claims::presence`]) for the
-//! client-facing presence to come (`?presence=1`, join/leave frames),
-//! which must check [`Claims::may_see_presence`].
+//! feed who must not learn who else watches). The join/leave frames of
+//! `--join-leave` groups reach only sessions that
+//! [`Claims::may_see_presence`] (`Session::sees_presence_frames`); the
+//! member list is read only by the HTTP API, behind its key.
 //!
 //! ## The session's claims
 //!

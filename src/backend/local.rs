@@ -22,10 +22,12 @@ use super::broker::Broker;
 use super::channels::ChannelNames;
 use super::cluster_view::ClusterView;
 use super::leases::LocalLeases;
+use super::local_changes::LocalChanges;
 use super::member::{self, Cursor, LocalMembers, MemberPage, PresenceStats, UserCount};
 use super::memory_history::MemoryHistory;
 use super::presence_store::PresenceStore;
 use super::subscriptions::Subscriptions;
+use super::transition::PresenceChanges;
 use crate::backend::error::BackendError;
 use crate::backend::future::BoxFuture;
 use crate::backend::history::HistoryPage;
@@ -53,7 +55,12 @@ impl IntoBackend for Standalone {
             subscriptions: Mutex::new(Subscriptions::new(Duration::ZERO)),
             history: MemoryHistory::default(),
         };
-        let presence = LocalPresence(context.members.clone());
+        let presence = LocalPresence::new(
+            context.members.clone(),
+            context.node_id.clone(),
+            context.presence_grace,
+            context.presence_changes.clone(),
+        );
         Ok(Backend::new(
             Arc::new(broker),
             Arc::new(ThisNode(context)),
@@ -162,13 +169,38 @@ impl ClusterView for ThisNode {
 }
 
 /// The standalone presence store: this node's members, read live from the
-/// registry; nothing to write, nothing expires.
-pub struct LocalPresence(pub Arc<dyn LocalMembers>);
+/// registry; nothing to write, nothing expires. Joins and leaves make the
+/// group's transitions (`local_changes.rs`).
+pub struct LocalPresence {
+    members: Arc<dyn LocalMembers>,
+    changes: LocalChanges,
+}
+
+impl LocalPresence {
+    /// The store of `members` on `node`, reporting transitions to `changes` (a
+    /// user's leave and a vacancy after `grace`).
+    pub fn new(
+        members: Arc<dyn LocalMembers>,
+        node: String,
+        grace: Duration,
+        changes: PresenceChanges,
+    ) -> Self {
+        LocalPresence {
+            members,
+            changes: LocalChanges::new(node, grace, changes),
+        }
+    }
+}
 
 impl PresenceStore for LocalPresence {
-    fn joined(&self, _: &GroupName, _: &crate::session_id::SessionId) {}
+    fn joined(&self, group: &GroupName, id: &crate::session_id::SessionId) {
+        let sub = self.members.member(group, id).and_then(|m| m.sub);
+        self.changes.joined(group, id, sub);
+    }
 
-    fn left(&self, _: &GroupName, _: &crate::session_id::SessionId) {}
+    fn left(&self, group: &GroupName, id: &crate::session_id::SessionId) {
+        self.changes.left(group, id);
+    }
 
     fn members<'a>(
         &'a self,
@@ -176,7 +208,7 @@ impl PresenceStore for LocalPresence {
         cursor: &'a Cursor,
         limit: usize,
     ) -> BoxFuture<'a, Result<MemberPage, BackendError>> {
-        let page = member::page_of(self.0.members(group), cursor, limit);
+        let page = member::page_of(self.members.members(group), cursor, limit);
         Box::pin(async move { Ok(page) })
     }
 
@@ -184,7 +216,7 @@ impl PresenceStore for LocalPresence {
         &'a self,
         group: &'a GroupName,
     ) -> BoxFuture<'a, Result<Vec<UserCount>, BackendError>> {
-        let users = member::users_of(&self.0.members(group));
+        let users = member::users_of(&self.members.members(group));
         Box::pin(async move { Ok(users) })
     }
 
@@ -192,7 +224,7 @@ impl PresenceStore for LocalPresence {
         &'a self,
         group: &'a GroupName,
     ) -> BoxFuture<'a, Result<PresenceStats, BackendError>> {
-        let stats = member::stats_of(&self.0.members(group));
+        let stats = member::stats_of(&self.members.members(group));
         Box::pin(async move { Ok(stats) })
     }
 }

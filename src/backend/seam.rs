@@ -43,6 +43,11 @@ pub struct BackendContext {
     /// Which groups keep history (for what a backend sets up for
     /// publishers outside groupcast, like the Redis Function).
     pub history: crate::history::HistoryPolicy,
+    /// How long a user's leave and a group's vacancy wait for a comeback
+    /// before they are final (`Config::presence_grace`).
+    pub presence_grace: Duration,
+    /// Where the presence store reports what its writes changed.
+    pub presence_changes: super::transition::PresenceChanges,
 }
 
 impl BackendContext {
@@ -265,7 +270,12 @@ mod tests {
             Arc::new(Parts(steps.clone())),
             Arc::new(Parts(steps.clone())),
             Arc::new(LocalLeases::default()),
-            Arc::new(LocalPresence(Arc::new(NoMembers))),
+            Arc::new(LocalPresence::new(
+                Arc::new(NoMembers),
+                "test".into(),
+                Duration::ZERO,
+                crate::backend::ignore_changes(),
+            )),
         )
         .with_tasks(tasks)
     }

@@ -7,7 +7,11 @@
 //! `hub.presence_stats(g)`). The hub tells the backend's
 //! [`PresenceStore`](crate::backend::PresenceStore) of each join and
 //! leave; where members are stored and how they expire is the backend's
-//! (`backend/redis/group_presence.rs`).
+//! (`backend/redis/group_presence.rs`). What the store's writes change
+//! for a whole group (occupied, vacated, a user joined or left) comes back
+//! as [`PresenceChange`](crate::backend::PresenceChange)s, which
+//! [`events`] turns into webhooks.
 
 pub mod api;
+pub(crate) mod events;
 pub(crate) mod local;

@@ -225,6 +225,8 @@ fn lonely_context(metrics: std::sync::Arc<Metrics>) -> BackendContext {
         presence_groups: std::sync::Arc::new(Vec::new),
         members: std::sync::Arc::new(groupcast::backend::NoMembers),
         history: Default::default(),
+        presence_grace: Duration::ZERO,
+        presence_changes: groupcast::backend::ignore_changes(),
     }
 }
 

@@ -33,6 +33,7 @@ pub mod redis;
 pub mod sentinel;
 pub mod silence;
 pub mod sse;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;

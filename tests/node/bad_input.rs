@@ -670,6 +670,7 @@ fn valid_envelope(rng: &mut StdRng) -> Vec<u8> {
             .random_bool(0.2)
             .then(|| vec![SessionId::from("nobody")]),
         payload,
+        presence: false,
     }
     .encode()
     .unwrap()

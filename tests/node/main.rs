@@ -21,6 +21,7 @@ mod dashboards;
 mod delivery;
 mod docs;
 mod drain;
+mod join_leave;
 mod limits;
 mod logs;
 mod openapi;

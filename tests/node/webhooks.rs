@@ -2,82 +2,22 @@
 //! event delivered in order and signed; a receiver that fails is retried
 //! with the same id; a receiver down for 10 s loses nothing the queue
 //! could hold, and what it could not hold is counted, not silently lost.
+//! A standalone hub sends its presence transitions.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use groupcast::auth::{
+    ClientAuth, GroupPatterns, KeySet, MintRequest, TokenVerifier, VerifyOptions, mint_hs256,
+};
 use groupcast::metrics::Metrics;
-use groupcast::webhooks::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use groupcast::webhooks::{WebhookEvent, WebhookKind, WebhookOptions, Webhooks};
-use parking_lot::Mutex;
+use groupcast::{Config, Hub};
 use serde_json::Value;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::wait_until;
-
-const SECRET: &[u8] = b"webhook-test-secret";
-
-/// What the receiver saw: every request's event (signature checked), and
-/// how many requests it should still refuse with a 500.
-#[derive(Default)]
-struct Received {
-    events: Vec<Value>,
-    refuse_next: usize,
-    bad_signatures: usize,
-}
-
-type Shared = Arc<Mutex<Received>>;
-
-async fn take(State(seen): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    };
-    let timestamp: u64 = header(TIMESTAMP_HEADER).parse().unwrap_or(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut seen = seen.lock();
-    if !signature::verify(SECRET, timestamp, &body, header(SIGNATURE_HEADER), now, 300) {
-        seen.bad_signatures += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    let event: Value = serde_json::from_slice(&body).expect("a JSON event");
-    assert_eq!(header("x-groupcast-id"), event["id"]);
-    assert_eq!(header("x-groupcast-event"), event["type"]);
-    seen.events.push(event);
-    if seen.refuse_next > 0 {
-        seen.refuse_next -= 1;
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    StatusCode::OK
-}
-
-/// A receiver on `addr` (a free port when `None`) until `stop`.
-async fn receiver(seen: Shared, addr: Option<SocketAddr>, stop: CancellationToken) -> SocketAddr {
-    let listener = TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()))
-        .await
-        .expect("bind the receiver");
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new().route("/hook", post(take)).with_state(seen);
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .unwrap();
-    });
-    addr
-}
+use crate::common::webhooks::{SECRET, Shared, receiver};
+use crate::common::{Client, TestServer, wait_until};
 
 fn event(n: usize) -> WebhookEvent {
     let mut event = WebhookEvent::new(WebhookKind::UserJoined, "hooks/room", "node-w");
@@ -208,5 +148,69 @@ async fn webhooks_off_or_not_asked_for_emit_nothing() {
             .parse::<WebhookKind>()
             .unwrap_err()
             .contains("user_left")
+    );
+}
+
+/// A standalone hub with presence and webhooks (the library API,
+/// `HubBuilder::webhooks`): the node's own joins and leaves make the
+/// transitions, a comeback within the grace sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_hub_sends_its_presence_transitions_after_the_grace() {
+    const JWT: &[u8] = b"standalone-webhook-secret-of-32-bytes-or-more";
+    let seen: Shared = Arc::default();
+    let addr = receiver(seen.clone(), None, CancellationToken::new()).await;
+    let mut options = WebhookOptions::new(format!("http://{addr}/hook").parse().unwrap());
+    options.secret = Some(Arc::from(SECRET));
+    let mut keys = KeySet::new();
+    keys.add_secret(None, JWT).expect("a secret");
+    let hub = Hub::builder()
+        .client_auth(ClientAuth::with_tokens(TokenVerifier::new(
+            keys,
+            VerifyOptions::default(),
+        )))
+        .config(Config {
+            presence: GroupPatterns::parse(["room"]).expect("patterns"),
+            presence_grace: Duration::from_millis(500),
+            ..Config::default()
+        })
+        .webhooks(options)
+        .build()
+        .expect("a hub");
+    let server = TestServer::start(hub).await;
+    let url = |sub: &str| {
+        let token = mint_hs256(JWT, &MintRequest::new(sub, ["room"])).expect("a token");
+        format!("{}?token={token}", server.ws_url("room"))
+    };
+    let types = |seen: &Shared| -> Vec<String> {
+        seen.lock()
+            .events
+            .iter()
+            .map(|e| format!("{}:{}", e["type"], e["sub"]))
+            .collect()
+    };
+
+    let first = Client::connect(&url("alice")).await;
+    wait_until("occupied and joined", || seen.lock().events.len() == 2).await;
+    // A reload: gone and back within the grace.
+    drop(first);
+    wait_until("the leave is seen", || {
+        server.hub.member_count(&"room".parse().unwrap()) == 0
+    })
+    .await;
+    let second = Client::connect(&url("alice")).await;
+    wait_until("the comeback is seen", || {
+        server.hub.member_count(&"room".parse().unwrap()) == 1
+    })
+    .await;
+    drop(second);
+    wait_until("left and vacated", || seen.lock().events.len() == 4).await;
+    assert_eq!(
+        types(&seen),
+        [
+            "\"group_occupied\":null",
+            "\"user_joined\":\"alice\"",
+            "\"user_left\":\"alice\"",
+            "\"group_vacated\":null"
+        ]
     );
 }

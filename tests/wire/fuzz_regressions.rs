@@ -91,6 +91,7 @@ fn envelope_seeds() -> Vec<(&'static str, Vec<u8>)> {
         filter: None,
         sessions: None,
         payload: b"hello".to_vec(),
+        presence: false,
     };
     let full = Envelope {
         origin: "node-b".into(),
@@ -100,6 +101,7 @@ fn envelope_seeds() -> Vec<(&'static str, Vec<u8>)> {
         filter: Some(KeyFilter::equals("role", "admin")),
         sessions: Some(vec![SessionId::from("s1"), SessionId::from("s2")]),
         payload: vec![0, 0xff, 0xC1, b'G', b'C'],
+        presence: false,
     };
     let text = base.encode().unwrap().to_vec();
     let mut bad_text = base.clone();

@@ -23,6 +23,15 @@
 //! (reads included) prunes expired nodes first, atomically: whichever runs
 //! first removes them, once, and nothing shows them after their expiry.
 //!
+//! **Transitions** (occupied, vacated, user and session joined and left)
+//! come back from every script (`group_scripts.rs`) and go to the hub's
+//! [`PresenceChanges`] at once: each is in exactly one script's answer.
+//! When a call left a pending leave (a user's last connection gone, the
+//! group emptied), this node confirms it after the grace with one more
+//! call ([`GroupPresence::confirm_after`]); any other script of the group
+//! that runs after the grace (another node's heartbeat, a read) would
+//! report it too, once, if this node died first.
+//!
 //! **Writing a group whole.** A group this node has not written yet, one
 //! whose last batch failed, and one whose entry Redis no longer has (the
 //! node was cut off longer than the TTL, Redis restarted) are written
@@ -34,13 +43,16 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::errors::command_error;
-use super::group_scripts::{Scripts, keys_of};
+use super::group_scripts::{Scripts, keys_of, transition_of};
 use super::periodic::{Every, Streak, Woken};
 use super::pool::RedisPool;
 use crate::backend::channels::ChannelNames;
@@ -52,6 +64,7 @@ use crate::backend::member::{
 use crate::backend::presence::LocalGroups;
 use crate::backend::presence_store::PresenceStore;
 use crate::backend::tasks::Tasks;
+use crate::backend::transition::PresenceChanges;
 use crate::group::GroupName;
 use crate::session_id::SessionId;
 
@@ -62,6 +75,10 @@ pub(crate) const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// Most members one script call adds (a group written whole goes in
 /// chunks of this many).
 const CHUNK: usize = 1000;
+
+/// How long after the grace a pending leave is confirmed: Redis's clock
+/// decides when it is due, and must have passed the deadline.
+const CONFIRM_MARGIN: Duration = Duration::from_millis(100);
 
 /// How many groups' batches are in flight at once.
 const CONCURRENT_GROUPS: usize = 16;
@@ -92,6 +109,12 @@ pub(crate) struct GroupPresence {
     pending: Mutex<Pending>,
     wake: Notify,
     scripts: Scripts,
+    /// How long a user's leave and a group's vacancy wait for a comeback.
+    grace: Duration,
+    /// Where the scripts' transitions go.
+    changes: PresenceChanges,
+    /// Groups to confirm pending leaves in, after how long.
+    confirms: mpsc::UnboundedSender<(GroupName, Duration)>,
 }
 
 /// How a store is set up.
@@ -110,6 +133,7 @@ pub(crate) struct GroupPresenceStart<'a> {
 impl GroupPresence {
     /// The store, with its writer running in `tasks`.
     pub(crate) fn start(start: GroupPresenceStart<'_>, tasks: &mut Tasks) -> Arc<Self> {
+        let (confirms, due) = mpsc::unbounded_channel();
         let store = Arc::new(GroupPresence {
             pools: start.pools,
             route: start.route,
@@ -121,9 +145,14 @@ impl GroupPresence {
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
             scripts: Scripts::new(),
+            grace: start.context.presence_grace,
+            changes: start.context.presence_changes.clone(),
+            confirms,
         });
         let writer = store.clone().run(start.interval, tasks.token());
-        tasks.spawn(writer, start.span);
+        tasks.spawn(writer, start.span.clone());
+        let confirmer = store.clone().confirm_after(due, tasks.token());
+        tasks.spawn(confirmer, start.span);
         store
     }
 
@@ -137,8 +166,80 @@ impl GroupPresence {
             .ok_or_else(|| BackendError::InvalidOptions(format!("no shard for group {group}")))
     }
 
-    fn keys(&self, group: &GroupName) -> [String; 5] {
-        keys_of(&self.names.group(group))
+    /// `script` on `group`'s keys, with the grace, its first argument.
+    fn invocation<'s>(
+        &self,
+        script: &'s redis::Script,
+        group: &GroupName,
+    ) -> redis::ScriptInvocation<'s> {
+        let mut call = script.prepare_invoke();
+        for key in &keys_of(&self.names.group(group)) {
+            call.key(key);
+        }
+        call.arg(u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX));
+        call
+    }
+
+    /// Runs `call` on `group`'s pool: reports the transitions it made,
+    /// schedules the confirmation of a leave it left pending, and returns
+    /// its payload.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        group: &GroupName,
+        call: redis::ScriptInvocation<'_>,
+    ) -> Result<T, BackendError> {
+        let pool = self.pool_of(group)?;
+        let (payload, words, wait): (redis::Value, Vec<String>, i64) = pool
+            .run(
+                |mut conn| async move { call.invoke_async(&mut conn).await.map_err(command_error) },
+            )
+            .await?;
+        let changes: Vec<_> = words.iter().filter_map(|w| transition_of(w)).collect();
+        if !changes.is_empty() {
+            (self.changes)(group, changes);
+        }
+        if let Ok(wait) = u64::try_from(wait) {
+            // The receiver ends only with this store's tasks.
+            let _ = self
+                .confirms
+                .send((group.clone(), Duration::from_millis(wait)));
+        }
+        redis::from_redis_value(payload)
+            .map_err(|e| BackendError::Command(format!("reading a presence answer: {e}")))
+    }
+
+    /// Confirms each group's pending leaves when they are due (the
+    /// [`CONFIRM_MARGIN`] after the wait a script asked for), until
+    /// `cancel`. A failed confirmation is left to the group's next script.
+    async fn confirm_after(
+        self: Arc<Self>,
+        mut due: mpsc::UnboundedReceiver<(GroupName, Duration)>,
+        cancel: CancellationToken,
+    ) {
+        let mut queue: BTreeSet<(Instant, GroupName)> = BTreeSet::new();
+        loop {
+            let next = queue.first().map(|(at, _)| *at);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                got = due.recv() => match got {
+                    Some((group, wait)) => {
+                        queue.insert((Instant::now() + wait + CONFIRM_MARGIN, group));
+                    }
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                    while let Some((_, group)) = queue.pop_first() {
+                        let call = self.invocation(&self.scripts.confirm, &group);
+                        if let Err(error) = self.invoke::<i64>(&group, call).await {
+                            tracing::debug!(%group, %error, "cannot confirm pending leaves");
+                        }
+                        if queue.first().is_none_or(|(at, _)| *at > Instant::now()) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn note(&self, group: &GroupName, id: &SessionId, present: bool) {
@@ -290,8 +391,6 @@ impl GroupPresence {
         added: Vec<Member>,
         removed: Vec<SessionId>,
     ) -> Result<Option<i64>, BackendError> {
-        let pool = self.pool_of(group)?;
-        let keys = self.keys(group);
         let mut chunks: Vec<&[Member]> = added.chunks(CHUNK).collect();
         if chunks.is_empty() {
             chunks.push(&[]);
@@ -299,10 +398,7 @@ impl GroupPresence {
         let last = chunks.len() - 1;
         let mut mine = 0;
         for (index, chunk) in chunks.into_iter().enumerate() {
-            let mut call = self.scripts.write.prepare_invoke();
-            for key in &keys {
-                call.key(key);
-            }
+            let mut call = self.invocation(&self.scripts.write, group);
             call.arg(&self.node_id)
                 .arg(self.ttl_ms())
                 .arg(if entire && index == 0 { "1" } else { "0" })
@@ -319,11 +415,7 @@ impl GroupPresence {
                     call.arg(id.as_str());
                 }
             }
-            let answer: i64 =
-                pool.run(|mut conn| async move {
-                    call.invoke_async(&mut conn).await.map_err(command_error)
-                })
-                .await?;
+            let answer: i64 = self.invoke(group, call).await?;
             if answer < 0 {
                 return Ok(None);
             }
@@ -339,18 +431,11 @@ impl GroupPresence {
         group: &GroupName,
         args: &[&str],
     ) -> Result<T, BackendError> {
-        let pool = self.pool_of(group)?;
-        let mut call = script.prepare_invoke();
-        for key in &self.keys(group) {
-            call.key(key);
-        }
+        let mut call = self.invocation(script, group);
         for arg in args {
             call.arg(*arg);
         }
-        pool.run(
-            |mut conn| async move { call.invoke_async(&mut conn).await.map_err(command_error) },
-        )
-        .await
+        self.invoke(group, call).await
     }
 }
 

@@ -11,6 +11,7 @@
 //! groupcast:presence:{group:<g>}:users    hash        sub → its sessions in the group
 //! groupcast:presence:{group:<g>}:nodes    sorted set  node → when its members expire (ms)
 //! groupcast:presence:{group:<g>}:bynode   sorted set  "<node>\n<id>\n<sub>", score 0
+//! groupcast:presence:{group:<g>}:leaving  sorted set  "g" or "u\n<sub>" → when the leave is final (ms)
 //! ```
 //!
 //! `bynode` finds one node's members by a lexicographic range
@@ -19,25 +20,81 @@
 //! pruning the nodes whose expiry passed (Redis's clock), inside the
 //! script, so a dead node's members are removed once, by whichever script
 //! runs first after its expiry, and never shown after it.
+//!
+//! **Transitions.** Every script reports what it changed for the whole
+//! group, so each transition is seen by exactly one script call (scripts
+//! are atomic): the group's first member (`o`, occupied), a user's first
+//! connection (`uj\n<sub>`), each connection joined
+//! (`sj\n<id>\n<node>\n<sub>`) and left (`sl\n<id>\n<node>\n<sub>`), and — once final — a user's last connection
+//! gone (`ul\n<sub>`) and the group's last member gone (`v`, vacated).
+//! Those two wait out the grace (the first argument of every script, in ms, which
+//! the prelude takes off `ARGV`): the script that took the
+//! last member out leaves a marker in `leaving` due at `now + grace`; a
+//! script that brings the user (or any member) back within the grace
+//! deletes the marker and reports nothing, and the first script that runs
+//! after the marker is due (the `CONFIRM` the node that made it schedules,
+//! or any other) reports the leave and deletes it. A full rewrite drops a
+//! node's members and adds them again in one call: the session that comes
+//! back in the same call is reported neither left nor joined.
+//!
+//! Every script answers `{payload, transitions, wait}`: `wait` is the grace
+//! when the call left a marker (the caller confirms after it), else `-1`.
+
+use crate::backend::transition::PresenceChange;
+use crate::session_id::SessionId;
 
 /// Where every presence key starts.
 pub(crate) const PRESENCE_PREFIX: &str = "groupcast:presence:";
 
 /// The keys of `channel`'s group, in the order the scripts take them.
-pub(crate) fn keys_of(channel: &str) -> [String; 5] {
-    ["members", "ids", "users", "nodes", "bynode"]
+pub(crate) fn keys_of(channel: &str) -> [String; 6] {
+    ["members", "ids", "users", "nodes", "bynode", "leaving"]
         .map(|name| format!("{PRESENCE_PREFIX}{{{channel}}}:{name}"))
 }
 
 /// What every script starts with: `now`, and the functions that remove a
 /// node's members (`drop_node`) and every expired node (`prune`).
 const PRELUDE: &str = r"
-local members, ids, users, nodes, bynode = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local members, ids, users, nodes, bynode, leaving = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local grace = tonumber(table.remove(ARGV, 1))
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out, gone, gone_order, marked = {}, {}, {}, false
+local function mark(what)
+  redis.call('ZADD', leaving, 'NX', now + grace, what)
+  if redis.call('PTTL', leaving) < grace + 60000 then
+    redis.call('PEXPIRE', leaving, grace + 60000)
+  end
+  marked = true
+end
 local function release(sub)
   if sub ~= '' and redis.call('HINCRBY', users, sub, -1) <= 0 then
     redis.call('HDEL', users, sub)
+    mark('u\n' .. sub)
+  end
+end
+local function removed(id, sub, n)
+  if gone[id] == nil then
+    gone_order[#gone_order + 1] = id
+  end
+  gone[id] = n .. '\n' .. sub
+  release(sub)
+  if redis.call('HLEN', members) == 0 then
+    mark('g')
+  end
+end
+local function admitted(id, sub, n)
+  if redis.call('HLEN', members) == 1 and redis.call('ZREM', leaving, 'g') == 0 then
+    out[#out + 1] = 'o'
+  end
+  if sub ~= '' and redis.call('HINCRBY', users, sub, 1) == 1
+      and redis.call('ZREM', leaving, 'u\n' .. sub) == 0 then
+    out[#out + 1] = 'uj\n' .. sub
+  end
+  if gone[id] then
+    gone[id] = false
+  else
+    out[#out + 1] = 'sj\n' .. id .. '\n' .. n .. '\n' .. sub
   end
 end
 local function drop_node(n)
@@ -50,7 +107,7 @@ local function drop_node(n)
       local id = string.sub(e, skip, cut - 1)
       redis.call('HDEL', members, id)
       redis.call('ZREM', ids, id)
-      release(string.sub(e, cut + 1))
+      removed(id, string.sub(e, cut + 1), n)
     end
   end
   if #entries > 0 then
@@ -63,9 +120,33 @@ local function prune()
     drop_node(n)
   end
 end
+local function finish(payload)
+  for _, id in ipairs(gone_order) do
+    if gone[id] then
+      out[#out + 1] = 'sl\n' .. id .. '\n' .. gone[id]
+    end
+  end
+  local vacated = false
+  for _, what in ipairs(redis.call('ZRANGEBYSCORE', leaving, '-inf', now)) do
+    if what == 'g' then
+      vacated = true
+    else
+      out[#out + 1] = 'ul\n' .. string.sub(what, 3)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', leaving, '-inf', now)
+  if vacated then
+    out[#out + 1] = 'v'
+  end
+  local wait = -1
+  if marked and redis.call('ZCARD', leaving) > 0 then
+    wait = grace
+  end
+  return {payload, out, wait}
+end
 ";
 
-/// A node's batch for one group. `ARGV = [node, ttl_ms, full, n_adds,
+/// A node's batch for one group. `ARGV = [grace, node, ttl_ms, full, n_adds,
 /// (id, sub, json) × n_adds, removed id...]`. `full = 1`: the node's
 /// members are written whole (its earlier entries are dropped first);
 /// otherwise the batch is changes, and is refused with `-1` when the
@@ -79,7 +160,7 @@ local node, ttl = ARGV[1], tonumber(ARGV[2])
 if ARGV[3] == '1' then
   drop_node(node)
 elseif not redis.call('ZSCORE', nodes, node) then
-  return -1
+  return finish(-1)
 end
 local i = 5
 for _ = 1, tonumber(ARGV[4]) do
@@ -88,9 +169,7 @@ for _ = 1, tonumber(ARGV[4]) do
   if redis.call('HSET', members, id, json) == 1 then
     redis.call('ZADD', ids, 0, id)
     redis.call('ZADD', bynode, 0, node .. '\n' .. id .. '\n' .. sub)
-    if sub ~= '' then
-      redis.call('HINCRBY', users, sub, 1)
-    end
+    admitted(id, sub, node)
   end
 end
 for j = i, #ARGV do
@@ -104,7 +183,7 @@ for j = i, #ARGV do
     redis.call('HDEL', members, id)
     redis.call('ZREM', ids, id)
     redis.call('ZREM', bynode, node .. '\n' .. id .. '\n' .. sub)
-    release(sub)
+    removed(id, sub, node)
   end
 end
 local mine = redis.call('ZLEXCOUNT', bynode, '[' .. node .. '\n', '(' .. node .. '\v')
@@ -113,12 +192,12 @@ if mine == 0 then
 else
   redis.call('ZADD', nodes, now + ttl, node)
 end
-for _, key in ipairs(KEYS) do
-  redis.call('PEXPIRE', key, ttl)
+for k = 1, 5 do
+  redis.call('PEXPIRE', KEYS[k], ttl)
 end
-return mine";
+return finish(mine)";
 
-/// A page: `ARGV = [after id or '', limit]`. Returns `[members, users,
+/// A page: `ARGV = [grace, after id or '', limit]`. Returns `[members, users,
 /// (id, json) × up to limit + 1]` (one more than asked: whether a next
 /// page exists).
 const PAGE: &str = r"
@@ -128,32 +207,58 @@ if ARGV[1] ~= '' then
   from = '(' .. ARGV[1]
 end
 local page = redis.call('ZRANGEBYLEX', ids, from, '+', 'LIMIT', 0, tonumber(ARGV[2]) + 1)
-local out = {redis.call('HLEN', members), redis.call('HLEN', users)}
+local page_out = {redis.call('HLEN', members), redis.call('HLEN', users)}
 if #page > 0 then
   local found = redis.call('HMGET', members, unpack(page))
   for k = 1, #page do
     if found[k] then
-      out[#out + 1] = page[k]
-      out[#out + 1] = found[k]
+      page_out[#page_out + 1] = page[k]
+      page_out[#page_out + 1] = found[k]
     end
   end
 end
-return out";
+return finish(page_out)";
 
 /// The counts: `[members, users]`.
 const STATS: &str = r"
 prune()
-return {redis.call('HLEN', members), redis.call('HLEN', users)}";
+return finish({redis.call('HLEN', members), redis.call('HLEN', users)})";
 
 /// The users: `[sub, count, ...]`.
 const USERS: &str = r"
 prune()
-return redis.call('HGETALL', users)";
+return finish(redis.call('HGETALL', users))";
 
-/// Removes the node `ARGV[1]`'s members (a clean shutdown).
+/// Removes the node `ARGV = [grace, node]`'s members (a clean shutdown).
 const WITHDRAW: &str = r"
 drop_node(ARGV[1])
-return 0";
+return finish(0)";
+
+/// Reports the leaves whose grace is over (and prunes, as every script).
+const CONFIRM: &str = r"
+prune()
+return finish(0)";
+
+/// One transition as a script reports it (see the module docs); `None` for
+/// a word this version does not know.
+pub(crate) fn transition_of(word: &str) -> Option<PresenceChange> {
+    let (kind, rest) = word.split_once('\n').unwrap_or((word, ""));
+    let session = || {
+        let mut parts = rest.splitn(3, '\n');
+        let (id, node, sub) = (parts.next()?, parts.next()?, parts.next()?);
+        let sub = (!sub.is_empty()).then(|| sub.to_string());
+        Some((SessionId::from(id), node.to_string(), sub))
+    };
+    match kind {
+        "o" if rest.is_empty() => Some(PresenceChange::Occupied),
+        "v" if rest.is_empty() => Some(PresenceChange::Vacated),
+        "uj" => Some(PresenceChange::UserJoined(rest.to_string())),
+        "ul" => Some(PresenceChange::UserLeft(rest.to_string())),
+        "sj" => session().map(|(id, node, sub)| PresenceChange::SessionJoined { id, node, sub }),
+        "sl" => session().map(|(id, node, sub)| PresenceChange::SessionLeft { id, node, sub }),
+        _ => None,
+    }
+}
 
 /// The scripts, each with the prelude in front.
 pub(crate) struct Scripts {
@@ -162,6 +267,7 @@ pub(crate) struct Scripts {
     pub(crate) stats: redis::Script,
     pub(crate) users: redis::Script,
     pub(crate) withdraw: redis::Script,
+    pub(crate) confirm: redis::Script,
 }
 
 impl Scripts {
@@ -173,6 +279,7 @@ impl Scripts {
             stats: script(STATS),
             users: script(USERS),
             withdraw: script(WITHDRAW),
+            confirm: script(CONFIRM),
         }
     }
 }
@@ -188,5 +295,33 @@ mod tests {
             assert!(key.starts_with("groupcast:presence:{group:chat}:"), "{key}");
         }
         assert_eq!(keys[0], "groupcast:presence:{group:chat}:members");
+    }
+
+    #[test]
+    fn transitions_are_read_from_the_scripts_words() {
+        assert_eq!(transition_of("o"), Some(PresenceChange::Occupied));
+        assert_eq!(transition_of("v"), Some(PresenceChange::Vacated));
+        assert_eq!(
+            transition_of("ul\nalice"),
+            Some(PresenceChange::UserLeft("alice".into()))
+        );
+        assert_eq!(
+            transition_of("sj\nabc\nnode-a\n"),
+            Some(PresenceChange::SessionJoined {
+                id: SessionId::from("abc"),
+                node: "node-a".into(),
+                sub: None
+            })
+        );
+        assert_eq!(
+            transition_of("sl\nabc\nnode-b\nbob"),
+            Some(PresenceChange::SessionLeft {
+                id: SessionId::from("abc"),
+                node: "node-b".into(),
+                sub: Some("bob".into())
+            })
+        );
+        assert_eq!(transition_of("sl\nabc"), None);
+        assert_eq!(transition_of("zz"), None);
     }
 }
