@@ -1080,6 +1080,17 @@ fn tail_step() -> impl proptest::strategy::Strategy<Value = TailStep> {
     ]
 }
 
+/// Publishes the next numbered message (`p<n>`) to `group` through
+/// `node`, counting it in `published`.
+async fn publish_next(node: &TestServer, group: &str, published: &mut u64) {
+    *published += 1;
+    node.hub
+        .to(group)
+        .publish(format!("p{published}"))
+        .await
+        .expect("publish");
+}
+
 /// The node-local tail against Redis itself: random publishes (trimmed at
 /// a history size of 8), gaps in the tail node's live stream (its
 /// subscriber connection cut while messages are published), new epochs
@@ -1142,12 +1153,7 @@ async fn the_tail_answers_exactly_what_redis_history_holds_under_random_publishe
                         cut_subscriber_connections(&mut conn).await;
                     }
                     for _ in 0..*n {
-                        published += 1;
-                        b.hub
-                            .to(group.as_str())
-                            .publish(format!("p{published}"))
-                            .await
-                            .expect("publish");
+                        publish_next(&b, &group, &mut published).await;
                     }
                     if matches!(step, TailStep::CutThenPublish(_)) {
                         // Once A listens again, one more message heard
@@ -1156,12 +1162,7 @@ async fn the_tail_answers_exactly_what_redis_history_holds_under_random_publishe
                             redis.numsub(&format!("group:{group}")).await == 1
                         })
                         .await;
-                        published += 1;
-                        b.hub
-                            .to(group.as_str())
-                            .publish(format!("p{published}"))
-                            .await
-                            .expect("publish");
+                        publish_next(&b, &group, &mut published).await;
                     }
                 }
                 TailStep::Rejoin(n) => {
@@ -1172,35 +1173,20 @@ async fn the_tail_answers_exactly_what_redis_history_holds_under_random_publishe
                     .await;
                     // Unheard by A, kept by Redis.
                     for _ in 0..*n {
-                        published += 1;
-                        b.hub
-                            .to(group.as_str())
-                            .publish(format!("p{published}"))
-                            .await
-                            .expect("publish");
+                        publish_next(&b, &group, &mut published).await;
                     }
                     watcher = Client::connect(&a.ws_url(&group)).await;
                     wait_until_async("A listens to the group again", || async {
                         redis.numsub(&format!("group:{group}")).await == 1
                     })
                     .await;
-                    published += 1;
-                    b.hub
-                        .to(group.as_str())
-                        .publish(format!("p{published}"))
-                        .await
-                        .expect("publish");
+                    publish_next(&b, &group, &mut published).await;
                 }
                 TailStep::NewEpoch => {
                     let stream = format!("groupcast:history:{{group:{group}}}");
                     let epoch = format!("groupcast:history-epoch:{{group:{group}}}");
                     let _: i64 = query(&mut conn, &["DEL", &stream, &epoch]).await;
-                    published += 1;
-                    b.hub
-                        .to(group.as_str())
-                        .publish(format!("p{published}"))
-                        .await
-                        .expect("publish");
+                    publish_next(&b, &group, &mut published).await;
                 }
                 TailStep::Read(read) => {
                     let group = groupcast::GroupName::new(&group).unwrap();
