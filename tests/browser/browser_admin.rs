@@ -123,6 +123,29 @@ async fn the_admin_page_shows_the_cluster_publishes_and_disconnects_behind_the_a
         .set_window_size(1400, 1200)
         .await
         .expect("size the window");
+    // Without the key the browser is refused: from a page of the node,
+    // /admin answers 401 with a Basic challenge (headless Chromium has no
+    // prompt to show, so this asks with fetch).
+    browser.goto(&a.url("/")).await.expect("open the demo page");
+    let refused = browser
+        .execute(
+            "return fetch('/admin', {credentials: 'omit'})
+               .then(r => r.text().then(body => [r.status, r.headers.get('www-authenticate'), body]))",
+            vec![],
+        )
+        .await
+        .expect("fetch /admin without the key");
+    assert_eq!(refused[0], 401, "{refused}");
+    assert!(
+        refused[1].as_str().is_some_and(|c| c.starts_with("Basic ")),
+        "{refused}"
+    );
+    assert!(
+        refused[2]
+            .as_str()
+            .is_some_and(|b| b.contains("needs the node's API key")),
+        "{refused}"
+    );
     // The key as the password of the URL: what a user types at the
     // browser's prompt.
     let with_key = a
