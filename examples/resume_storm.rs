@@ -156,6 +156,11 @@ async fn resume_through(
             Err(_) => break,
         }
     }
+    // The dead connection's socket goes now: held until the end (a
+    // shadowed binding is not dropped), 10,000 of them pushed the tool
+    // past the 20,000 descriptors a process may hold here, and 54
+    // clients could not open their next connection.
+    drop(ws);
     let killed = *storm
         .killed
         .get()
@@ -164,17 +169,24 @@ async fn resume_through(
     // address on each attempt.
     let mut rng = StdRng::seed_from_u64(index as u64);
     let mut attempt = 0u32;
+    // Why the last attempt failed, for the report of a client that never
+    // resumed.
+    let mut last_failure = String::from("no attempt");
     let (mut ws, target) = loop {
         tokio::time::sleep(backoff_delay(attempt, BACKOFF_MIN, BACKOFF_MAX, &mut rng)).await;
         anyhow::ensure!(
             killed.elapsed() < CLIENT_LIMIT,
-            "not resumed within {CLIENT_LIMIT:?}"
+            "not resumed within {CLIENT_LIMIT:?} ({attempt} attempts; the last: {last_failure})"
         );
         let node = &storm.survivors[(index + attempt as usize) % storm.survivors.len()];
         let url = format!("ws://{node}{path}?{}", resume_query(&s.epoch, s.last));
         attempt += 1;
-        let Ok((ws, welcome)) = connect_v1(&url, CONNECT_LIMIT).await else {
-            continue;
+        let (ws, welcome) = match connect_v1(&url, CONNECT_LIMIT).await {
+            Ok(connected) => connected,
+            Err(error) => {
+                last_failure = format!("{error:#}");
+                continue;
+            }
         };
         anyhow::ensure!(
             welcome.recovered == Some(true),

@@ -161,6 +161,9 @@ impl Tally {
             (_, error) => {
                 self.failed += 1;
                 let error = error.unwrap_or_else(|| "did not catch up".into());
+                // Every failure on stderr (the storm's log), the first in
+                // the summary.
+                eprintln!("a client failed: {error}");
                 self.first_error.get_or_insert(error);
             }
         }
