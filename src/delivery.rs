@@ -125,11 +125,11 @@ impl Delivery {
         m.queue_full_closes.inc_by(fanout.overflowed.len() as u64);
         // Outside the session's own log span (this is the publisher's
         // task): the line names node, session and group itself.
-        let group = match &broadcast.target {
-            crate::broadcast::Target::Group(group) => group.as_str(),
-            _ => "",
-        };
         for session in &fanout.overflowed {
+            let group = match &broadcast.target {
+                crate::broadcast::Target::Group(group) => group.as_str(),
+                _ => "",
+            };
             tracing::warn!(
                 node = %self.node_id,
                 session = %session.id(),

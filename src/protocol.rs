@@ -98,6 +98,20 @@ struct MessageFrame<'a> {
     binary: bool,
 }
 
+/// A `groupcast.v1` error frame, `{"type":"error","id","group","code",
+/// "reason"}`: what a refused request (`id`, the client's) or a refused
+/// message is answered with; `id` and `group` are `null` when there are
+/// none.
+pub(crate) fn error_frame(
+    id: Option<u64>,
+    group: Option<&str>,
+    code: &str,
+    reason: &str,
+) -> String {
+    serde_json::json!({ "type": "error", "id": id, "group": group, "code": code, "reason": reason })
+        .to_string()
+}
+
 /// Serializing these structs (strings and integers only) cannot fail; the
 /// fallback keeps the library free of `unwrap`.
 fn to_json(value: &impl Serialize) -> String {

@@ -75,14 +75,17 @@ impl Registry {
     ///
     /// [`leave`]: Registry::leave
     pub(crate) fn register(&self, session: &Session) {
-        self.maps
-            .write()
-            .sessions
+        Self::member(&mut self.maps.write(), session);
+    }
+
+    /// `session`'s entry, made (holding no group) if it has none yet.
+    fn member<'a>(maps: &'a mut Maps, session: &Session) -> &'a mut Member {
+        maps.sessions
             .entry(session.id().clone())
             .or_insert_with(|| Member {
                 session: session.clone(),
                 groups: Vec::new(),
-            });
+            })
     }
 
     /// Adds `session` to `group` (registering the session if it is not
@@ -99,13 +102,7 @@ impl Registry {
         if max_groups > 0 && maps.groups.len() >= max_groups && !maps.groups.contains_key(group) {
             return Err(LimitRejection::Groups { limit: max_groups });
         }
-        let member = maps
-            .sessions
-            .entry(session.id().clone())
-            .or_insert_with(|| Member {
-                session: session.clone(),
-                groups: Vec::new(),
-            });
+        let member = Self::member(&mut maps, session);
         if member.groups.contains(group) {
             return Ok(false);
         }

@@ -444,13 +444,14 @@ impl ClientInput {
 /// to: it is told so (a `groupcast.v1` error frame), and nothing is sent.
 fn forward(hub: &Hub, session: &Session, message: Message) {
     let Some(group) = session.group() else {
-        let error = serde_json::json!({
-            "type": "error",
-            "code": "no_group",
-            "reason": "this connection has no group of its own to send to: \
-                       publish through the HTTP API, or connect to /ws/<group>",
-        });
-        session.push(crate::outbound::Queued::protocol(error.to_string()));
+        let error = crate::protocol::error_frame(
+            None,
+            None,
+            "no_group",
+            "this connection has no group of its own to send to: \
+             publish through the HTTP API, or connect to /ws/<group>",
+        );
+        session.push(crate::outbound::Queued::protocol(error));
         return;
     };
     if let Err(error) = hub.to(group).send(message) {

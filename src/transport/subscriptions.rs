@@ -68,9 +68,8 @@ pub(crate) fn try_request(hub: &Hub, session: &Session, token: Option<&str>, tex
         _ => unsubscribe(hub, session, request),
     };
     if let Err((group, code, reason)) = answer {
-        let error =
-            json!({ "type": "error", "id": id, "group": group, "code": code, "reason": reason });
-        session.push(Queued::protocol(error.to_string()));
+        let error = crate::protocol::error_frame(id, group.as_deref(), code, &reason);
+        session.push(Queued::protocol(error));
     }
     true
 }
@@ -129,10 +128,11 @@ fn subscribe(
             HubError::Limit(limit @ LimitRejection::Groups { .. }) => limit.to_string(),
             other => other.to_string(),
         };
-        let error = json!({ "type": "error", "id": request.id, "group": named, "code": "node_full", "reason": reason });
+        let error =
+            crate::protocol::error_frame(request.id, named.as_deref(), "node_full", &reason);
         session
             .outbound()
-            .release(vec![Queued::protocol(error.to_string())], None);
+            .release(vec![Queued::protocol(error)], None);
         return Ok(());
     }
     // The history read runs beside the connection: its reads and writes
