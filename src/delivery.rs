@@ -17,6 +17,15 @@
 //! what it did before: its `groupcast.v1` sessions are closed with
 //! `RESUME` (they reconnect, and their own resume says what is lost), and
 //! the loss is counted.
+//!
+//! **Where a stream starts.** A gap is a skip past the last offset the
+//! stream brought; before the first message there is none, unless the
+//! node knows where history stood when it began to listen. So when a
+//! node's first member joins a history group, the node reads the group's
+//! top *before* it subscribes ([`Delivery::start_stream`]): every message
+//! after that top is owed to the members, live or repaired. (Read after
+//! the subscription, a top could count as delivered a message that was
+//! published after it and lost with a reconnect before it arrived.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
@@ -62,9 +71,19 @@ pub(crate) struct Delivery {
     /// Where a repair reads the missing messages: the backend's broker,
     /// set once it has started (weak: the backend owns this delivery).
     history: OnceLock<Weak<dyn Broker>>,
+    /// Groups whose stream is starting (their top being read before the
+    /// subscription): the generation of each start, so that a start
+    /// outlived by a leave (and perhaps a new join) does nothing.
+    starting: Mutex<HashMap<GroupName, u64>>,
+    /// The next start's generation.
+    starts: std::sync::atomic::AtomicU64,
     /// Itself, for the repairs it spawns.
     me: Weak<Delivery>,
 }
+
+/// How long a stream's start waits for history's top before it subscribes
+/// all the same (without a starting point, as before the first read).
+const START_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A positioned message on its way: live, held back while a gap before
 /// it is repaired, or read from history by the repair.
@@ -102,8 +121,58 @@ impl Delivery {
             tails: HistoryTails::new(tail_budget),
             repairs: Mutex::default(),
             history: OnceLock::new(),
+            starting: Mutex::default(),
+            starts: std::sync::atomic::AtomicU64::new(0),
             me,
         }
+    }
+
+    /// The first local member joined history group `group`: reads where
+    /// its history stands, then asks `broker` to subscribe (see the module
+    /// docs). Without a runtime or a history reader, subscribes at once.
+    pub(crate) fn start_stream(&self, group: &GroupName, broker: &Arc<dyn Broker>) {
+        let (Some(me), Some(reader), Ok(runtime)) = (
+            self.me.upgrade(),
+            self.history.get().and_then(Weak::upgrade),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return broker.subscribe(group);
+        };
+        let generation = self
+            .starts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.starting.lock().insert(group.clone(), generation);
+        let (group, broker) = (group.clone(), broker.clone());
+        runtime.spawn(async move {
+            let read = tokio::time::timeout(
+                START_READ_LIMIT,
+                reader.history(&group, HistoryQuery::Last(1)),
+            )
+            .await;
+            let mut starting = me.starting.lock();
+            if starting.get(&group) != Some(&generation) {
+                return; // left meanwhile: never subscribed
+            }
+            starting.remove(&group);
+            match read {
+                Ok(Ok(page)) => me.read_at(&group, page.epoch.as_deref(), page.top),
+                Ok(Err(error)) => {
+                    tracing::debug!(%group, %error, "cannot read where history stands; subscribing all the same");
+                }
+                Err(_) => {
+                    tracing::debug!(%group, "history's top took too long; subscribing all the same");
+                }
+            }
+            // Under the lock: ordered before the unsubscribe of a leave.
+            broker.subscribe(&group);
+        });
+    }
+
+    /// The last local member left `group`: true when its stream was still
+    /// starting (it never subscribed, and now will not), so there is
+    /// nothing to unsubscribe.
+    pub(crate) fn cancel_start(&self, group: &GroupName) -> bool {
+        self.starting.lock().remove(group).is_some()
     }
 
     /// Where gap repairs read history from (the started backend's broker).

@@ -463,7 +463,13 @@ impl Hub {
         }
         if first {
             self.inner.delivery.forget(group);
-            self.inner.backend.broker().subscribe(group);
+            let broker = self.inner.backend.broker_handle();
+            if broker.is_clustered() && self.inner.config.history.for_group(group).is_some() {
+                // History's top first, then the subscription (delivery.rs).
+                self.inner.delivery.start_stream(group, &broker);
+            } else {
+                broker.subscribe(group);
+            }
             self.inner.workers.wake(group);
         }
         Ok(())
@@ -478,9 +484,17 @@ impl Hub {
             self.inner.backend.presence().left(group, session.id());
         }
         if self.inner.registry.leave_group(session, group) {
-            self.inner.backend.broker().unsubscribe(group);
+            self.unsubscribe(group);
         }
         held
+    }
+
+    /// The node's last member left `group`: the backend stops listening
+    /// (unless it never began: a stream still starting is cancelled).
+    fn unsubscribe(&self, group: &GroupName) {
+        if !self.inner.delivery.cancel_start(group) {
+            self.inner.backend.broker().unsubscribe(group);
+        }
     }
 
     /// A session's history read, made while subscribed to `group`, found
@@ -532,7 +546,7 @@ impl Hub {
             }
         }
         for emptied in self.inner.registry.leave(session) {
-            self.inner.backend.broker().unsubscribe(&emptied);
+            self.unsubscribe(&emptied);
         }
         self.inner.metrics.connections_closed.inc();
     }

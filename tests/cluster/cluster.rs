@@ -213,12 +213,7 @@ fn collect_until_end(mut client: Client) -> tokio::task::JoinHandle<(Client, BTr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_goes_on_through_a_reshard_of_the_groups_slot_and_a_primary_failover() {
     const M: usize = 1500;
-    if std::env::var_os("GROUPCAST_TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("groupcast=debug")
-            .with_test_writer()
-            .try_init();
-    }
+    common::logs_when_asked();
     let cluster = TestCluster::start().await;
     let options = options(&cluster);
     let nodes = three_nodes_on(|| options.clone(), |b| b).await;

@@ -829,17 +829,41 @@ async fn outsiders_publish_with_history_through_the_redis_function() {
 async fn a_gap_in_a_nodes_live_stream_is_repaired_by_the_node_for_every_client() {
     use std::sync::atomic::{AtomicU64, Ordering};
     const TOTAL: u64 = 3000;
+    common::logs_when_asked();
     let redis = TestRedis::start().await;
     let (a, b) = two_nodes(&redis, &["gappy=10000:1h"]).await;
     let live = std::sync::Arc::new(parking_lot::Mutex::new(vec![b.ws_url("gappy")]));
     let client = tokio::spawn(resuming_client(0, live, TOTAL));
     let mut raw = Client::connect(&b.ws_url("gappy")).await;
+    let raw_hub = b.hub.clone();
     let raw_reader = tokio::spawn(async move {
+        use futures_util::StreamExt;
         let mut got = Vec::with_capacity(TOTAL as usize);
         while (got.len() as u64) < TOTAL {
-            match raw.next_data().await {
-                Ws::Text(text) => got.push(text.to_string()),
-                other => panic!("a raw client got {other:?}"),
+            let next = tokio::time::timeout(common::WAIT, raw.ws.next()).await;
+            match next {
+                Ok(Some(Ok(Ws::Text(text)))) => got.push(text.to_string()),
+                Ok(Some(Ok(Ws::Ping(_) | Ws::Pong(_)))) => {}
+                Ok(other) => panic!("a raw client got {other:?}"),
+                Err(_) => {
+                    let seen: std::collections::BTreeSet<&str> =
+                        got.iter().map(String::as_str).collect();
+                    let missing: Vec<u64> = (1..=TOTAL)
+                        .filter(|n| !seen.contains(format!("m{n}").as_str()))
+                        .collect();
+                    let m = raw_hub.metrics();
+                    panic!(
+                        "the raw client waited {:?} after {} messages ({} distinct), \
+                         the last {:?}; missing {missing:?}; B's gaps {} repaired {} unrepaired {}",
+                        common::WAIT,
+                        got.len(),
+                        seen.len(),
+                        got.last(),
+                        m.history_gaps.get(),
+                        m.history_gaps_repaired.get(),
+                        m.history_gaps_unrepaired.get(),
+                    )
+                }
             }
         }
         got

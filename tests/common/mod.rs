@@ -54,6 +54,18 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long any single expectation may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The nodes' logs (groupcast at debug) in the test's output, when
+/// `GROUPCAST_TEST_LOG` is set: for a test that failed once and must be
+/// caught in the act (`GROUPCAST_TEST_LOG=1 scripts/repeat-under-load.sh ...`).
+pub fn logs_when_asked() {
+    if std::env::var_os("GROUPCAST_TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("groupcast=debug")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// The handlers `main.rs` installs for `--client-messages group`: what a
 /// client sends (text or binary) goes to its whole group, itself included.
 pub fn forwarding(builder: HubBuilder) -> HubBuilder {
