@@ -438,9 +438,9 @@ impl BackendEvents for Delivery {
         if position.is_none() && origin.as_deref() == Some(self.node_id.as_str()) {
             return; // delivered locally when it was sent
         }
-        if presence {
-            if let Message::Text(frame) = message {
-                let frame = Queued::protocol(frame.as_str().to_string());
+        if let Some(seq) = presence {
+            if let (Message::Text(frame), Target::Group(group)) = (message, &broadcast.target) {
+                let frame = Queued::presence(frame.as_str().to_string(), group, seq);
                 self.deliver(&broadcast, &frame, &Session::sees_presence_frames);
             }
             return;
@@ -569,19 +569,19 @@ async fn repair(delivery: Arc<Delivery>, group: GroupName, mut after: u64, epoch
 }
 
 /// What a published payload on `channel` says: who receives it, the
-/// message, the node that sent it (`None` for a raw payload), and whether
-/// it is a `groupcast.v1` presence frame (`Envelope::presence`).
+/// message, the node that sent it (`None` for a raw payload), and, for a
+/// `groupcast.v1` presence frame (`Envelope::presence`), its position.
 pub(crate) fn decode(
     channel: Channel,
     payload: Bytes,
-) -> Result<(Broadcast, Message, Option<String>, bool), envelope::EnvelopeError> {
+) -> Result<(Broadcast, Message, Option<String>, Option<u64>), envelope::EnvelopeError> {
     match envelope::decode(payload)? {
         Decoded::Raw(raw) => {
             let broadcast = match channel {
                 Channel::Group(group) => Broadcast::new(Target::Group(group)),
                 Channel::Cluster => Broadcast::all(),
             };
-            Ok((broadcast, Message::from_raw(raw), None, false))
+            Ok((broadcast, Message::from_raw(raw), None, None))
         }
         Decoded::Envelope(envelope) => {
             let message = envelope.message()?;
@@ -595,7 +595,10 @@ pub(crate) fn decode(
                 except: envelope.except,
                 filter: envelope.filter,
             };
-            Ok((broadcast, message, Some(envelope.origin), envelope.presence))
+            let presence = envelope
+                .presence
+                .then(|| envelope.presence_seq.unwrap_or(0));
+            Ok((broadcast, message, Some(envelope.origin), presence))
         }
     }
 }

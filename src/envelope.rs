@@ -65,6 +65,12 @@ pub struct Envelope {
     /// raw client. Absent (false) on every other envelope.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub presence: bool,
+    /// A presence frame's position in its group (see
+    /// `backend/transition.rs`): the frame is sent only to members whose
+    /// snapshot is older. Absent on every other envelope (and from nodes
+    /// before positions: 0, older than every snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_seq: Option<u64>,
 }
 
 /// What a message read from a channel turned out to be.
@@ -141,6 +147,7 @@ mod tests {
             sessions: None,
             payload: b"hello".to_vec(),
             presence: false,
+            presence_seq: None,
         }
     }
 

@@ -191,7 +191,10 @@ impl HistoryTails {
                 tail.entries.iter().skip(skip).cloned().collect()
             }
             HistoryQuery::After { offset, limit } => {
-                if offset < tail.from {
+                // Before what it holds, or past what this node's stream
+                // has brought so far (the reader saw newer messages
+                // elsewhere, still on their way here): the history's.
+                if offset < tail.from || offset > tail.top {
                     return None;
                 }
                 let start = usize::try_from(offset - tail.from)
@@ -399,6 +402,38 @@ mod tests {
         assert_eq!(
             (page.epoch.as_deref(), page.top, page.entries.len()),
             (Some("e2"), 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_read_past_what_the_tail_has_brought_is_the_historys() {
+        let g = group("g");
+        let tails = HistoryTails::new(usize::MAX);
+        let e1: Arc<str> = Arc::from("e1");
+        tails.begin(&g, Some(e1.clone()), 0);
+        for offset in 1..=15 {
+            tails.append(&g, &e1, offset, &Bytes::from_static(b"m"), limits(100));
+        }
+        let at_top = tails.read(
+            &g,
+            HistoryQuery::After {
+                offset: 15,
+                limit: 10,
+            },
+        );
+        assert_eq!(at_top.map(|p| (p.top, p.entries.len())), Some((15, 0)));
+        // A client resuming after 16, which reached it through another
+        // node: this node's stream has not brought 16 yet, so the tail
+        // cannot say where history stands.
+        assert_eq!(
+            tails.read(
+                &g,
+                HistoryQuery::After {
+                    offset: 16,
+                    limit: 10
+                }
+            ),
+            None
         );
     }
 

@@ -204,9 +204,9 @@ impl HubBuilder {
         let frames_hub: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
         let frames: FrameSender = {
             let cell = frames_hub.clone();
-            Arc::new(move |group, frame| {
+            Arc::new(move |group, frame, seq| {
                 if let Some(inner) = cell.get().and_then(std::sync::Weak::upgrade) {
-                    Hub { inner }.send_presence_frame(group, frame);
+                    Hub { inner }.send_presence_frame(group, frame, seq);
                 }
             })
         };
@@ -483,6 +483,7 @@ impl Hub {
         if held && self.inner.config.presence.matches(group) {
             self.inner.backend.presence().left(group, session.id());
         }
+        session.outbound().forget_presence(group);
         if self.inner.registry.leave_group(session, group) {
             self.unsubscribe(group);
         }
@@ -627,12 +628,13 @@ impl Hub {
     /// Sends a `groupcast.v1` presence frame (`presence/events.rs`) to
     /// `group`'s members that see them, here and on every node (an
     /// envelope marked `presence`, which their delivery recognises).
-    pub(crate) fn send_presence_frame(&self, group: &GroupName, frame: String) {
+    pub(crate) fn send_presence_frame(&self, group: &GroupName, frame: String, seq: u64) {
         let inner = &self.inner;
         let broadcast = Broadcast::new(Target::Group(group.clone()));
         if inner.backend.broker().is_clustered() {
             let mut envelope = self.envelope(&broadcast, &Message::text(frame.clone()));
             envelope.presence = true;
+            envelope.presence_seq = Some(seq);
             match envelope.encode() {
                 Ok(payload) => {
                     // Fire and forget, like any broadcast: the ack is not
@@ -647,7 +649,7 @@ impl Hub {
         }
         inner.delivery.deliver(
             &broadcast,
-            &Queued::protocol(frame),
+            &Queued::presence(frame, group, seq),
             &Session::sees_presence_frames,
         );
     }
@@ -671,6 +673,7 @@ impl Hub {
             },
             payload: message.payload().to_vec(),
             presence: false,
+            presence_seq: None,
         }
     }
 

@@ -36,6 +36,8 @@ pub(crate) enum Pushed {
     Overflowed,
     /// The session is closing or closed; the message was discarded.
     Closed,
+    /// A presence frame the session's snapshot already holds: not sent.
+    Known,
 }
 
 /// One message in sessions' queues, shared by every member it goes to
@@ -64,6 +66,9 @@ struct Outgoing {
     /// queue's length, like a catch-up's backlog, because the repair
     /// delivers what a member missed in one go.
     repaired: bool,
+    /// A join/leave frame's position in its group: not sent to a session
+    /// whose presence snapshot is at or past it.
+    presence: Option<u64>,
     /// Its encodings, one per [`Encoding`] slot, each filled by the first
     /// writer that needs it.
     encoded: [OnceLock<Bytes>; ENCODINGS],
@@ -77,6 +82,7 @@ impl Queued {
             stamp,
             protocol: false,
             repaired: false,
+            presence: None,
             encoded: Default::default(),
         }))
     }
@@ -89,6 +95,7 @@ impl Queued {
             stamp: None,
             protocol: true,
             repaired: false,
+            presence: None,
             encoded: Default::default(),
         }))
     }
@@ -102,8 +109,28 @@ impl Queued {
             stamp: Some(stamp),
             protocol: false,
             repaired: true,
+            presence: None,
             encoded: Default::default(),
         }))
+    }
+
+    /// A join/leave frame of `group` at position `seq` (a protocol frame,
+    /// see [`Outbound::presence_from`]).
+    pub(crate) fn presence(text: String, group: &GroupName, seq: u64) -> Self {
+        Queued(Arc::new(Outgoing {
+            message: Message::text(text),
+            group: Some(group.clone()),
+            stamp: None,
+            protocol: true,
+            repaired: false,
+            presence: Some(seq),
+            encoded: Default::default(),
+        }))
+    }
+
+    /// Whether this is a presence frame of `group` at or before `seq`.
+    fn is_presence_through(&self, group: &GroupName, seq: u64) -> bool {
+        self.0.presence.is_some_and(|at| at <= seq) && self.0.group.as_ref() == Some(group)
     }
 
     /// A `groupcast.v1` welcome, as its session is sent it.
@@ -217,6 +244,9 @@ struct State {
     /// since): pushes queue as usual, but the writer waits until each
     /// [`Outbound::release`] has put its backlog in front of them.
     holds: u32,
+    /// Per group whose presence snapshot the session was sent, its
+    /// position: join/leave frames at or before it are not sent.
+    presence_floors: Vec<(GroupName, u64)>,
 }
 
 pub(crate) struct Outbound {
@@ -262,6 +292,14 @@ impl Outbound {
             let mut state = self.state.lock();
             if state.closing {
                 return Pushed::Closed;
+            }
+            if let (Some(seq), Some(group)) = (message.0.presence, &message.0.group)
+                && state
+                    .presence_floors
+                    .iter()
+                    .any(|(g, floor)| g == group && seq <= *floor)
+            {
+                return Pushed::Known;
             }
             if state.frames.len() < self.capacity || message.0.repaired {
                 let was_empty = state.frames.is_empty();
@@ -330,6 +368,28 @@ impl Outbound {
         }
         state.holds += 1;
         true
+    }
+
+    /// The session is sent `group`'s presence snapshot at position `seq`
+    /// (with its catch-up, while the queue is held): join/leave frames of
+    /// the group at or before it, queued or to come, are not sent — the
+    /// snapshot holds them — and every later one is. Under the queue's
+    /// lock, so that no frame slips between the check and the queue.
+    pub(crate) fn presence_from(&self, group: &GroupName, seq: u64) {
+        let mut state = self.state.lock();
+        match state.presence_floors.iter_mut().find(|(g, _)| g == group) {
+            Some((_, floor)) => *floor = seq,
+            None => state.presence_floors.push((group.clone(), seq)),
+        }
+        state.frames.retain(|q| !q.is_presence_through(group, seq));
+    }
+
+    /// The session left `group`: its snapshot's position goes with it.
+    pub(crate) fn forget_presence(&self, group: &GroupName) {
+        self.state
+            .lock()
+            .presence_floors
+            .retain(|(g, _)| g != group);
     }
 
     /// Ends a catch-up: `front` (the welcome, then the backlog in offset

@@ -61,7 +61,7 @@ impl Fanout {
                 self.dropped_oldest += 1;
             }
             Pushed::Overflowed => self.overflowed.push(session.clone()),
-            Pushed::Closed => {}
+            Pushed::Closed | Pushed::Known => {}
         }
     }
 }

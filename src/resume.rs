@@ -169,9 +169,12 @@ impl Hub {
     /// for in front of `session`'s held queue, then lets its writer go.
     /// See the module docs. Never fails the connection: what cannot be
     /// replayed is reported as `recovered: false`.
-    pub(crate) async fn catch_up(&self, session: &Session, replay: &Replay) {
+    pub(crate) async fn catch_up(&self, session: &Session, replay: &Replay, presence: bool) {
         match session.group() {
-            Some(group) => self.catch_up_in(session, group, replay, None).await,
+            Some(group) => {
+                self.catch_up_in(session, group, replay, None, presence)
+                    .await
+            }
             // A connection without a group (`/ws`, `groupcast.v1` only):
             // its welcome says who and where; there is nothing to replay.
             None => {
@@ -192,12 +195,15 @@ impl Hub {
     /// the answer to a `subscribe` request of that id (a `subscribed`
     /// frame in place of the welcome). The session's queue is held (by the
     /// join, or by [`Outbound::hold`](crate::outbound::Outbound::hold)).
+    /// With `presence`, the group's presence snapshot follows the welcome
+    /// (`presence/snapshot.rs`).
     pub(crate) async fn catch_up_in(
         &self,
         session: &Session,
         group: &GroupName,
         replay: &Replay,
         request: Option<u64>,
+        presence: bool,
     ) {
         let limits = self.config().history.for_group(group);
         let mut welcome = Welcome {
@@ -239,10 +245,16 @@ impl Hub {
         } else if welcome.recovered == Some(true) {
             self.metrics().resumes_recovered.inc();
         }
-        let mut front = Vec::with_capacity(backlog.len() + 1);
+        let snapshot = if presence {
+            Some(self.presence_snapshot(session, group, request).await)
+        } else {
+            None
+        };
+        let mut front = Vec::with_capacity(backlog.len() + 2);
         let mut seen = None;
         if session.protocol() == Protocol::V1 || request.is_some() {
             front.push(Queued::welcome(&welcome));
+            front.extend(snapshot);
             // The client starts from the welcome's top: what is queued live
             // up to it belongs before its join point.
             if let (Some(epoch), Some(top)) = (&welcome.epoch, welcome.offset) {

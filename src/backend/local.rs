@@ -23,7 +23,7 @@ use super::channels::ChannelNames;
 use super::cluster_view::ClusterView;
 use super::leases::LocalLeases;
 use super::local_changes::LocalChanges;
-use super::member::{self, Cursor, LocalMembers, MemberPage, PresenceStats, UserCount};
+use super::member::{self, Cursor, LocalMembers, Member, MemberPage, PresenceStats, UserCount};
 use super::memory_history::MemoryHistory;
 use super::presence_store::PresenceStore;
 use super::subscriptions::Subscriptions;
@@ -208,7 +208,26 @@ impl PresenceStore for LocalPresence {
         cursor: &'a Cursor,
         limit: usize,
     ) -> BoxFuture<'a, Result<MemberPage, BackendError>> {
-        let page = member::page_of(self.members.members(group), cursor, limit);
+        // The members the transitions know, at their position: a page
+        // consistent with the join/leave frames (see `MemberPage::seq`).
+        // Each is in the registry from before its join was reported to
+        // after its leave was; one that left since the snapshot is shown
+        // with what the transitions know of it.
+        let (seq, known) = self.changes.snapshot(group);
+        let members = known
+            .into_iter()
+            .map(|(id, sub)| {
+                self.members.member(group, &id).unwrap_or_else(|| Member {
+                    id,
+                    node: self.changes.node().to_string(),
+                    sub,
+                    connected_at_ms: 0,
+                    keys: Default::default(),
+                })
+            })
+            .collect();
+        let mut page = member::page_of(members, cursor, limit);
+        page.seq = seq;
         Box::pin(async move { Ok(page) })
     }
 

@@ -53,6 +53,14 @@ pub(crate) struct LocalChanges {
     changes: PresenceChanges,
     groups: Arc<Mutex<HashMap<GroupName, GroupState>>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
+    /// The position of the last report (of any group: positions only need
+    /// to grow per group), moved under the `groups` lock with the report.
+    seq: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The next position, for a report made under the `groups` lock.
+fn next_seq(seq: &std::sync::atomic::AtomicU64) -> u64 {
+    seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
 }
 
 impl LocalChanges {
@@ -63,7 +71,32 @@ impl LocalChanges {
             changes,
             groups: Arc::default(),
             generation: Arc::default(),
+            seq: Arc::default(),
         }
+    }
+
+    /// The node whose transitions these are.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The members of `group` (with their `sub`) at the position of the
+    /// last report: they hold every change reported up to it and none
+    /// after (taken under the lock the reports are made under).
+    pub(crate) fn snapshot(&self, group: &GroupName) -> (u64, Vec<(SessionId, Option<String>)>) {
+        let groups = self.groups.lock();
+        let seq = self.seq.load(std::sync::atomic::Ordering::Relaxed);
+        let members = groups
+            .get(group)
+            .map(|state| {
+                state
+                    .sessions
+                    .iter()
+                    .map(|(id, sub)| (id.clone(), sub.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (seq, members)
     }
 
     /// `id` (of `sub`) joined `group`.
@@ -89,7 +122,7 @@ impl LocalChanges {
             node: self.node.clone(),
             sub,
         });
-        (self.changes)(group, out);
+        (self.changes)(group, out, next_seq(&self.seq));
     }
 
     /// `id` left `group`.
@@ -145,7 +178,7 @@ impl LocalChanges {
         if state.is_idle() {
             groups.remove(group);
         }
-        (self.changes)(group, out);
+        (self.changes)(group, out, next_seq(&self.seq));
     }
 
     /// After the grace: reports each of `pending` that is still pending
@@ -157,6 +190,7 @@ impl LocalChanges {
         generation: u64,
     ) -> impl Future<Output = ()> + Send + 'static {
         let (grace, groups, changes) = (self.grace, self.groups.clone(), self.changes.clone());
+        let seq = self.seq.clone();
         async move {
             tokio::time::sleep(grace).await;
             let mut groups = groups.lock();
@@ -183,7 +217,7 @@ impl LocalChanges {
                 groups.remove(&group);
             }
             if !out.is_empty() {
-                changes(&group, out);
+                changes(&group, out, next_seq(&seq));
             }
         }
     }
@@ -204,7 +238,7 @@ mod tests {
         let seen: Arc<Mutex<Vec<PresenceChange>>> = Arc::default();
         let sink = seen.clone();
         (
-            Arc::new(move |_, changes| sink.lock().extend(changes)),
+            Arc::new(move |_, changes, _| sink.lock().extend(changes)),
             seen,
         )
     }

@@ -119,6 +119,10 @@ pub struct MemberPage {
     pub next: Option<Cursor>,
     /// The group's counts, read with the page.
     pub stats: PresenceStats,
+    /// The group's position among its presence transitions when the page
+    /// was read: the page holds every join and leave up to it and none
+    /// after (what a gapless snapshot needs; `presence/snapshot.rs`).
+    pub seq: u64,
 }
 
 /// The most members one page holds.
@@ -171,6 +175,7 @@ pub fn page_of(mut members: Vec<Member>, cursor: &Cursor, limit: usize) -> Membe
         members: page,
         next,
         stats,
+        seq: 0,
     }
 }
 

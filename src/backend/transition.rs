@@ -40,11 +40,14 @@ pub enum PresenceChange {
     },
 }
 
-/// Where a backend reports a group's changes (in the order they happened).
+/// Where a backend reports a group's changes (in the order they happened),
+/// with the group's position after them: positions grow with every report
+/// of a group, and a member page read at a position holds exactly the
+/// changes up to it ([`MemberPage::seq`](super::member::MemberPage::seq)).
 /// Called on the backend's tasks: it must not block.
-pub type PresenceChanges = Arc<dyn Fn(&GroupName, Vec<PresenceChange>) + Send + Sync>;
+pub type PresenceChanges = Arc<dyn Fn(&GroupName, Vec<PresenceChange>, u64) + Send + Sync>;
 
 /// Changes go nowhere: for a backend started outside a hub.
 pub fn ignore_changes() -> PresenceChanges {
-    Arc::new(|_, _| {})
+    Arc::new(|_, _, _| {})
 }

@@ -18,8 +18,10 @@ use crate::group::GroupName;
 use crate::webhooks::{WebhookEvent, WebhookKind, Webhooks};
 
 /// Sends a frame to a group's members on every node (set once the hub
-/// exists).
-pub(crate) type FrameSender = Arc<dyn Fn(&GroupName, String) + Send + Sync>;
+/// exists), with the group's position after it (see
+/// [`PresenceChanges`]): a member shown a snapshot at a position is sent
+/// only the frames above it.
+pub(crate) type FrameSender = Arc<dyn Fn(&GroupName, String, u64) + Send + Sync>;
 
 /// Where `node`'s reported transitions go.
 pub(crate) struct Sinks {
@@ -41,16 +43,19 @@ struct Frame<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<&'a str>,
     node: &'a str,
+    /// The group's position after this change (docs/protocol.md,
+    /// "Who is here").
+    seq: u64,
 }
 
 impl Sinks {
     /// The sink the backend reports to.
     pub(crate) fn into_changes(self) -> PresenceChanges {
-        Arc::new(move |group, changes| {
+        Arc::new(move |group, changes, seq| {
             let frames = self.join_leave.matches(group);
             for change in changes {
                 if frames {
-                    self.send_frame(group, &change);
+                    self.send_frame(group, &change, seq);
                 }
                 self.post(group, change);
             }
@@ -58,7 +63,7 @@ impl Sinks {
     }
 
     /// The frame of `change` (none for occupied and vacated).
-    fn send_frame(&self, group: &GroupName, change: &PresenceChange) {
+    fn send_frame(&self, group: &GroupName, change: &PresenceChange, seq: u64) {
         let (kind, session, sub, node) = match change {
             PresenceChange::Occupied | PresenceChange::Vacated => return,
             PresenceChange::UserJoined(sub) => ("user_joined", None, Some(sub), &self.node),
@@ -76,9 +81,10 @@ impl Sinks {
             session: session.map(|id| id.as_str()),
             sub: sub.map(String::as_str),
             node,
+            seq,
         };
         match serde_json::to_string(&frame) {
-            Ok(text) => (self.frames)(group, text),
+            Ok(text) => (self.frames)(group, text, seq),
             Err(error) => tracing::warn!(%group, %error, "cannot encode a join/leave frame"),
         }
     }

@@ -10,8 +10,11 @@
 //! (`backend/redis/group_presence.rs`). What the store's writes change
 //! for a whole group (occupied, vacated, a user joined or left) comes back
 //! as [`PresenceChange`](crate::backend::PresenceChange)s, which
-//! [`events`] turns into webhooks.
+//! [`events`] turns into webhooks and join/leave frames; [`snapshot`]
+//! answers a client's `?presence=1` with the members, gaplessly with
+//! those frames.
 
 pub mod api;
 pub(crate) mod events;
 pub(crate) mod local;
+pub mod snapshot;

@@ -53,6 +53,9 @@ pub(crate) struct Admitted {
     pub group: Option<GroupName>,
     pub claims: Claims,
     pub replay: Replay,
+    /// Whether it asked for the group's presence snapshot (`?presence=1`,
+    /// `presence/snapshot.rs`).
+    pub presence: bool,
     /// The token it was admitted with, for the groups it subscribes to
     /// later (`subscriptions.rs`).
     pub token: Option<String>,
@@ -80,6 +83,8 @@ fn session_span(hub: &Hub, group: Option<&GroupName>) -> tracing::Span {
 pub(crate) enum Refusal {
     BadGroup(GroupNameError),
     BadQuery(String),
+    /// Admitted to the group, but not to what it asked besides (403).
+    Forbidden(&'static str, String),
     Auth(AuthError),
     ShuttingDown,
     Limit(LimitRejection),
@@ -95,6 +100,9 @@ impl IntoResponse for Refusal {
             Refusal::BadGroup(error) => ApiError::bad_group(error).into_response(),
             Refusal::BadQuery(message) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message).into_response()
+            }
+            Refusal::Forbidden(code, message) => {
+                ApiError::new(StatusCode::FORBIDDEN, code, message).into_response()
             }
             Refusal::Auth(error) => error.into_response(),
             Refusal::ShuttingDown => ApiError::new(
@@ -140,6 +148,9 @@ pub(crate) struct AdmissionQuery {
     since: Option<u64>,
     /// The epoch `since` counts in.
     epoch: Option<String>,
+    /// `1`: a `presence` frame (who is here) right after the welcome, then
+    /// every join/leave after it (`groupcast.v1`, groups with presence).
+    presence: Option<u8>,
 }
 
 impl utoipa::IntoResponses for Refusal {
@@ -152,7 +163,7 @@ impl utoipa::IntoResponses for Refusal {
         [
             ("400", "A bad group name or replay parameter (`bad_group_name`, `bad_query`)"),
             ("401", "No token, or one that does not verify (`token_missing`, `bad_signature`, `token_expired`, …)"),
-            ("403", "The token does not allow this group, or the Origin is not allowed (`group_not_allowed`, `origin_not_allowed`)"),
+            ("403", "The token does not allow this group or its presence, or the Origin is not allowed (`group_not_allowed`, `presence_not_allowed`, `origin_not_allowed`)"),
             ("429", "Too many connections from this address (`too_many_connections_from_ip`; `Retry-After`)"),
             ("503", "Shutting down, or the node is full (`shutting_down`, `node_full`, `too_many_groups`; `Retry-After`)"),
         ]
@@ -190,6 +201,10 @@ pub(crate) fn admit(
                 .into(),
         ));
     }
+    let presence = crate::presence::snapshot::presence_query(query).map_err(Refusal::BadQuery)?;
+    if presence {
+        asks_presence_rightly(group.is_some(), headers)?;
+    }
     let auth = hub.client_auth();
     let mut token = None;
     let claims = auth
@@ -207,6 +222,14 @@ pub(crate) fn admit(
             span.in_scope(|| tracing::debug!(code = error.code(), %error, "connection refused"));
             Refusal::Auth(error)
         })?;
+    if presence && let Some(group) = &group {
+        crate::presence::snapshot::may_have_snapshot(hub, group, &claims).map_err(
+            |(code, reason)| match code {
+                "presence_not_allowed" => Refusal::Forbidden(code, reason),
+                _ => Refusal::BadQuery(reason),
+            },
+        )?;
+    }
     if hub.is_shutting_down() {
         return Err(Refusal::ShuttingDown);
     }
@@ -214,9 +237,38 @@ pub(crate) fn admit(
         group,
         claims,
         replay,
+        presence,
         token,
         span,
     })
+}
+
+/// `?presence=1` needs a group (a connection without one subscribes with
+/// `"presence": true`) and, on a WebSocket, the `groupcast.v1`
+/// subprotocol offered: a raw client would take the frames for messages.
+fn asks_presence_rightly(has_group: bool, headers: &HeaderMap) -> Result<(), Refusal> {
+    if !has_group {
+        return Err(Refusal::BadQuery(
+            "a connection without a group has no presence to show: \
+             subscribe with \"presence\": true instead"
+                .into(),
+        ));
+    }
+    let websocket = headers.contains_key(header::UPGRADE);
+    let offers_v1 = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|offered| offered.trim() == crate::protocol::V1);
+    if websocket && !offers_v1 {
+        return Err(Refusal::BadQuery(
+            "presence=1 needs the groupcast.v1 subprotocol: \
+             a raw client cannot tell presence frames from messages"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The connection limits (see [`crate::limits`]): the slot is held until
@@ -239,6 +291,8 @@ pub(crate) struct Attached {
     session: Session,
     /// Whether the queue is held until the catch-up is in.
     held: bool,
+    /// Whether the catch-up sends the group's presence snapshot.
+    presence: bool,
     /// The connection's log span, its session recorded.
     span: tracing::Span,
     /// The hub waits for tracked connections on shutdown.
@@ -258,6 +312,7 @@ pub(crate) fn attach(
     permit: ConnectionPermit,
 ) -> Result<(Attached, Replay), HubError> {
     let held = protocol == Protocol::V1 || admitted.replay.wants_backlog();
+    let presence = admitted.presence && protocol == Protocol::V1;
     let session = hub.join(admitted.group, remote, admitted.claims, protocol, held)?;
     let span = admitted.span;
     span.record("session", tracing::field::display(session.id()));
@@ -265,6 +320,7 @@ pub(crate) fn attach(
         hub: hub.clone(),
         session,
         held,
+        presence,
         span,
         _tracked: hub.track_connection(),
         _permit: permit,
@@ -295,7 +351,7 @@ impl Attached {
         if self.held {
             // Boxed: the catch-up's state (history reads) is large, and
             // would otherwise stay part of every connection's future.
-            Box::pin(self.hub.catch_up(&self.session, replay)).await;
+            Box::pin(self.hub.catch_up(&self.session, replay, self.presence)).await;
         }
     }
 
@@ -307,9 +363,10 @@ impl Attached {
         replay: Replay,
     ) -> impl Future<Output = ()> + Send + 'static {
         let (hub, session, held) = (self.hub.clone(), self.session.clone(), self.held);
+        let presence = self.presence;
         async move {
             if held {
-                hub.catch_up(&session, &replay).await;
+                hub.catch_up(&session, &replay, presence).await;
             }
         }
     }

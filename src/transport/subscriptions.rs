@@ -39,6 +39,9 @@ struct Request {
     history: Option<u64>,
     since: Option<u64>,
     epoch: Option<String>,
+    /// Whether to send the group's presence snapshot after `subscribed`.
+    #[serde(default)]
+    presence: bool,
 }
 
 /// Whether `text` is a subscription request (`subscribe` or
@@ -120,6 +123,10 @@ fn subscribe(
         hub.metrics().count_auth_rejection(error.code());
         return Err((named, "group_not_allowed", error.to_string()));
     }
+    if request.presence {
+        crate::presence::snapshot::may_have_snapshot(hub, &group, &session.claims())
+            .map_err(|(code, reason)| (named.clone(), code, reason))?;
+    }
     if !session.outbound().hold() {
         return Ok(()); // closing: nothing to answer
     }
@@ -138,8 +145,10 @@ fn subscribe(
     // The history read runs beside the connection: its reads and writes
     // go on (other groups' messages wait behind the hold).
     let (hub, session, id) = (hub.clone(), session.clone(), request.id.unwrap_or(0));
+    let presence = request.presence;
     tokio::spawn(async move {
-        hub.catch_up_in(&session, &group, &replay, Some(id)).await;
+        hub.catch_up_in(&session, &group, &replay, Some(id), presence)
+            .await;
     });
     Ok(())
 }

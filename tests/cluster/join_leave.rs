@@ -116,3 +116,169 @@ async fn v1_members_hear_each_join_and_leave_once_and_raw_clients_none() {
     assert_eq!(message["type"], "message", "{message}");
     assert_eq!(message["data"], "after");
 }
+
+/// What an observer with `?presence=1` believes the membership is: the
+/// snapshot, then each join and leave applied in turn. A join of someone
+/// already there or a leave of someone absent is a frame doubled or one
+/// missed, and is recorded as a fault.
+struct Observer {
+    session: String,
+    members: std::collections::BTreeSet<String>,
+    faults: Vec<String>,
+}
+
+impl Observer {
+    /// Connects to `node` with `?presence=1`: the welcome, then the
+    /// snapshot, which must follow it at once.
+    async fn join(node: &NodeProcess, group: &str, sub: &str) -> (Observer, Client) {
+        let url = format!("{}&presence=1", url(node, group, sub));
+        let mut client = Client::try_connect(&url, &[("sec-websocket-protocol", "groupcast.v1")])
+            .await
+            .unwrap_or_else(|refused| panic!("{refused:?}"));
+        let welcome: Value = serde_json::from_str(&next_text(&mut client).await).expect("JSON");
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        let snapshot: Value = serde_json::from_str(&next_text(&mut client).await).expect("JSON");
+        assert_eq!(
+            snapshot["type"], "presence",
+            "right after the welcome: {snapshot}"
+        );
+        assert_eq!(snapshot["truncated"], false);
+        let members: std::collections::BTreeSet<String> = snapshot["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["session"].as_str().expect("a session").to_string())
+            .collect();
+        assert_eq!(snapshot["count"].as_u64(), Some(members.len() as u64));
+        let observer = Observer {
+            session: welcome["session"].as_str().expect("a session").to_string(),
+            members,
+            faults: Vec::new(),
+        };
+        (observer, client)
+    }
+
+    fn apply(&mut self, frame: &Value) {
+        let session = frame["session"].as_str().unwrap_or_default().to_string();
+        match frame["type"].as_str() {
+            Some("join") if !self.members.insert(session.clone()) => {
+                self.faults.push(format!("joined twice: {frame}"));
+            }
+            Some("leave") if !self.members.remove(&session) => {
+                self.faults
+                    .push(format!("left without being there: {frame}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A `?presence=1` snapshot and the join/leave frames after it are the
+/// group's membership exactly, while 50 clients join and leave on three
+/// nodes: observers that arrive in the middle of it never see a member
+/// twice or a leave of someone absent, and once the churn is over each
+/// one's list is exactly the members still there (the observers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_snapshot_and_the_frames_after_it_are_the_membership_while_clients_come_and_go()
+{
+    const CHURNERS: usize = 50;
+    const VISITS: usize = 10;
+    const OBSERVERS: usize = 6;
+    let redis = TestRedis::shared();
+    let nodes = std::sync::Arc::new(vec![
+        node("jl-snap-a", &redis.url()).await,
+        node("jl-snap-b", &redis.url()).await,
+        node("jl-snap-c", &redis.url()).await,
+    ]);
+    let group = "jl-snapshot";
+    let churners: Vec<_> = (0..CHURNERS)
+        .map(|i| {
+            let nodes = nodes.clone();
+            tokio::spawn(async move {
+                for visit in 0..VISITS {
+                    let node = &nodes[(i + visit) % nodes.len()];
+                    // Half with a user of their own, half sharing four.
+                    let sub = if i % 2 == 0 {
+                        format!("u{i}")
+                    } else {
+                        format!("shared{}", i % 4)
+                    };
+                    let client = Client::try_connect(
+                        &url(node, group, &sub),
+                        &[("sec-websocket-protocol", "groupcast.v1")],
+                    )
+                    .await
+                    .unwrap_or_else(|refused| panic!("{refused:?}"));
+                    let stay = 20 + rand::random::<u64>() % 200;
+                    tokio::time::sleep(std::time::Duration::from_millis(stay)).await;
+                    drop(client);
+                    let away = rand::random::<u64>() % 100;
+                    tokio::time::sleep(std::time::Duration::from_millis(away)).await;
+                }
+            })
+        })
+        .collect();
+    // Observers arrive one by one while the churn goes on; each reads
+    // its frames in a task of its own until told what the end is.
+    let (end_tx, end_rx) = tokio::sync::watch::channel(None::<std::collections::BTreeSet<String>>);
+    let mut sessions = Vec::new();
+    let mut observers = Vec::new();
+    for i in 0..OBSERVERS {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let (mut observer, mut client) =
+            Observer::join(&nodes[i % nodes.len()], group, &format!("observer{i}")).await;
+        sessions.push(observer.session.clone());
+        let mut end = end_rx.clone();
+        observers.push(tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+            loop {
+                let settled = end
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|expected| *expected == observer.members);
+                if settled {
+                    return observer;
+                }
+                tokio::select! {
+                    frame = client.ws.next() => match frame {
+                        Some(Ok(Ws::Text(text))) => {
+                            let frame: Value = serde_json::from_str(&text).expect("JSON");
+                            observer.apply(&frame);
+                        }
+                        Some(Ok(_)) => {}
+                        other => panic!("observer {i}'s connection ended: {other:?}"),
+                    },
+                    _ = end.changed() => {}
+                    _ = tokio::time::sleep_until(deadline) => return observer,
+                }
+            }
+        }));
+    }
+    for churner in churners {
+        churner.await.expect("a churner");
+    }
+    // Everyone but the observers has gone: that is the membership each
+    // observer must come to, and what the API says.
+    let expected: std::collections::BTreeSet<String> = sessions.into_iter().collect();
+    let _ = end_tx.send(Some(expected.clone()));
+    for (i, observer) in observers.into_iter().enumerate() {
+        let observer = observer.await.expect("an observer");
+        assert!(
+            observer.faults.is_empty(),
+            "observer {i}: {:?}",
+            observer.faults
+        );
+        assert_eq!(observer.members, expected, "observer {i}'s list");
+    }
+    let (status, listed) =
+        crate::common::http::get_json(&nodes[0].url(&format!("/api/groups/{group}/members"))).await;
+    assert_eq!(status, 200, "{listed}");
+    let listed: std::collections::BTreeSet<String> = listed["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["id"].as_str().expect("an id").to_string())
+        .collect();
+    assert_eq!(listed, expected, "the API agrees");
+}

@@ -671,6 +671,7 @@ fn valid_envelope(rng: &mut StdRng) -> Vec<u8> {
             .then(|| vec![SessionId::from("nobody")]),
         payload,
         presence: false,
+        presence_seq: None,
     }
     .encode()
     .unwrap()

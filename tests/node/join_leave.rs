@@ -91,3 +91,205 @@ async fn only_v1_members_allowed_presence_hear_joins_and_leaves() {
     }
     assert_eq!(next_json(&mut watcher).await["data"], "after");
 }
+
+/// A standalone hub with presence and join/leave frames in `room` (and
+/// `quiet`: presence only), tokens required.
+async fn presence_server() -> TestServer {
+    let mut keys = KeySet::new();
+    keys.add_secret(None, JWT).expect("a secret");
+    let hub = Hub::builder()
+        .client_auth(ClientAuth::with_tokens(TokenVerifier::new(
+            keys,
+            VerifyOptions::default(),
+        )))
+        .config(Config {
+            presence: GroupPatterns::parse(["room", "quiet"]).expect("patterns"),
+            join_leave: GroupPatterns::parse(["room"]).expect("patterns"),
+            presence_grace: Duration::from_millis(200),
+            ..Config::default()
+        })
+        .build()
+        .expect("a hub");
+    TestServer::start(hub).await
+}
+
+fn token(sub: &str, groups: &[&str], presence: bool) -> String {
+    let mut request = MintRequest::new(sub, groups.iter().copied());
+    request.presence = presence;
+    mint_hs256(JWT, &request).expect("a token")
+}
+
+/// `?presence=1` gives a `presence` frame right after the welcome with
+/// who is there (standalone, this session too: its join was made when it
+/// joined, before the snapshot was read), then only the joins and leaves
+/// after it; a `subscribe` request with `"presence": true` gets the same
+/// after its `subscribed` answer.
+#[tokio::test]
+async fn a_presence_snapshot_follows_the_welcome_and_the_frames_follow_it() {
+    let server = presence_server().await;
+    let v1 = [("sec-websocket-protocol", "groupcast.v1")];
+    let url = |sub: &str| {
+        format!(
+            "{}?token={}&presence=1",
+            server.ws_url("room"),
+            token(sub, &["room"], true)
+        )
+    };
+    let mut alice = Client::try_connect(&url("alice"), &v1)
+        .await
+        .expect("admitted");
+    let welcome = next_json(&mut alice).await;
+    assert_eq!(welcome["type"], "welcome");
+    let first = next_json(&mut alice).await;
+    assert_eq!(first["type"], "presence", "{first}");
+    assert_eq!(first["group"], "room");
+    assert_eq!(
+        (first["count"].as_u64(), first["users"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(first["truncated"], false);
+    let listed = &first["members"][0];
+    assert_eq!(listed["session"], welcome["session"]);
+    assert_eq!(listed["sub"], "alice");
+    assert!(listed["connected_at_ms"].as_u64() > Some(0));
+
+    let mut bob = Client::try_connect(&url("bob"), &v1)
+        .await
+        .expect("admitted");
+    assert_eq!(next_json(&mut bob).await["type"], "welcome");
+    let snapshot = next_json(&mut bob).await;
+    assert_eq!(snapshot["type"], "presence");
+    assert_eq!(snapshot["count"], 2);
+    assert!(
+        snapshot["seq"].as_u64() > first["seq"].as_u64(),
+        "{snapshot} after {first}"
+    );
+    // Alice's own join and user_joined were in her snapshot: her next
+    // frames are Bob's, above it.
+    let mut frames = Vec::new();
+    for _ in 0..2 {
+        let frame = next_json(&mut alice).await;
+        assert_eq!(frame["seq"], snapshot["seq"], "{frame}");
+        let kind = frame["type"].as_str().unwrap_or("?");
+        frames.push(format!("{kind}:{}", frame["sub"].as_str().unwrap_or("?")));
+    }
+    frames.sort();
+    assert_eq!(frames, ["join:bob", "user_joined:bob"]);
+
+    // On a connection without a group, a subscribe asks for it.
+    let groupless = format!(
+        "ws://{}/ws?token={}",
+        server.addr,
+        token("carol", &["room"], true)
+    );
+    let mut carol = Client::try_connect(&groupless, &v1)
+        .await
+        .expect("admitted");
+    assert_eq!(next_json(&mut carol).await["type"], "welcome");
+    carol
+        .send_text(r#"{"type":"subscribe","group":"room","id":7,"presence":true}"#)
+        .await;
+    let subscribed = next_json(&mut carol).await;
+    assert_eq!(
+        (subscribed["type"].as_str(), subscribed["id"].as_u64()),
+        (Some("subscribed"), Some(7))
+    );
+    let snapshot = next_json(&mut carol).await;
+    assert_eq!(
+        (snapshot["type"].as_str(), snapshot["id"].as_u64()),
+        (Some("presence"), Some(7))
+    );
+    let subs: Vec<&str> = snapshot["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["sub"].as_str())
+        .collect();
+    assert_eq!(subs.len(), 3, "{snapshot}");
+    assert!(
+        ["alice", "bob", "carol"]
+            .iter()
+            .all(|sub| subs.contains(sub)),
+        "{snapshot}"
+    );
+}
+
+/// Asking for a snapshot wrongly is refused before the upgrade with the
+/// reason: a bad value, a raw client, a group without presence, a
+/// connection without a group (400), a token that denies presence (403);
+/// a `subscribe` that may not have it gets an error frame and no group.
+#[tokio::test]
+async fn a_snapshot_asked_for_wrongly_is_refused_with_the_reason() {
+    let server = presence_server().await;
+    let v1 = [("sec-websocket-protocol", "groupcast.v1")];
+    let ws = |group: &str, query: &str| format!("{}?{query}", server.ws_url(group));
+    let allowed = token("dave", &["room", "other"], true);
+    let denied = token("eve", &["room"], false);
+    let cases = [
+        (
+            ws("room", &format!("token={allowed}&presence=yes")),
+            &v1[..],
+            400,
+            "bad_query",
+            "\"yes\"",
+        ),
+        (
+            ws("room", &format!("token={allowed}&presence=1")),
+            &[][..],
+            400,
+            "bad_query",
+            "groupcast.v1",
+        ),
+        (
+            ws("other", &format!("token={allowed}&presence=1")),
+            &v1[..],
+            400,
+            "bad_query",
+            "keeps no presence",
+        ),
+        (
+            ws("room", &format!("token={denied}&presence=1")),
+            &v1[..],
+            403,
+            "presence_not_allowed",
+            "presence",
+        ),
+        (
+            format!("ws://{}/ws?token={allowed}&presence=1", server.addr),
+            &v1[..],
+            400,
+            "bad_query",
+            "subscribe",
+        ),
+    ];
+    for (url, headers, status, code, says) in cases {
+        let refused = match Client::try_connect(&url, headers).await {
+            Ok(_) => panic!("{url} was admitted"),
+            Err(refused) => refused,
+        };
+        assert_eq!(refused.status, status, "{url}: {refused:?}");
+        let body = &refused.body;
+        assert_eq!(body["error"], code, "{url}: {body}");
+        assert!(
+            body["message"].as_str().unwrap_or_default().contains(says),
+            "{url}: {body}"
+        );
+    }
+    // Over a live connection: an error frame names the request; nothing
+    // is joined.
+    let groupless = format!("ws://{}/ws?token={denied}", server.addr);
+    let mut eve = Client::try_connect(&groupless, &v1)
+        .await
+        .expect("admitted");
+    assert_eq!(next_json(&mut eve).await["type"], "welcome");
+    eve.send_text(r#"{"type":"subscribe","group":"room","id":3,"presence":true}"#)
+        .await;
+    let error = next_json(&mut eve).await;
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("presence_not_allowed")),
+        "{error}"
+    );
+    assert_eq!(error["id"], 3);
+    assert_eq!(server.hub.session_count(), 1);
+}

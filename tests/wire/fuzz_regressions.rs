@@ -92,6 +92,7 @@ fn envelope_seeds() -> Vec<(&'static str, Vec<u8>)> {
         sessions: None,
         payload: b"hello".to_vec(),
         presence: false,
+        presence_seq: None,
     };
     let full = Envelope {
         origin: "node-b".into(),
@@ -102,6 +103,7 @@ fn envelope_seeds() -> Vec<(&'static str, Vec<u8>)> {
         sessions: Some(vec![SessionId::from("s1"), SessionId::from("s2")]),
         payload: vec![0, 0xff, 0xC1, b'G', b'C'],
         presence: false,
+        presence_seq: None,
     };
     let text = base.encode().unwrap().to_vec();
     let mut bad_text = base.clone();

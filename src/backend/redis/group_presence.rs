@@ -188,15 +188,25 @@ impl GroupPresence {
         group: &GroupName,
         call: redis::ScriptInvocation<'_>,
     ) -> Result<T, BackendError> {
+        Ok(self.invoke_at(group, call).await?.0)
+    }
+
+    /// [`GroupPresence::invoke`], with the group's position after the call
+    /// (see `group_scripts.rs`).
+    async fn invoke_at<T: redis::FromRedisValue>(
+        &self,
+        group: &GroupName,
+        call: redis::ScriptInvocation<'_>,
+    ) -> Result<(T, u64), BackendError> {
         let pool = self.pool_of(group)?;
-        let (payload, words, wait): (redis::Value, Vec<String>, i64) = pool
+        let (payload, words, wait, seq): (redis::Value, Vec<String>, i64, u64) = pool
             .run(
                 |mut conn| async move { call.invoke_async(&mut conn).await.map_err(command_error) },
             )
             .await?;
         let changes: Vec<_> = words.iter().filter_map(|w| transition_of(w)).collect();
         if !changes.is_empty() {
-            (self.changes)(group, changes);
+            (self.changes)(group, changes, seq);
         }
         if let Ok(wait) = u64::try_from(wait) {
             // The receiver ends only with this store's tasks.
@@ -204,8 +214,9 @@ impl GroupPresence {
                 .confirms
                 .send((group.clone(), Duration::from_millis(wait)));
         }
-        redis::from_redis_value(payload)
-            .map_err(|e| BackendError::Command(format!("reading a presence answer: {e}")))
+        let payload = redis::from_redis_value(payload)
+            .map_err(|e| BackendError::Command(format!("reading a presence answer: {e}")))?;
+        Ok((payload, seq))
     }
 
     /// Confirms each group's pending leaves when they are due (the
@@ -464,9 +475,9 @@ impl PresenceStore for GroupPresence {
         Box::pin(async move {
             let limit = limit.clamp(1, MAX_MEMBER_PAGE);
             let after = cursor.last().map_or("", SessionId::as_str);
-            let answer: Vec<redis::Value> = self
-                .read(&self.scripts.page, group, &[after, &limit.to_string()])
-                .await?;
+            let mut call = self.invocation(&self.scripts.page, group);
+            call.arg(after).arg(limit);
+            let (answer, seq): (Vec<redis::Value>, u64) = self.invoke_at(group, call).await?;
             let stats = PresenceStats {
                 members: count(answer.first()),
                 users: count(answer.get(1)),
@@ -493,6 +504,7 @@ impl PresenceStore for GroupPresence {
                 members,
                 next,
                 stats,
+                seq,
             })
         })
     }

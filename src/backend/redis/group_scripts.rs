@@ -12,6 +12,7 @@
 //! groupcast:presence:{group:<g>}:nodes    sorted set  node → when its members expire (ms)
 //! groupcast:presence:{group:<g>}:bynode   sorted set  "<node>\n<id>\n<sub>", score 0
 //! groupcast:presence:{group:<g>}:leaving  sorted set  "g" or "u\n<sub>" → when the leave is final (ms)
+//! groupcast:presence:{group:<g>}:seq      string      the position of the group's last transitions
 //! ```
 //!
 //! `bynode` finds one node's members by a lexicographic range
@@ -37,8 +38,17 @@
 //! node's members and adds them again in one call: the session that comes
 //! back in the same call is reported neither left nor joined.
 //!
-//! Every script answers `{payload, transitions, wait}`: `wait` is the grace
-//! when the call left a marker (the caller confirms after it), else `-1`.
+//! **Positions.** A call that reports transitions gives them the next
+//! position of the group (`seq`: above the last one and at least Redis's
+//! clock in microseconds, so that it keeps growing even when the key
+//! expired or Redis restarted); every call answers the group's current
+//! position. A snapshot read with the members at position `s` holds every
+//! transition up to `s` and none after: a client shown the snapshot is
+//! sent exactly the join/leave frames above `s` (see `presence/snapshot.rs`).
+//!
+//! Every script answers `{payload, transitions, wait, seq}`: `wait` is the
+//! grace when the call left a marker (the caller confirms after it), else
+//! `-1`; `seq` the group's position after the call.
 
 use crate::backend::transition::PresenceChange;
 use crate::session_id::SessionId;
@@ -47,18 +57,21 @@ use crate::session_id::SessionId;
 pub(crate) const PRESENCE_PREFIX: &str = "groupcast:presence:";
 
 /// The keys of `channel`'s group, in the order the scripts take them.
-pub(crate) fn keys_of(channel: &str) -> [String; 6] {
-    ["members", "ids", "users", "nodes", "bynode", "leaving"]
-        .map(|name| format!("{PRESENCE_PREFIX}{{{channel}}}:{name}"))
+pub(crate) fn keys_of(channel: &str) -> [String; 7] {
+    [
+        "members", "ids", "users", "nodes", "bynode", "leaving", "seq",
+    ]
+    .map(|name| format!("{PRESENCE_PREFIX}{{{channel}}}:{name}"))
 }
 
 /// What every script starts with: `now`, and the functions that remove a
 /// node's members (`drop_node`) and every expired node (`prune`).
 const PRELUDE: &str = r"
-local members, ids, users, nodes, bynode, leaving = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local members, ids, users, nodes, bynode, leaving, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local grace = tonumber(table.remove(ARGV, 1))
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out, gone, gone_order, marked = {}, {}, {}, false
 local function mark(what)
   redis.call('ZADD', leaving, 'NX', now + grace, what)
@@ -142,7 +155,12 @@ local function finish(payload)
   if marked and redis.call('ZCARD', leaving) > 0 then
     wait = grace
   end
-  return {payload, out, wait}
+  local seq = tonumber(redis.call('GET', seqkey) or '0')
+  if #out > 0 then
+    seq = math.max(seq + 1, now_us)
+    redis.call('SET', seqkey, string.format('%d', seq), 'PX', grace + 3600000)
+  end
+  return {payload, out, wait, seq}
 end
 ";
 
@@ -295,6 +313,7 @@ mod tests {
             assert!(key.starts_with("groupcast:presence:{group:chat}:"), "{key}");
         }
         assert_eq!(keys[0], "groupcast:presence:{group:chat}:members");
+        assert_eq!(keys[6], "groupcast:presence:{group:chat}:seq");
     }
 
     #[test]
