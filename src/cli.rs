@@ -241,9 +241,11 @@ pub struct Cli {
     #[arg(long, env = "GROUPCAST_PRESENCE_KEYS", value_delimiter = ',')]
     pub presence_keys: Vec<String>,
 
-    /// How long a user's leave and a group's vacancy wait for a comeback
-    /// before they are final (webhooks user_left, group_vacated): a
-    /// reconnect within it is reported as nothing. 0s: at once
+    /// How long a closed connection stays a member, waiting for a
+    /// comeback, before its leave is final (with its user's user_left and
+    /// the group's group_vacated): a client that reconnects within it with
+    /// its session (?session=) is reported as nothing, a user's new
+    /// connection spares the user_left. 0s: at once
     #[arg(long, env = "GROUPCAST_PRESENCE_GRACE", value_parser = duration, default_value = shown(Config::default().presence_grace))]
     pub presence_grace: Duration,
 

@@ -206,9 +206,11 @@ pub struct Config {
     /// these keys of each member, cluster-wide, and no others. Empty by
     /// default: members show their id, node, `sub` and connection time.
     pub presence_keys: Vec<String>,
-    /// How long a user's leave and a group's vacancy (webhooks
-    /// `user_left`, `group_vacated`) wait for a comeback before they are
-    /// final: a tab reload within it is reported as nothing. Default 5 s.
+    /// How long a closed connection stays a member waiting for a comeback
+    /// before its leave is final, with its user's `user_left` and the
+    /// group's `group_vacated` (webhooks and frames): a client that
+    /// reconnects with its session id (`?session=`) within it is reported
+    /// as nothing. Default 5 s.
     pub presence_grace: Duration,
     /// Groups whose `groupcast.v1` members are sent join and leave frames
     /// (`join`, `leave` per connection, `user_joined`, `user_left` per

@@ -416,29 +416,39 @@ impl Hub {
     ///
     /// A `held` session's writer waits until [`Hub::catch_up`] has put the
     /// welcome and the backlog in front of what arrives live meanwhile.
+    ///
+    /// `resumed` is the session id the client had before it reconnected
+    /// (`?session=`): the new session takes it, so that presence sees the
+    /// same member carry on (see `group_scripts.rs`, "The grace") — unless
+    /// a live session of this node still has it, when it gets a new one.
     pub(crate) fn join(
         &self,
         group: Option<GroupName>,
         remote_addr: Option<SocketAddr>,
         claims: Claims,
-        protocol: Protocol,
-        held: bool,
+        (protocol, held): (Protocol, bool),
+        resumed: Option<SessionId>,
     ) -> Result<Session, HubError> {
         if self.is_shutting_down() {
             return Err(HubError::ShuttingDown);
         }
         let inner: Arc<dyn std::any::Any + Send + Sync> = self.inner.clone();
         let handle = HubHandle(Arc::downgrade(&inner));
-        let session = Session::new(
-            group,
-            remote_addr,
-            &self.inner.config,
-            claims,
-            handle,
-            protocol,
-            held,
-        );
-        self.inner.registry.register(&session);
+        let new = |id: SessionId| {
+            Session::new(
+                id,
+                group.clone(),
+                remote_addr,
+                &self.inner.config,
+                claims.clone(),
+                handle.clone(),
+                (protocol, held),
+            )
+        };
+        let mut session = new(resumed.unwrap_or_else(SessionId::random));
+        while !self.inner.registry.register(&session) {
+            session = new(SessionId::random());
+        }
         if let Some(group) = session.group()
             && let Err(error) = self.join_group(&session, group)
         {

@@ -73,9 +73,22 @@ impl Registry {
     /// at `/ws`, or one that unsubscribed from all), so that it can be
     /// found by id and reached by a broadcast to all.
     ///
+    /// False (and nothing registered) when a live session already has its
+    /// id: a client that reconnected with its session id while its old
+    /// connection is still here.
+    ///
     /// [`leave`]: Registry::leave
-    pub(crate) fn register(&self, session: &Session) {
-        Self::member(&mut self.maps.write(), session);
+    pub(crate) fn register(&self, session: &Session) -> bool {
+        match self.maps.write().sessions.entry(session.id().clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(Member {
+                    session: session.clone(),
+                    groups: Vec::new(),
+                });
+                true
+            }
+        }
     }
 
     /// `session`'s entry, made (holding no group) if it has none yet.
@@ -289,13 +302,13 @@ mod tests {
 
     fn session(group: &str) -> Session {
         Session::new(
+            crate::session_id::SessionId::random(),
             Some(GroupName::new(group).unwrap()),
             None,
             &Config::default(),
             Claims::open(),
             HubHandle(Weak::<()>::new()),
-            Protocol::Raw,
-            false,
+            (Protocol::Raw, false),
         )
     }
 
@@ -373,5 +386,24 @@ mod tests {
             Err(LimitRejection::Groups { limit: 1 })
         );
         assert_eq!(registry.join(&session("a"), &group("a"), 1), Ok(false));
+    }
+
+    #[test]
+    fn a_live_sessions_id_is_not_registered_twice() {
+        let registry = Registry::default();
+        let first = session("room");
+        assert!(registry.register(&first));
+        let twin = Session::new(
+            first.id().clone(),
+            None,
+            None,
+            &Config::default(),
+            Claims::open(),
+            HubHandle(Weak::<()>::new()),
+            (Protocol::Raw, false),
+        );
+        assert!(!registry.register(&twin), "the id is taken");
+        registry.leave(&first);
+        assert!(registry.register(&twin), "free once the first left");
     }
 }

@@ -58,13 +58,13 @@ struct Inner {
 
 impl Session {
     pub(crate) fn new(
+        id: SessionId,
         group: Option<GroupName>,
         remote_addr: Option<SocketAddr>,
         config: &Config,
         claims: Claims,
         hub: HubHandle,
-        protocol: Protocol,
-        held: bool,
+        (protocol, held): (Protocol, bool),
     ) -> Self {
         let mut keys = HashMap::new();
         // The subject is also a key, so the API shows it and a KeyFilter
@@ -74,7 +74,7 @@ impl Session {
         }
         Session {
             inner: Arc::new(Inner {
-                id: SessionId::random(),
+                id,
                 group,
                 remote_addr,
                 connected_at: SystemTime::now(),

@@ -17,6 +17,16 @@ impl SessionId {
         SessionId(Arc::from(format!("{:016x}", rand::random::<u64>())))
     }
 
+    /// An id a client says it had (`?session=` on a reconnect), if it is
+    /// one this server could have given: 16 lowercase hex digits.
+    pub fn parse_given(text: &str) -> Option<Self> {
+        let plausible = text.len() == 16
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        plausible.then(|| SessionId::from(text))
+    }
+
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0

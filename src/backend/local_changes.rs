@@ -2,17 +2,20 @@
 //! its own joins and leaves make the group's transitions, computed here
 //! from what the hub tells the presence store (the same transitions, in
 //! the same order, as the Redis scripts report: see
-//! `backend/transition.rs`).
+//! `backend/transition.rs` and "The grace" in `redis/group_scripts.rs`).
 //!
-//! A user's last leave and the group's vacancy wait out the grace as
-//! pending entries with a generation number; a comeback within the grace
-//! removes the entry (and is reported as nothing), and a timer task that
-//! finds its generation still pending after the grace reports the leave.
-//! Without a Tokio runtime (a hub used outside one) or with no grace, a
-//! leave is final at once.
+//! A connection that closes stays a member for the grace, as a pending
+//! leave with a generation number: the same session id joining again
+//! within it (a client that reconnected with its session) removes the
+//! entry and is reported as nothing; a timer task that finds the
+//! generation still pending after the grace reports the leave, and with
+//! it the user's last leave and the group's vacancy, now final. Without a
+//! Tokio runtime (a hub used outside one) or with no grace, a leave is
+//! final at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -24,26 +27,12 @@ use crate::session_id::SessionId;
 /// One group's presence as far as transitions need it.
 #[derive(Default)]
 struct GroupState {
-    /// The members, with their `sub`.
+    /// The members, with their `sub` (those within their grace too).
     sessions: HashMap<SessionId, Option<String>>,
     /// Connections per user.
     users: HashMap<String, usize>,
-    /// Users whose last connection is gone, within the grace: generation.
-    leaving: HashMap<String, u64>,
-    /// The group emptied within the grace: generation.
-    vacating: Option<u64>,
-}
-
-impl GroupState {
-    fn is_idle(&self) -> bool {
-        self.sessions.is_empty() && self.leaving.is_empty() && self.vacating.is_none()
-    }
-}
-
-/// What is pending after a leave.
-enum Pending {
-    User(String),
-    Group,
+    /// Members whose connection closed, within the grace: generation.
+    closing: HashMap<SessionId, u64>,
 }
 
 /// The standalone transitions. See the module docs.
@@ -52,15 +41,15 @@ pub(crate) struct LocalChanges {
     grace: Duration,
     changes: PresenceChanges,
     groups: Arc<Mutex<HashMap<GroupName, GroupState>>>,
-    generation: Arc<std::sync::atomic::AtomicU64>,
+    generation: Arc<AtomicU64>,
     /// The position of the last report (of any group: positions only need
     /// to grow per group), moved under the `groups` lock with the report.
-    seq: Arc<std::sync::atomic::AtomicU64>,
+    seq: Arc<AtomicU64>,
 }
 
 /// The next position, for a report made under the `groups` lock.
-fn next_seq(seq: &std::sync::atomic::AtomicU64) -> u64 {
-    seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+fn next_seq(seq: &AtomicU64) -> u64 {
+    seq.fetch_add(1, Ordering::Relaxed) + 1
 }
 
 impl LocalChanges {
@@ -85,7 +74,7 @@ impl LocalChanges {
     /// after (taken under the lock the reports are made under).
     pub(crate) fn snapshot(&self, group: &GroupName) -> (u64, Vec<(SessionId, Option<String>)>) {
         let groups = self.groups.lock();
-        let seq = self.seq.load(std::sync::atomic::Ordering::Relaxed);
+        let seq = self.seq.load(Ordering::Relaxed);
         let members = groups
             .get(group)
             .map(|state| {
@@ -99,21 +88,30 @@ impl LocalChanges {
         (seq, members)
     }
 
-    /// `id` (of `sub`) joined `group`.
+    /// `id` (of `sub`) joined `group`: a new member, or one within its
+    /// grace carrying on.
     pub(crate) fn joined(&self, group: &GroupName, id: &SessionId, sub: Option<String>) {
         let mut groups = self.groups.lock();
         let state = groups.entry(group.clone()).or_default();
-        if state.sessions.insert(id.clone(), sub.clone()).is_some() {
-            return;
-        }
         let mut out = Vec::new();
-        if state.sessions.len() == 1 && state.vacating.take().is_none() {
+        if let Some(was) = state.sessions.get(id).cloned() {
+            state.closing.remove(id);
+            if was == sub {
+                return; // the same member carries on: nothing to report
+            }
+            // Another user under the same id: the old one left.
+            state.sessions.remove(id);
+            out.push(self.left_change(id, was.clone()));
+            self.release(state, was, &mut out);
+        }
+        state.sessions.insert(id.clone(), sub.clone());
+        if state.sessions.len() == 1 && out.is_empty() {
             out.push(PresenceChange::Occupied);
         }
         if let Some(sub) = &sub {
             let count = state.users.entry(sub.clone()).or_default();
             *count += 1;
-            if *count == 1 && state.leaving.remove(sub).is_none() {
+            if *count == 1 {
                 out.push(PresenceChange::UserJoined(sub.clone()));
             }
         }
@@ -125,108 +123,105 @@ impl LocalChanges {
         (self.changes)(group, out, next_seq(&self.seq));
     }
 
-    /// `id` left `group`.
+    /// `id`'s connection left `group`: final after the grace, unless it
+    /// comes back.
     pub(crate) fn left(&self, group: &GroupName, id: &SessionId) {
         let mut groups = self.groups.lock();
         let Some(state) = groups.get_mut(group) else {
             return;
         };
-        let Some(sub) = state.sessions.remove(id) else {
+        if !state.sessions.contains_key(id) || state.closing.contains_key(id) {
             return;
-        };
-        let mut out = vec![PresenceChange::SessionLeft {
-            id: id.clone(),
-            node: self.node.clone(),
-            sub: sub.clone(),
-        }];
-        let mut pending = Vec::new();
-        if let Some(sub) = sub
-            && let Some(count) = state.users.get_mut(&sub)
-        {
-            *count -= 1;
-            if *count == 0 {
-                state.users.remove(&sub);
-                pending.push(Pending::User(sub));
-            }
-        }
-        if state.sessions.is_empty() {
-            pending.push(Pending::Group);
         }
         let timer = tokio::runtime::Handle::try_current()
             .ok()
             .filter(|_| !self.grace.is_zero());
-        match timer {
-            None => out.extend(pending.into_iter().map(final_change)),
-            Some(runtime) if !pending.is_empty() => {
-                // One timer for this leave's pending changes, so that they
-                // are reported in order (the user, then the group).
-                let generation = self
-                    .generation
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                for what in &pending {
-                    match what {
-                        Pending::User(sub) => {
-                            state.leaving.insert(sub.clone(), generation);
-                        }
-                        Pending::Group => state.vacating = Some(generation),
-                    }
-                }
-                runtime.spawn(self.confirm(group.clone(), pending, generation));
-            }
-            Some(_) => {}
+        if let Some(runtime) = timer {
+            let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+            state.closing.insert(id.clone(), generation);
+            runtime.spawn(self.finish_after_grace(group.clone(), id.clone(), generation));
+            return;
         }
-        if state.is_idle() {
+        let out = self.take_out(state, id);
+        if state.sessions.is_empty() {
             groups.remove(group);
         }
         (self.changes)(group, out, next_seq(&self.seq));
     }
 
-    /// After the grace: reports each of `pending` that is still pending
-    /// as `generation` (nobody came back), in order.
-    fn confirm(
+    /// After the grace: `id` leaves for good if it is still closing as
+    /// `generation` (it did not come back).
+    fn finish_after_grace(
         &self,
         group: GroupName,
-        pending: Vec<Pending>,
+        id: SessionId,
         generation: u64,
     ) -> impl Future<Output = ()> + Send + 'static {
-        let (grace, groups, changes) = (self.grace, self.groups.clone(), self.changes.clone());
-        let seq = self.seq.clone();
+        let (grace, groups, changes, seq) = (
+            self.grace,
+            self.groups.clone(),
+            self.changes.clone(),
+            self.seq.clone(),
+        );
+        let ending = LocalChanges {
+            node: self.node.clone(),
+            grace,
+            changes: changes.clone(),
+            groups: groups.clone(),
+            generation: self.generation.clone(),
+            seq: seq.clone(),
+        };
         async move {
             tokio::time::sleep(grace).await;
             let mut groups = groups.lock();
             let Some(state) = groups.get_mut(&group) else {
                 return;
             };
-            let mut out = Vec::new();
-            for what in pending {
-                let still = match &what {
-                    Pending::User(sub) => state.leaving.get(sub) == Some(&generation),
-                    Pending::Group => state.vacating == Some(generation),
-                };
-                if still {
-                    match &what {
-                        Pending::User(sub) => {
-                            state.leaving.remove(sub);
-                        }
-                        Pending::Group => state.vacating = None,
-                    }
-                    out.push(final_change(what));
-                }
+            if state.closing.get(&id) != Some(&generation) {
+                return; // came back
             }
-            if state.is_idle() {
+            state.closing.remove(&id);
+            let out = ending.take_out(state, &id);
+            if state.sessions.is_empty() {
                 groups.remove(&group);
             }
-            if !out.is_empty() {
-                changes(&group, out, next_seq(&seq));
-            }
+            changes(&group, out, next_seq(&seq));
         }
     }
-}
 
-fn final_change(what: Pending) -> PresenceChange {
-    match what {
-        Pending::User(sub) => PresenceChange::UserLeft(sub),
-        Pending::Group => PresenceChange::Vacated,
+    /// Takes `id` out of `state` for good: its leave, its user's last
+    /// leave, the group's vacancy.
+    fn take_out(&self, state: &mut GroupState, id: &SessionId) -> Vec<PresenceChange> {
+        let mut out = Vec::new();
+        if let Some(sub) = state.sessions.remove(id) {
+            out.push(self.left_change(id, sub.clone()));
+            self.release(state, sub, &mut out);
+        }
+        if state.sessions.is_empty() {
+            out.push(PresenceChange::Vacated);
+        }
+        out
+    }
+
+    fn left_change(&self, id: &SessionId, sub: Option<String>) -> PresenceChange {
+        PresenceChange::SessionLeft {
+            id: id.clone(),
+            node: self.node.clone(),
+            sub,
+        }
+    }
+
+    /// One connection of `sub` fewer: its last one is the user's leave.
+    fn release(&self, state: &mut GroupState, sub: Option<String>, out: &mut Vec<PresenceChange>) {
+        if let Some(sub) = sub
+            && let Some(count) = state.users.get_mut(&sub)
+        {
+            *count -= 1;
+            if *count == 0 {
+                state.users.remove(&sub);
+                out.push(PresenceChange::UserLeft(sub));
+            }
+        }
     }
 }
 
@@ -327,5 +322,36 @@ mod tests {
                 PresenceChange::Vacated
             ]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_back_with_its_id_within_the_grace_never_left() {
+        let (sink, seen) = recording();
+        let changes = LocalChanges::new("n".into(), Duration::from_secs(5), sink);
+        let group = GroupName::new("room").expect("a name");
+        changes.joined(&group, &id("a"), Some("alice".into()));
+        let joined = seen.lock().len();
+        changes.left(&group, &id("a"));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        changes.joined(&group, &id("a"), Some("alice".into()));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(seen.lock().len(), joined, "no leave, no second join");
+        assert_eq!(changes.snapshot(&group).1.len(), 1);
+        // Gone for good: one leave, after the grace.
+        changes.left(&group, &id("a"));
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(
+            seen.lock()[joined..],
+            [
+                PresenceChange::SessionLeft {
+                    id: id("a"),
+                    node: "n".into(),
+                    sub: Some("alice".into())
+                },
+                PresenceChange::UserLeft("alice".into()),
+                PresenceChange::Vacated
+            ]
+        );
+        assert!(changes.snapshot(&group).1.is_empty());
     }
 }

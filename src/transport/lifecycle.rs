@@ -43,6 +43,7 @@ use crate::http_error::ApiError;
 use crate::limits::{ConnectionPermit, LimitRejection, TokenBucket};
 use crate::protocol::Protocol;
 use crate::resume::Replay;
+use crate::session_id::SessionId;
 use crate::transport::subscriptions;
 use crate::{Hub, HubError, Message, Session};
 
@@ -56,6 +57,9 @@ pub(crate) struct Admitted {
     /// Whether it asked for the group's presence snapshot (`?presence=1`,
     /// `presence/snapshot.rs`).
     pub presence: bool,
+    /// The session id it had before it reconnected (`?session=`), to
+    /// carry on as the same member.
+    pub resumed: Option<SessionId>,
     /// The token it was admitted with, for the groups it subscribes to
     /// later (`subscriptions.rs`).
     pub token: Option<String>,
@@ -151,6 +155,9 @@ pub(crate) struct AdmissionQuery {
     /// `1`: a `presence` frame (who is here) right after the welcome, then
     /// every join/leave after it (`groupcast.v1`, groups with presence).
     presence: Option<u8>,
+    /// On a reconnect, the session id the server gave before: the same
+    /// member carries on (no leave and join) within the presence grace.
+    session: Option<String>,
 }
 
 impl utoipa::IntoResponses for Refusal {
@@ -202,6 +209,7 @@ pub(crate) fn admit(
         ));
     }
     let presence = crate::presence::snapshot::presence_query(query).map_err(Refusal::BadQuery)?;
+    let resumed = resumed_session(query).map_err(Refusal::BadQuery)?;
     if presence {
         asks_presence_rightly(group.is_some(), headers)?;
     }
@@ -238,9 +246,28 @@ pub(crate) fn admit(
         claims,
         replay,
         presence,
+        resumed,
         token,
         span,
     })
+}
+
+/// `session` from a query string: the id the client had before it
+/// reconnected, or why it is not one.
+fn resumed_session(query: Option<&str>) -> Result<Option<SessionId>, String> {
+    let mut given = None;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if key != "session" {
+            continue;
+        }
+        let id = SessionId::parse_given(&value).ok_or_else(|| {
+            format!("session must be an id this server gave (16 hex digits), not {value:?}")
+        })?;
+        if given.replace(id).is_some() {
+            return Err("session is given twice".into());
+        }
+    }
+    Ok(given)
 }
 
 /// `?presence=1` needs a group (a connection without one subscribes with
@@ -313,7 +340,13 @@ pub(crate) fn attach(
 ) -> Result<(Attached, Replay), HubError> {
     let held = protocol == Protocol::V1 || admitted.replay.wants_backlog();
     let presence = admitted.presence && protocol == Protocol::V1;
-    let session = hub.join(admitted.group, remote, admitted.claims, protocol, held)?;
+    let session = hub.join(
+        admitted.group,
+        remote,
+        admitted.claims,
+        (protocol, held),
+        admitted.resumed,
+    )?;
     let span = admitted.span;
     span.record("session", tracing::field::display(session.id()));
     let attached = Attached {

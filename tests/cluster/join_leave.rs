@@ -282,3 +282,116 @@ async fn a_presence_snapshot_and_the_frames_after_it_are_the_membership_while_cl
         .collect();
     assert_eq!(listed, expected, "the API agrees");
 }
+
+/// The next frame's type and session, or `None` when nothing comes within
+/// `within` (what "no frame" means below).
+async fn frame_within(client: &mut Client, within: std::time::Duration) -> Option<Value> {
+    use futures_util::StreamExt;
+    loop {
+        match tokio::time::timeout(within, client.ws.next()).await {
+            Err(_) => return None,
+            Ok(Some(Ok(Ws::Text(text)))) => {
+                return Some(serde_json::from_str(&text).expect("JSON"));
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("the watcher's connection ended: {other:?}"),
+        }
+    }
+}
+
+/// A client that reconnects with its session id (`?session=`) within the
+/// grace carries on as the same member, on whichever node: no leave and
+/// no join, also when its node was killed; its leave comes once, after
+/// the grace, when it goes for good. A client that does not come back
+/// from the killed node leaves once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_back_with_its_session_within_the_grace_never_left() {
+    let redis = TestRedis::shared();
+    let a = node("jl-res-a", &redis.url()).await;
+    let mut b = node("jl-res-b", &redis.url()).await;
+    let c = node("jl-res-c", &redis.url()).await;
+    let group = "jl-resume";
+    let v1 = [("sec-websocket-protocol", "groupcast.v1")];
+    let mut watcher = Client::try_connect(&url(&a, group, "watcher"), &v1)
+        .await
+        .unwrap_or_else(|refused| panic!("{refused:?}"));
+    assert!(next_text(&mut watcher).await.contains("\"welcome\""));
+    assert_eq!(
+        next_frames(&mut watcher, 2).await,
+        ["join:watcher@jl-res-a", "user_joined:watcher"]
+    );
+    let connect = |node: &NodeProcess, sub: &str, session: Option<&str>| {
+        let mut url = url(node, group, sub);
+        if let Some(id) = session {
+            url.push_str(&format!("&session={id}"));
+        }
+        async move {
+            let mut client =
+                Client::try_connect(&url, &[("sec-websocket-protocol", "groupcast.v1")])
+                    .await
+                    .unwrap_or_else(|refused| panic!("{refused:?}"));
+            let welcome: Value = serde_json::from_str(&next_text(&mut client).await).expect("JSON");
+            let session = welcome["session"].as_str().expect("a session").to_string();
+            (client, session)
+        }
+    };
+    let (mover, mover_id) = connect(&b, "mover", None).await;
+    let (_stayer, _) = connect(&b, "stayer", None).await;
+    assert_eq!(
+        next_frames(&mut watcher, 4).await,
+        [
+            "join:mover@jl-res-b",
+            "join:stayer@jl-res-b",
+            "user_joined:mover",
+            "user_joined:stayer"
+        ]
+    );
+
+    // A reconnect to another node with the session: the same id, nothing
+    // heard.
+    drop(mover);
+    let (mover, again) = connect(&c, "mover", Some(&mover_id)).await;
+    assert_eq!(again, mover_id, "the session carries on");
+    assert_eq!(
+        frame_within(&mut watcher, std::time::Duration::from_secs(3)).await,
+        None
+    );
+
+    // Its node killed: the mover comes back on A with its session (no
+    // frame); the stayer does not, and leaves once after the TTL and the
+    // grace.
+    drop(mover);
+    let (mover, _) = connect(&b, "mover", Some(&mover_id)).await;
+    b.kill();
+    drop(mover); // on the dead node: its connection is gone
+    let (_mover, again) = connect(&a, "mover", Some(&mover_id)).await;
+    assert_eq!(again, mover_id);
+    let mut heard = Vec::new();
+    while let Some(frame) = frame_within(&mut watcher, std::time::Duration::from_secs(5)).await {
+        heard.push(format!(
+            "{}:{}",
+            frame["type"].as_str().unwrap_or("?"),
+            frame["sub"].as_str().unwrap_or("")
+        ));
+    }
+    heard.sort();
+    assert_eq!(
+        heard,
+        ["leave:stayer", "user_left:stayer"],
+        "only the stayer left"
+    );
+    let (status, listed) =
+        crate::common::http::get_json(&a.url(&format!("/api/groups/{group}/members"))).await;
+    assert_eq!(status, 200);
+    let mover_entry: Vec<&Value> = listed["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["sub"] == "mover")
+        .collect();
+    assert_eq!(mover_entry.len(), 1, "{listed}");
+    assert_eq!(
+        mover_entry[0]["node"], "jl-res-a",
+        "the member moved with its session"
+    );
+}

@@ -293,3 +293,94 @@ async fn a_snapshot_asked_for_wrongly_is_refused_with_the_reason() {
     assert_eq!(error["id"], 3);
     assert_eq!(server.hub.session_count(), 1);
 }
+
+/// Standalone too, a client that reconnects with its session id within
+/// the grace is the same member: no leave, no join. An id still connected
+/// is not taken (the welcome gives another), and one this server could
+/// not have given is a 400.
+#[tokio::test]
+async fn a_reconnect_with_the_session_id_is_the_same_member() {
+    let server = presence_server().await;
+    let v1 = [("sec-websocket-protocol", "groupcast.v1")];
+    let url = |sub: &str, session: Option<&str>| {
+        let mut url = format!(
+            "{}?token={}",
+            server.ws_url("room"),
+            token(sub, &["room"], true)
+        );
+        if let Some(id) = session {
+            url.push_str(&format!("&session={id}"));
+        }
+        url
+    };
+    let mut watcher = Client::try_connect(&url("watcher", None), &v1)
+        .await
+        .expect("admitted");
+    assert_eq!(next_json(&mut watcher).await["type"], "welcome");
+    for _ in 0..2 {
+        next_json(&mut watcher).await; // its own join and user_joined
+    }
+    let mut mover = Client::try_connect(&url("mover", None), &v1)
+        .await
+        .expect("admitted");
+    let session = next_json(&mut mover).await["session"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let mut joined = Vec::new();
+    for _ in 0..2 {
+        joined.push(
+            next_json(&mut watcher).await["type"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string(),
+        );
+    }
+    joined.sort();
+    assert_eq!(joined, ["join", "user_joined"]);
+
+    // Still connected: its id is not taken.
+    let mut twin = Client::try_connect(&url("mover", Some(&session)), &v1)
+        .await
+        .expect("admitted");
+    let other = next_json(&mut twin).await["session"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    assert_ne!(other, session);
+    assert_eq!(next_json(&mut watcher).await["type"], "join");
+    drop(twin);
+
+    drop(mover);
+    let mut mover = Client::try_connect(&url("mover", Some(&session)), &v1)
+        .await
+        .expect("admitted");
+    assert_eq!(next_json(&mut mover).await["session"], session.as_str());
+    // The watcher's next frame is the twin's leave, after the grace; the
+    // mover's connection never left.
+    let leave = next_json(&mut watcher).await;
+    assert_eq!(
+        (leave["type"].as_str(), leave["session"].as_str()),
+        (Some("leave"), Some(other.as_str()))
+    );
+    drop(mover);
+    let leave = next_json(&mut watcher).await;
+    assert_eq!(
+        (leave["type"].as_str(), leave["session"].as_str()),
+        (Some("leave"), Some(session.as_str()))
+    );
+    assert_eq!(next_json(&mut watcher).await["type"], "user_left");
+
+    let refused = Client::try_connect(&url("mover", Some("not-an-id")), &v1)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.body["error"], "bad_query");
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("16 hex digits")
+    );
+}

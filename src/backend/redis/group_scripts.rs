@@ -26,17 +26,34 @@
 //! group, so each transition is seen by exactly one script call (scripts
 //! are atomic): the group's first member (`o`, occupied), a user's first
 //! connection (`uj\n<sub>`), each connection joined
-//! (`sj\n<id>\n<node>\n<sub>`) and left (`sl\n<id>\n<node>\n<sub>`), and — once final — a user's last connection
-//! gone (`ul\n<sub>`) and the group's last member gone (`v`, vacated).
-//! Those two wait out the grace (the first argument of every script, in ms, which
-//! the prelude takes off `ARGV`): the script that took the
-//! last member out leaves a marker in `leaving` due at `now + grace`; a
-//! script that brings the user (or any member) back within the grace
-//! deletes the marker and reports nothing, and the first script that runs
-//! after the marker is due (the `CONFIRM` the node that made it schedules,
-//! or any other) reports the leave and deletes it. A full rewrite drops a
-//! node's members and adds them again in one call: the session that comes
-//! back in the same call is reported neither left nor joined.
+//! (`sj\n<id>\n<node>\n<sub>`) and left (`sl\n<id>\n<node>\n<sub>`),
+//! a user's last connection gone (`ul\n<sub>`) and the group's last
+//! member gone (`v`, vacated).
+//!
+//! **The grace.** Leaves wait out the grace (the first argument of every
+//! script, in ms, which the prelude takes off `ARGV`) for a comeback:
+//!
+//! * a connection that closes stays a member, marked `s\n<id>` in
+//!   `leaving`, due at `now + grace`. The same session id admitted again
+//!   within it — a client that reconnects with its session, on any node —
+//!   deletes the marker and is reported as nothing (its node is updated:
+//!   the member moved). When the marker is due, the member goes, and its
+//!   leave, its user's last leave and the group's vacancy are reported at
+//!   once (the grace is over);
+//! * a dead node's members (pruned once its entry in `nodes` expired) and
+//!   a cleanly stopped node's (`WITHDRAW`) close the same way;
+//! * a user's last connection and the group's last member taken out at
+//!   once (by a node's full rewrite, or with no grace) leave markers
+//!   `u\n<sub>` and `g`: a script that brings the user (or any member)
+//!   back within the grace deletes the marker and reports nothing.
+//!
+//! The first script that runs after a marker is due (the `CONFIRM` the
+//! node that made it schedules, or any other) reports it and deletes it.
+//! A member is owned by the node in its `bynode` entry: a node's leave of
+//! a member another node has taken over (a resume elsewhere) changes
+//! nothing. A full rewrite drops a node's members and adds them again in
+//! one call: the session that comes back in the same call is reported
+//! neither left nor joined.
 //!
 //! **Positions.** A call that reports transitions gives them the next
 //! position of the group (`seq`: above the last one and at least Redis's
@@ -64,8 +81,9 @@ pub(crate) fn keys_of(channel: &str) -> [String; 7] {
     .map(|name| format!("{PRESENCE_PREFIX}{{{channel}}}:{name}"))
 }
 
-/// What every script starts with: `now`, and the functions that remove a
-/// node's members (`drop_node`) and every expired node (`prune`).
+/// What every script starts with: `now`, and the functions that take
+/// members in and out, remove a node's members (`drop_node`) and every
+/// expired node (`prune`), and answer (`finish`).
 const PRELUDE: &str = r"
 local members, ids, users, nodes, bynode, leaving, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local grace = tonumber(table.remove(ARGV, 1))
@@ -73,6 +91,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out, gone, gone_order, marked = {}, {}, {}, false
+local users_gone, vacate_now = {}, false
 local function mark(what)
   redis.call('ZADD', leaving, 'NX', now + grace, what)
   if redis.call('PTTL', leaving) < grace + 60000 then
@@ -80,25 +99,55 @@ local function mark(what)
   end
   marked = true
 end
-local function release(sub)
+local function owner_of(id)
+  local json = redis.call('HGET', members, id)
+  if not json then
+    return nil, nil
+  end
+  local m = cjson.decode(json)
+  local n, sub = m['node'], m['sub']
+  if type(n) ~= 'string' then n = '' end
+  if type(sub) ~= 'string' then sub = '' end
+  return n, sub
+end
+local function release(sub, final)
   if sub ~= '' and redis.call('HINCRBY', users, sub, -1) <= 0 then
     redis.call('HDEL', users, sub)
-    mark('u\n' .. sub)
+    if final then
+      users_gone[#users_gone + 1] = sub
+    else
+      mark('u\n' .. sub)
+    end
   end
 end
-local function removed(id, sub, n)
+local function removed(id, sub, n, final)
   if gone[id] == nil then
     gone_order[#gone_order + 1] = id
   end
   gone[id] = n .. '\n' .. sub
-  release(sub)
+  release(sub, final)
   if redis.call('HLEN', members) == 0 then
-    mark('g')
+    if final then
+      vacate_now = true
+    else
+      mark('g')
+    end
   end
 end
+local function take_out(id, n, sub, final)
+  redis.call('HDEL', members, id)
+  redis.call('ZREM', ids, id)
+  redis.call('ZREM', bynode, n .. '\n' .. id .. '\n' .. sub)
+  redis.call('ZREM', leaving, 's\n' .. id)
+  removed(id, sub, n, final)
+end
 local function admitted(id, sub, n)
-  if redis.call('HLEN', members) == 1 and redis.call('ZREM', leaving, 'g') == 0 then
-    out[#out + 1] = 'o'
+  if redis.call('HLEN', members) == 1 then
+    if vacate_now then
+      vacate_now = false -- emptied and back within this call: neither
+    elseif redis.call('ZREM', leaving, 'g') == 0 then
+      out[#out + 1] = 'o'
+    end
   end
   if sub ~= '' and redis.call('HINCRBY', users, sub, 1) == 1
       and redis.call('ZREM', leaving, 'u\n' .. sub) == 0 then
@@ -120,7 +169,8 @@ local function drop_node(n)
       local id = string.sub(e, skip, cut - 1)
       redis.call('HDEL', members, id)
       redis.call('ZREM', ids, id)
-      removed(id, string.sub(e, cut + 1), n)
+      redis.call('ZREM', leaving, 's\n' .. id)
+      removed(id, string.sub(e, cut + 1), n, false)
     end
   end
   if #entries > 0 then
@@ -130,20 +180,51 @@ local function drop_node(n)
 end
 local function prune()
   for _, n in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', '(' .. now)) do
-    drop_node(n)
+    if grace > 0 then
+      -- A dead node's members close as its connections would have: each
+      -- may come back with its session on another node within the grace.
+      for _, e in ipairs(redis.call('ZRANGEBYLEX', bynode, '[' .. n .. '\n', '(' .. n .. '\v')) do
+        local cut = string.find(e, '\n', #n + 2, true)
+        if cut then
+          mark('s\n' .. string.sub(e, #n + 2, cut - 1))
+        end
+      end
+      redis.call('ZREM', nodes, n)
+    else
+      drop_node(n)
+    end
+  end
+end
+local function settle()
+  for _, what in ipairs(redis.call('ZRANGEBYSCORE', leaving, '-inf', now)) do
+    if string.sub(what, 1, 2) == 's\n' then
+      local id = string.sub(what, 3)
+      local n, sub = owner_of(id)
+      if n then
+        take_out(id, n, sub, true)
+      else
+        redis.call('ZREM', leaving, what)
+      end
+    end
   end
 end
 local function finish(payload)
+  settle()
   for _, id in ipairs(gone_order) do
     if gone[id] then
       out[#out + 1] = 'sl\n' .. id .. '\n' .. gone[id]
     end
   end
-  local vacated = false
+  for _, sub in ipairs(users_gone) do
+    if redis.call('HEXISTS', users, sub) == 0 then
+      out[#out + 1] = 'ul\n' .. sub
+    end
+  end
+  local vacated = vacate_now and redis.call('HLEN', members) == 0
   for _, what in ipairs(redis.call('ZRANGEBYSCORE', leaving, '-inf', now)) do
     if what == 'g' then
       vacated = true
-    else
+    elseif string.sub(what, 1, 2) == 'u\n' then
       out[#out + 1] = 'ul\n' .. string.sub(what, 3)
     end
   end
@@ -184,24 +265,44 @@ local i = 5
 for _ = 1, tonumber(ARGV[4]) do
   local id, sub, json = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   i = i + 3
-  if redis.call('HSET', members, id, json) == 1 then
+  local was, was_sub = owner_of(id)
+  if not was then
+    redis.call('HSET', members, id, json)
     redis.call('ZADD', ids, 0, id)
     redis.call('ZADD', bynode, 0, node .. '\n' .. id .. '\n' .. sub)
     admitted(id, sub, node)
+  else
+    -- The session again (it reconnected with its id, here or on another
+    -- node): within the grace, or before its old node's leave was
+    -- written, it never left.
+    redis.call('ZREM', leaving, 's\n' .. id)
+    redis.call('HSET', members, id, json)
+    if was ~= node or was_sub ~= sub then
+      redis.call('ZREM', bynode, was .. '\n' .. id .. '\n' .. was_sub)
+      redis.call('ZADD', bynode, 0, node .. '\n' .. id .. '\n' .. sub)
+    end
+    if was_sub ~= sub then
+      -- Another user under the same id: the old one left, the new one came.
+      out[#out + 1] = 'sl\n' .. id .. '\n' .. was .. '\n' .. was_sub
+      release(was_sub, false)
+      if sub ~= '' and redis.call('HINCRBY', users, sub, 1) == 1
+          and redis.call('ZREM', leaving, 'u\n' .. sub) == 0 then
+        out[#out + 1] = 'uj\n' .. sub
+      end
+      out[#out + 1] = 'sj\n' .. id .. '\n' .. node .. '\n' .. sub
+    end
   end
 end
 for j = i, #ARGV do
   local id = ARGV[j]
-  local json = redis.call('HGET', members, id)
-  if json then
-    local sub = cjson.decode(json)['sub']
-    if type(sub) ~= 'string' then
-      sub = ''
+  local was, sub = owner_of(id)
+  -- Only this node's: one another node took over is not this node's to end.
+  if was == node then
+    if grace > 0 then
+      mark('s\n' .. id)
+    else
+      take_out(id, node, sub, false)
     end
-    redis.call('HDEL', members, id)
-    redis.call('ZREM', ids, id)
-    redis.call('ZREM', bynode, node .. '\n' .. id .. '\n' .. sub)
-    removed(id, sub, node)
   end
 end
 local mine = redis.call('ZLEXCOUNT', bynode, '[' .. node .. '\n', '(' .. node .. '\v')
@@ -247,9 +348,26 @@ const USERS: &str = r"
 prune()
 return finish(redis.call('HGETALL', users))";
 
-/// Removes the node `ARGV = [grace, node]`'s members (a clean shutdown).
+/// A clean shutdown of the node `ARGV = [grace, node]`: each of its
+/// members leaves as a closed connection does (after the grace, unless it
+/// reconnects with its session elsewhere first), and the node's entry
+/// lives until then.
 const WITHDRAW: &str = r"
-drop_node(ARGV[1])
+local node = ARGV[1]
+if grace > 0 then
+  for _, e in ipairs(redis.call('ZRANGEBYLEX', bynode, '[' .. node .. '\n', '(' .. node .. '\v')) do
+    local cut = string.find(e, '\n', #node + 2, true)
+    if cut then
+      mark('s\n' .. string.sub(e, #node + 2, cut - 1))
+    end
+  end
+  local at = redis.call('ZSCORE', nodes, node)
+  if at and tonumber(at) < now + grace + 1000 then
+    redis.call('ZADD', nodes, now + grace + 1000, node)
+  end
+else
+  drop_node(node)
+end
 return finish(0)";
 
 /// Reports the leaves whose grace is over (and prunes, as every script).
