@@ -269,9 +269,7 @@ async fn paging_lists_each_member_present_throughout_once() {
 }
 
 /// A node killed with SIGKILL (no withdrawal): its members leave the group
-/// within the presence TTL plus the grace (in which each could have come
-/// back on another node with its session), the others stay, the counts
-/// follow.
+/// within the presence TTL, the others stay, the counts follow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_members_leave_within_the_ttl() {
     let redis = TestRedis::shared();
@@ -309,12 +307,11 @@ async fn a_killed_nodes_members_leave_within_the_ttl() {
     })
     .await;
     // Its last batch was at most a batch window before the kill: gone
-    // within the TTL and the grace, plus the polling and a batch's slack.
+    // within the TTL, plus the polling and a batch's slack.
     let took = killed.elapsed();
-    let grace = Config::default().presence_grace;
     assert!(
-        took <= ttl + grace + Duration::from_millis(700),
-        "gone after {took:?} (TTL {ttl:?}, grace {grace:?})"
+        took <= ttl + Duration::from_millis(700),
+        "gone after {took:?} (TTL {ttl:?})"
     );
     // Pruned for good: its entries are out of Redis, not just hidden.
     let bynode: Vec<String> = redis

@@ -40,12 +40,14 @@
 //!   the member moved). When the marker is due, the member goes, and its
 //!   leave, its user's last leave and the group's vacancy are reported at
 //!   once (the grace is over);
-//! * a dead node's members (pruned once its entry in `nodes` expired) and
-//!   a cleanly stopped node's (`WITHDRAW`) close the same way;
-//! * a user's last connection and the group's last member taken out at
-//!   once (by a node's full rewrite, or with no grace) leave markers
-//!   `u\n<sub>` and `g`: a script that brings the user (or any member)
-//!   back within the grace deletes the marker and reports nothing.
+//! * a cleanly stopped node's members (`WITHDRAW`) close the same way;
+//! * a dead node's members go when its entry in `nodes` expires (the
+//!   TTL: its clients had that long to come back elsewhere with their
+//!   sessions, which moves them to their new node), each reported left at
+//!   once; their user's last leave and the group's vacancy, and those of
+//!   a node's full rewrite, leave markers `u\n<sub>` and `g`: a script
+//!   that brings the user (or any member) back within the grace deletes
+//!   the marker and reports nothing.
 //!
 //! The first script that runs after a marker is due (the `CONFIRM` the
 //! node that made it schedules, or any other) reports it and deletes it.
@@ -180,19 +182,7 @@ local function drop_node(n)
 end
 local function prune()
   for _, n in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', '(' .. now)) do
-    if grace > 0 then
-      -- A dead node's members close as its connections would have: each
-      -- may come back with its session on another node within the grace.
-      for _, e in ipairs(redis.call('ZRANGEBYLEX', bynode, '[' .. n .. '\n', '(' .. n .. '\v')) do
-        local cut = string.find(e, '\n', #n + 2, true)
-        if cut then
-          mark('s\n' .. string.sub(e, #n + 2, cut - 1))
-        end
-      end
-      redis.call('ZREM', nodes, n)
-    else
-      drop_node(n)
-    end
+    drop_node(n)
   end
 end
 local function settle()
