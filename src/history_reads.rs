@@ -20,6 +20,9 @@
 //! The read in flight removes itself from the table when it completes,
 //! whoever is still waiting for it, so a reader that gave up (its client
 //! went away) never leaves a stale answer behind.
+//!
+//! Generic over what is read: presence snapshots are merged the same way
+//! (`presence/snapshot.rs`), keyed by group.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,25 +37,38 @@ use crate::backend::BackendError;
 use crate::backend::history::{HistoryPage, HistoryQuery};
 use crate::group::GroupName;
 
-type Read = Shared<BoxFuture<'static, Result<HistoryPage, BackendError>>>;
+type Read<V> = Shared<BoxFuture<'static, Result<V, BackendError>>>;
 
 /// A read in flight: when it began, and which it is (so that it removes
 /// itself, not a later read of the same page).
-struct InFlight {
-    read: Read,
+struct InFlight<V: Clone> {
+    read: Read<V>,
     began: Instant,
     number: u64,
 }
 
-/// The reads in flight, by group and query.
-#[derive(Default)]
-pub(crate) struct MergedReads {
-    inflight: Arc<Mutex<Table>>,
+/// The reads in flight, by what they read (`K`): history pages by group
+/// and query.
+pub(crate) struct MergedReads<K = (GroupName, HistoryQuery), V = HistoryPage>
+where
+    V: Clone,
+{
+    inflight: Arc<Mutex<Table<K, V>>>,
 }
 
-#[derive(Default)]
-struct Table {
-    reads: HashMap<(GroupName, HistoryQuery), InFlight>,
+impl<K, V: Clone> Default for MergedReads<K, V> {
+    fn default() -> Self {
+        MergedReads {
+            inflight: Arc::new(Mutex::new(Table {
+                reads: HashMap::new(),
+                next: 0,
+            })),
+        }
+    }
+}
+
+struct Table<K, V: Clone> {
+    reads: HashMap<K, InFlight<V>>,
     /// Numbers the reads.
     next: u64,
 }
@@ -80,7 +96,27 @@ impl MergedReads {
     where
         F: Future<Output = Result<HistoryPage, BackendError>> + Send + 'static,
     {
-        let key = (group.clone(), query);
+        self.read_key((group.clone(), query), not_before, fetch)
+            .await
+    }
+}
+
+impl<K, V> MergedReads<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// What `key` names: joins the read of it in flight that began at or
+    /// after `not_before`, or starts one with `fetch`.
+    pub(crate) async fn read_key<F>(
+        &self,
+        key: K,
+        not_before: Instant,
+        fetch: impl FnOnce() -> F,
+    ) -> (Result<V, BackendError>, ReadBy)
+    where
+        F: Future<Output = Result<V, BackendError>> + Send + 'static,
+    {
         let (read, by) = {
             let mut guard = self.inflight.lock();
             let table = &mut *guard;

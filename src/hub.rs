@@ -264,6 +264,7 @@ impl HubBuilder {
             delivery,
             control,
             history_reads: MergedReads::default(),
+            snapshot_reads: MergedReads::default(),
             handlers: self.handlers,
             backend,
             seq: AtomicU64::new(0),
@@ -338,6 +339,9 @@ struct Inner {
     control: Arc<NodeControl>,
     /// History reads in flight, merged (`history_reads.rs`).
     history_reads: MergedReads,
+    /// Presence snapshot reads in flight, merged the same way
+    /// (`presence/snapshot.rs`).
+    snapshot_reads: MergedReads<GroupName, crate::backend::member::MemberPage>,
     handlers: Handlers,
     backend: Backend,
     /// Envelope ids: one sequence per node.
@@ -506,6 +510,13 @@ impl Hub {
         if !self.inner.delivery.cancel_start(group) {
             self.inner.backend.broker().unsubscribe(group);
         }
+    }
+
+    /// The presence snapshot reads in flight (`presence/snapshot.rs`).
+    pub(crate) fn snapshot_reads(
+        &self,
+    ) -> &MergedReads<GroupName, crate::backend::member::MemberPage> {
+        &self.inner.snapshot_reads
     }
 
     /// A session's history read, made while subscribed to `group`, found

@@ -229,6 +229,15 @@ impl PartialEq for Queued {
     }
 }
 
+/// How many times the queue's length join/leave frames may fill: a join
+/// storm in a `--join-leave` group sends every member one frame per
+/// newcomer in a burst (a few hundred per 50 ms batch), which a client
+/// that keeps up with messages drains as fast; counted against the
+/// messages' length, it would close every member of the room with 1013.
+/// The frames are shared (one allocation each, however many members), so
+/// the allowance costs a pointer per frame and member.
+const PRESENCE_ALLOWANCE: usize = 16;
+
 /// A queue's buffer (and a connection's batch) larger than this many
 /// messages is given back after a burst rather than kept for the next.
 pub(crate) const SPARE_CAPACITY: usize = 32;
@@ -301,7 +310,12 @@ impl Outbound {
             {
                 return Pushed::Known;
             }
-            if state.frames.len() < self.capacity || message.0.repaired {
+            let room = if message.0.presence.is_some() {
+                self.capacity.saturating_mul(PRESENCE_ALLOWANCE)
+            } else {
+                self.capacity
+            };
+            if state.frames.len() < room || message.0.repaired {
                 let was_empty = state.frames.is_empty();
                 state.frames.push_back(message);
                 (Pushed::Queued, was_empty)
@@ -503,6 +517,29 @@ mod tests {
 
     fn texts(batch: &Batch) -> Vec<Message> {
         batch.frames.iter().map(|q| q.message().clone()).collect()
+    }
+
+    #[test]
+    fn join_leave_frames_get_room_beyond_the_queue_and_a_snapshot_drops_the_known() {
+        let group = GroupName::new("room").expect("a name");
+        let frame = |seq| Queued::presence(format!("{{\"seq\":{seq}}}"), &group, seq);
+        let q = Outbound::new(2, QueueFullPolicy::Close, true);
+        assert_eq!(q.push(queued("a")), Pushed::Queued);
+        assert_eq!(q.push(queued("b")), Pushed::Queued);
+        // A burst of joins past the messages' length: queued.
+        for seq in 1..=(2 * PRESENCE_ALLOWANCE as u64 - 2) {
+            assert_eq!(q.push(frame(seq)), Pushed::Queued, "frame {seq}");
+        }
+        // A snapshot at 10: the frames it holds go, later ones stay.
+        q.presence_from(&group, 10);
+        assert_eq!(q.len(), 2 + (2 * PRESENCE_ALLOWANCE - 2 - 10));
+        assert_eq!(
+            q.push(frame(7)),
+            Pushed::Known,
+            "a late frame the snapshot holds"
+        );
+        // Messages still have only their own length.
+        assert_eq!(q.push(queued("c")), Pushed::Overflowed);
     }
 
     #[tokio::test]

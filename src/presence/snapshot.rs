@@ -19,6 +19,10 @@
 //!    or to come ([`Outbound::presence_from`]), and the snapshot goes in
 //!    front with the welcome when the queue is released.
 //!
+//! Sessions of one group asking at once (a join storm) share one read
+//! that began after each was subscribed (`history_reads.rs`'s merging):
+//! any snapshot read while subscribed is a valid one.
+//!
 //! A frame above `s` that arrived early waits in the held queue behind
 //! the snapshot; one at or below `s` that arrives late (from a slower
 //! node) is dropped. Frames of one node keep their order; frames of
@@ -40,6 +44,10 @@ use crate::session::Session;
 /// (the counts are still whole) and the client pages the rest through the
 /// API if it needs them.
 pub const SNAPSHOT_CAP: usize = 1000;
+
+/// How long a snapshot keeps trying a read that fails before the client
+/// is sent `presence_unavailable` (its welcome waits that long at most).
+const SNAPSHOT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Why a snapshot cannot be asked for: `(code, reason)`.
 pub(crate) type SnapshotRefusal = (&'static str, String);
@@ -130,9 +138,37 @@ impl Hub {
     ) -> Queued {
         let read = async {
             self.subscribed(group).await?;
-            self.presence_page(group, &Cursor::start(), SNAPSHOT_CAP)
-                .await
-                .map_err(crate::HubError::from)
+            // A join storm asks for the same snapshot many times at once:
+            // one read serves every session subscribed before it began.
+            // The storm also keeps Redis and the node busy: a read that
+            // fails is tried again, a few times, before the client is told.
+            let mut retry = crate::backoff::Backoff::new(
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_millis(500),
+            );
+            let give_up = tokio::time::Instant::now() + SNAPSHOT_PATIENCE;
+            loop {
+                let subscribed = tokio::time::Instant::now();
+                let (hub, owned) = (self.clone(), group.clone());
+                let (page, _) = self
+                    .snapshot_reads()
+                    .read_key(group.clone(), subscribed, move || async move {
+                        hub.presence_page(&owned, &Cursor::start(), SNAPSHOT_CAP)
+                            .await
+                    })
+                    .await;
+                match page {
+                    Ok(page) => break Ok(page),
+                    Err(error) => {
+                        let delay = retry.next_delay();
+                        if tokio::time::Instant::now() + delay > give_up {
+                            break Err(crate::HubError::from(error));
+                        }
+                        tracing::debug!(%group, %error, ?delay, "reading the presence snapshot failed; trying again");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
         };
         let page = match read.await {
             Ok(page) => page,

@@ -87,8 +87,9 @@ fn session_span(hub: &Hub, group: Option<&GroupName>) -> tracing::Span {
 pub(crate) enum Refusal {
     BadGroup(GroupNameError),
     BadQuery(String),
-    /// Admitted to the group, but not to what it asked besides (403).
-    Forbidden(&'static str, String),
+    /// Admitted to the group, but not to what it asked besides: the
+    /// status, the code and why.
+    Refused(StatusCode, &'static str, String),
     Auth(AuthError),
     ShuttingDown,
     Limit(LimitRejection),
@@ -105,8 +106,8 @@ impl IntoResponse for Refusal {
             Refusal::BadQuery(message) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message).into_response()
             }
-            Refusal::Forbidden(code, message) => {
-                ApiError::new(StatusCode::FORBIDDEN, code, message).into_response()
+            Refusal::Refused(status, code, message) => {
+                ApiError::new(status, code, message).into_response()
             }
             Refusal::Auth(error) => error.into_response(),
             Refusal::ShuttingDown => ApiError::new(
@@ -168,7 +169,7 @@ impl utoipa::IntoResponses for Refusal {
     > {
         use crate::http_error::ErrorBody;
         [
-            ("400", "A bad group name or replay parameter (`bad_group_name`, `bad_query`)"),
+            ("400", "A bad group name or query parameter (`bad_group_name`, `bad_query`), or `presence=1` in a group without presence (`no_presence`)"),
             ("401", "No token, or one that does not verify (`token_missing`, `bad_signature`, `token_expired`, …)"),
             ("403", "The token does not allow this group or its presence, or the Origin is not allowed (`group_not_allowed`, `presence_not_allowed`, `origin_not_allowed`)"),
             ("429", "Too many connections from this address (`too_many_connections_from_ip`; `Retry-After`)"),
@@ -233,8 +234,8 @@ pub(crate) fn admit(
     if presence && let Some(group) = &group {
         crate::presence::snapshot::may_have_snapshot(hub, group, &claims).map_err(
             |(code, reason)| match code {
-                "presence_not_allowed" => Refusal::Forbidden(code, reason),
-                _ => Refusal::BadQuery(reason),
+                "presence_not_allowed" => Refusal::Refused(StatusCode::FORBIDDEN, code, reason),
+                _ => Refusal::Refused(StatusCode::BAD_REQUEST, code, reason),
             },
         )?;
     }

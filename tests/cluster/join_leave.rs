@@ -395,3 +395,71 @@ async fn a_client_back_with_its_session_within_the_grace_never_left() {
         "the member moved with its session"
     );
 }
+
+/// A join storm in a `--join-leave` group closes nobody: 300 members
+/// arrive at once on two nodes, so each member is sent a burst of join
+/// and user_joined frames larger than its send queue (256), and every
+/// member stays connected and learns of every other once (in its
+/// `?presence=1` snapshot or as a join after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_storm_closes_no_member_and_each_learns_of_every_other_once() {
+    const MEMBERS: usize = 300;
+    let redis = TestRedis::shared();
+    let nodes = std::sync::Arc::new([
+        node("jl-storm-a", &redis.url()).await,
+        node("jl-storm-b", &redis.url()).await,
+    ]);
+    let group = "jl-storm";
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let members: Vec<_> = (0..MEMBERS)
+        .map(|i| {
+            let (nodes, mut go) = (nodes.clone(), go_rx.clone());
+            tokio::spawn(async move {
+                use futures_util::StreamExt;
+                let _ = go.wait_for(|go| *go).await;
+                let mut client = Client::try_connect(
+                    &format!("{}&presence=1", url(&nodes[i % 2], group, &format!("m{i}"))),
+                    &[("sec-websocket-protocol", "groupcast.v1")],
+                )
+                .await
+                .unwrap_or_else(|refused| panic!("{refused:?}"));
+                let mut joined = std::collections::BTreeSet::new();
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+                while joined.len() < MEMBERS {
+                    let frame = tokio::time::timeout_at(deadline, client.ws.next()).await;
+                    match frame {
+                        Ok(Some(Ok(Ws::Text(text)))) => {
+                            let frame: Value = serde_json::from_str(&text).expect("JSON");
+                            assert_ne!(frame["type"], "error", "member {i}: {frame}");
+                            if frame["type"] == "presence" {
+                                for member in frame["members"].as_array().expect("members") {
+                                    let sub = member["sub"].as_str().unwrap_or_default();
+                                    joined.insert(sub.to_string());
+                                }
+                            }
+                            if frame["type"] == "join" {
+                                let sub = frame["sub"].as_str().unwrap_or_default().to_string();
+                                assert!(
+                                    joined.insert(sub),
+                                    "member {i} heard a join twice: {frame}"
+                                );
+                            }
+                        }
+                        Ok(Some(Ok(Ws::Close(close)))) => {
+                            panic!("member {i} was closed: {close:?}")
+                        }
+                        Ok(Some(Ok(_))) => {}
+                        other => panic!("member {i}: {other:?} after {} joins", joined.len()),
+                    }
+                }
+                client
+            })
+        })
+        .collect();
+    go_tx.send(true).expect("the members wait");
+    let mut clients = Vec::new();
+    for member in members {
+        clients.push(member.await.expect("a member"));
+    }
+    assert_eq!(clients.len(), MEMBERS);
+}

@@ -244,7 +244,7 @@ async fn a_snapshot_asked_for_wrongly_is_refused_with_the_reason() {
             ws("other", &format!("token={allowed}&presence=1")),
             &v1[..],
             400,
-            "bad_query",
+            "no_presence",
             "keeps no presence",
         ),
         (
