@@ -49,6 +49,8 @@ export interface ClientOptions {
   history?: number;
   /** Resume from here on the first connect (e.g. saved before a page reload). */
   position?: Position;
+  /** Ask for the group's members (`?presence=1`) on every (re)connect: see members(). */
+  presence?: boolean;
   backoff?: Backoff;
   /** Consecutive failed attempts before giving up (Infinity). */
   maxRetries?: number;
@@ -58,6 +60,11 @@ export interface ClientOptions {
   WebSocket?: WebSocketClass;
   /** () => [0, 1), Math.random by default. */
   random?: () => number;
+  /** The fetch function (globalThis.fetch), used only to learn why a presence connection was refused. */
+  fetch?: (url: string, init?: { signal?: AbortSignal; cache?: string }) => Promise<{
+    status: number;
+    json(): Promise<any>;
+  }>;
 }
 
 /** What `subscribe` may ask for the group: a backlog, or a resume. */
@@ -66,6 +73,8 @@ export interface SubscribeOptions {
   history?: number;
   /** Resume after this position (wins over `history`). */
   position?: Position;
+  /** Ask for the group's members with each (re)subscribe: see members(). */
+  presence?: boolean;
 }
 
 /** The server's first frame on a connection. */
@@ -117,6 +126,9 @@ export interface Reset {
 
 /** The codes of the server's `error` answers, and of this client's own refusals. */
 export type RequestErrorCode =
+  | "no_presence"
+  | "presence_not_allowed"
+  | "presence_unavailable"
   | "bad_request"
   | "bad_group_name"
   | "bad_query"
@@ -136,6 +148,57 @@ export interface RequestError {
   reason: string;
   group: string | null;
   id: number | null;
+}
+
+/** One connection in a group, as members() lists it. */
+export interface Member {
+  session: string;
+  /** The node the connection is on. */
+  node: string | null;
+  /** The token's subject; null for anonymous connections. */
+  sub: string | null;
+  /** ms since the epoch: from the snapshot, or when this client saw the `join`. */
+  connectedAt: number | null;
+  /** The keys the server shows (`--presence-keys`); only snapshots carry them. */
+  keys: Record<string, unknown>;
+}
+
+/** A distinct user among the members, with its connection count. */
+export interface User {
+  sub: string;
+  connections: number;
+}
+
+/** A group's presence: the `members` event, and presenceOf(). */
+export interface Presence {
+  group: string;
+  members: Member[];
+  /** The whole group's connections and distinct users (the server's figures, whole even when truncated). */
+  count: number;
+  users: number;
+  /** The server listed only its first 1,000 members: the list is partial. */
+  truncated: boolean;
+  /** The group's position the list stands at. */
+  seq: number;
+}
+
+/** A `join` or `leave` frame's fields. */
+export interface MemberChange {
+  group: string;
+  session: string;
+  /** Absent for anonymous connections. */
+  sub?: string;
+  node: string;
+  seq: number;
+}
+
+/** A `user_joined` or `user_left` frame's fields. */
+export interface UserChange {
+  group: string;
+  sub: string;
+  /** The node that reported it. */
+  node: string;
+  seq: number;
 }
 
 export interface Closed {
@@ -158,6 +221,11 @@ export interface GroupcastEvents {
   refreshed: { exp: number };
   closed: Closed;
   reconnecting: { delay: number; attempt: number; url: string; code: number };
+  members: Presence;
+  join: MemberChange;
+  leave: MemberChange;
+  user_joined: UserChange;
+  user_left: UserChange;
 }
 
 export type ClientState = "connecting" | "open" | "reconnecting" | "idle" | "closed";
@@ -195,6 +263,13 @@ export class GroupcastClient {
 
   /** The last position seen in `group`, or null. */
   positionOf(group: string): Position | null;
+
+  /** The members of `group` (the first group by default); null without presence. */
+  members(group?: string): Member[] | null;
+  /** The distinct users among members(group), anonymous ones left out; null without presence. */
+  users(group?: string): User[] | null;
+  /** The group's presence as the last `members` event said, kept up to date; null without presence. */
+  presenceOf(group?: string): Presence | null;
 
   /** Adds a listener; returns a function that removes it. */
   on<K extends keyof GroupcastEvents>(name: K, fn: (detail: GroupcastEvents[K]) => void): () => void;

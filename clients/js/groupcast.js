@@ -14,6 +14,11 @@
 //   client.on("reset", ({ reason }) => refetchEverything());
 //   client.on("reconnecting", ({ delay }) => showStatus(`retry in ${delay} ms`));
 //   client.send("hello");            // false while not connected
+//   // Who is here (groups with presence on the server: --presence):
+//   //   connect(url, { group: "chat/lobby", presence: true })
+//   client.on("members", ({ members }) => render(members));   // each snapshot
+//   client.on("join", ({ sub, session }) => render(client.members()));
+//   client.on("leave", ({ sub, session }) => render(client.members()));
 //   await client.subscribe("task/43", { history: 10 });  // same socket
 //   client.unsubscribe("task/43");
 //   client.close();                  // for good: no more events
@@ -38,12 +43,18 @@
 //              messages before the live ones (`?history=N`)
 //   position   {epoch, offset}: resume from there on the first connect
 //              (e.g. saved in sessionStorage before a page reload)
+//   presence   true: ask for the group's members (`?presence=1`) on every
+//              (re)connect; see "Who is here" below. For the `group`
+//              option's group; other groups ask in subscribe(group,
+//              {presence: true})
 //   backoff    {min: 500, max: 30000} ms: reconnect delays, exponential
 //              with full jitter (below)
 //   maxRetries consecutive failed attempts before giving up (Infinity)
 //   connectTimeout  ms to wait for the socket to open (10000)
 //   WebSocket  the WebSocket class (globalThis.WebSocket); tests inject a fake
 //   random     () => [0, 1) (Math.random); tests make jitter deterministic
+//   fetch      the fetch function (globalThis.fetch): only used to ask why
+//              a connection with `presence` was refused (see below)
 //
 // Events, `client.on(name, fn)` (returns a function that removes fn):
 //   connecting   {url, attempt}       a socket is being opened
@@ -61,7 +72,18 @@
 //                offset, history, recovered?}, on every (re)connect
 //   unsubscribed {group}: the server confirmed an unsubscribe
 //   error        {code, reason, group, id}: a request was refused (the
-//                group is then dropped; see subscribe())
+//                group is then dropped; see subscribe()); or presence was
+//                (`no_presence`, `presence_not_allowed`: the group stays,
+//                without presence) or could not be read
+//                (`presence_unavailable`)
+//   members      {group, members, count, users, truncated, seq}: a presence
+//                snapshot replaced the group's member list (on every
+//                (re)connect with presence); see "Who is here"
+//   join, leave  {group, session, sub?, node, seq}: a connection joined or
+//                left the group (groups the server names in --join-leave);
+//                applied to members() first
+//   user_joined, user_left  {group, sub, node, seq}: a user's first
+//                connection came / last one went (after the server's grace)
 //   reset        {reason, epoch, offset, group}: continuity was lost, messages may
 //                be missing; the application should refetch its state.
 //                Emitted when a resume was not recovered, for the server's
@@ -101,6 +123,36 @@
 // Whatever the server does, a message at or below the last offset of the
 // same epoch is dropped and counted in stats.duplicates, so `message`
 // never delivers one twice.
+//
+// Who is here: with `presence: true` (the client's option for its group,
+// or subscribe(group, {presence: true})) every (re)connect asks the server
+// for the group's members; the snapshot replaces the list (a `members`
+// event: after a reconnect too, so nothing is ever counted twice) and the
+// `join`/`leave` frames after it are applied to it. Read it with
+// `members(group)`: [{session, node, sub, connectedAt, keys}] (sub null
+// for anonymous connections; connectedAt in ms, for a member learnt from a
+// `join` frame the time this client saw it; keys only from snapshots),
+// `users(group)`: [{sub, connections}], derived from that list (anonymous
+// members left out), and `presenceOf(group)`: {members, count, users,
+// truncated, seq}, where count and users are the server's whole-group
+// figures (users counts a user until its `user_left`, after the server's
+// grace). All null for a group without presence. `truncated`: the server
+// lists at most 1,000 members; the counts stay whole, the list is then
+// partial (page through GET /api/groups/{group}/members for the rest).
+// Frames of different nodes may interleave: the list does not depend on
+// their order, `seq` (the group's position after the change) gives it.
+// While disconnected the list is the last one known; the next snapshot
+// replaces it. Without `--join-leave` for the group there are no frames:
+// the list is as of the last (re)connect.
+//
+// A group without presence on the server refuses `?presence=1` with an
+// HTTP 400 before the upgrade, which a browser reports as a bare 1006; so
+// when a connection asking presence fails before opening, the client asks
+// the same URL with fetch (a plain GET, answered with the refusal) and on
+// "keeps no presence" (`no_presence`) or 403 `presence_not_allowed`
+// emits `error` and reconnects at once without presence. A subscribe is
+// refused with an `error` frame instead; the client then subscribes again
+// without presence. Either way the group is joined and members() is null.
 //
 // Many groups, one connection: `subscribe(group, {history, position})`
 // joins another group on the same socket (the `subscribe` request of
@@ -197,11 +249,20 @@ export class GroupcastError extends Error {
  * one the URL names on each (re)connect, the others are `subscribe`d.
  */
 class Subscription {
-  constructor(name, { history = 0, position = null } = {}) {
+  constructor(name, { history = 0, position = null, presence = false } = {}) {
     this.name = name; // null until the welcome for a full-endpoint URL
     this.inUrl = false; // the URL itself names this group (no `group` option)
     this.history = history;
     this.position = position ? { ...position } : null;
+    this.presence = presence === true; // ask for the members on each join
+    // The members as of the last snapshot plus the frames since: null
+    // until a snapshot came (and for groups without presence).
+    this.members = null; // Map session -> member
+    this.count = 0; // the server's figures, whole even when truncated
+    this.users = 0;
+    this.truncated = false;
+    this.snapshotSeq = 0; // frames at or below it are in the snapshot
+    this.seq = 0; // the highest position applied
     this.joinedOnce = false; // a later answer is a re-join: continuity matters
     // Per connection: reset by every _connect.
     this.answered = false; // its welcome / `subscribed` came on this socket
@@ -232,6 +293,7 @@ export class GroupcastClient {
     this.connectTimeout = options.connectTimeout ?? 10000;
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.random = options.random ?? Math.random;
+    this.fetch = options.fetch ?? (typeof globalThis.fetch === "function" ? globalThis.fetch.bind(globalThis) : null);
     if (typeof this.WebSocket !== "function") {
       throw new TypeError("groupcast: no WebSocket class (pass one as the WebSocket option)");
     }
@@ -242,7 +304,11 @@ export class GroupcastClient {
 
     // The connection's own group: the `group` option, or (without it) the
     // one the URL names, learnt from the first welcome.
-    this._first = new Subscription(this.group, { history: this.history, position: options.position });
+    this._first = new Subscription(this.group, {
+      history: this.history,
+      position: options.position,
+      presence: options.presence,
+    });
     this._first.inUrl = this.group == null;
     this._subs = [this._first]; // every group, in the order asked for
     this._conn = null; // the subscription the current socket's URL names
@@ -257,6 +323,8 @@ export class GroupcastClient {
     this._urlIndex = 0;
     this._joinedOnce = false; // a welcome (or a raw open) came once
     this._raw = false; // this connection has no groupcast.v1 (plain frames)
+    this._opened = false; // this connection's socket opened
+    this._url = null; // the URL this connection's socket was opened with
 
     // On a microtask: listeners added right after `new` see `connecting`.
     queueMicrotask(() => this._connect());
@@ -278,6 +346,41 @@ export class GroupcastClient {
   /** The groups this client is in (or joining), in the order asked for. */
   get groups() {
     return this._subs.map((sub) => sub.name ?? this.group).filter((name) => name != null);
+  }
+
+  /**
+   * The members of `group` (the first group when not given), as the last
+   * presence snapshot and the join/leave frames since say: an array of
+   * {session, node, sub, connectedAt, keys}, or null when the group has no
+   * presence here (not asked, refused, unavailable, or no snapshot yet).
+   */
+  members(group) {
+    const sub = this._presenceSub(group);
+    return sub ? [...sub.members.values()].map((member) => ({ ...member, keys: { ...member.keys } })) : null;
+  }
+
+  /**
+   * The distinct users among members(group): [{sub, connections}], in the
+   * order first seen; anonymous members are left out. Null like members().
+   */
+  users(group) {
+    const sub = this._presenceSub(group);
+    if (!sub) return null;
+    const counts = new Map();
+    for (const member of sub.members.values()) {
+      if (member.sub != null) counts.set(member.sub, (counts.get(member.sub) ?? 0) + 1);
+    }
+    return [...counts].map(([name, connections]) => ({ sub: name, connections }));
+  }
+
+  /**
+   * Everything known of `group`'s presence: {group, members, count, users,
+   * truncated, seq} (the `members` event's fields, kept up to date), or
+   * null. count and users are the server's whole-group figures.
+   */
+  presenceOf(group) {
+    const sub = this._presenceSub(group);
+    return sub ? this._presenceDetail(sub) : null;
   }
 
   /** Adds `fn` for event `name`; returns a function that removes it. */
@@ -322,7 +425,8 @@ export class GroupcastClient {
    * Joins one more group on this same connection: a `subscribe` request
    * now if the socket is open, else with the next connection's. Options:
    * `history` (the last N messages first, like the connect option) or
-   * `position` ({epoch, offset} to resume from). Its messages come as
+   * `position` ({epoch, offset} to resume from), `presence` (true: its
+   * members, see members(); on every reconnect too). Its messages come as
    * `message` events naming the group; every reconnect resumes it.
    *
    * Resolves with the server's `subscribed` answer (epoch, offset,
@@ -436,7 +540,7 @@ export class GroupcastClient {
     }
     this._conn = conn;
     this._leaving.clear(); // answers of a gone socket never come
-    const params = { token: this.token, ...this._replay(conn) };
+    const params = { token: this.token, ...this._replay(conn), presence: conn.presence ? 1 : null };
     const base = this.urls[this._urlIndex];
     let url;
     try {
@@ -459,6 +563,8 @@ export class GroupcastClient {
     ws.binaryType = "arraybuffer";
     this._ws = ws;
     this._raw = false;
+    this._opened = false;
+    this._url = url;
     ws.onopen = () => this._onOpen(ws, url);
     ws.onmessage = (event) => this._onFrame(ws, event);
     ws.onclose = (event) => this._onClose(ws, event);
@@ -494,6 +600,7 @@ export class GroupcastClient {
   _sendSubscribe(sub) {
     sub.id = ++this._nextId;
     const request = { type: "subscribe", group: sub.name, ...this._replay(sub), id: sub.id };
+    if (sub.presence) request.presence = true;
     this._ws.send(JSON.stringify(request));
   }
 
@@ -502,6 +609,7 @@ export class GroupcastClient {
     clearTimeout(this._timer);
     this._timer = null;
     this.state = "open";
+    this._opened = true;
     // A server (or proxy) that does not speak groupcast.v1 answers without
     // the subprotocol (some browsers refuse such an answer outright; others
     // open with protocol ""). Its frames are then the payloads themselves.
@@ -570,6 +678,13 @@ export class GroupcastClient {
         return this._onServerReset(frame);
       case "refreshed":
         return this._emit("refreshed", { exp: frame.exp });
+      case "presence":
+        return this._onPresence(frame);
+      case "join":
+      case "leave":
+      case "user_joined":
+      case "user_left":
+        return this._onPresenceChange(frame);
       default:
         // A frame type from a later protocol revision: ignore it.
         return;
@@ -614,11 +729,95 @@ export class GroupcastClient {
       return;
     }
     const sub = this._subs.find((s) => s.id != null && s.id === frame.id);
+    if (PRESENCE_REFUSALS.has(detail.code) && sub && sub.presence) {
+      // Nothing was subscribed: the same again, without presence.
+      this._presenceRefused(sub, detail);
+      if (this._ws && this._ws.readyState === OPEN && !this._raw) this._sendSubscribe(sub);
+      return;
+    }
+    if (detail.code === "presence_unavailable") {
+      // The group is joined; only its members could not be read. The
+      // next (re)connect asks again.
+      const about = sub ?? (detail.group != null ? this._find(detail.group) : null);
+      if (about) about.members = null;
+      this._emit("error", { ...detail, group: detail.group ?? about?.name ?? null });
+      return;
+    }
     if (sub) {
       this._refuse(sub, detail);
       return;
     }
     this._emit("error", detail);
+  }
+
+  /** Presence was refused for `sub`: it goes on without, and says why. */
+  _presenceRefused(sub, { code, reason, id = null }) {
+    sub.presence = false;
+    sub.members = null;
+    this._emit("error", { code, reason, group: sub.name, id });
+  }
+
+  _presenceSub(group) {
+    const sub = group == null ? this._subs[0] : this._find(group);
+    return sub && sub.members ? sub : null;
+  }
+
+  _presenceDetail(sub) {
+    return {
+      group: sub.name,
+      members: this.members(sub.name),
+      count: sub.count,
+      users: sub.users,
+      truncated: sub.truncated,
+      seq: sub.seq,
+    };
+  }
+
+  /** A `presence` frame: the group's members at one position, replacing the list. */
+  _onPresence(frame) {
+    const sub = this._subOf(frame);
+    if (!sub) return;
+    const members = new Map();
+    for (const m of Array.isArray(frame.members) ? frame.members : []) {
+      if (m == null || m.session == null) continue;
+      members.set(String(m.session), member(m, Number(m.connected_at_ms)));
+    }
+    sub.members = members;
+    sub.snapshotSeq = Number(frame.seq ?? 0);
+    sub.seq = sub.snapshotSeq;
+    sub.truncated = frame.truncated === true;
+    sub.count = Number(frame.count ?? members.size);
+    sub.users = Number(frame.users ?? new Set([...members.values()].map((m) => m.sub).filter((s) => s != null)).size);
+    this._emit("members", this._presenceDetail(sub));
+  }
+
+  /** A join, leave, user_joined or user_left frame: applied, then emitted. */
+  _onPresenceChange(frame) {
+    const sub = this._subOf(frame);
+    if (!sub) return;
+    const seq = Number(frame.seq ?? 0);
+    const { type, ...fields } = frame;
+    const detail = { ...fields, group: sub.name };
+    if (sub.members) {
+      // The server sends none at or below the snapshot's position; one
+      // that came anyway is in the snapshot already.
+      if (frame.seq != null && seq <= sub.snapshotSeq) return;
+      const session = frame.session == null ? null : String(frame.session);
+      if (type === "join" && session != null && !sub.members.has(session)) {
+        sub.members.set(session, member(frame, Date.now()));
+        sub.count++;
+      } else if (type === "leave" && session != null) {
+        // Truncated, the leaver may be one the list did not show.
+        if (sub.members.delete(session) || sub.truncated) sub.count = Math.max(0, sub.count - 1);
+      } else if (type === "user_joined") {
+        sub.users++;
+      } else if (type === "user_left") {
+        sub.users = Math.max(0, sub.users - 1);
+      }
+      if (!sub.truncated) sub.count = sub.members.size;
+      sub.seq = Math.max(sub.seq, seq);
+    }
+    this._emit(type, detail);
   }
 
   /** `sub` was refused by the server: dropped, its promise rejected, `error` emitted. */
@@ -753,11 +952,56 @@ export class GroupcastClient {
     this._ws = null;
     clearTimeout(this._timer);
     this._timer = null;
-    this._afterClose({ code: event.code, reason: event.reason ?? "" });
+    const closed = { code: event.code, reason: event.reason ?? "" };
+    const conn = this._conn;
+    if (!this._opened && conn?.presence && this.fetch) {
+      // Refused before the upgrade? A browser hides why; see the header.
+      this._whyRefused(this._url).then((refusal) => {
+        if (this._stopped || this._ws || this._timer) return; // moved on meanwhile
+        if (refusal && conn.presence) {
+          this._presenceRefused(conn, refusal);
+          this._afterClose({ ...closed, reason: refusal.reason, now: true });
+          return;
+        }
+        this._afterClose(closed);
+      });
+      return;
+    }
+    this._afterClose(closed);
+  }
+
+  /**
+   * The refusal of a presence connection to `url`, asked again as a plain
+   * GET (the server checks presence before the upgrade, so it answers with
+   * the refusal itself): {code, reason} for `no_presence` and
+   * `presence_not_allowed`, else null (it would have been let in, or
+   * cannot be asked: offline, another origin without CORS, ...).
+   */
+  async _whyRefused(url) {
+    const target = new URL(url);
+    target.protocol = target.protocol === "wss:" ? "https:" : "http:";
+    const abort = typeof AbortController === "function" ? new AbortController() : null;
+    const timer = setTimeout(() => abort?.abort(), this.connectTimeout);
+    try {
+      const response = await this.fetch(target.toString(), { signal: abort?.signal, cache: "no-store" });
+      const body = await response.json().catch(() => ({}));
+      const reason = String(body?.message ?? "");
+      if (response.status === 403 && body?.error === "presence_not_allowed") {
+        return { code: "presence_not_allowed", reason };
+      }
+      if (response.status === 400 && (body?.error === "no_presence" || /keeps no presence/.test(reason))) {
+        return { code: "no_presence", reason };
+      }
+      return null;
+    } catch {
+      return null;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** After a connection (or an attempt) ended: reconnect, or stop. */
-  _afterClose({ code, reason }) {
+  _afterClose({ code, reason, now = false }) {
     if (this._stopped) return;
     let final = finalReason(code);
     if (code === 4001 && !this.getToken) final = "token expired, and no getToken option to get another";
@@ -776,7 +1020,9 @@ export class GroupcastClient {
     if (this._stopped) return; // a listener may close()
 
     let delay;
-    if (code === 4001) {
+    if (now) {
+      delay = 0; // the same again, without what was refused
+    } else if (code === 4001) {
       delay = 0; // getToken runs first; the old token is simply stale
     } else if (code === 4010) {
       delay = 0; // the node lost messages; resuming from history fills the gap
@@ -842,6 +1088,20 @@ function reportListenerError(error) {
       throw error;
     });
   }
+}
+
+/** The `error` codes that refuse presence, not the group. */
+const PRESENCE_REFUSALS = new Set(["no_presence", "presence_not_allowed"]);
+
+/** A member as members() lists it, from a snapshot entry or a join frame. */
+function member(fields, connectedAt) {
+  return {
+    session: String(fields.session),
+    node: fields.node == null ? null : String(fields.node),
+    sub: fields.sub == null ? null : String(fields.sub),
+    connectedAt: Number.isFinite(connectedAt) ? connectedAt : null,
+    keys: fields.keys != null && typeof fields.keys === "object" ? { ...fields.keys } : {},
+  };
 }
 
 /** The socket's handlers removed: nothing it does later reaches us. */

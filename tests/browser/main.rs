@@ -14,5 +14,6 @@ mod common;
 mod browser;
 mod browser_admin;
 mod browser_disconnect;
+mod browser_presence;
 mod browser_resume;
 mod browser_sse;

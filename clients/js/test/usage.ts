@@ -16,7 +16,9 @@ import {
   connect,
   endpoint,
   type GroupcastMessage,
+  type Member,
   type Position,
+  type Presence,
   type Subscribed,
 } from "../groupcast.js";
 
@@ -81,6 +83,34 @@ function show(message: GroupcastMessage): void {
   }
 }
 
+/** A lobby's "who is here": the list from each snapshot, then each join and leave. */
+export function lobby(url: string, token: string): GroupcastClient {
+  const client = connect(url, { group: "chat/lobby", token, presence: true });
+  const render = (members: Member[] | null) => {
+    for (const { sub, node, connectedAt, keys } of members ?? []) {
+      console.log(sub ?? "anonymous", node, connectedAt === null ? "?" : new Date(connectedAt), keys["name"]);
+    }
+  };
+  client.on("members", ({ members, count, users, truncated }: Presence) => {
+    render(members);
+    console.log(`${count} connections, ${users} users${truncated ? " (list cut)" : ""}`);
+  });
+  client.on("join", ({ session, sub, seq }) => {
+    console.log(`${sub ?? "someone"} joined (${session} at ${seq})`);
+    render(client.members());
+  });
+  client.on("leave", () => render(client.members("chat/lobby")));
+  client.on("user_joined", ({ sub, node }) => console.log(`${sub} is here (${node})`));
+  client.on("user_left", ({ sub }) => console.log(`${sub} left`));
+  client.on("error", ({ code, group }) => {
+    if (code === "no_presence" || code === "presence_not_allowed") console.log(`${group}: no list`);
+  });
+  for (const { sub, connections } of client.users() ?? []) console.log(sub, connections);
+  console.log(client.presenceOf()?.count);
+  void client.subscribe("chat/room-2", { presence: true });
+  return client;
+}
+
 function refetch(group: string, reason: string): void {
   console.log(`refetch ${group}: ${reason}`);
 }
@@ -103,4 +133,11 @@ export function mistakes(client: GroupcastClient): void {
   client.unsubscribe();
   // @ts-expect-error: the group option is a name
   new GroupcastClient("/", { group: 42 });
+  // @ts-expect-error: members() may be null (no presence)
+  console.log(client.members().length);
+  // @ts-expect-error: an anonymous member has no sub
+  const who: string = client.members()![0].sub;
+  // @ts-expect-error: presence is asked with true, not a count
+  client.subscribe("g", { presence: 1 });
+  console.log(who);
 }
