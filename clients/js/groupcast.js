@@ -122,7 +122,9 @@
 // or `recovered: false` (this client emits `reset`) and continues live.
 // Whatever the server does, a message at or below the last offset of the
 // same epoch is dropped and counted in stats.duplicates, so `message`
-// never delivers one twice.
+// never delivers one twice. It also sends `?session=<the last welcome's
+// session>`: within the server's presence grace it is the same member
+// again, and the others see no leave and no join.
 //
 // Who is here: with `presence: true` (the client's option for its group,
 // or subscribe(group, {presence: true})) every (re)connect asks the server
@@ -540,7 +542,16 @@ export class GroupcastClient {
     }
     this._conn = conn;
     this._leaving.clear(); // answers of a gone socket never come
-    const params = { token: this.token, ...this._replay(conn), presence: conn.presence ? 1 : null };
+    // The session the last welcome gave: within the server's presence
+    // grace the reconnect carries on as the same member (no leave, no
+    // join for the others); null on the first connect.
+    const session = this.welcome?.session != null ? String(this.welcome.session) : null;
+    const params = {
+      token: this.token,
+      ...this._replay(conn),
+      presence: conn.presence ? 1 : null,
+      session,
+    };
     const base = this.urls[this._urlIndex];
     let url;
     try {

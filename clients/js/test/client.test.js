@@ -105,6 +105,7 @@ test("the first connect offers groupcast.v1 and asks for the backlog", async () 
   assert.equal(ws.param("history"), "20");
   assert.equal(ws.param("token"), "t0");
   assert.equal(ws.param("since"), null);
+  assert.equal(ws.param("session"), null, "no session to carry on yet");
 
   ws.accept();
   ws.welcome({ epoch: "E1", offset: 50, history: true });
@@ -151,6 +152,7 @@ test("a lost connection resumes from the last message seen, dropping duplicates"
   ws = socket();
   assert.equal(ws.param("since"), "4");
   assert.equal(ws.param("epoch"), "E1");
+  assert.equal(ws.param("session"), "s1", "the same member carries on");
   assert.equal(ws.param("history"), null, "history is for the first connect only");
   ws.accept();
   ws.welcome({ epoch: "E1", offset: 9, history: true, recovered: true });
