@@ -202,6 +202,9 @@ impl Drop for Forget<'_> {
 pub(crate) struct NodeEvents {
     pub(crate) delivery: Arc<Delivery>,
     pub(crate) control: Arc<NodeControl>,
+    /// What the hub does when the backend listens again
+    /// (`Hub::refresh_snapshots`).
+    pub(crate) resubscribed: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl BackendEvents for NodeEvents {
@@ -211,6 +214,10 @@ impl BackendEvents for NodeEvents {
 
     fn on_control(&self, control: Control) {
         self.control.on_control(control);
+    }
+
+    fn on_resubscribed(&self) {
+        (self.resubscribed)();
     }
 }
 

@@ -225,6 +225,14 @@ impl HubBuilder {
             inbox: Arc::new(NodeEvents {
                 delivery: delivery.clone(),
                 control: control.clone(),
+                resubscribed: {
+                    let cell = frames_hub.clone();
+                    Arc::new(move || {
+                        if let Some(inner) = cell.get().and_then(std::sync::Weak::upgrade) {
+                            Hub { inner }.refresh_snapshots();
+                        }
+                    })
+                },
             }),
             metrics: metrics.clone(),
             local_groups: Arc::new(move || groups_registry.groups()),

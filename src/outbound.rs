@@ -398,6 +398,44 @@ impl Outbound {
         state.frames.retain(|q| !q.is_presence_through(group, seq));
     }
 
+    /// A newer snapshot of `group` (at `seq`) for a session that holds
+    /// one, after the node could have missed join/leave frames (its
+    /// subscriber reconnected): it replaces the list, so it goes in front
+    /// of the group's frames above `seq` still queued, and those at or
+    /// below it are dropped. False (nothing queued) when the session holds
+    /// no snapshot of `group` or a newer one.
+    pub(crate) fn refresh_presence(&self, group: &GroupName, seq: u64, snapshot: Queued) -> bool {
+        {
+            let mut state = self.state.lock();
+            if state.closing {
+                return false;
+            }
+            match state.presence_floors.iter_mut().find(|(g, _)| g == group) {
+                Some((_, floor)) if *floor < seq => *floor = seq,
+                _ => return false,
+            }
+            state.frames.retain(|q| !q.is_presence_through(group, seq));
+            let at = state
+                .frames
+                .iter()
+                .position(|q| q.0.presence.is_some() && q.group() == Some(group))
+                .unwrap_or(state.frames.len());
+            state.frames.insert(at, snapshot);
+        }
+        self.maybe_ready.store(true, Ordering::SeqCst);
+        self.ready.wake();
+        true
+    }
+
+    /// Whether the session holds a presence snapshot of `group`.
+    pub(crate) fn holds_presence(&self, group: &GroupName) -> bool {
+        self.state
+            .lock()
+            .presence_floors
+            .iter()
+            .any(|(g, _)| g == group)
+    }
+
     /// The session left `group`: its snapshot's position goes with it.
     pub(crate) fn forget_presence(&self, group: &GroupName) {
         self.state

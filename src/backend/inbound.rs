@@ -70,6 +70,13 @@ pub trait BackendEvents: Send + Sync + 'static {
     fn on_control(&self, control: Control) {
         let _ = control;
     }
+
+    /// The backend listens again after its subscriber connection was lost
+    /// (every channel resubscribed): what was published in between was
+    /// not heard. History groups find their gaps themselves; this is for
+    /// what keeps no history (the join/leave frames a snapshot's holder
+    /// relies on).
+    fn on_resubscribed(&self) {}
 }
 
 /// A closure is a handler of messages (tests, tools).

@@ -33,7 +33,7 @@
 use serde::Serialize;
 
 use crate::auth::Claims;
-use crate::backend::member::{Cursor, Member};
+use crate::backend::member::{Cursor, Member, MemberPage};
 use crate::group::GroupName;
 use crate::hub::Hub;
 use crate::outbound::Queued;
@@ -124,6 +124,84 @@ struct SnapshotFrame<'a> {
 }
 
 impl Hub {
+    /// The backend listens again after its subscriber connection was lost:
+    /// join/leave frames published meanwhile never reached this node, so
+    /// every session holding a snapshot is sent a new one (read once per
+    /// group), which replaces its list; frames above it follow as usual.
+    pub(crate) fn refresh_snapshots(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let hub = self.clone();
+        runtime.spawn(async move {
+            for info in hub.groups() {
+                let group = info.name;
+                if !hub.config().presence.matches(&group) {
+                    continue;
+                }
+                let holders: Vec<Session> = hub
+                    .members(&group)
+                    .into_iter()
+                    .filter(|s| s.outbound().holds_presence(&group))
+                    .collect();
+                if holders.is_empty() {
+                    continue;
+                }
+                let page = match hub.read_snapshot(&group).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        tracing::warn!(%group, %error, "cannot refresh the presence snapshots after a reconnect");
+                        continue;
+                    }
+                };
+                let frame = Queued::protocol(snapshot_frame(&group, None, &page));
+                let refreshed = holders
+                    .iter()
+                    .filter(|s| s.outbound().refresh_presence(&group, page.seq, frame.clone()))
+                    .count();
+                tracing::debug!(%group, refreshed, "presence snapshots refreshed after a reconnect");
+            }
+        });
+    }
+
+    /// `group`'s snapshot page, once subscribed: merged with a read in
+    /// flight that began after that, tried again for up to
+    /// [`SNAPSHOT_PATIENCE`].
+    async fn read_snapshot(&self, group: &GroupName) -> Result<MemberPage, crate::HubError> {
+        self.subscribed(group).await?;
+        // A join storm asks for the same snapshot many times at once:
+        // one read serves every session subscribed before it began.
+        // The storm also keeps Redis and the node busy: a read that
+        // fails is tried again, a few times, before the client is told.
+        let mut retry = crate::backoff::Backoff::new(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_millis(500),
+        );
+        let give_up = tokio::time::Instant::now() + SNAPSHOT_PATIENCE;
+        loop {
+            let subscribed = tokio::time::Instant::now();
+            let (hub, owned) = (self.clone(), group.clone());
+            let (page, _) = self
+                .snapshot_reads()
+                .read_key(group.clone(), subscribed, move || async move {
+                    hub.presence_page(&owned, &Cursor::start(), SNAPSHOT_CAP)
+                        .await
+                })
+                .await;
+            match page {
+                Ok(page) => return Ok(page),
+                Err(error) => {
+                    let delay = retry.next_delay();
+                    if tokio::time::Instant::now() + delay > give_up {
+                        return Err(crate::HubError::from(error));
+                    }
+                    tracing::debug!(%group, %error, ?delay, "reading the presence snapshot failed; trying again");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
     /// The snapshot of `group` for `session`, whose queue is held by its
     /// catch-up: read once the node is subscribed, with the session's
     /// queue told to drop the join/leave frames it holds (see the module
@@ -136,40 +214,7 @@ impl Hub {
         group: &GroupName,
         request: Option<u64>,
     ) -> Queued {
-        let read = async {
-            self.subscribed(group).await?;
-            // A join storm asks for the same snapshot many times at once:
-            // one read serves every session subscribed before it began.
-            // The storm also keeps Redis and the node busy: a read that
-            // fails is tried again, a few times, before the client is told.
-            let mut retry = crate::backoff::Backoff::new(
-                std::time::Duration::from_millis(100),
-                std::time::Duration::from_millis(500),
-            );
-            let give_up = tokio::time::Instant::now() + SNAPSHOT_PATIENCE;
-            loop {
-                let subscribed = tokio::time::Instant::now();
-                let (hub, owned) = (self.clone(), group.clone());
-                let (page, _) = self
-                    .snapshot_reads()
-                    .read_key(group.clone(), subscribed, move || async move {
-                        hub.presence_page(&owned, &Cursor::start(), SNAPSHOT_CAP)
-                            .await
-                    })
-                    .await;
-                match page {
-                    Ok(page) => break Ok(page),
-                    Err(error) => {
-                        let delay = retry.next_delay();
-                        if tokio::time::Instant::now() + delay > give_up {
-                            break Err(crate::HubError::from(error));
-                        }
-                        tracing::debug!(%group, %error, ?delay, "reading the presence snapshot failed; trying again");
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
-        };
+        let read = self.read_snapshot(group);
         let page = match read.await {
             Ok(page) => page,
             Err(error) => {
@@ -183,28 +228,33 @@ impl Hub {
             }
         };
         session.outbound().presence_from(group, page.seq);
-        let members: Vec<SnapshotMember<'_>> = page.members.iter().map(listed).collect();
-        let frame = SnapshotFrame {
-            kind: "presence",
-            id: request,
-            group: group.as_str(),
-            seq: page.seq,
-            count: page.stats.members,
-            users: page.stats.users,
-            truncated: page.next.is_some(),
-            members,
-        };
-        Queued::protocol(serde_json::to_string(&frame).unwrap_or_else(|error| {
-            // Strings, numbers and JSON values only: cannot fail; said
-            // rather than unwrapped all the same.
-            error_frame(
-                request,
-                Some(group.as_str()),
-                "presence_unavailable",
-                &error.to_string(),
-            )
-        }))
+        Queued::protocol(snapshot_frame(group, request, &page))
     }
+}
+
+/// The `presence` frame of `page`, answering `request` if one asked.
+fn snapshot_frame(group: &GroupName, request: Option<u64>, page: &MemberPage) -> String {
+    let members: Vec<SnapshotMember<'_>> = page.members.iter().map(listed).collect();
+    let frame = SnapshotFrame {
+        kind: "presence",
+        id: request,
+        group: group.as_str(),
+        seq: page.seq,
+        count: page.stats.members,
+        users: page.stats.users,
+        truncated: page.next.is_some(),
+        members,
+    };
+    serde_json::to_string(&frame).unwrap_or_else(|error| {
+        // Strings, numbers and JSON values only: cannot fail; said rather
+        // than unwrapped all the same.
+        error_frame(
+            request,
+            Some(group.as_str()),
+            "presence_unavailable",
+            &error.to_string(),
+        )
+    })
 }
 
 fn listed(member: &Member) -> SnapshotMember<'_> {

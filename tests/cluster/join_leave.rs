@@ -463,3 +463,98 @@ async fn a_join_storm_closes_no_member_and_each_learns_of_every_other_once() {
     }
     assert_eq!(clients.len(), MEMBERS);
 }
+
+/// Join/leave frames are not in history: those published while a node's
+/// subscriber reconnects never reach it. So a node that listens again
+/// sends each of its sessions that holds a snapshot a new one, which
+/// replaces its list: after cuts in the middle of join bursts, an
+/// observer's list is the membership again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_listens_again_sends_its_snapshot_holders_a_new_snapshot() {
+    use futures_util::StreamExt;
+    let redis = TestRedis::shared();
+    let a = node("jl-cut-a", &redis.url()).await;
+    let b = node("jl-cut-b", &redis.url()).await;
+    let group = "jl-cut";
+    let mut observer = Client::try_connect(
+        &format!("{}&presence=1", url(&b, group, "observer")),
+        &[("sec-websocket-protocol", "groupcast.v1")],
+    )
+    .await
+    .unwrap_or_else(|refused| panic!("{refused:?}"));
+    let list = std::sync::Arc::new(parking_lot::Mutex::new(std::collections::BTreeSet::new()));
+    let snapshots = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = {
+        let (list, snapshots) = (list.clone(), snapshots.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = observer.ws.next().await {
+                let Ws::Text(text) = frame else { continue };
+                let frame: Value = serde_json::from_str(&text).expect("JSON");
+                let session = frame["session"].as_str().unwrap_or_default().to_string();
+                let mut list = list.lock();
+                match frame["type"].as_str() {
+                    Some("presence") => {
+                        snapshots.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        *list = frame["members"]
+                            .as_array()
+                            .expect("members")
+                            .iter()
+                            .map(|m| m["session"].as_str().unwrap_or_default().to_string())
+                            .collect();
+                    }
+                    Some("join") => {
+                        list.insert(session);
+                    }
+                    Some("leave") => {
+                        list.remove(&session);
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    let mut conn = redis.client().await;
+    let mut kept = Vec::new();
+    for round in 0..4 {
+        let burst: Vec<_> = (0..20)
+            .map(|i| {
+                let url = url(&a, group, &format!("r{round}c{i}"));
+                tokio::spawn(async move { Client::connect(&url).await })
+            })
+            .collect();
+        // Cut every subscriber while the burst's joins are written.
+        let _: i64 =
+            crate::common::redis::query(&mut conn, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+        for (i, client) in burst.into_iter().enumerate() {
+            let client = client.await.expect("a client");
+            if i % 2 == 0 {
+                kept.push(client); // the others leave at once
+            }
+        }
+    }
+    crate::common::wait_until("the observer had a snapshot after a reconnect", || {
+        snapshots.load(std::sync::atomic::Ordering::SeqCst) >= 2
+    })
+    .await;
+    let members_url = a.url(&format!("/api/groups/{group}/members?limit=1000"));
+    let expected = 1 + kept.len();
+    crate::common::wait_until_async("the observer's list is the membership", || {
+        let (list, members_url) = (list.clone(), members_url.clone());
+        async move {
+            let (_, listed) = crate::common::http::get_json(&members_url).await;
+            let truth: std::collections::BTreeSet<String> = listed["members"]
+                .as_array()
+                .map(|members| {
+                    members
+                        .iter()
+                        .map(|m| m["id"].as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            *list.lock() == truth && truth.len() == expected
+        }
+    })
+    .await;
+    reader.abort();
+    drop(kept);
+}

@@ -352,6 +352,9 @@ impl ClusterSubscriber {
                     self.settings.backoff.reset();
                     tracing::info!(redis = %node, "subscriber connected to a cluster primary");
                     self.listener.wake_presence.notify_one();
+                    // Its channels may have missed what was published
+                    // while it was down (a no-op at start: nobody waits).
+                    self.listener.inbox.on_resubscribed();
                 }
             }
             Event::Push(node, generation, push) => self.on_push(wire, node, generation, push),

@@ -171,6 +171,9 @@ impl Subscriber {
             } else {
                 tracing::info!(%redis, "connected to Redis, subscribed {channels} channels");
             }
+            if connected_before {
+                self.listener.inbox.on_resubscribed();
+            }
             connected_before = true;
             failures = 0;
             self.listener.wake_presence.notify_one();
