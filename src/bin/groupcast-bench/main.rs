@@ -216,13 +216,15 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
 
     // ----- drain -----
     progress.phase.store(3, Ordering::Relaxed);
-    if !reports.is_empty() {
+    // Deliveries, and the presence frames of the last churn leaves.
+    let arrived = || clients::snapshot().0 + v1::presence_events().iter().sum::<u64>();
+    if !reports.is_empty() || args.churn > 0.0 {
         let drain_until = Instant::now() + args.drain;
-        let mut last = clients::snapshot().0;
+        let mut last = arrived();
         let mut quiet_since = Instant::now();
         while Instant::now() < drain_until {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = clients::snapshot().0;
+            let now = arrived();
             if now != last {
                 last = now;
                 quiet_since = Instant::now();
