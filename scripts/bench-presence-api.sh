@@ -36,15 +36,19 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 GC=${GC:-$TARGET_DIR/release/groupcast}
 BENCH=${BENCH:-$TARGET_DIR/release/groupcast-bench}
 GROUP=big0
-PER_NODE=$(((MEMBERS + NODES - 1) / NODES))
 mkdir -p "$OUT/logs"
 
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/summary.txt" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-[[ $MEMBERS =~ ^[0-9]+$ && $NODES =~ ^[0-9]+$ && $REQUESTS =~ ^[0-9]+$ ]] ||
-    die "MEMBERS, NODES and REQUESTS must be whole numbers"
+[[ $MEMBERS =~ ^[0-9]+$ && $NODES =~ ^[0-9]+$ && $REQUESTS =~ ^[0-9]+$ && $CONNECT_SECONDS =~ ^[0-9]+$ ]] ||
+    die "MEMBERS, NODES, REQUESTS and CONNECT_SECONDS must be whole numbers"
 ((NODES >= 1 && NODES <= 60)) || die "NODES must be between 1 and 60"
+((MEMBERS >= NODES)) || die "MEMBERS must be at least NODES"
+((CONNECT_SECONDS >= 1 && CONNECT_SECONDS <= 600)) || die "CONNECT_SECONDS must be between 1 and 600"
+PER_NODE=$(((MEMBERS + NODES - 1) / NODES))
+((MEMBERS > PER_NODE * (NODES - 1))) ||
+    die "MEMBERS $MEMBERS leaves the last of $NODES nodes no member at $PER_NODE per node: lower NODES"
 ((REQUESTS >= 2)) || die "REQUESTS must be at least 2"
 LIMIT=$(ulimit -Hn)
 # A node holds its connections plus ~100 descriptors of its own (Redis,

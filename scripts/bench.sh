@@ -132,6 +132,10 @@ PRESFAN_RATE=${PRESFAN_RATE:-20}
 PRESFAN_MEMBERS=${PRESFAN_MEMBERS:-1000}
 PRESFAN_SECONDS=${PRESFAN_SECONDS:-30}
 PRESFAN_QUEUE=${PRESFAN_QUEUE:-4096}
+for var in CHURN_SECONDS PRESMEM_N PRESFAN_RATE PRESFAN_MEMBERS PRESFAN_SECONDS PRESFAN_QUEUE; do
+    [[ ${!var} =~ ^[1-9][0-9]*$ ]] || { echo "$var must be a whole number above 0, not '${!var}'" >&2; exit 1; }
+done
+((PRESMEM_N >= 1000)) || { echo "PRESMEM_N must be at least 1000 (presmem's 1,000 groups)" >&2; exit 1; }
 # rotated RUN ITEM...: the items rotated by RUN - 1, so that no item is
 # always the first after a change of workload.
 rotated() {
