@@ -47,7 +47,24 @@
 #   scale  one node, as many clients as the fd limit allows, one group,
 #          1 broadcast per second: p99; each kind of KINDS in turn
 #   churn  2000 joins+leaves/s over 1000 groups for 60 s, then a publish to
-#          each group, PUBSUB CHANNELS, RSS
+#          each group, PUBSUB CHANNELS, RSS; once per kind of CHURN_KINDS
+#          (default "off on"; rotated every run): "on" with the nodes'
+#          --presence and --join-leave on every group (churn-*, bench-*).
+#          Each: Redis commands per second (INFO stats
+#          total_commands_processed, INFO commandstats) and Redis CPU (INFO
+#          cpu) over the churn, and, after the presence grace + TTL, the
+#          groupcast:presence:* keys left (0 expected; listed if not).
+#          Progress lines every 5 s (PROGRESS)
+#   presmem  Redis bytes and commands per presence member: PRESMEM_N (10000)
+#          idle clients on 2 nodes in one group, then in 1000 groups
+#          (--presence on): MEMORY USAGE of the groups' presence keys / N,
+#          commands per join and per leave (commandstats deltas / N)
+#   presfan  join/leave fan-out: 1000 groupcast.v1 members of one group on 2
+#          nodes while PRESFAN_RATE (20) other clients per second join and
+#          leave it (500 ms each), --join-leave on and off alternating
+#          (--presence on both): server CPU per join/leave frame delivered
+#   presw1 W1 with the nodes' --presence covering its group (bench-*) and
+#          without, alternating: server CPU per delivery (target <= 1.05x)
 #   modes  W2 traffic (1000 groups x 10 clients, 2000 msgs/s through node B's
 #          API = 20k deliveries/s) through single, sharded x3 and cluster x3
 #          (local redis-server processes): PUBLISH/SPUBLISH calls and CPU of
@@ -88,7 +105,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-ONLY=${ONLY:-w1,w1max,w2,w2fix,w2iso,w3,stall,scale,churn,hist,tail,modes,deflate,sse,multigroup}
+ONLY=${ONLY:-w1,w1max,w2,w2fix,w2iso,w3,stall,scale,churn,hist,tail,modes,deflate,sse,multigroup,presmem,presfan,presw1}
 OUT=${OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
 W1_RATES=${W1_RATES:-25 50 100 150 200 300}
 W2_RATES=${W2_RATES:-2000 4000 6000 8000 12000}
@@ -104,6 +121,21 @@ MULTI_GROUPS=${MULTI_GROUPS:-1000}
 MULTI_VARIANTS=${MULTI_VARIANTS:-g1raw g1v1 g10v1 g10v1s}
 MULTI_RATE=${MULTI_RATE:-2000}
 DURATION=${DURATION:-20s}
+# Presence workloads (see above): CHURN_KINDS, CHURN_SECONDS (60),
+# PRESMEM_N, PRESFAN_RATE, PRESFAN_MEMBERS (1000), PRESFAN_SECONDS (30),
+# PRESFAN_QUEUE (the nodes' --queue-len in presfan, 4096);
+# PROGRESS: the progress interval of their bench runs (5s), printed.
+CHURN_KINDS=${CHURN_KINDS:-off on}
+CHURN_SECONDS=${CHURN_SECONDS:-60}
+PRESMEM_N=${PRESMEM_N:-10000}
+PRESFAN_RATE=${PRESFAN_RATE:-20}
+PRESFAN_MEMBERS=${PRESFAN_MEMBERS:-1000}
+PRESFAN_SECONDS=${PRESFAN_SECONDS:-30}
+PRESFAN_QUEUE=${PRESFAN_QUEUE:-4096}
+for var in CHURN_SECONDS PRESMEM_N PRESFAN_RATE PRESFAN_MEMBERS PRESFAN_SECONDS PRESFAN_QUEUE; do
+    [[ ${!var} =~ ^[1-9][0-9]*$ ]] || { echo "$var must be a whole number above 0, not '${!var}'" >&2; exit 1; }
+done
+((PRESMEM_N >= 1000)) || { echo "PRESMEM_N must be at least 1000 (presmem's 1,000 groups)" >&2; exit 1; }
 # rotated RUN ITEM...: the items rotated by RUN - 1, so that no item is
 # always the first after a change of workload.
 rotated() {
@@ -169,6 +201,61 @@ wait_port "$REDIS_PORT"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 
+# Redis's own counters over a window: redis_window_start (CONFIG RESETSTAT,
+# CPU and time noted), then redis_window_end LABEL: the commands (INFO stats
+# total_commands_processed and INFO commandstats calls, which count the
+# commands scripts run as well as the scripts), CPU (INFO cpu
+# used_cpu_sys + used_cpu_user) and seconds since the start, printed and
+# written to $OUT/json/rstat-LABEL.json.
+redis_cpu_ms() { rcli INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%d", s * 1000}'; }
+redis_window_start() {
+    rcli CONFIG RESETSTAT >/dev/null
+    RW_CPU=$(redis_cpu_ms)
+    RW_T=$(date +%s.%N)
+}
+redis_window_end() {
+    local label=$1 cpu t
+    cpu=$(redis_cpu_ms)
+    t=$(date +%s.%N)
+    { rcli INFO stats; rcli INFO commandstats; } | tr -d '\r' |
+        python3 -c '
+import json, re, sys
+label, path, load, secs, cpu_ms = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+total, calls, usec = 0, {}, {}
+for line in sys.stdin:
+    if line.startswith("total_commands_processed:"):
+        total = int(line.split(":")[1])
+    m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)
+    if m:
+        calls[m.group(1)] = int(m.group(2))
+        usec[m.group(1)] = int(m.group(3))
+# What the measuring itself added (INFO, CONFIG RESETSTAT).
+for own in ("info", "config|resetstat"):
+    calls.pop(own, None)
+    usec.pop(own, None)
+s = {"label": label, "seconds": round(secs, 3), "total_commands_processed": total,
+     "commands_per_sec": round(total / secs, 1), "commandstats_calls": calls,
+     "commandstats_usec": usec, "commandstats_calls_total": sum(calls.values()),
+     "redis_cpu_ms": cpu_ms, "redis_cpu_utilization": round(cpu_ms / 1000 / secs, 3),
+     "load1_after": load}
+json.dump(s, open(path, "w"))
+top = ", ".join(f"{k} {v}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1])[:8])
+print(f"  redis over {label}: {total} commands in {secs:.1f} s = {total / secs:.0f}/s "
+      f"(commandstats, the scripts own commands included: {sum(calls.values())}: {top}); "
+      f"CPU {cpu_ms} ms = {cpu_ms / 10 / secs:.1f} % of a core")
+' "$label" "$OUT/json/rstat-$label.json" "$(cut -d' ' -f1 /proc/loadavg)" \
+            "$(awk -v a="$RW_T" -v b="$t" 'BEGIN {print b - a}')" "$((cpu - RW_CPU))" | tee -a "$OUT/summary.txt" >&2
+}
+# presence_members PATTERN: the members in the presence hashes whose keys
+# match PATTERN (KEYS, inside Redis); presence_bytes PATTERN: their keys'
+# MEMORY USAGE (SAMPLES 0: exact) summed, and how many keys.
+presence_members() {
+    rcli EVAL "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('HLEN', k) end return n" 0 "$1"
+}
+presence_bytes() {
+    rcli EVAL "local n, c = 0, 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('MEMORY', 'USAGE', k, 'SAMPLES', 0) c = c + 1 end return {n, c}" 0 "$1" | tr '\n' ' '
+}
+
 # start_node KIND NAME [extra args] -> sets NODE_PID and NODE_PORT.
 # groupcast's admission limits (10,000 connections per node, 1,000 per client
 # address) are lifted: every bench client comes from a few loopback addresses.
@@ -216,13 +303,25 @@ start_pair() {
 stop_pair() { stop ${PAIR_PIDS//,/ }; }
 
 # bench LABEL args... : one bounded bench run; its JSON goes to $OUT/json/LABEL.json
+# With PROGRESS=<interval> (set by the presence workloads) its progress
+# lines go to the terminal too, prefixed with the label, and to
+# $OUT/logs/LABEL.progress.
 bench() {
     local label=$1
     shift
     log "run $label (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-    if ! timeout 900 "$BENCH" --quiet --label "$label" --source-addrs "$SOURCES" \
-        --json-out "$OUT/json/$label.json" "$@" >"$OUT/logs/$label.txt" 2>&1; then
-        log "  FAILED: $(tail -3 "$OUT/logs/$label.txt")"
+    local ok=1
+    if [ -n "${PROGRESS:-}" ]; then
+        timeout 900 "$BENCH" --progress-every "$PROGRESS" --label "$label" --source-addrs "$SOURCES" \
+            --json-out "$OUT/json/$label.json" "$@" >"$OUT/logs/$label.txt" \
+            2> >(tee "$OUT/logs/$label.progress" | sed -u "s/^/  [$label] /" >&2) || ok=
+    else
+        timeout 900 "$BENCH" --quiet --label "$label" --source-addrs "$SOURCES" \
+            --json-out "$OUT/json/$label.json" "$@" >"$OUT/logs/$label.txt" 2>&1 || ok=
+    fi
+    if [ -z "$ok" ]; then
+        sleep 0.2 # the progress tee's last lines
+        log "  FAILED: $(tail -3 "$OUT/logs/$label.txt" "$OUT/logs/$label.progress" 2>/dev/null)"
         return 1
     fi
     python3 - "$OUT/json/$label.json" "$(cut -d' ' -f1 /proc/loadavg)" <<'EOF' | tee -a "$OUT/summary.txt" >&2
@@ -502,25 +601,220 @@ if want multigroup; then
 fi
 
 if want churn; then
-    start_pair groupcast
-    pids=$PAIR_PIDS
-    rss() { for p in ${pids//,/ }; do grep VmRSS "/proc/$p/status" | awk '{print $2}'; done | awk "{s+=\$1} END {print s}"; }
-    # Steady members elsewhere keep the nodes busy; churn goes to churn-* groups.
-    rss_before=$(rss)
-    bench "churn-groupcast" "${PAIR_URLS[@]}" --clients 1000 --groups 100 \
-        --publish "$REDIS_URL" --rate 100 --duration 60s --churn 2000 --churn-groups 1000 \
-        --churn-hold 500ms --measure-pid "$pids" || true
-    # Every churn group again, 2 members each, one publish per group per second.
-    bench "churn-verify-groupcast" "${PAIR_URLS[@]}" --clients 2000 --groups 1000 \
-        --group-template 'churn-{}' --publish "$REDIS_URL" --rate 1000 --duration 3s \
-        --settle 3s --measure-pid "$pids" || true
-    sleep 8 # > unsubscribe linger (2 s) and one sample of the memory trimmer (5 s)
-    leaked=$(rcli PUBSUB CHANNELS 'group:*' | grep -c . || true)
-    rss_after=$(rss)
-    log "churn: PUBSUB CHANNELS group:* after everyone left: $leaked; RSS of both nodes before $rss_before KiB, after $rss_after KiB"
-    echo "{\"workload\":\"churn\",\"leaked_channels\":$leaked,\"rss_before_kib\":$rss_before,\"rss_after_kib\":$rss_after}" \
-        >"$OUT/json/churn-check.json"
-    stop_pair
+    # Each kind of CHURN_KINDS in turn, rotated every run: off (no presence)
+    # and on (presence and join/leave frames for every group).
+    CHURN_PRES=(--presence 'churn-*,bench-*' --join-leave 'churn-*,bench-*')
+    for run in $(seq "$RUNS"); do
+        for kind in $(rotated "$run" $CHURN_KINDS); do
+            case $kind in
+                on) start_pair groupcast "${CHURN_PRES[@]}" ;;
+                off) start_pair groupcast ;;
+                *) log "unknown CHURN_KINDS entry $kind"; continue ;;
+            esac
+            pids=$PAIR_PIDS
+            rss() { for p in ${pids//,/ }; do grep VmRSS "/proc/$p/status" | awk '{print $2}'; done | awk "{s+=\$1} END {print s}"; }
+            # Steady members elsewhere keep the nodes busy; churn goes to churn-* groups.
+            rss_before=$(rss)
+            redis_window_start
+            PROGRESS=${PROGRESS:-5s} bench "churn-$kind-r$run" "${PAIR_URLS[@]}" --clients 1000 --groups 100 \
+                --publish "$REDIS_URL" --rate 100 --duration "${CHURN_SECONDS}s" --churn 2000 --churn-groups 1000 \
+                --churn-hold 500ms --measure-pid "$pids" || true
+            redis_window_end "churn-$kind-r$run"
+            # Every churn group again, 2 members each, one publish per group per second.
+            bench "churn-verify-$kind-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1000 \
+                --group-template 'churn-{}' --publish "$REDIS_URL" --rate 1000 --duration 3s \
+                --settle 3s --measure-pid "$pids" || true
+            # > the unsubscribe linger (2 s), one sample of the memory trimmer
+            # (5 s), and the presence grace (5 s) + TTL (6 s) + confirm margin.
+            sleep 15
+            leaked=$(rcli PUBSUB CHANNELS 'group:*' | grep -c . || true)
+            pres_keys=$(rcli --scan --pattern 'groupcast:presence:*' | grep -c . || true)
+            pres_members=$(presence_members 'groupcast:presence:*:members')
+            rss_after=$(rss)
+            log "churn $kind: PUBSUB CHANNELS group:* after everyone left: $leaked; groupcast:presence:* keys left: $pres_keys, members in them: $pres_members; RSS of both nodes before $rss_before KiB, after $rss_after KiB"
+            if [ "$pres_keys" != 0 ]; then
+                rcli --scan --pattern 'groupcast:presence:*' | head -20 | while read -r key; do
+                    log "  left: $key $(rcli TYPE "$key") pttl $(rcli PTTL "$key") ms: $(rcli EVAL "local t = redis.call('TYPE', KEYS[1])['ok'] if t == 'hash' then return redis.call('HGETALL', KEYS[1]) elseif t == 'zset' then return redis.call('ZRANGE', KEYS[1], 0, 9, 'WITHSCORES') end return {}" 1 "$key" | tr '\n' ' ' | cut -c1-300)"
+                done
+            fi
+            echo "{\"workload\":\"churn\",\"kind\":\"$kind\",\"run\":$run,\"leaked_channels\":$leaked,\"presence_keys_left\":$pres_keys,\"presence_members_left\":$pres_members,\"rss_before_kib\":$rss_before,\"rss_after_kib\":$rss_after}" \
+                >"$OUT/json/churn-check-$kind-r$run.json"
+            stop_pair
+        done
+    done
+    # Presence on against off, run by run: Redis commands and CPU.
+    python3 - "$OUT/json" <<'EOF' | tee -a "$OUT/summary.txt" >&2
+import glob, json, os, sys
+d = sys.argv[1]
+for on_path in sorted(glob.glob(os.path.join(d, "rstat-churn-on-r*.json"))):
+    run = on_path.rsplit("-r", 1)[1][:-5]
+    off_path = os.path.join(d, f"rstat-churn-off-r{run}.json")
+    b_on, b_off = (os.path.join(d, f"churn-{k}-r{run}.json") for k in ("on", "off"))
+    if not all(map(os.path.exists, (off_path, b_on, b_off))):
+        continue
+    on, off = json.load(open(on_path)), json.load(open(off_path))
+    j_on = json.load(open(b_on))["churn"]["joined"]
+    j_off = json.load(open(b_off))["churn"]["joined"]
+    scripts = sum(v for k, v in on["commandstats_calls"].items() if k in ("evalsha", "eval"))
+    print(f"churn run {run}: presence on {on['commands_per_sec']:.0f} commands/s "
+          f"({on['total_commands_processed']} in {on['seconds']:.0f} s, {j_on} joins), "
+          f"off {off['commands_per_sec']:.0f}/s ({off['total_commands_processed']} in {off['seconds']:.0f} s, {j_off} joins): "
+          f"x{on['commands_per_sec'] / max(off['commands_per_sec'], 1e-9):.2f}; "
+          f"(on - off) per join+leave {(on['total_commands_processed'] - off['total_commands_processed']) / max(j_on, 1):.2f} "
+          f"commands, {scripts / max(j_on, 1):.3f} scripts; with the scripts' own commands (commandstats) per join+leave: on "
+          f"{on['commandstats_calls_total'] / max(j_on, 1):.1f}, off {off['commandstats_calls_total'] / max(j_off, 1):.1f}; "
+          f"top-level: EVALSHA {scripts / on['seconds']:.0f}/s, PING {on['commandstats_calls'].get('ping', 0) / on['seconds']:.0f}/s and "
+          f"UNWATCH {on['commandstats_calls'].get('unwatch', 0) / on['seconds']:.0f}/s (the pool's checks; off: "
+          f"{off['commandstats_calls'].get('ping', 0) / off['seconds']:.0f}/s and {off['commandstats_calls'].get('unwatch', 0) / off['seconds']:.0f}/s); "
+          f"Redis CPU on {on['redis_cpu_ms']} ms ({on['redis_cpu_utilization'] * 100:.1f} % of a core), "
+          f"off {off['redis_cpu_ms']} ms ({off['redis_cpu_utilization'] * 100:.1f} %): "
+          f"{(on['redis_cpu_ms'] - off['redis_cpu_ms']) * 1000 / max(j_on, 1):.1f} µs more per join+leave")
+EOF
+fi
+
+if want presmem; then
+    # Redis bytes and commands per presence member: PRESMEM_N idle clients
+    # on two nodes in one group, then in 1,000 groups.
+    # wait_members PATTERN N SECONDS: until the members hashes hold N.
+    wait_members() {
+        local i
+        for ((i = 0; i < $3 * 10; i++)); do
+            [ "$(presence_members "$1")" = "$2" ] && return 0
+            sleep 0.1
+        done
+        log "  presmem: $(presence_members "$1") members after $3 s, not $2"
+        return 1
+    }
+    for run in $(seq "$RUNS"); do
+        for shape in one many; do
+            if [ "$shape" = one ]; then groups=1; else groups=1000; fi
+            prefix="pm$shape$run"
+            pattern="groupcast:presence:{group:$prefix-*}"
+            start_pair groupcast --presence 'pm*'
+            redis_window_start
+            bench "presmem-$shape-r$run" "${PAIR_URLS[@]}" --clients "$PRESMEM_N" --groups "$groups" \
+                --group-template "$prefix-{}" --duration 16s --settle 1s --measure-pid "$PAIR_PIDS" &
+            bench_pid=$!
+            if wait_members "$pattern:members" "$PRESMEM_N" 120; then
+                redis_window_end "presmem-join-$shape-r$run"
+                # The heartbeats while nothing changes.
+                redis_window_start
+                sleep 10
+                redis_window_end "presmem-idle-$shape-r$run"
+                read -r bytes keys <<<"$(presence_bytes "$pattern:*")"
+                used=$(rcli INFO memory | tr -d '\r' | sed -n 's/^used_memory://p')
+                log "presmem $shape: $PRESMEM_N members in $groups groups: $keys presence keys, MEMORY USAGE $bytes B = $((bytes / PRESMEM_N)) B per member (Redis used_memory $used B)"
+                for key in members ids users nodes bynode leaving; do
+                    read -r b k <<<"$(presence_bytes "$pattern:$key")"
+                    log "  $key: $k keys, $b B ($((b / PRESMEM_N)) B per member)"
+                done
+                echo "{\"workload\":\"presmem\",\"shape\":\"$shape\",\"run\":$run,\"members\":$PRESMEM_N,\"groups\":$groups,\"keys\":$keys,\"bytes\":$bytes,\"bytes_per_member\":$((bytes / PRESMEM_N))}" \
+                    >"$OUT/json/presmem-check-$shape-r$run.json"
+            fi
+            # The leaves, and the vacancies confirmed after the grace (5 s):
+            # from here (the clients still connected for a few seconds: their
+            # heartbeats are taken off at the idle rate) until the members
+            # are gone and the grace is over.
+            redis_window_start
+            wait "$bench_pid" || true
+            awk -v a="$RW_T" -v b="$(date +%s.%N)" 'BEGIN {print b - a}' >"$OUT/json/presmem-held-$shape-r$run.txt"
+            wait_members "$pattern:members" 0 60 || true
+            sleep 6
+            redis_window_end "presmem-leave-$shape-r$run"
+            stop_pair
+        done
+    done
+    python3 - "$OUT/json" "$PRESMEM_N" <<'EOF' | tee -a "$OUT/summary.txt" >&2
+import glob, json, os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+scripts = lambda s: sum(v for k, v in s["commandstats_calls"].items() if k in ("evalsha", "eval"))
+for path in sorted(glob.glob(os.path.join(d, "rstat-presmem-join-*.json"))):
+    tag = os.path.basename(path)[len("rstat-presmem-join-"):-5]
+    join = json.load(open(path))
+    idle_p, leave_p = (os.path.join(d, f"rstat-presmem-{w}-{tag}.json") for w in ("idle", "leave"))
+    if not (os.path.exists(idle_p) and os.path.exists(leave_p)):
+        continue
+    idle, leave = json.load(open(idle_p)), json.load(open(leave_p))
+    held = float(open(os.path.join(d, f"presmem-held-{tag}.txt")).read())
+    # The leave window less the heartbeats while the clients still held on.
+    for k, rate in (("total_commands_processed", idle["commands_per_sec"]),
+                    ("commandstats_calls_total", idle["commandstats_calls_total"] / idle["seconds"]),
+                    ("redis_cpu_ms", idle["redis_cpu_ms"] / idle["seconds"])):
+        leave[k] = max(0, leave[k] - rate * held)
+    leave["commandstats_calls"]["evalsha"] = max(0, leave["commandstats_calls"].get("evalsha", 0)
+        - idle["commandstats_calls"].get("evalsha", 0) / idle["seconds"] * held)
+    print(f"presmem {tag}: per join {join['total_commands_processed'] / n:.3f} commands "
+          f"({scripts(join) / n:.4f} scripts; {join['commandstats_calls_total'] / n:.2f} with the scripts' own), "
+          f"Redis CPU {join['redis_cpu_ms'] * 1000 / n:.1f} µs; "
+          f"per leave {leave['total_commands_processed'] / n:.3f} commands "
+          f"({scripts(leave) / n:.4f} scripts; {leave['commandstats_calls_total'] / n:.2f} with theirs), "
+          f"Redis CPU {leave['redis_cpu_ms'] * 1000 / n:.1f} µs (less {held:.1f} s of heartbeats); "
+          f"heartbeats while idle {idle['commands_per_sec']:.1f} commands/s, "
+          f"{scripts(idle) / idle['seconds']:.1f} scripts/s, Redis CPU {idle['redis_cpu_utilization'] * 100:.2f} % of a core")
+EOF
+fi
+
+if want presfan; then
+    # Join/leave fan-out: PRESFAN_MEMBERS groupcast.v1 members of pres0 on
+    # two nodes, PRESFAN_RATE other clients per second joining and leaving
+    # it; --join-leave on and off (--presence both), alternating.
+    for run in $(seq "$RUNS"); do
+        order="on off"
+        [ $((run % 2)) = 0 ] && order="off on"
+        for jl in $order; do
+            # A longer queue (--queue-len, default 256) for both: the members'
+            # own 1000 x 1000 / 2 join frames while they connect closed most
+            # of them with 1013 in a first run (843 of 1,000), before the
+            # measured window began.
+            if [ "$jl" = on ]; then start_pair groupcast --presence 'pres*' --join-leave 'pres*' --queue-len "$PRESFAN_QUEUE"
+            else start_pair groupcast --presence 'pres*' --queue-len "$PRESFAN_QUEUE"; fi
+            PROGRESS=${PROGRESS:-5s} bench "presfan-jl$jl-r$run" "${PAIR_URLS[@]}" --clients "$PRESFAN_MEMBERS" \
+                --groups 1 --group-template 'pres{}' --v1 --churn "$PRESFAN_RATE" --churn-groups 1 \
+                --churn-template 'pres{}' --churn-hold 500ms --duration "${PRESFAN_SECONDS}s" --settle 10s \
+                --measure-pid "$PAIR_PIDS" || true
+            stop_pair
+        done
+    done
+    python3 - "$OUT/json" "$PRESFAN_MEMBERS" <<'EOF' | tee -a "$OUT/summary.txt" >&2
+import glob, json, os, sys
+d, members = sys.argv[1], int(sys.argv[2])
+for on_path in sorted(glob.glob(os.path.join(d, "presfan-jlon-r*.json"))):
+    off_path = on_path.replace("jlon", "jloff")
+    if not os.path.exists(off_path):
+        continue
+    on, off = json.load(open(on_path)), json.load(open(off_path))
+    frames = sum(on["presence_frames"].values())
+    joins, joins_off = on["churn"]["joined"], off["churn"]["joined"]
+    # Off's CPU scaled to on's joins (they differ by a few at most).
+    extra = on["server_cpu_us_window"] - off["server_cpu_us_window"] * joins / max(joins_off, 1)
+    for name, s in (("on", on), ("off", off)):
+        if s["ended_early"]:
+            print(f"presfan {name}: WARNING: {s['ended_early']} members closed before the end "
+                  f"({s['ended_early_first']}): fewer frames than 2 x joins x {members}")
+    print(f"presfan {os.path.basename(on_path)[len('presfan-jlon-'):-5]}: join/leave on: {frames} frames "
+          f"({on['presence_frames']}) for {joins} joins+leaves (expected {2 * joins * members}), "
+          f"server CPU {on['server_cpu_us_window'] / 1000:.0f} ms; off: {joins_off} joins+leaves, "
+          f"{off['server_cpu_us_window'] / 1000:.0f} ms; on - off (off scaled to on's joins) = "
+          f"{extra / 1000:.0f} ms = {extra / max(frames, 1):.2f} µs per frame delivered "
+          f"(on's whole CPU {on['server_cpu_us_window'] / max(frames, 1):.2f} µs per frame)")
+EOF
+fi
+
+if want presw1; then
+    # W1 with the nodes' presence covering its group (bench-*) and without,
+    # alternating, the other first every run: what presence costs the
+    # broadcast path (target: at most 1.05x).
+    for run in $(seq "$RUNS"); do
+        order="on off"
+        [ $((run % 2)) = 0 ] && order="off on"
+        for pres in $order; do
+            if [ "$pres" = on ]; then start_pair groupcast --presence 'bench-*'
+            else start_pair groupcast; fi
+            bench "w1-pres$pres-r$run" "${PAIR_URLS[@]}" --clients 2000 --groups 1 \
+                --publish "$REDIS_URL" --rate "$W1_RATE" --duration 20s --measure-pid "$PAIR_PIDS" || true
+            stop_pair
+        done
+    done
 fi
 
 # ----- medians and spread -----
@@ -694,7 +988,7 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
     # WORKLOAD-VARIANT-rRUN[-rateN]: w1-prebuilt-r2, w3-reference-rb4096-r1,
     # deflate-prebuilt-per-socket-r3, w1max-groupcast-r1-rate50, ...
     # ssew1-sse-r1, ssew3-ws-r2, multi-g10v1-r3, ...
-    m = re.match(r"(w1max|w2max|w2fix|w1|w2|w3|stall\d(?:drop)?|scale|deflate|redis|ssew1|ssew3|multi)-(.+?)-r\d+(-rate\d+)?$", label)
+    m = re.match(r"(w1max|w2max|w2fix|w1|w2|w3|stall\d(?:drop)?|scale|deflate|redis|ssew1|ssew3|multi|presfan)-(.+?)-r\d+(-rate\d+)?$", label)
     if not m:
         continue
     key = f"{m.group(1)}-{m.group(2)}{m.group(3) or ''}"
@@ -708,6 +1002,8 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         ("wire B/delivery", s.get("wire_bytes_per_delivery")),
         ("rss/conn B", s.get("server_rss_per_connection_bytes") if key.startswith(("w3", "scale", "ssew3", "multi")) else None),
         ("rss/membership B", s.get("server_rss_per_membership_bytes") if key.startswith("multi") else None),
+        ("cpu us/pres frame", s.get("server_cpu_us_per_presence_frame")),
+        ("cpu us/churn join", s.get("server_cpu_us_per_churn_join")),
         ("load1", s.get("load1_after")),
     ]:
         if value is not None:

@@ -187,6 +187,11 @@ pub struct Args {
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
+
+    /// How often a progress line goes to stderr (1s to 60s): phase,
+    /// clients, messages, deliveries, churn and presence frames so far.
+    #[arg(long, value_parser = duration, default_value = "1s")]
+    pub progress_every: Duration,
 }
 
 /// How the clients receive.
@@ -320,6 +325,10 @@ impl Args {
             self.churn_hold <= Duration::from_secs(60),
             "--churn-hold is at most 60s"
         );
+        anyhow::ensure!(
+            (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.progress_every),
+            "--progress-every must be between 1s and 60s"
+        );
         Ok(())
     }
 
@@ -426,5 +435,34 @@ mod tests {
             let a = args(&[&["--clients", "4", "--groups", "2"][..], extra].concat());
             assert_eq!(a.validate().is_err(), refused, "{extra:?}");
         }
+    }
+
+    #[test]
+    fn the_progress_interval_is_parsed_and_bounded() {
+        assert_eq!(args(&[]).progress_every, Duration::from_secs(1));
+        let every = |value: &str| {
+            let a = args(&["--progress-every", value]);
+            a.validate().map(|()| a.progress_every)
+        };
+        assert_eq!(every("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(every("1m").unwrap(), Duration::from_secs(60));
+        for refused in ["500ms", "61s", "0s"] {
+            let error = every(refused).unwrap_err().to_string();
+            assert!(error.contains("--progress-every"), "{refused}: {error}");
+        }
+        // Not a duration at all: clap's error names the flag and the form.
+        let error = Args::try_parse_from([
+            "groupcast-bench",
+            "--url",
+            "ws://127.0.0.1:1",
+            "--progress-every",
+            "often",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("--progress-every") && error.contains("examples"),
+            "{error}"
+        );
     }
 }

@@ -100,11 +100,14 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
         sent: Arc::new(AtomicU64::new(0)),
     });
     let total_clients = args.clients + args.stall;
+    let churn_counts = Arc::new(clients::ChurnCounts::default());
     let progress_task = (!args.quiet).then(|| {
         tokio::spawn(report_progress(
             progress.clone(),
             shared.clone(),
+            churn_counts.clone(),
             total_clients as u64,
+            args.progress_every,
         ))
     });
 
@@ -168,11 +171,11 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
     }
     tokio::time::sleep_until(settle_until.into()).await;
     let connected_sample = procfs::sample_all(pids)?;
+    let events_before = v1::presence_events();
 
     // ----- publish (or stay idle) -----
     progress.phase.store(2, Ordering::Relaxed);
     let publish_start = Instant::now();
-    let churn_counts = Arc::new(clients::ChurnCounts::default());
     let churn_task = (args.churn > 0.0).then(|| {
         tokio::spawn(churn(
             args.clone_churn(&addrs),
@@ -213,13 +216,15 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
 
     // ----- drain -----
     progress.phase.store(3, Ordering::Relaxed);
-    if !reports.is_empty() {
+    // Deliveries, and the presence frames of the last churn leaves.
+    let arrived = || clients::snapshot().0 + v1::presence_events().iter().sum::<u64>();
+    if !reports.is_empty() || args.churn > 0.0 {
         let drain_until = Instant::now() + args.drain;
-        let mut last = clients::snapshot().0;
+        let mut last = arrived();
         let mut quiet_since = Instant::now();
         while Instant::now() < drain_until {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = clients::snapshot().0;
+            let now = arrived();
             if now != last {
                 last = now;
                 quiet_since = Instant::now();
@@ -230,6 +235,7 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
     }
     let window = publish_start.elapsed();
     let after = procfs::sample_all(pids)?;
+    let events_after = v1::presence_events();
 
     // ----- stop and collect -----
     progress.phase.store(4, Ordering::Relaxed);
@@ -258,6 +264,8 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
             before,
             connected_sample,
             after,
+            events_before,
+            events_after,
         },
     ))
 }
@@ -266,24 +274,47 @@ fn all_dropped(shared: &Shared, connected: u64) -> bool {
     shared.dropped.load(Ordering::Relaxed) >= connected
 }
 
-async fn report_progress(progress: Arc<Progress>, shared: Arc<Shared>, target: u64) {
+async fn report_progress(
+    progress: Arc<Progress>,
+    shared: Arc<Shared>,
+    churn: Arc<clients::ChurnCounts>,
+    target: u64,
+    every: Duration,
+) {
     let start = Instant::now();
     let mut last_delivered = 0;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tick.tick().await;
         let (delivered, hist) = clients::snapshot();
         let phase = PHASES[progress.phase.load(Ordering::Relaxed) as usize];
+        let churned = churn.started.load(Ordering::Relaxed);
+        let churn_line = if churned > 0 {
+            format!(
+                "  churn {} joined, {} failed, {} skipped",
+                churn.joined.load(Ordering::Relaxed),
+                churn.failed.load(Ordering::Relaxed),
+                churn.skipped.load(Ordering::Relaxed)
+            )
+        } else {
+            String::new()
+        };
+        let events: u64 = v1::presence_events().iter().sum();
+        let events_line = if events > 0 {
+            format!("  presence frames {events}")
+        } else {
+            String::new()
+        };
         eprintln!(
             "[{:>4}s] {phase:<10} connected {}/{target} (failed {}, dropped {})  sent {}  \
-             delivered/s {}  p99 so far {}",
+             delivered/s {}  p99 so far {}{churn_line}{events_line}",
             start.elapsed().as_secs(),
             shared.connected.load(Ordering::Relaxed),
             shared.failed.load(Ordering::Relaxed),
             shared.dropped.load(Ordering::Relaxed),
             progress.sent.load(Ordering::Relaxed),
-            delivered - last_delivered,
+            ((delivered - last_delivered) as f64 / every.as_secs_f64()) as u64,
             if hist.is_empty() {
                 "-".to_string()
             } else {
@@ -306,6 +337,9 @@ struct Measured {
     before: Vec<ProcSample>,
     connected_sample: Vec<ProcSample>,
     after: Vec<ProcSample>,
+    /// Presence frames received by every client before and after the window.
+    events_before: [u64; 4],
+    events_after: [u64; 4],
 }
 
 fn percentiles(h: &Histogram<u64>) -> Value {
@@ -394,6 +428,19 @@ fn summarize(args: &Args, m: &Measured) -> Value {
         }));
     }
     let measured = !args.measure_pid.is_empty();
+    let events_window: Vec<u64> = m
+        .events_after
+        .iter()
+        .zip(m.events_before)
+        .map(|(a, b)| a.saturating_sub(b))
+        .collect();
+    let events_total: u64 = events_window.iter().sum();
+    let presence_frames: serde_json::Map<String, Value> = v1::PRESENCE_KINDS
+        .iter()
+        .zip(&events_window)
+        .map(|(kind, n)| (kind.to_string(), json!(n)))
+        .collect();
+    let churn_joined = m.churn.joined.load(Ordering::Relaxed);
     json!({
         "label": args.label,
         "urls": args.urls,
@@ -470,6 +517,18 @@ fn summarize(args: &Args, m: &Measured) -> Value {
         "server_cpu_utilization": if measured {
             json!(round3(cpu_total as f64 / 1e6 / m.window.as_secs_f64()))
         } else { Value::Null },
+        // Presence frames (join, leave, …) the clients got within the
+        // window, and the servers' CPU per frame and per churn connection.
+        "presence_frames": presence_frames,
+        "presence_frames_before_window": m.events_before.iter().sum::<u64>(),
+        "server_cpu_us_per_presence_frame": if measured && events_total > 0 {
+            json!(round3(cpu_total as f64 / events_total as f64))
+        } else { Value::Null },
+        "server_cpu_us_per_churn_join": if measured && churn_joined > 0 {
+            json!(round3(cpu_total as f64 / churn_joined as f64))
+        } else { Value::Null },
+        "server_cpu_us_window": if measured { json!(cpu_total) } else { Value::Null },
+        "server_user_us_window": if measured { json!(user_total) } else { Value::Null },
         "server_rss_per_connection_bytes": if measured && all_connections > 0 {
             json!((rss_delta_total * 1024) / all_connections as i64)
         } else { Value::Null },
@@ -561,6 +620,18 @@ fn print_human(s: &Value) {
         println!(
             "  churn       {} joins+leaves started, {} joined, {} failed, {} skipped (first error: {})",
             ch["started"], ch["joined"], ch["failed"], ch["skipped"], ch["first_error"]
+        );
+    }
+    let frames = &s["presence_frames"];
+    let frame_count: u64 = frames
+        .as_object()
+        .map_or(0, |f| f.values().filter_map(Value::as_u64).sum());
+    if frame_count > 0 {
+        println!(
+            "  presence    {frame_count} frames in the window ({frames}), {} before it; \
+             server CPU µs per frame {}",
+            get("presence_frames_before_window"),
+            get("server_cpu_us_per_presence_frame"),
         );
     }
     if s["ended_early"].as_u64().unwrap_or(0) > 0 {

@@ -9,8 +9,14 @@
 //! bench payload is `data` (base64 when `"binary": true`), and a message
 //! whose `group` is not one of the client's is misrouted, whatever its
 //! stamp says. Other frames (`welcome`, answers) are not deliveries.
+//!
+//! Presence frames (`join`, `leave`, `user_joined`, `user_left`, sent in
+//! the groups a node names with `--join-leave`) are counted, per kind,
+//! across every client ([`presence_events`]): what a join/leave costs the
+//! servers per frame delivered.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -39,6 +45,33 @@ struct Frame<'a> {
     code: Option<Cow<'a, str>>,
     #[serde(borrow)]
     reason: Option<Cow<'a, str>>,
+}
+
+/// The presence frames the clients count, in the order of
+/// [`presence_events`].
+pub const PRESENCE_KINDS: [&str; 4] = ["join", "leave", "user_joined", "user_left"];
+
+/// Presence frames received so far by every client, per kind of
+/// [`PRESENCE_KINDS`].
+static PRESENCE_EVENTS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// The presence frames received so far by every client, per kind of
+/// [`PRESENCE_KINDS`].
+pub fn presence_events() -> [u64; 4] {
+    PRESENCE_EVENTS
+        .each_ref()
+        .map(|n| n.load(Ordering::Relaxed))
+}
+
+/// Counts `kind` when it is a presence frame's; whether it was.
+fn count_presence(kind: &str) -> bool {
+    match PRESENCE_KINDS.iter().position(|k| *k == kind) {
+        Some(i) => {
+            PRESENCE_EVENTS[i].fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
 }
 
 /// A subscribe request for `group`, answered with `id`.
@@ -73,7 +106,9 @@ pub fn account(tally: &mut Tally, groups: &Groups, frame: &[u8]) -> Option<Stamp
         return None;
     };
     if parsed.kind != "message" {
-        return None; // welcome, subscribed, …: not deliveries
+        // join, leave, …: counted; welcome, subscribed, …: not deliveries
+        count_presence(&parsed.kind);
+        return None;
     }
     let Some(data) = parsed.data else {
         tally.invalid += 1;
@@ -167,5 +202,33 @@ mod tests {
         let why = answer_to(refused, 4).unwrap().unwrap_err();
         assert!(why.contains("too_many_groups at most 2"), "{why}");
         assert_eq!(answer_to(br#"{"type":"message","data":"x"}"#, 4), None);
+    }
+
+    #[test]
+    fn presence_frames_are_counted_per_kind_and_are_not_deliveries() {
+        // The only test that sends presence frames: the counts' deltas are its own.
+        let before = presence_events();
+        let groups = [("g-1".to_string(), 1)];
+        let mut tally = Tally::default();
+        for frame in [
+            r#"{"type":"join","group":"g-1","session":"a","node":"n"}"#,
+            r#"{"type":"leave","group":"g-1","session":"a","node":"n"}"#,
+            r#"{"type":"leave","group":"g-1","session":"b","node":"n"}"#,
+            r#"{"type":"user_joined","group":"g-1","sub":"u","node":"n"}"#,
+            r#"{"type":"user_left","group":"g-1","sub":"u","node":"n"}"#,
+            r#"{"type":"welcome","group":"g-1"}"#,
+        ] {
+            assert!(account(&mut tally, &groups, frame.as_bytes()).is_none());
+        }
+        let after = presence_events();
+        let delta: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        assert_eq!(delta, [1, 2, 1, 1]);
+        let mut totals = Totals::default();
+        tally.add_to(&mut totals);
+        assert_eq!(
+            (totals.delivered, totals.invalid, totals.misrouted),
+            (0, 0, 0)
+        );
+        assert!(!count_presence("message"));
     }
 }
