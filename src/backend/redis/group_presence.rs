@@ -83,6 +83,17 @@ const CONFIRM_MARGIN: Duration = Duration::from_millis(100);
 /// How many groups' batches are in flight at once.
 const CONCURRENT_GROUPS: usize = 16;
 
+/// What a group's write is (the script's `full` argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// This node's members, whole (after dropping what it had): `1`.
+    Whole,
+    /// The heartbeat: changes, if any, and the keys' expiry pushed: `0`.
+    Refresh,
+    /// A change batch: the changes only (the expiry is the heartbeat's): `2`.
+    Changes,
+}
+
 /// Which pool a group's keys are on.
 pub(crate) type Route = Arc<dyn Fn(&GroupName) -> usize + Send + Sync>;
 
@@ -282,7 +293,9 @@ impl GroupPresence {
                     _ = tokio::time::sleep(BATCH_WINDOW) => {}
                 }
             }
-            match self.write_batch().await {
+            // A change batch writes the groups that changed; the
+            // heartbeat writes every group, which pushes their expiry.
+            match self.write_batch(matches!(woken, Woken::Tick)).await {
                 Ok(()) => {
                     if streak.worked() {
                         tracing::info!("group presence is written again");
@@ -299,10 +312,13 @@ impl GroupPresence {
         }
     }
 
-    /// One batch: every group this node holds, has changes in, or has
-    /// members written in. A group whose write fails is written whole
-    /// next time. Returns the first error.
-    async fn write_batch(&self) -> Result<(), BackendError> {
+    /// One batch: with `heartbeat`, every group this node holds, has
+    /// changes in, or has members written in (their expiry pushed
+    /// forward); otherwise only the groups with changes or to be written
+    /// whole (a burst of joins in one group costs one script call, not
+    /// one per group the node holds). A group whose write fails is
+    /// written whole next time. Returns the first error.
+    async fn write_batch(&self, heartbeat: bool) -> Result<(), BackendError> {
         let (changes, whole, held) = {
             let mut pending = self.pending.lock();
             (
@@ -311,12 +327,20 @@ impl GroupPresence {
                 pending.held.clone(),
             )
         };
-        let mut groups: BTreeSet<GroupName> = (self.local_groups)()
-            .into_iter()
-            .map(|(group, _)| group)
-            .collect();
+        let mut groups: BTreeSet<GroupName> = BTreeSet::new();
+        if heartbeat {
+            groups.extend((self.local_groups)().into_iter().map(|(group, _)| group));
+            groups.extend(held.iter().cloned());
+        } else {
+            // A group this node holds but has not written yet is whole.
+            groups.extend(
+                (self.local_groups)()
+                    .into_iter()
+                    .map(|(group, _)| group)
+                    .filter(|group| !held.contains(group)),
+            );
+        }
         groups.extend(changes.keys().cloned());
-        groups.extend(held.iter().cloned());
         groups.extend(whole.iter().cloned());
         let results: Vec<(GroupName, Result<bool, BackendError>)> =
             futures_util::stream::iter(groups)
@@ -324,7 +348,7 @@ impl GroupPresence {
                     let entire = whole.contains(&group) || !held.contains(&group);
                     let noted = changes.get(&group);
                     async move {
-                        let written = self.write_group(&group, entire, noted).await;
+                        let written = self.write_group(&group, entire, noted, heartbeat).await;
                         (group, written)
                     }
                 })
@@ -357,10 +381,16 @@ impl GroupPresence {
         group: &GroupName,
         entire: bool,
         noted: Option<&HashMap<SessionId, bool>>,
+        heartbeat: bool,
     ) -> Result<bool, BackendError> {
         if !entire {
             let (added, removed) = self.changes_of(group, noted);
-            match self.write_chunks(group, false, added, removed).await? {
+            let write = if heartbeat {
+                Write::Refresh
+            } else {
+                Write::Changes
+            };
+            match self.write_chunks(group, write, added, removed).await? {
                 Some(mine) => return Ok(mine > 0),
                 // Redis no longer has this node's entry: write it whole.
                 None => tracing::debug!(%group, "group presence lost; writing it whole"),
@@ -368,7 +398,7 @@ impl GroupPresence {
         }
         let members = self.local.members(group);
         let mine = self
-            .write_chunks(group, true, members, Vec::new())
+            .write_chunks(group, Write::Whole, members, Vec::new())
             .await?
             .unwrap_or(0);
         Ok(mine > 0)
@@ -392,13 +422,14 @@ impl GroupPresence {
         (added, removed)
     }
 
-    /// Writes `added` and `removed` in chunks, the first one `entire` when
-    /// asked. `None` when Redis refused changes for want of this node's
-    /// entry; else this node's members of the group after the last chunk.
+    /// Writes `added` and `removed` in chunks, the first one as `write`
+    /// says (the others are changes of the same kind of batch). `None`
+    /// when Redis refused changes for want of this node's entry; else this
+    /// node's members of the group after the last chunk.
     async fn write_chunks(
         &self,
         group: &GroupName,
-        entire: bool,
+        write: Write,
         added: Vec<Member>,
         removed: Vec<SessionId>,
     ) -> Result<Option<i64>, BackendError> {
@@ -412,7 +443,11 @@ impl GroupPresence {
             let mut call = self.invocation(&self.scripts.write, group);
             call.arg(&self.node_id)
                 .arg(self.ttl_ms())
-                .arg(if entire && index == 0 { "1" } else { "0" })
+                .arg(match (write, index) {
+                    (Write::Whole, 0) => "1",
+                    (Write::Changes, _) => "2",
+                    _ => "0",
+                })
                 .arg(chunk.len());
             for member in chunk {
                 let json = serde_json::to_vec(member)

@@ -238,7 +238,9 @@ end
 /// A node's batch for one group. `ARGV = [grace, node, ttl_ms, full, n_adds,
 /// (id, sub, json) × n_adds, removed id...]`. `full = 1`: the node's
 /// members are written whole (its earlier entries are dropped first);
-/// otherwise the batch is changes, and is refused with `-1` when the
+/// otherwise the batch is changes (`full = 2`: a change batch between
+/// heartbeats, which leaves the keys' expiry to the heartbeat's `0`),
+/// and is refused with `-1` when the
 /// node's entry is gone (expired, pruned, or Redis lost it), so that the
 /// node writes the group whole instead. Returns the node's members of the
 /// group after the batch; at `0` the node's entry is removed, else its
@@ -301,8 +303,10 @@ if mine == 0 then
 else
   redis.call('ZADD', nodes, now + ttl, node)
 end
-for k = 1, 5 do
-  redis.call('PEXPIRE', KEYS[k], ttl)
+if ARGV[3] ~= '2' then
+  for k = 1, 5 do
+    redis.call('PEXPIRE', KEYS[k], ttl)
+  end
 end
 return finish(mine)";
 
