@@ -24,27 +24,13 @@ async fn next_json(client: &mut Client) -> Value {
 
 #[tokio::test]
 async fn only_v1_members_allowed_presence_hear_joins_and_leaves() {
-    let mut keys = KeySet::new();
-    keys.add_secret(None, JWT).expect("a secret");
-    let hub = Hub::builder()
-        .client_auth(ClientAuth::with_tokens(TokenVerifier::new(
-            keys,
-            VerifyOptions::default(),
-        )))
-        .config(Config {
-            presence: GroupPatterns::parse(["room"]).expect("patterns"),
-            join_leave: GroupPatterns::parse(["room"]).expect("patterns"),
-            presence_grace: Duration::from_millis(200),
-            ..Config::default()
-        })
-        .build()
-        .expect("a hub");
-    let server = TestServer::start(hub).await;
+    let server = presence_server().await;
     let url = |sub: &str, presence: bool| {
-        let mut request = MintRequest::new(sub, ["room"]);
-        request.presence = presence;
-        let token = mint_hs256(JWT, &request).expect("a token");
-        format!("{}?token={token}", server.ws_url("room"))
+        format!(
+            "{}?token={}",
+            server.ws_url("room"),
+            token(sub, &["room"], presence)
+        )
     };
     let v1 = [("sec-websocket-protocol", "groupcast.v1")];
 

@@ -11,59 +11,16 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import { GroupcastClient, PROTOCOL, backoffDelay, connect, endpoint } from "../groupcast.js";
+import { FakeSocket as SharedFakeSocket } from "./fake-socket.js";
 
 /** A WebSocket the test drives: the client's calls are recorded. */
-class FakeSocket {
-  static all = [];
-
-  constructor(url, protocols) {
-    this.url = new URL(url);
-    this.protocols = protocols;
-    this.readyState = 0; // CONNECTING
-    this.protocol = "";
-    this.sent = [];
-    this.closedWith = null;
-    FakeSocket.all.push(this);
-  }
-
-  // ---- what the client calls
-  send(data) {
-    assert.equal(this.readyState, 1, "send on a socket that is not open");
-    this.sent.push(data);
-  }
-
-  close(code, reason) {
-    this.closedWith = { code, reason };
-    this.readyState = 3;
-  }
-
-  // ---- what the test (the "server") does
-  accept(protocol = PROTOCOL) {
-    this.readyState = 1;
-    this.protocol = protocol;
-    this.onopen?.({});
-  }
-
-  frame(value) {
-    const data = typeof value === "string" || value instanceof ArrayBuffer ? value : JSON.stringify(value);
-    this.onmessage?.({ data });
-  }
-
+class FakeSocket extends SharedFakeSocket {
   welcome(fields) {
     this.frame({ type: "welcome", session: "s1", node: "n1", group: "g", ...fields });
   }
 
   message(offset, data, epoch = "E1") {
     this.frame({ type: "message", offset, epoch, data });
-  }
-
-  drop(code = 1006, reason = "") {
-    this.readyState = 3;
-    this.onclose?.({ code, reason, wasClean: code !== 1006 });
-  }
-
-  param(name) {
-    return this.url.searchParams.get(name);
   }
 }
 

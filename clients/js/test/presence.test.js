@@ -10,49 +10,11 @@ import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 
 import { GroupcastClient, PROTOCOL } from "../groupcast.js";
+import { FakeSocket as SharedFakeSocket } from "./fake-socket.js";
 
-class FakeSocket {
-  static all = [];
-
-  constructor(url, protocols) {
-    this.url = new URL(url);
-    this.protocols = protocols;
-    this.readyState = 0;
-    this.protocol = "";
-    this.sent = [];
-    FakeSocket.all.push(this);
-  }
-
-  send(data) {
-    assert.equal(this.readyState, 1, "send on a socket that is not open");
-    this.sent.push(data);
-  }
-
-  close() {
-    this.readyState = 3;
-  }
-
-  accept(protocol = PROTOCOL) {
-    this.readyState = 1;
-    this.protocol = protocol;
-    this.onopen?.({});
-  }
-
-  frame(value) {
-    this.onmessage?.({ data: JSON.stringify(value) });
-  }
-
+class FakeSocket extends SharedFakeSocket {
   welcome(group) {
     this.frame({ type: "welcome", session: "me", node: "n1", group, epoch: null, offset: null, history: false });
-  }
-
-  drop(code = 1006) {
-    this.readyState = 3;
-    this.onclose?.({ code, reason: "", wasClean: false });
-  }
-
-  requests() {
-    return this.sent.map((text) => JSON.parse(text));
   }
 }
 

@@ -8,39 +8,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import { GroupcastClient, GroupcastError, PROTOCOL } from "../groupcast.js";
+import { FakeSocket as SharedFakeSocket } from "./fake-socket.js";
 
 /** A WebSocket the test drives (as in client.test.js, plus `requests`). */
-class FakeSocket {
-  static all = [];
-
-  constructor(url, protocols) {
-    this.url = new URL(url);
-    this.protocols = protocols;
-    this.readyState = 0;
-    this.protocol = "";
-    this.sent = [];
-    FakeSocket.all.push(this);
-  }
-
-  send(data) {
-    assert.equal(this.readyState, 1, "send on a socket that is not open");
-    this.sent.push(data);
-  }
-
-  close() {
-    this.readyState = 3;
-  }
-
-  accept(protocol = PROTOCOL) {
-    this.readyState = 1;
-    this.protocol = protocol;
-    this.onopen?.({});
-  }
-
-  frame(value) {
-    this.onmessage?.({ data: JSON.stringify(value) });
-  }
-
+class FakeSocket extends SharedFakeSocket {
   welcome(group, fields) {
     this.frame({ type: "welcome", session: "s1", node: "n1", group, ...fields });
   }
@@ -53,20 +24,6 @@ class FakeSocket {
 
   message(group, offset, data, epoch = `E-${group}`) {
     this.frame({ type: "message", group, offset, epoch, data });
-  }
-
-  drop(code = 1006) {
-    this.readyState = 3;
-    this.onclose?.({ code, reason: "", wasClean: false });
-  }
-
-  param(name) {
-    return this.url.searchParams.get(name);
-  }
-
-  /** The JSON requests the client sent, in order. */
-  requests() {
-    return this.sent.map((text) => JSON.parse(text));
   }
 
   /** The last `type` request for `group`. */
