@@ -61,7 +61,9 @@
 //! position of the group (`seq`: above the last one and at least Redis's
 //! clock in microseconds, so that it keeps growing even when the key
 //! expired or Redis restarted); every call answers the group's current
-//! position. A snapshot read with the members at position `s` holds every
+//! position (Redis's clock when the key is gone: it expires a minute
+//! after the group's last transition, and goes at once with the group's
+//! last member). A snapshot read with the members at position `s` holds every
 //! transition up to `s` and none after: a client shown the snapshot is
 //! sent exactly the join/leave frames above `s` (see `presence/snapshot.rs`).
 //!
@@ -226,10 +228,22 @@ local function finish(payload)
   if marked and redis.call('ZCARD', leaving) > 0 then
     wait = grace
   end
-  local seq = tonumber(redis.call('GET', seqkey) or '0')
+  -- Without a key (gone with a quiet or empty group) every transition so
+  -- far was before now: now is the group's position.
+  local stored = redis.call('GET', seqkey)
+  local seq = now_us
+  if stored then
+    seq = tonumber(stored)
+  end
   if #out > 0 then
     seq = math.max(seq + 1, now_us)
-    redis.call('SET', seqkey, string.format('%d', seq), 'PX', grace + 3600000)
+    if redis.call('HLEN', members) == 0 and redis.call('ZCARD', leaving) == 0 then
+      -- Nobody left and nothing pending: no key stays behind (the clock
+      -- keeps the next position above this one).
+      redis.call('DEL', seqkey)
+    else
+      redis.call('SET', seqkey, string.format('%d', seq), 'PX', grace + 60000)
+    end
   end
   return {payload, out, wait, seq}
 end
