@@ -85,11 +85,13 @@ async fn delivery_follows_the_primary_through_a_sentinel_failover() {
     // Nodes b and c hear node a's probes again once all three follow the
     // new primary (node a's own member gets them locally all along).
     let resumed = probe_until_each_hears(&nodes[0].hub, group, &mut members[1..], killed_at).await;
-    assert_eq!(
-        sentinel.primary_port().await,
-        sentinel.base + 1,
-        "the replica was promoted"
-    );
+    // The Sentinel asked here may learn of the promotion a moment after the
+    // one the nodes asked (their new configuration spreads by hello
+    // messages): wait for it rather than ask once.
+    wait_until_async("the first Sentinel names the promoted replica", || async {
+        sentinel.primary_port().await == sentinel.base + 1
+    })
+    .await;
     wait_until_async("every node reports the new primary", || {
         let nodes = &nodes;
         let expected = format!("127.0.0.1:{}", sentinel.base + 1);
