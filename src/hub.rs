@@ -200,10 +200,11 @@ impl HubBuilder {
         let groups_registry = registry.clone();
         let (presence_registry, presence_policy) = (registry.clone(), self.config.presence.clone());
         let shutdown = CancellationToken::new();
-        // The hub that sends join/leave frames, once it exists.
-        let frames_hub: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
+        // The hub, once it exists: for the backend's callbacks made before
+        // (join/leave frames, a resubscription's snapshot refresh).
+        let late_hub: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
         let frames: FrameSender = {
-            let cell = frames_hub.clone();
+            let cell = late_hub.clone();
             Arc::new(move |group, frame, seq| {
                 if let Some(inner) = cell.get().and_then(std::sync::Weak::upgrade) {
                     Hub { inner }.send_presence_frame(group, frame, seq);
@@ -226,7 +227,7 @@ impl HubBuilder {
                 delivery: delivery.clone(),
                 control: control.clone(),
                 resubscribed: {
-                    let cell = frames_hub.clone();
+                    let cell = late_hub.clone();
                     Arc::new(move || {
                         if let Some(inner) = cell.get().and_then(std::sync::Weak::upgrade) {
                             Hub { inner }.refresh_snapshots();
@@ -284,7 +285,7 @@ impl HubBuilder {
             client_auth: self.client_auth,
             limiter,
         });
-        let _ = frames_hub.set(Arc::downgrade(&inner));
+        let _ = late_hub.set(Arc::downgrade(&inner));
         Ok(Hub { inner })
     }
 }

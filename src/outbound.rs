@@ -258,6 +258,14 @@ struct State {
     presence_floors: Vec<(GroupName, u64)>,
 }
 
+impl State {
+    /// Drops the queued join/leave frames of `group` at or before `seq`
+    /// (a snapshot at `seq` holds them).
+    fn drop_presence_through(&mut self, group: &GroupName, seq: u64) {
+        self.frames.retain(|q| !q.is_presence_through(group, seq));
+    }
+}
+
 pub(crate) struct Outbound {
     state: Mutex<State>,
     /// The connection's task, woken when there is something to write
@@ -395,7 +403,7 @@ impl Outbound {
             Some((_, floor)) => *floor = seq,
             None => state.presence_floors.push((group.clone(), seq)),
         }
-        state.frames.retain(|q| !q.is_presence_through(group, seq));
+        state.drop_presence_through(group, seq);
     }
 
     /// A newer snapshot of `group` (at `seq`) for a session that holds
@@ -414,7 +422,7 @@ impl Outbound {
                 Some((_, floor)) if *floor < seq => *floor = seq,
                 _ => return false,
             }
-            state.frames.retain(|q| !q.is_presence_through(group, seq));
+            state.drop_presence_through(group, seq);
             let at = state
                 .frames
                 .iter()

@@ -101,8 +101,8 @@ impl LocalChanges {
             }
             // Another user under the same id: the old one left.
             state.sessions.remove(id);
-            out.push(self.left_change(id, was.clone()));
-            self.release(state, was, &mut out);
+            out.push(left_change(&self.node, id, was.clone()));
+            release(state, was, &mut out);
         }
         state.sessions.insert(id.clone(), sub.clone());
         if state.sessions.len() == 1 && out.is_empty() {
@@ -142,7 +142,7 @@ impl LocalChanges {
             runtime.spawn(self.finish_after_grace(group.clone(), id.clone(), generation));
             return;
         }
-        let out = self.take_out(state, id);
+        let out = take_out(&self.node, state, id);
         if state.sessions.is_empty() {
             groups.remove(group);
         }
@@ -163,14 +163,7 @@ impl LocalChanges {
             self.changes.clone(),
             self.seq.clone(),
         );
-        let ending = LocalChanges {
-            node: self.node.clone(),
-            grace,
-            changes: changes.clone(),
-            groups: groups.clone(),
-            generation: self.generation.clone(),
-            seq: seq.clone(),
-        };
+        let node = self.node.clone();
         async move {
             tokio::time::sleep(grace).await;
             let mut groups = groups.lock();
@@ -181,46 +174,46 @@ impl LocalChanges {
                 return; // came back
             }
             state.closing.remove(&id);
-            let out = ending.take_out(state, &id);
+            let out = take_out(&node, state, &id);
             if state.sessions.is_empty() {
                 groups.remove(&group);
             }
             changes(&group, out, next_seq(&seq));
         }
     }
+}
 
-    /// Takes `id` out of `state` for good: its leave, its user's last
-    /// leave, the group's vacancy.
-    fn take_out(&self, state: &mut GroupState, id: &SessionId) -> Vec<PresenceChange> {
-        let mut out = Vec::new();
-        if let Some(sub) = state.sessions.remove(id) {
-            out.push(self.left_change(id, sub.clone()));
-            self.release(state, sub, &mut out);
-        }
-        if state.sessions.is_empty() {
-            out.push(PresenceChange::Vacated);
-        }
-        out
+/// Takes `id` out of `state` for good: its leave (on `node`), its user's
+/// last leave, the group's vacancy.
+fn take_out(node: &str, state: &mut GroupState, id: &SessionId) -> Vec<PresenceChange> {
+    let mut out = Vec::new();
+    if let Some(sub) = state.sessions.remove(id) {
+        out.push(left_change(node, id, sub.clone()));
+        release(state, sub, &mut out);
     }
-
-    fn left_change(&self, id: &SessionId, sub: Option<String>) -> PresenceChange {
-        PresenceChange::SessionLeft {
-            id: id.clone(),
-            node: self.node.clone(),
-            sub,
-        }
+    if state.sessions.is_empty() {
+        out.push(PresenceChange::Vacated);
     }
+    out
+}
 
-    /// One connection of `sub` fewer: its last one is the user's leave.
-    fn release(&self, state: &mut GroupState, sub: Option<String>, out: &mut Vec<PresenceChange>) {
-        if let Some(sub) = sub
-            && let Some(count) = state.users.get_mut(&sub)
-        {
-            *count -= 1;
-            if *count == 0 {
-                state.users.remove(&sub);
-                out.push(PresenceChange::UserLeft(sub));
-            }
+fn left_change(node: &str, id: &SessionId, sub: Option<String>) -> PresenceChange {
+    PresenceChange::SessionLeft {
+        id: id.clone(),
+        node: node.to_string(),
+        sub,
+    }
+}
+
+/// One connection of `sub` fewer: its last one is the user's leave.
+fn release(state: &mut GroupState, sub: Option<String>, out: &mut Vec<PresenceChange>) {
+    if let Some(sub) = sub
+        && let Some(count) = state.users.get_mut(&sub)
+    {
+        *count -= 1;
+        if *count == 0 {
+            state.users.remove(&sub);
+            out.push(PresenceChange::UserLeft(sub));
         }
     }
 }

@@ -49,8 +49,33 @@ pub const SNAPSHOT_CAP: usize = 1000;
 /// is sent `presence_unavailable` (its welcome waits that long at most).
 const SNAPSHOT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Why a snapshot cannot be asked for: `(code, reason)`.
-pub(crate) type SnapshotRefusal = (&'static str, String);
+/// Why a client may not have a group's snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SnapshotRefusal {
+    #[error("{0} keeps no presence (the server's --presence names the groups that do)")]
+    NoPresence(GroupName),
+    #[error("this token does not allow seeing presence (\"presence\": false)")]
+    NotAllowed,
+}
+
+impl SnapshotRefusal {
+    /// The code clients are told (`error` frames, HTTP error bodies).
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            SnapshotRefusal::NoPresence(_) => "no_presence",
+            SnapshotRefusal::NotAllowed => "presence_not_allowed",
+        }
+    }
+
+    /// The status of a refused upgrade: the group's setting is the
+    /// request's mistake (400), the token's denial a refusal (403).
+    pub(crate) fn status(&self) -> axum::http::StatusCode {
+        match self {
+            SnapshotRefusal::NoPresence(_) => axum::http::StatusCode::BAD_REQUEST,
+            SnapshotRefusal::NotAllowed => axum::http::StatusCode::FORBIDDEN,
+        }
+    }
+}
 
 /// Reads `presence` from a query string: `1`/`true` asks for a snapshot,
 /// `0`/`false` or nothing does not; anything else says why not.
@@ -81,16 +106,10 @@ pub(crate) fn may_have_snapshot(
     claims: &Claims,
 ) -> Result<(), SnapshotRefusal> {
     if !hub.config().presence.matches(group) {
-        return Err((
-            "no_presence",
-            format!("{group} keeps no presence (the server's --presence names the groups that do)"),
-        ));
+        return Err(SnapshotRefusal::NoPresence(group.clone()));
     }
     if !claims.may_see_presence() {
-        return Err((
-            "presence_not_allowed",
-            "this token does not allow seeing presence (\"presence\": false)".into(),
-        ));
+        return Err(SnapshotRefusal::NotAllowed);
     }
     Ok(())
 }

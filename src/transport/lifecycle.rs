@@ -232,12 +232,9 @@ pub(crate) fn admit(
             Refusal::Auth(error)
         })?;
     if presence && let Some(group) = &group {
-        crate::presence::snapshot::may_have_snapshot(hub, group, &claims).map_err(
-            |(code, reason)| match code {
-                "presence_not_allowed" => Refusal::Refused(StatusCode::FORBIDDEN, code, reason),
-                _ => Refusal::Refused(StatusCode::BAD_REQUEST, code, reason),
-            },
-        )?;
+        crate::presence::snapshot::may_have_snapshot(hub, group, &claims).map_err(|refusal| {
+            Refusal::Refused(refusal.status(), refusal.code(), refusal.to_string())
+        })?;
     }
     if hub.is_shutting_down() {
         return Err(Refusal::ShuttingDown);

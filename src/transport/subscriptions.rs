@@ -125,7 +125,7 @@ fn subscribe(
     }
     if request.presence {
         crate::presence::snapshot::may_have_snapshot(hub, &group, &session.claims())
-            .map_err(|(code, reason)| (named.clone(), code, reason))?;
+            .map_err(|refusal| (named.clone(), refusal.code(), refusal.to_string()))?;
     }
     if !session.outbound().hold() {
         return Ok(()); // closing: nothing to answer
